@@ -1,0 +1,1 @@
+"""docpipe's common package: settings, event contract, bus topology, database and blob store."""

@@ -1,0 +1,274 @@
+"""The bus: a FastStream RabbitBroker bound to the declared topology, event publishing with
+publisher confirms, and the consumer wrapper that applies the failure taxonomy.
+
+Handlers receive a validated event and either return (ack), raise PermanentError (the job
+fails with that reason), raise JobGone (dropped), or raise anything else (retried through
+the delay queues, then dead-lettered with the error text).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import structlog
+from aio_pika import IncomingMessage
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
+from pydantic import ValidationError
+
+from shared.errors import JobGone, PermanentError
+from shared.events import Event, JobFailed, parse_event
+from shared.settings import Settings
+from shared.topology import GROUPS, ConsumerGroup, Topology
+
+log = structlog.get_logger(__name__)
+
+# Headers docpipe sets on every message.
+H_EVENT = "x-event-type"
+H_ATTEMPT = "x-attempt"
+H_CORRELATION = "x-correlation-id"
+H_ERROR = "x-error"
+H_REASON = "x-dead-letter-reason"
+H_QUEUE = "x-original-queue"
+
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+
+Handler = Callable[[Event, "Delivery"], Awaitable[None]]
+
+
+class Delivery:
+    """What a handler may want to know about the message besides its event."""
+
+    def __init__(self, raw: IncomingMessage, attempt: int) -> None:
+        self.raw = raw
+        self.attempt = attempt
+        self.redelivered = bool(raw.redelivered)
+        self.priority = raw.priority or 0
+
+
+class Bus:
+    def __init__(self, settings: Settings, service: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.topology = Topology.from_settings(settings)
+        self.broker = RabbitBroker(
+            settings.amqp_url,
+            default_channel=Channel(prefetch_count=settings.prefetch, publisher_confirms=True),
+            app_id=f"docpipe-{service}",
+            graceful_timeout=30.0,
+            reconnect_interval=1.0,
+            log_level=30,
+        )
+        # Hooks for metrics (issue: observability); each gets (group name, outcome).
+        self.on_outcome: list[Callable[[str, str], None]] = []
+
+    # --- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        await self.broker.connect()
+        await self.declare()
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    async def declare(self) -> None:
+        """Declare the whole topology, so a publish never races a consumer's first start."""
+        topo = self.topology
+        exchange = await self.broker.declare_exchange(topo.exchange)
+        dlx = await self.broker.declare_exchange(topo.dlx)
+        for group in GROUPS:
+            for key in group.binding_keys:
+                queue = await self.broker.declare_queue(topo.work_queue(group, key))
+                await queue.bind(exchange, routing_key=key)
+            dlq = await self.broker.declare_queue(topo.dead_letter_queue(group))
+            await dlq.bind(dlx, routing_key=group.name)
+            for delay in topo.retry_delays_ms:
+                await self.broker.declare_queue(topo.retry_queue(group, delay))
+
+    # --- publishing --------------------------------------------------------
+    async def publish(
+        self,
+        event: Event,
+        *,
+        priority: int | None = None,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Publish persistently and wait for the broker's confirm."""
+        hdrs: dict[str, Any] = {H_EVENT: event.routing_key}
+        cid = correlation_id.get()
+        if cid:
+            hdrs[H_CORRELATION] = cid
+        if headers:
+            hdrs.update(headers)
+        await self.broker.publish(
+            event.model_dump_json().encode(),
+            exchange=self.topology.exchange,
+            routing_key=event.routing_key,
+            persist=True,
+            message_id=message_id or event.message_id(),
+            correlation_id=cid or str(event.job_id),
+            content_type="application/json",
+            headers=hdrs,
+            priority=priority,
+            mandatory=False,
+        )
+
+    async def publish_raw(
+        self,
+        body: bytes,
+        routing_key: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """Publish bytes as they are onto the topic exchange (outbox relay, DLQ replay)."""
+        await self.broker.publish(
+            body,
+            exchange=self.topology.exchange,
+            routing_key=routing_key,
+            persist=True,
+            message_id=message_id,
+            content_type="application/json",
+            headers={H_EVENT: routing_key, **(headers or {})},
+            priority=priority,
+            mandatory=False,
+        )
+
+    async def _retry(self, raw: IncomingMessage, group: ConsumerGroup, attempt: int, err: str) -> None:
+        delays = self.topology.retry_delays_ms
+        delay = delays[min(attempt, len(delays)) - 1]
+        # Jitter spreads a burst of failures; the queue TTL still bounds the wait.
+        expiration = max(1, int(delay * random.uniform(0.8, 1.0))) / 1000
+        await self.broker.publish(
+            raw.body,
+            queue=self.topology.retry_queue_name(group, delay),
+            persist=True,
+            message_id=raw.message_id,
+            correlation_id=raw.correlation_id,
+            content_type=raw.content_type,
+            headers={**(raw.headers or {}), H_ATTEMPT: attempt, H_ERROR: err[:1000]},
+            priority=raw.priority,
+            expiration=expiration,
+            mandatory=False,
+        )
+
+    async def _dead_letter(
+        self, raw: IncomingMessage, group: ConsumerGroup, reason: str, err: str, attempt: int
+    ) -> None:
+        await self.broker.publish(
+            raw.body,
+            exchange=self.topology.dlx,
+            routing_key=group.name,
+            persist=True,
+            message_id=raw.message_id,
+            correlation_id=raw.correlation_id,
+            content_type=raw.content_type,
+            headers={
+                **(raw.headers or {}),
+                H_EVENT: (raw.headers or {}).get(H_EVENT) or raw.routing_key,
+                H_ATTEMPT: attempt,
+                H_REASON: reason,
+                H_ERROR: err[:4000],
+                H_QUEUE: self.topology.queue_name(group),
+            },
+            mandatory=False,
+        )
+
+    # --- consuming ---------------------------------------------------------
+    def subscribe(self, group: ConsumerGroup, handler: Handler, *, prefetch: int) -> None:
+        topo = self.topology
+        for key in group.binding_keys:
+            queue = topo.work_queue(group, key)
+
+            async def consume(msg: RabbitMessage) -> None:
+                await self._handle(group, handler, msg)
+
+            self.broker.subscriber(
+                queue,
+                topo.exchange,
+                channel=Channel(prefetch_count=prefetch, publisher_confirms=True),
+                ack_policy=AckPolicy.MANUAL,
+                no_reply=True,
+                title=f"{group.name}:{key}",
+            )(consume)
+
+    def _count(self, group: ConsumerGroup, outcome: str) -> None:
+        for hook in self.on_outcome:
+            with contextlib.suppress(Exception):
+                hook(group.name, outcome)
+
+    async def _handle(self, group: ConsumerGroup, handler: Handler, msg: RabbitMessage) -> None:
+        raw: IncomingMessage = msg.raw_message
+        headers = raw.headers or {}
+        event_type = str(headers.get(H_EVENT) or raw.routing_key or "")
+        attempt = int(headers.get(H_ATTEMPT, 0) or 0)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            event=event_type, message_id=raw.message_id, queue=group.name
+        )
+        self._count(group, "received")
+        try:
+            event = parse_event(event_type, raw.body)
+        except (KeyError, ValidationError, ValueError, json.JSONDecodeError) as exc:
+            log.warning("malformed message dead-lettered", error=str(exc)[:500])
+            await self._dead_letter(raw, group, "malformed", f"{type(exc).__name__}: {exc}", attempt)
+            await msg.ack()
+            self._count(group, "dead_lettered")
+            return
+
+        cid = str(headers.get(H_CORRELATION) or raw.correlation_id or event.job_id)
+        token = correlation_id.set(cid)
+        structlog.contextvars.bind_contextvars(job_id=str(event.job_id), correlation_id=cid)
+        try:
+            await handler(event, Delivery(raw, attempt))
+        except JobGone as exc:
+            log.info("dropped work for an ended job", why=str(exc))
+            await msg.ack()
+            self._count(group, "acked")
+        except PermanentError as exc:
+            log.warning("job failed permanently", reason=exc.reason)
+            await self.publish(JobFailed(job_id=event.job_id, stage=group.name, reason=exc.reason))
+            await msg.ack()
+            self._count(group, "acked")
+        except Exception as exc:  # transient, or a bug: retry, then dead-letter
+            err = f"{type(exc).__name__}: {exc}"
+            if attempt < len(self.topology.retry_delays_ms):
+                log.warning("handler failed, will retry", error=err[:500], attempt=attempt + 1)
+                await self._retry(raw, group, attempt + 1, err)
+                await msg.ack()
+                self._count(group, "retried")
+            else:
+                log.error("retries exhausted, dead-lettering", error=err[:500], exc_info=True)
+                await self._dead_letter(raw, group, "retries-exhausted", err, attempt)
+                # Every job ends: the dead letter can be replayed, but the job fails now.
+                with contextlib.suppress(Exception):
+                    await self.publish(
+                        JobFailed(
+                            job_id=event.job_id,
+                            stage=group.name,
+                            reason=(
+                                f"The {group.name} stage kept failing after "
+                                f"{attempt} retries ({type(exc).__name__}); "
+                                "the message was moved to the dead-letter queue."
+                            ),
+                        )
+                    )
+                await msg.ack()
+                self._count(group, "dead_lettered")
+        else:
+            await msg.ack()
+            self._count(group, "acked")
+        finally:
+            correlation_id.reset(token)
+
+
+def new_job_id() -> uuid.UUID:
+    return uuid.uuid4()

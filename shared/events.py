@@ -1,0 +1,242 @@
+"""The event contract: every message on the bus, versioned, each with its routing key.
+
+Messages carry references (blob URIs) and derived text, never the uploaded file's bytes.
+Ids are deterministic (uuid5 of job, stage and item) so a redelivered or replayed message
+maps onto the same rows and is recognised as a duplicate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Namespace for every deterministic id docpipe derives.
+DOCPIPE_NS = uuid.UUID("6f1c1e34-5b8e-4d6b-9d0b-7c1a3c2f9a10")
+
+
+def derive_id(*parts: object) -> uuid.UUID:
+    """uuid5 over the parts: the same job, stage and item always give the same id."""
+    return uuid.uuid5(DOCPIPE_NS, "/".join(str(p) for p in parts))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OcrMode(StrEnum):
+    AUTO = "auto"  # OCR pages without a text layer, and large embedded images
+    ALWAYS = "always"  # OCR every page, even those with a text layer
+    NEVER = "never"  # text layer only
+
+
+class PageSource(StrEnum):
+    TEXT_LAYER = "text-layer"
+    OCR = "ocr"
+
+
+class Stage(StrEnum):
+    EXTRACT = "extract"
+    OCR = "ocr"
+    ANALYZE = "analyze"
+
+
+class Event(BaseModel):
+    """Base of every event. `routing_key` doubles as the event type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    routing_key: ClassVar[str]
+    version: Literal[1] = 1
+    job_id: uuid.UUID
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+    def message_id(self) -> str:
+        """Deterministic per logical event, so redeliveries and replays share one id."""
+        return str(derive_id(self.job_id, self.routing_key, *self.identity()))
+
+    def identity(self) -> tuple[object, ...]:
+        """What makes this event unique within its job (overridden per item event)."""
+        return ()
+
+
+class DocumentUploaded(Event):
+    """A document is ready to process. Published by ingest, or straight onto the bus upstream."""
+
+    routing_key: ClassVar[str] = "document.uploaded"
+    tenant: str = "bus"
+    document_uri: str  # blob://sha256/<hex>, file:///path or http(s)://...
+    filename: str | None = None
+    ocr: OcrMode = OcrMode.AUTO
+    password: str | None = None
+    priority: int = Field(default=0, ge=0, le=9)
+    size_bytes: int | None = None
+    content_type: str | None = None  # as sniffed by ingest; the extractor sniffs again
+
+
+class ExtractionStarted(Event):
+    """The extractor opened the document and knows how many pages it has."""
+
+    routing_key: ClassVar[str] = "extraction.started"
+    format: str
+    pages_total: int = Field(ge=0)
+    document_uri: str | None = None  # set when the extractor had to fetch the document itself
+
+
+class PageExtracted(Event):
+    """One page's text layer, and what is still to come for the page."""
+
+    routing_key: ClassVar[str] = "page.extracted"
+    page: int = Field(ge=1)
+    text: str = ""
+    has_text_layer: bool = False
+    ocr_pending: bool = False  # an images.extracted was published; a page.ocred will follow
+    chunks_total: int = Field(default=0, ge=0)  # chunk.created messages published for this text
+    error: str | None = None  # this page failed; the job may still complete
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.page,)
+
+
+class ImageRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_id: uuid.UUID
+    uri: str
+    width: int
+    height: int
+    kind: Literal["page-scan", "embedded"] = "embedded"
+
+
+class ImagesExtracted(Event):
+    """Images of one page to OCR: a rendered scan, or the embedded images of a text page."""
+
+    routing_key: ClassVar[str] = "images.extracted"
+    page: int = Field(ge=1)
+    images: list[ImageRef]
+    lang: str = "eng"
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.page,)
+
+
+class PageOcred(Event):
+    """OCR of one page's images is done."""
+
+    routing_key: ClassVar[str] = "page.ocred"
+    page: int = Field(ge=1)
+    text: str = ""
+    chunks_total: int = Field(default=0, ge=0)
+    images_ocred: int = 0
+    images_skipped: int = 0  # below the size threshold
+    ocr_seconds: float = 0.0
+    error: str | None = None
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.page,)
+
+
+class Chunk(BaseModel):
+    """A bounded piece of one page's text; offsets index that page's text of the same source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_id: uuid.UUID
+    page: int
+    index: int  # position among the page's chunks of this source
+    source: PageSource
+    start: int
+    end: int
+    text: str
+
+    @staticmethod
+    def make_id(job_id: uuid.UUID, page: int, source: PageSource, index: int) -> uuid.UUID:
+        return derive_id(job_id, "chunk", page, source.value, index)
+
+
+class ChunkCreated(Event):
+    routing_key: ClassVar[str] = "chunk.created"
+    chunk: Chunk
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.chunk.chunk_id,)
+
+
+class Entity(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["email", "url", "phone", "date", "money"]
+    text: str
+    start: int
+    end: int
+
+
+class Analysis(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    analyzer: str  # which backend produced it, e.g. "builtin/1"
+    language: str | None
+    word_count: int
+    keywords: list[str]
+    entities: list[Entity]
+    cost_usd: float = 0.0  # built-in analysis is free; an LLM backend reports its spend here
+
+
+class ChunkAnalyzed(Event):
+    routing_key: ClassVar[str] = "chunk.analyzed"
+    chunk: Chunk
+    analysis: Analysis
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.chunk.chunk_id,)
+
+
+class JobFailed(Event):
+    """The job cannot complete. `reason` is a sentence a person can read."""
+
+    routing_key: ClassVar[str] = "job.failed"
+    stage: str
+    reason: str
+
+
+class JobCancelled(Event):
+    routing_key: ClassVar[str] = "job.cancelled"
+    reason: str = "Cancelled by the client."
+
+
+class JobCompleted(Event):
+    """Published by the progress service once it has assembled the result."""
+
+    routing_key: ClassVar[str] = "job.completed"
+    tenant: str
+    pages_total: int
+    chunks_total: int
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    DocumentUploaded,
+    ExtractionStarted,
+    PageExtracted,
+    ImagesExtracted,
+    PageOcred,
+    ChunkCreated,
+    ChunkAnalyzed,
+    JobFailed,
+    JobCancelled,
+    JobCompleted,
+)
+EVENTS_BY_KEY: dict[str, type[Event]] = {e.routing_key: e for e in ALL_EVENTS}
+
+
+def parse_event(routing_key: str, body: bytes | str | dict[str, Any]) -> Event:
+    """Validate a message body against the model its routing key names.
+
+    Raises KeyError for an unknown key and pydantic.ValidationError for a malformed body.
+    """
+    model = EVENTS_BY_KEY[routing_key]
+    if isinstance(body, dict):
+        return model.model_validate(body)
+    return model.model_validate_json(body)

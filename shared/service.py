@@ -1,0 +1,120 @@
+"""The runtime every service shares: logging, the database pool, the bus, and an HTTP app with
+/healthz, /readyz and /metrics. A service adds its handlers and routes; this wires the rest."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+import uvicorn
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.blobstore import BlobStore
+from shared.bus import Bus
+from shared.db import create_pool
+from shared.logging import configure_logging
+from shared.metrics import count_outcome
+from shared.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    settings: Settings
+    bus: Bus
+    pool: asyncpg.Pool
+    blobs: BlobStore
+    state: dict[str, Any] = field(default_factory=dict)
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+        """Run a background loop for the life of the service."""
+        self.background.append(asyncio.ensure_future(coro))
+
+
+Setup = Callable[[ServiceContext], Awaitable[None] | None]
+
+
+def create_service_app(
+    name: str,
+    setup: Setup,
+    *,
+    settings: Settings | None = None,
+    title: str | None = None,
+    pool_size: int = 10,
+) -> FastAPI:
+    """Build the service's FastAPI app; `setup` subscribes handlers and adds routes/loops."""
+    settings = settings or get_settings()
+    configure_logging(name, settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url, max_size=pool_size)
+        bus = Bus(settings, name)
+        bus.on_outcome.append(count_outcome)
+        ctx = ServiceContext(name, settings, bus, pool, BlobStore(settings.blob_dir))
+        app.state.ctx = ctx
+        result = setup(ctx)
+        if asyncio.iscoroutine(result):
+            await result
+        await bus.start()
+        log.info("service started")
+        try:
+            yield
+        finally:
+            log.info("service stopping")
+            for task in ctx.background:
+                task.cancel()
+            await asyncio.gather(*ctx.background, return_exceptions=True)
+            await bus.stop()
+            await pool.close()
+
+    app = FastAPI(title=title or f"docpipe {name}", lifespan=lifespan)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": name}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(response: Response) -> dict[str, Any]:
+        ctx: ServiceContext = app.state.ctx
+        checks: dict[str, bool] = {}
+        try:
+            async with ctx.pool.acquire(timeout=2) as conn:
+                checks["database"] = await conn.fetchval("SELECT 1") == 1
+        except Exception:
+            checks["database"] = False
+        try:
+            checks["broker"] = bool(await ctx.bus.broker.ping(timeout=2))
+        except Exception:
+            checks["broker"] = False
+        ok = all(checks.values())
+        response.status_code = 200 if ok else 503
+        return {"ready": ok, "checks": checks}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def run_service(app: FastAPI, port: int, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        ws_ping_interval=20,
+        timeout_graceful_shutdown=20,
+    )

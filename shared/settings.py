@@ -1,0 +1,98 @@
+"""All configuration, read from DOCPIPE_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def parse_key_map(spec: str) -> dict[str, str]:
+    """Parse 'key1=tenant1,key2=tenant2' into {key: tenant}."""
+    mapping: dict[str, str] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, tenant = item.partition("=")
+        if not sep or not key.strip() or not tenant.strip():
+            raise ValueError(f"bad key mapping {item!r}: expected key=tenant")
+        mapping[key.strip()] = tenant.strip()
+    return mapping
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOCPIPE_", extra="ignore")
+
+    # Infrastructure
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/docpipe"
+    blob_dir: Path = Path("var/blobs")
+    # Prefix of every exchange and queue name, so a test run can own a private topology.
+    bus_prefix: str = "docpipe"
+
+    # Auth: "key=tenant,..." for the job API, and a comma list of admin keys.
+    api_keys: str = "dev-key=dev,dev-key-2=other"
+    admin_keys: str = "admin-key"
+
+    # Network
+    host: str = "127.0.0.1"
+    ingest_port: int = 8000
+    progress_port: int = 8001
+    extractor_port: int = 9101
+    ocr_port: int = 9102
+    analyzer_port: int = 9103
+
+    # Consumers: prefetch bounds how many messages one process works on at once.
+    prefetch: int = 16
+    extractor_concurrency: int = 2
+    ocr_concurrency: int = 2
+    progress_prefetch: int = 64
+
+    # Limits (bad input fails its job, never the worker)
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_pages: int = 2000
+    max_image_pixels: int = 80_000_000
+    max_extracted_chars: int = 20_000_000
+    extract_timeout_seconds: float = 300.0
+    extract_cpu_seconds: int = 300
+    extract_memory_mb: int = 1536
+    ocr_timeout_seconds: float = 120.0
+    ocr_cpu_seconds: int = 120
+    ocr_memory_mb: int = 1024
+    allow_private_urls: bool = False
+    http_fetch_timeout_seconds: float = 30.0
+
+    # OCR
+    ocr_lang: str = "eng"
+    ocr_dpi: int = 300
+    ocr_min_image_side: int = 48
+    ocr_min_image_area: int = 10_000
+
+    # Chunking
+    chunk_max_chars: int = 1200
+
+    # Reliability
+    retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 10000, 60000])
+    stall_seconds: float = 300.0
+    job_deadline_seconds: float = 3600.0
+
+    # Operations
+    log_level: str = "INFO"
+    log_json: bool = True
+    corpus_dir: Path = Path("../shared/corpus")
+
+    @property
+    def tenants_by_key(self) -> dict[str, str]:
+        return parse_key_map(self.api_keys)
+
+    @property
+    def admin_key_set(self) -> set[str]:
+        return {k.strip() for k in self.admin_keys.split(",") if k.strip()}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

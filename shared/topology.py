@@ -1,0 +1,110 @@
+"""The bus topology, declared once: one durable topic exchange, a work queue per consumer
+group, each with its dead-letter queue and a ladder of delay queues for retries.
+
+    <prefix>                  topic exchange; routing key = event type
+    <prefix>.dlx              direct exchange for dead letters, keyed by group
+    <prefix>.<group>          work queue, dead-letters to <prefix>.dlx with key <group>
+    <prefix>.<group>.dlq      dead-letter queue of that group
+    <prefix>.<group>.retry.N  delay queue: TTL N ms, then dead-letters back into the work queue
+
+Retries go to the delay queue through the default exchange, so only the group that failed
+sees the message again (republishing on the topic exchange would re-deliver to every group).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from faststream.rabbit import ExchangeType, RabbitExchange, RabbitQueue
+
+from shared.settings import Settings
+
+# Work queues are priority queues, so a small interactive job can overtake a bulk backlog.
+MAX_PRIORITY = 9
+
+
+@dataclass(frozen=True)
+class ConsumerGroup:
+    name: str
+    binding_keys: tuple[str, ...]
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+EXTRACTOR = ConsumerGroup("extractor", ("document.uploaded",))
+OCR = ConsumerGroup("ocr", ("images.extracted",))
+ANALYZER = ConsumerGroup("analyzer", ("chunk.created",))
+# The progress service sees every event, including its own job.completed.
+PROGRESS = ConsumerGroup("progress", ("#",))
+
+GROUPS: tuple[ConsumerGroup, ...] = (EXTRACTOR, OCR, ANALYZER, PROGRESS)
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str
+    retry_delays_ms: tuple[int, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        return cls(settings.bus_prefix, tuple(settings.retry_delays_ms))
+
+    # --- names -------------------------------------------------------------
+    @property
+    def exchange_name(self) -> str:
+        return self.prefix
+
+    @property
+    def dlx_name(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    def queue_name(self, group: ConsumerGroup) -> str:
+        return f"{self.prefix}.{group.name}"
+
+    def dlq_name(self, group: ConsumerGroup) -> str:
+        return f"{self.queue_name(group)}.dlq"
+
+    def retry_queue_name(self, group: ConsumerGroup, delay_ms: int) -> str:
+        return f"{self.queue_name(group)}.retry.{delay_ms}"
+
+    # --- declarations ------------------------------------------------------
+    @property
+    def exchange(self) -> RabbitExchange:
+        return RabbitExchange(self.exchange_name, type=ExchangeType.TOPIC, durable=True)
+
+    @property
+    def dlx(self) -> RabbitExchange:
+        return RabbitExchange(self.dlx_name, type=ExchangeType.DIRECT, durable=True)
+
+    def work_queue(self, group: ConsumerGroup, routing_key: str) -> RabbitQueue:
+        """The group's queue bound by one routing key (FastStream binds one key per object)."""
+        return RabbitQueue(
+            self.queue_name(group),
+            durable=True,
+            routing_key=routing_key,
+            arguments={
+                "x-dead-letter-exchange": self.dlx_name,
+                "x-dead-letter-routing-key": group.name,
+                "x-max-priority": MAX_PRIORITY,
+            },
+        )
+
+    def dead_letter_queue(self, group: ConsumerGroup) -> RabbitQueue:
+        return RabbitQueue(self.dlq_name(group), durable=True, routing_key=group.name)
+
+    def retry_queue(self, group: ConsumerGroup, delay_ms: int) -> RabbitQueue:
+        return RabbitQueue(
+            self.retry_queue_name(group, delay_ms),
+            durable=True,
+            arguments={
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.queue_name(group),
+            },
+        )
+
+    def all_queue_names(self) -> list[str]:
+        names: list[str] = []
+        for g in GROUPS:
+            names += [self.queue_name(g), self.dlq_name(g)]
+            names += [self.retry_queue_name(g, d) for d in self.retry_delays_ms]
+        return names
