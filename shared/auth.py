@@ -1,0 +1,65 @@
+"""Bearer-key authentication shared by the HTTP services (FastAPI dependencies)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, WebSocket, status
+
+from shared.settings import get_settings
+
+
+@dataclass(frozen=True)
+class Principal:
+    key: str
+    tenant: str | None  # None for an admin key that maps to no tenant
+    admin: bool
+
+
+def resolve_key(key: str | None) -> Principal | None:
+    if not key:
+        return None
+    settings = get_settings()
+    tenant = settings.tenants_by_key.get(key)
+    admin = key in settings.admin_key_set
+    if tenant is None and not admin:
+        return None
+    return Principal(key=key, tenant=tenant, admin=admin)
+
+
+def _bearer(header: str | None) -> str | None:
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return None
+
+
+_UNAUTHORIZED = HTTPException(
+    status_code=status.HTTP_401_UNAUTHORIZED,
+    detail="A valid API key is required: send 'Authorization: Bearer <key>'.",
+    headers={"WWW-Authenticate": "Bearer"},
+)
+
+
+def require_principal(request: Request) -> Principal:
+    principal = resolve_key(_bearer(request.headers.get("authorization")))
+    if principal is None:
+        raise _UNAUTHORIZED
+    return principal
+
+
+def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -> Principal:
+    if not principal.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="This needs an admin key.")
+    return principal
+
+
+def websocket_principal(
+    websocket: WebSocket, token: Annotated[str | None, Query()] = None
+) -> Principal | None:
+    """WebSocket clients may send the key as a header or as ?token= (browsers cannot set headers)."""
+    return resolve_key(_bearer(websocket.headers.get("authorization")) or token)
+
+
+PrincipalDep = Annotated[Principal, Depends(require_principal)]
+AdminDep = Annotated[Principal, Depends(require_admin)]

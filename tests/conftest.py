@@ -1,0 +1,104 @@
+"""Shared fixtures. Integration fixtures use the real RabbitMQ and PostgreSQL named by the
+environment; when one is missing they skip, except under CI=true where they fail the run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unavailable(what: str) -> None:
+    """Skip with the reason; under CI=true a missing service or corpus fails instead."""
+    if IN_CI:
+        pytest.fail(f"{what} (CI=true: required, not skipped)")
+    pytest.skip(what)
+
+
+def base_database_url() -> str:
+    return os.environ.get("DOCPIPE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def amqp_url() -> str:
+    return os.environ.get("DOCPIPE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def corpus_dir() -> Path:
+    return Path(os.environ.get("DOCPIPE_CORPUS", str(ROOT.parent / "shared" / "corpus"))).resolve()
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    path = corpus_dir()
+    if not (path / "MANIFEST.tsv").exists():
+        unavailable(f"corpus not found at {path} (set DOCPIPE_CORPUS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="session")
+def test_settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for a private world: its own database, bus prefix and blob directory."""
+    base = base_database_url().rsplit("/", 1)[0]
+    return Settings(
+        database_url=f"{base}/docpipe_test_{run_id}",
+        amqp_url=amqp_url(),
+        bus_prefix=f"docpipe_test_{run_id}",
+        blob_dir=tmp_path_factory.mktemp("blobs"),
+        retry_delays_ms=[200, 500, 1000],
+        log_json=True,
+    )
+
+
+async def _can_connect_pg(url: str) -> str | None:
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(url), 5)
+    except Exception as exc:  # noqa: BLE001 - any failure means unavailable
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+async def db_pool(test_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A migrated pool on a fresh database, dropped at the end of the session."""
+    from shared.db import create_pool
+
+    problem = await _can_connect_pg(base_database_url())
+    if problem:
+        unavailable(f"PostgreSQL unreachable at {base_database_url()}: {problem}")
+    pool = await create_pool(test_settings.database_url, max_size=8)
+    yield pool
+    await pool.close()
+    name = test_settings.database_url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(base_database_url())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def rabbit_available() -> None:
+    import aio_pika
+
+    try:
+        conn = await asyncio.wait_for(aio_pika.connect(amqp_url()), 5)
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"RabbitMQ unreachable at {amqp_url()}: {type(exc).__name__}: {exc}")
+        return
+    await conn.close()
