@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, WebSocket, status
 
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -17,10 +17,9 @@ class Principal:
     admin: bool
 
 
-def resolve_key(key: str | None) -> Principal | None:
+def resolve_key(settings: Settings, key: str | None) -> Principal | None:
     if not key:
         return None
-    settings = get_settings()
     tenant = settings.tenants_by_key.get(key)
     admin = key in settings.admin_key_set
     if tenant is None and not admin:
@@ -41,8 +40,15 @@ _UNAUTHORIZED = HTTPException(
 )
 
 
+def _settings_of(app: object) -> Settings:
+    """The app's own settings (tests build apps with explicit settings), else the environment's."""
+    state = getattr(app, "state", None)
+    return getattr(state, "settings", None) or get_settings()
+
+
 def require_principal(request: Request) -> Principal:
-    principal = resolve_key(_bearer(request.headers.get("authorization")))
+    settings = _settings_of(request.app)
+    principal = resolve_key(settings, _bearer(request.headers.get("authorization")))
     if principal is None:
         raise _UNAUTHORIZED
     return principal
@@ -58,7 +64,8 @@ def websocket_principal(
     websocket: WebSocket, token: Annotated[str | None, Query()] = None
 ) -> Principal | None:
     """WebSocket clients may send the key as a header or as ?token= (browsers cannot set headers)."""
-    return resolve_key(_bearer(websocket.headers.get("authorization")) or token)
+    settings = _settings_of(websocket.app)
+    return resolve_key(settings, _bearer(websocket.headers.get("authorization")) or token)
 
 
 PrincipalDep = Annotated[Principal, Depends(require_principal)]

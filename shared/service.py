@@ -78,6 +78,7 @@ def create_service_app(
             await pool.close()
 
     app = FastAPI(title=title or f"docpipe {name}", lifespan=lifespan)
+    app.state.settings = settings
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
