@@ -6,6 +6,8 @@ import re
 import unicodedata
 from collections import Counter
 
+from rapidfuzz.distance import Levenshtein
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -29,15 +31,7 @@ def _normalise_for_cer(text: str) -> str:
 
 
 def levenshtein(a: str, b: str) -> int:
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
+    return int(Levenshtein.distance(a, b))
 
 
 def cer(expected: str, got: str) -> float:

@@ -1,0 +1,42 @@
+# docpipe: `make demo` runs the stack on real documents; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install services up demo test test-fast test-reliability bench lint docs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install_system_deps.sh
+	bash scripts/install_system_deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+services:
+	bash scripts/ensure_services.sh
+
+up: install services
+	$(PY) -m scripts.stack
+
+demo: install services
+	$(PY) -m scripts.demo
+
+# The whole suite: unit, integration (real RabbitMQ + PostgreSQL), corpus, browser and reliability.
+test: install services
+	$(PY) -m pytest -p no:cacheprovider
+
+test-fast: install
+	$(PY) -m pytest -p no:cacheprovider tests/unit
+
+test-reliability: install services
+	$(PY) -m pytest -p no:cacheprovider -m reliability
+
+lint: install
+	$(VENV)/bin/ruff check shared services scripts tests
+	$(VENV)/bin/ruff format --check shared services scripts tests
+
+clean:
+	rm -rf var test-artifacts .pytest_cache

@@ -1,0 +1,173 @@
+"""Run the five services as separate processes, restart any that dies, stop them all cleanly.
+
+`python -m scripts.stack` is what `make up` runs (Ctrl-C stops everything). The test suite and
+the demo use the Stack class directly, with their own environment and log files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+SERVICES = ("ingest", "extractor", "ocr", "analyzer", "progress")
+PORT_SETTINGS = {
+    "ingest": "DOCPIPE_INGEST_PORT",
+    "progress": "DOCPIPE_PROGRESS_PORT",
+    "extractor": "DOCPIPE_EXTRACTOR_PORT",
+    "ocr": "DOCPIPE_OCR_PORT",
+    "analyzer": "DOCPIPE_ANALYZER_PORT",
+}
+DEFAULT_PORTS = {"ingest": 8000, "progress": 8001, "extractor": 9101, "ocr": 9102, "analyzer": 9103}
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    exits: list[int] = field(default_factory=list)
+
+
+class Stack:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        services: tuple[str, ...] = SERVICES,
+        log_dir: Path | None = None,
+        restart: bool = True,
+    ) -> None:
+        self.env = {**os.environ, **(env or {})}
+        self.services = {name: ServiceProcess(name) for name in services}
+        self.log_dir = log_dir
+        self.restart = restart
+        self._stopping = False
+        self._watchers: list[asyncio.Task[None]] = []
+        self._logs: dict[str, IO[bytes]] = {}
+
+    def port(self, name: str) -> int:
+        return int(self.env.get(PORT_SETTINGS[name], DEFAULT_PORTS[name]))
+
+    def url(self, name: str) -> str:
+        host = self.env.get("DOCPIPE_HOST", "127.0.0.1")
+        return f"http://{host}:{self.port(name)}"
+
+    async def _spawn(self, svc: ServiceProcess) -> None:
+        out: int | IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            if svc.name not in self._logs:
+                self._logs[svc.name] = open(self.log_dir / f"{svc.name}.log", "ab")  # noqa: SIM115
+            out = self._logs[svc.name]
+        svc.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            f"services.{svc.name}",
+            env=self.env,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT if out is not None else None,
+        )
+
+    async def _watch(self, svc: ServiceProcess) -> None:
+        backoff = 0.5
+        while True:
+            assert svc.proc is not None
+            started = time.monotonic()
+            rc = await svc.proc.wait()
+            if self._stopping:
+                return
+            svc.exits.append(rc)
+            print(f"[stack] {svc.name} exited with {rc}", file=sys.stderr, flush=True)
+            if not self.restart:
+                return
+            # Back off when a service dies straight after starting (e.g. broker down).
+            backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 10.0)
+            await asyncio.sleep(backoff)
+            if self._stopping:
+                return
+            svc.restarts += 1
+            print(f"[stack] restarting {svc.name} (restart #{svc.restarts})", file=sys.stderr)
+            await self._spawn(svc)
+
+    async def start(self) -> None:
+        for svc in self.services.values():
+            await self._spawn(svc)
+            self._watchers.append(asyncio.create_task(self._watch(svc)))
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(self.services)
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while pending:
+                for name in list(pending):
+                    with contextlib.suppress(httpx.HTTPError):
+                        response = await client.get(f"{self.url(name)}/readyz")
+                        if response.status_code == 200:
+                            pending.discard(name)
+                if not pending:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"services not ready after {timeout:g} s: {sorted(pending)}")
+                await asyncio.sleep(0.2)
+
+    def signal(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.services[name].proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(sig)
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        self._stopping = True
+        procs = [s.proc for s in self.services.values() if s.proc and s.proc.returncode is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), timeout)
+        except TimeoutError:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await asyncio.gather(*(p.wait() for p in procs))
+        for task in self._watchers:
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        for fh in self._logs.values():
+            fh.close()
+
+    def deaths(self) -> dict[str, list[int]]:
+        return {name: svc.exits for name, svc in self.services.items() if svc.exits}
+
+
+async def _main() -> None:
+    stack = Stack()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stack.start()
+    try:
+        await stack.wait_ready(120)
+        print(
+            f"[stack] all services ready: API {stack.url('ingest')}, progress and admin "
+            f"{stack.url('progress')} — Ctrl-C stops them",
+            file=sys.stderr,
+            flush=True,
+        )
+    except TimeoutError as exc:
+        print(f"[stack] {exc}; still trying (Ctrl-C to stop)", file=sys.stderr)
+    await stop.wait()
+    print("[stack] stopping…", file=sys.stderr, flush=True)
+    await stack.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())

@@ -1,0 +1,1 @@
+"""The extractor service: turns an uploaded document into page text, chunks and images to OCR."""

@@ -1,0 +1,75 @@
+"""What the parent tells the extraction child, and the records the child sends back.
+
+The child reads one ExtractSpec as JSON on stdin and writes one JSON object per line:
+a meta record, then one page record per page in order, or a fatal record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+ImageKind = Literal["page-scan", "embedded"]
+
+
+class ExtractionFatal(Exception):
+    """The whole document cannot be extracted; `reason` is shown to a person as it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ExtractSpec:
+    path: str
+    format: str
+    blob_dir: str
+    password: str | None = None
+    ocr: str = "auto"  # auto | always | never
+    max_pages: int = 2000
+    max_image_pixels: int = 80_000_000
+    max_extracted_chars: int = 20_000_000
+    ocr_dpi: int = 300
+    ocr_min_image_side: int = 48
+    ocr_min_image_area: int = 10_000
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ExtractSpec:
+        raw = json.loads(data)
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def meta_record(fmt: str, pages_total: int) -> dict[str, Any]:
+    return {"type": "meta", "format": fmt, "pages_total": pages_total}
+
+
+def image_record(uri: str, width: int, height: int, kind: ImageKind) -> dict[str, Any]:
+    return {"uri": uri, "width": width, "height": height, "kind": kind}
+
+
+def page_record(
+    page: int,
+    text: str,
+    *,
+    has_text_layer: bool,
+    images: list[dict[str, Any]] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "type": "page",
+        "page": page,
+        "text": text,
+        "has_text_layer": has_text_layer,
+        "images": images or [],
+        "error": error,
+    }
+
+
+def fatal_record(reason: str) -> dict[str, Any]:
+    return {"type": "fatal", "reason": reason}

@@ -1,0 +1,91 @@
+"""A thin client for the running stack, used by the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from scripts.stack import Stack
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@dataclass
+class StackClient:
+    stack: Stack
+    key: str
+    other_key: str
+    admin_key: str
+
+    @property
+    def api(self) -> str:
+        return self.stack.url("ingest")
+
+    @property
+    def ws(self) -> str:
+        return self.stack.url("progress").replace("http://", "ws://")
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+    async def submit(
+        self, path: Path | None = None, *, data: bytes | None = None, name: str | None = None,
+        ocr: str = "auto", password: str | None = None, key: str | None = None,
+        priority: int = 0,
+    ) -> httpx.Response:
+        content = data if data is not None else Path(path).read_bytes()  # type: ignore[arg-type]
+        form: dict[str, Any] = {"ocr": ocr, "priority": str(priority)}
+        if password is not None:
+            form["password"] = password
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await client.post(
+                f"{self.api}/v1/jobs",
+                headers=self.headers(key),
+                files={"file": (name or (path.name if path else "upload.bin"), content)},
+                data=form,
+            )
+
+    async def submit_ok(self, path: Path, **kw: Any) -> str:
+        response = await self.submit(path, **kw)
+        assert response.status_code == 202, response.text
+        return str(response.json()["job_id"])
+
+    async def job(self, job_id: str, key: str | None = None) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await client.get(f"{self.api}/v1/jobs/{job_id}", headers=self.headers(key))
+
+    async def result(self, job_id: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await client.get(f"{self.api}/v1/jobs/{job_id}/result", headers=self.headers())
+
+    async def wait(self, job_id: str, timeout: float = 180.0) -> dict[str, Any]:
+        """Poll until the job is terminal; returns its final GET /v1/jobs/{id} body."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = (await self.job(job_id)).json()
+            if body.get("status") in TERMINAL:
+                return body
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {body.get('status')} after {timeout:g} s")
+            await asyncio.sleep(0.25)
+
+    async def watch(self, job_id: str, after: int | None = None, timeout: float = 180.0) -> list[dict[str, Any]]:
+        """Every WebSocket message for the job until the final one."""
+        url = f"{self.ws}/v1/jobs/{job_id}/events?token={self.key}"
+        if after is not None:
+            url += f"&after={after}"
+        messages: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout), websockets.connect(url) as conn:
+            async for raw in conn:
+                msg = json.loads(raw)
+                messages.append(msg)
+                if msg.get("status") in TERMINAL:
+                    break
+        return messages
