@@ -62,6 +62,35 @@ class OcrResult:
         return self.failure == JOB_CANCELLED
 
 
+# Image signatures tesseract (leptonica) reads. Anything else is refused before tesseract sees
+# it: given a file that is not an image, tesseract reads it as a list of image paths to open.
+_IMAGE_MAGIC: tuple[bytes, ...] = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",  # JPEG
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",  # BMP
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",  # JPEG 2000
+    b"\xffO\xffQ",  # JPEG 2000 codestream
+    b"P1",
+    b"P2",
+    b"P3",
+    b"P4",
+    b"P5",
+    b"P6",  # PNM
+)
+
+
+def looks_like_image(path: Path | str) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    return any(head.startswith(magic) for magic in _IMAGE_MAGIC)
+
+
 def describe_failure(failure: str, stderr: str, lang: str) -> str:
     """Turn the sandbox's reason plus tesseract's stderr into one readable sentence."""
     if "Failed loading language" in stderr or "Could not initialize tesseract" in stderr:
@@ -86,6 +115,10 @@ async def ocr_image(
     Single-threaded because tesseract's OpenMP threads make it ~3x slower on a small machine;
     parallelism comes from running several tesseract processes (the consumer's prefetch).
     """
+    if not looks_like_image(path):
+        return OcrResult(
+            text="", seconds=0.0, failure="The image is not in a format OCR can read."
+        )
     lines: list[bytes] = []
 
     async def collect(line: bytes) -> None:

@@ -1,0 +1,54 @@
+"""Per-format extraction: pure functions that yield a meta record, then one record per page.
+
+They raise spec.ExtractionFatal for a document that cannot be read at all. They run inside the
+sandboxed child (services.extractor.child), never in the service's event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from services.extractor.spec import ExtractionFatal, ExtractSpec
+from shared.blobstore import BlobStore
+
+Record = dict[str, Any]
+
+
+def extract(spec: ExtractSpec) -> Iterator[Record]:
+    """Dispatch on the sniffed format; imports are lazy so the child loads only what it needs."""
+    blobs = BlobStore(spec.blob_dir)
+    fmt = spec.format
+    if fmt == "pdf":
+        from services.extractor.formats.pdf import extract_pdf
+
+        return extract_pdf(spec, blobs)
+    if fmt == "docx":
+        from services.extractor.formats.docx import extract_docx
+
+        return extract_docx(spec)
+    if fmt == "html":
+        from services.extractor.formats.html import extract_html
+
+        return extract_html(spec)
+    if fmt == "csv":
+        from services.extractor.formats.csv_text import extract_csv
+
+        return extract_csv(spec)
+    if fmt == "txt":
+        from services.extractor.formats.plain import extract_txt
+
+        return extract_txt(spec)
+    if fmt in ("png", "jpeg", "tiff"):
+        from services.extractor.formats.image import extract_image
+
+        return extract_image(spec, blobs)
+    raise ExtractionFatal(f"The {fmt!r} format is not supported.")
+
+
+def check_chars(total: int, spec: ExtractSpec) -> None:
+    """Fail once the text extracted so far exceeds the limit."""
+    if total > spec.max_extracted_chars:
+        raise ExtractionFatal(
+            f"The document has more text than the limit of {spec.max_extracted_chars} characters."
+        )

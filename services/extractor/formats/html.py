@@ -1,0 +1,58 @@
+"""HTML: the main text of the page (trafilatura), not its navigation; one page.
+
+Nothing is ever fetched: both parsers get the bytes and no base URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from services.extractor.formats import Record, check_chars
+from services.extractor.normalize import has_text_layer, normalize_text
+from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
+
+log = logging.getLogger(__name__)
+
+
+def main_text(data: bytes) -> str:
+    """Article text by trafilatura; the whole visible text when it finds no main content."""
+    import trafilatura
+
+    text = ""
+    try:
+        text = trafilatura.extract(
+            data,
+            include_comments=False,
+            include_tables=True,
+            include_links=False,
+            include_images=False,
+            favor_recall=True,
+            deduplicate=False,
+        ) or ""
+    except Exception as exc:  # trafilatura is a heuristic: fall back rather than fail
+        log.warning("trafilatura failed: %s", exc)
+    if text.strip():
+        return text
+    return visible_text(data)
+
+
+def visible_text(data: bytes) -> str:
+    import lxml.html
+
+    try:
+        root = lxml.html.document_fromstring(data)
+    except Exception as exc:
+        raise ExtractionFatal(f"The HTML document could not be parsed: {exc}.") from exc
+    for bad in root.xpath("//script|//style|//noscript|//template"):
+        bad.drop_tree()
+    return str(root.text_content())
+
+
+def extract_html(spec: ExtractSpec) -> Iterator[Record]:
+    data = Path(spec.path).read_bytes()
+    text = normalize_text(main_text(data))
+    check_chars(len(text), spec)
+    yield meta_record("html", 1)
+    yield page_record(1, text, has_text_layer=has_text_layer(text))

@@ -1,0 +1,1 @@
+"""The OCR service: runs tesseract over the images of each page and publishes the text."""

@@ -1,0 +1,198 @@
+"""Pure progress arithmetic: counts per stage, the completion predicate, percent, stage name,
+ETA and the snapshot pushed to clients. No I/O here, so every rule is unit-testable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+# Stage weights of the overall percent; OCR only counts when the job has OCR work.
+WEIGHT_EXTRACT = 0.3
+WEIGHT_OCR = 0.4
+WEIGHT_ANALYZE = 0.3
+# Shown as soon as a job has started, so a client sees it move.
+STARTED_FLOOR = 1.0
+# Below this percent an ETA is mostly noise.
+ETA_MIN_PERCENT = 5.0
+STAGES = ("extract", "ocr", "analyze")
+
+
+class StageCount(NamedTuple):
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+
+    def plus(self, other: StageCount) -> StageCount:
+        return StageCount(self.total + other.total, self.done + other.done, self.failed + other.failed)
+
+    def minus(self, other: StageCount) -> StageCount:
+        return StageCount(self.total - other.total, self.done - other.done, self.failed - other.failed)
+
+    @property
+    def nonzero(self) -> bool:
+        return any(self)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What is due, done and failed per stage.
+
+    extract: total = pages_total, done = pages extracted, failed = pages with an error.
+    ocr: total = extracted pages with ocr_pending, done = those ocred, failed = OCR errors.
+    analyze: total = chunks announced so far (text layer + OCR), done = chunks analyzed.
+    """
+
+    extract: StageCount = StageCount()
+    ocr: StageCount = StageCount()
+    analyze: StageCount = StageCount()
+
+    @classmethod
+    def from_mapping(cls, rows: dict[str, StageCount]) -> Counts:
+        return cls(**{s: rows.get(s, StageCount()) for s in STAGES})
+
+    def plus(self, delta: Counts) -> Counts:
+        return Counts(
+            self.extract.plus(delta.extract),
+            self.ocr.plus(delta.ocr),
+            self.analyze.plus(delta.analyze),
+        )
+
+    def minus(self, delta: Counts) -> Counts:
+        return Counts(
+            self.extract.minus(delta.extract),
+            self.ocr.minus(delta.ocr),
+            self.analyze.minus(delta.analyze),
+        )
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {s: getattr(self, s)._asdict() for s in STAGES}
+
+    @property
+    def nonzero(self) -> bool:
+        return self.extract.nonzero or self.ocr.nonzero or self.analyze.nonzero
+
+
+def pages_done(counts: Counts) -> int:
+    """Pages extracted and, if they needed OCR, ocred."""
+    return counts.extract.done - (counts.ocr.total - counts.ocr.done)
+
+
+def is_complete(pages_total: int | None, counts: Counts) -> bool:
+    """Every page extracted, every pending OCR done, every announced chunk analyzed.
+
+    Only decidable once pages_total is known; since OCR totals come from extracted pages and
+    chunk totals from extracted/ocred pages, all totals are final once the first two hold.
+    """
+    if pages_total is None:
+        return False
+    return (
+        counts.extract.done >= pages_total
+        and counts.ocr.done >= counts.ocr.total
+        and counts.analyze.done >= counts.analyze.total
+    )
+
+
+def _fraction(done: int, total: int) -> float:
+    if total <= 0:
+        return 0.0
+    return min(1.0, max(0.0, done / total))
+
+
+def raw_percent(pages_total: int | None, counts: Counts) -> float:
+    """Weighted share of the work done, before the floor, cap and monotonic rules."""
+    if pages_total is None:
+        return 0.0
+    if pages_total == 0:
+        return 100.0
+    extract = _fraction(counts.extract.done, pages_total)
+    extract_finished = counts.extract.done >= pages_total
+    parts = [(WEIGHT_EXTRACT, extract)]
+    if counts.ocr.total > 0:
+        parts.append((WEIGHT_OCR, _fraction(counts.ocr.done, counts.ocr.total)))
+    if counts.analyze.total > 0:
+        analyze = _fraction(counts.analyze.done, counts.analyze.total)
+    else:
+        # Nothing to analyze: done once every page is in and OCR has announced its chunks.
+        analyze = 1.0 if extract_finished and counts.ocr.done >= counts.ocr.total else 0.0
+    parts.append((WEIGHT_ANALYZE, analyze))
+    weight = sum(w for w, _ in parts)
+    return 100.0 * sum(w * f for w, f in parts) / weight
+
+
+def next_percent(status: str, previous: float, pages_total: int | None, counts: Counts) -> float:
+    """The percent to show: never decreasing, 99 at most until completed, 100 only then;
+    failed and cancelled jobs keep their last percent."""
+    previous = round(previous, 1)
+    if status == "completed":
+        return 100.0
+    if status in TERMINAL:
+        return min(previous, 99.0)
+    if status == "queued":
+        return previous
+    value = max(STARTED_FLOOR, raw_percent(pages_total, counts))
+    return min(99.0, max(previous, round(value, 1)))
+
+
+def stage_name(status: str, pages_total: int | None, counts: Counts) -> str:
+    if status in TERMINAL or status == "queued":
+        return status
+    if pages_total is None or counts.extract.done < pages_total:
+        return "extracting"
+    if counts.ocr.done < counts.ocr.total:
+        return "ocr"
+    return "analyzing"
+
+
+def eta_seconds(elapsed_seconds: float | None, percent: float) -> int | None:
+    """Remaining seconds extrapolated from elapsed time, once there is enough to go on."""
+    if elapsed_seconds is None or elapsed_seconds <= 0 or percent < ETA_MIN_PERCENT or percent >= 100:
+        return None
+    return max(0, round(elapsed_seconds * (100.0 - percent) / percent))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def build_snapshot(
+    *,
+    job_id: str,
+    seq: int,
+    status: str,
+    stage: str,
+    percent: float,
+    counts: Counts,
+    pages_total: int | None,
+    stalled: bool,
+    error: str | None,
+    updated_at: datetime | None,
+    started_at: datetime | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    elapsed = (now - started_at).total_seconds() if now and started_at else None
+    return {
+        "seq": seq,
+        "job_id": job_id,
+        "status": status,
+        "stage": stage,
+        "percent": round(percent, 1),
+        "stages": counts.as_dict(),
+        "pages_done": max(0, pages_done(counts)),
+        "pages_total": pages_total,
+        "eta_seconds": None if status in TERMINAL else eta_seconds(elapsed, percent),
+        "stalled": stalled,
+        "error": error,
+        "updated_at": _iso(updated_at),
+        "final": status in TERMINAL,
+    }
+
+
+# Fields that change without the job progressing; they alone never make a new update.
+_JITTER = ("seq", "eta_seconds", "updated_at")
+
+
+def snapshot_content(snapshot: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in snapshot.items() if k not in _JITTER}
