@@ -24,8 +24,11 @@ CONSUMES: dict[str, tuple[type[events.Event], ...]] = {
 PUBLISHERS: dict[str, tuple[type[events.Event], ...]] = {
     "ingest": (events.DocumentUploaded, events.JobCancelled),
     "extractor": (
-        events.ExtractionStarted, events.PageExtracted, events.ImagesExtracted,
-        events.ChunkCreated, events.JobFailed,
+        events.ExtractionStarted,
+        events.PageExtracted,
+        events.ImagesExtracted,
+        events.ChunkCreated,
+        events.JobFailed,
     ),
     "ocr": (events.ChunkCreated, events.PageOcred, events.JobFailed),
     "analyzer": (events.ChunkAnalyzed, events.JobFailed),
@@ -56,7 +59,10 @@ def build_spec() -> dict[str, Any]:
 
             union: Any = models[0] if len(models) == 1 else _union(models)
             broker.subscriber(
-                topo.work_queue(group, key), topo.exchange, title=f"{group.name}", description=handler_doc
+                topo.work_queue(group, key),
+                topo.exchange,
+                title=f"{group.name}",
+                description=handler_doc,
             )(make_handler(union))
     for service, models in PUBLISHERS.items():
         for model in models:

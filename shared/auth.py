@@ -63,7 +63,7 @@ def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -
 def websocket_principal(
     websocket: WebSocket, token: Annotated[str | None, Query()] = None
 ) -> Principal | None:
-    """WebSocket clients may send the key as a header or as ?token= (browsers cannot set headers)."""
+    """The key as a header, or as ?token= since browsers cannot set WebSocket headers."""
     settings = _settings_of(websocket.app)
     return resolve_key(settings, _bearer(websocket.headers.get("authorization")) or token)
 

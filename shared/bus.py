@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from aio_pika import IncomingMessage
 from faststream import AckPolicy
-from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 from pydantic import ValidationError
 
 from shared.errors import JobGone, PermanentError
@@ -142,7 +142,9 @@ class Bus:
             mandatory=False,
         )
 
-    async def _retry(self, raw: IncomingMessage, group: ConsumerGroup, attempt: int, err: str) -> None:
+    async def _retry(
+        self, raw: IncomingMessage, group: ConsumerGroup, attempt: int, err: str
+    ) -> None:
         delays = self.topology.retry_delays_ms
         delay = delays[min(attempt, len(delays)) - 1]
         # Jitter spreads a burst of failures; the queue TTL still bounds the wait.
@@ -200,6 +202,34 @@ class Bus:
                 title=f"{group.name}:{key}",
             )(consume)
 
+    def subscribe_broadcast(self, routing_key: str, handler: Handler) -> None:
+        """Every process gets its own copy (an exclusive, auto-deleted queue): used for
+        job.cancelled, so whichever worker runs a job's subprocess can kill it at once."""
+        queue = RabbitQueue(
+            f"{self.topology.prefix}.broadcast.{self.service}.{uuid.uuid4().hex[:12]}",
+            routing_key=routing_key,
+            exclusive=True,
+            auto_delete=True,
+        )
+
+        async def consume(msg: RabbitMessage) -> None:
+            raw: IncomingMessage = msg.raw_message
+            try:
+                event = parse_event(routing_key, raw.body)
+                await handler(event, Delivery(raw, 0))
+            except Exception as exc:  # a broadcast is advisory: never retried or dead-lettered
+                log.warning("broadcast handler failed", error=str(exc)[:300])
+            await msg.ack()
+
+        self.broker.subscriber(
+            queue,
+            self.topology.exchange,
+            channel=Channel(prefetch_count=32),
+            ack_policy=AckPolicy.MANUAL,
+            no_reply=True,
+            title=f"{self.service}:broadcast:{routing_key}",
+        )(consume)
+
     def _count(self, group: ConsumerGroup, outcome: str) -> None:
         for hook in self.on_outcome:
             with contextlib.suppress(Exception):
@@ -219,7 +249,9 @@ class Bus:
             event = parse_event(event_type, raw.body)
         except (KeyError, ValidationError, ValueError, json.JSONDecodeError) as exc:
             log.warning("malformed message dead-lettered", error=str(exc)[:500])
-            await self._dead_letter(raw, group, "malformed", f"{type(exc).__name__}: {exc}", attempt)
+            await self._dead_letter(
+                raw, group, "malformed", f"{type(exc).__name__}: {exc}", attempt
+            )
             await msg.ack()
             self._count(group, "dead_lettered")
             return

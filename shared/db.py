@@ -6,6 +6,7 @@ transaction-scoped advisory lock, so any number of processes may start at once a
 
 from __future__ import annotations
 
+import contextlib
 import json
 from importlib import resources
 from typing import Any
@@ -36,10 +37,9 @@ async def ensure_database(database_url: str) -> None:
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
-            try:
+            # Another process may win the race to create it.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
                 await conn.execute(f'CREATE DATABASE "{name}"')
-            except asyncpg.DuplicateDatabaseError:
-                pass  # another process won the race
     finally:
         await conn.close()
 

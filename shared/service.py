@@ -18,8 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.blobstore import BlobStore
 from shared.bus import Bus
 from shared.db import create_pool
+from shared.events import Event, JobCancelled
 from shared.logging import configure_logging
 from shared.metrics import count_outcome
+from shared.sandbox import kill_job
 from shared.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -38,6 +40,14 @@ class ServiceContext:
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         """Run a background loop for the life of the service."""
         self.background.append(asyncio.ensure_future(coro))
+
+
+async def _kill_cancelled_job(event: Event, _delivery: object) -> None:
+    killed = kill_job(event.job_id)
+    if killed:
+        log.info(
+            "killed running work of a cancelled job", job_id=str(event.job_id), processes=killed
+        )
 
 
 Setup = Callable[[ServiceContext], Awaitable[None] | None]
@@ -65,6 +75,8 @@ def create_service_app(
         result = setup(ctx)
         if asyncio.iscoroutine(result):
             await result
+        # Cancel must stop running work wherever it is: kill this process's children for the job.
+        ctx.bus.subscribe_broadcast(JobCancelled.routing_key, _kill_cancelled_job)
         await bus.start()
         log.info("service started")
         try:

@@ -26,7 +26,9 @@ def unavailable(what: str) -> None:
 
 
 def base_database_url() -> str:
-    return os.environ.get("DOCPIPE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    return os.environ.get(
+        "DOCPIPE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
 
 
 def amqp_url() -> str:

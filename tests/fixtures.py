@@ -10,7 +10,9 @@ from PIL import Image, ImageDraw, ImageFont
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
 
-def text_image(lines: list[str], *, size: tuple[int, int] = (1700, 700), font_size: int = 44) -> Image.Image:
+def text_image(
+    lines: list[str], *, size: tuple[int, int] = (1700, 700), font_size: int = 44
+) -> Image.Image:
     """A clean 'scan': black text on white, large enough for tesseract at 300 dpi."""
     image = Image.new("L", size, 255)
     draw = ImageDraw.Draw(image)
@@ -39,8 +41,13 @@ def pdf_with_pages(path: Path, pages: list[str | Image.Image]) -> Path:
             page.save(buf, format="PNG")
             buf.seek(0)
             scale = (width - 72) / page.width
-            c.drawImage(ImageReader(buf), 36, height - 36 - page.height * scale,
-                        width=page.width * scale, height=page.height * scale)
+            c.drawImage(
+                ImageReader(buf),
+                36,
+                height - 36 - page.height * scale,
+                width=page.width * scale,
+                height=page.height * scale,
+            )
         else:
             text = c.beginText(56, height - 72)
             text.setFont("Helvetica", 11)

@@ -52,7 +52,9 @@ async def stack(
         await running.wait_ready(90)
         keys = test_settings.tenants_by_key
         key, other = list(keys)[:2]
-        yield StackClient(running, key=key, other_key=other, admin_key=sorted(test_settings.admin_key_set)[0])
+        yield StackClient(
+            running, key=key, other_key=other, admin_key=sorted(test_settings.admin_key_set)[0]
+        )
     finally:
         await running.stop()
         await _delete_bus(test_settings)

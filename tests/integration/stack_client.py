@@ -36,8 +36,14 @@ class StackClient:
         return {"Authorization": f"Bearer {key or self.key}"}
 
     async def submit(
-        self, path: Path | None = None, *, data: bytes | None = None, name: str | None = None,
-        ocr: str = "auto", password: str | None = None, key: str | None = None,
+        self,
+        path: Path | None = None,
+        *,
+        data: bytes | None = None,
+        name: str | None = None,
+        ocr: str = "auto",
+        password: str | None = None,
+        key: str | None = None,
         priority: int = 0,
     ) -> httpx.Response:
         content = data if data is not None else Path(path).read_bytes()  # type: ignore[arg-type]
@@ -76,7 +82,9 @@ class StackClient:
                 raise TimeoutError(f"job {job_id} still {body.get('status')} after {timeout:g} s")
             await asyncio.sleep(0.25)
 
-    async def watch(self, job_id: str, after: int | None = None, timeout: float = 180.0) -> list[dict[str, Any]]:
+    async def watch(
+        self, job_id: str, after: int | None = None, timeout: float = 180.0
+    ) -> list[dict[str, Any]]:
         """Every WebSocket message for the job until the final one."""
         url = f"{self.ws}/v1/jobs/{job_id}/events?token={self.key}"
         if after is not None:

@@ -32,7 +32,9 @@ def mixed_pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return pdf_with_pages(path, [PAGE_TEXTS[0], text_image(SCAN_LINES), PAGE_TEXTS[1]])
 
 
-async def test_mixed_pdf_completes_with_text_and_ocr_pages(stack: StackClient, mixed_pdf: Path) -> None:
+async def test_mixed_pdf_completes_with_text_and_ocr_pages(
+    stack: StackClient, mixed_pdf: Path
+) -> None:
     job_id = await stack.submit_ok(mixed_pdf)
     final = await stack.wait(job_id)
     assert final["status"] == "completed", final
@@ -48,7 +50,9 @@ async def test_mixed_pdf_completes_with_text_and_ocr_pages(stack: StackClient, m
     assert chunks, "a completed job has chunks"
     for chunk in chunks:
         page = pages[chunk["page"] - 1]
-        source_text = page["text"] if chunk["source"] == page["source"] else page.get("ocr_text", "")
+        source_text = (
+            page["text"] if chunk["source"] == page["source"] else page.get("ocr_text", "")
+        )
         assert source_text[chunk["start"] : chunk["end"]] == chunk["text"]
         assert chunk["analysis"]["word_count"] > 0
     kinds = {e["kind"] for c in chunks for e in c["analysis"]["entities"]}
@@ -76,8 +80,9 @@ async def test_websocket_progress_rules(stack: StackClient, mixed_pdf: Path) -> 
 
     async with httpx.AsyncClient() as client:
         polled = (
-            await client.get(f"{stack.stack.url('progress')}/v1/jobs/{job_id}/progress",
-                             headers=stack.headers())
+            await client.get(
+                f"{stack.stack.url('progress')}/v1/jobs/{job_id}/progress", headers=stack.headers()
+            )
         ).json()
     assert polled["status"] == "completed" and polled["seq"] == last["seq"]
 
@@ -116,7 +121,10 @@ async def test_upload_published_straight_to_the_bus(
     doc = pdf_with_pages(tmp_path / "direct.pdf", ["Published straight onto the exchange."])
     tenant = test_settings.tenants_by_key[stack.key]
     event = DocumentUploaded(
-        job_id=uuid.uuid4(), tenant=tenant, document_uri=doc.resolve().as_uri(), filename="direct.pdf"
+        job_id=uuid.uuid4(),
+        tenant=tenant,
+        document_uri=doc.resolve().as_uri(),
+        filename="direct.pdf",
     )
     bus = Bus(test_settings, "upstream-app")
     await bus.broker.connect()

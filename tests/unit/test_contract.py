@@ -39,13 +39,19 @@ class TestEventModels:
         assert first != events.Chunk.make_id(job, 1, events.PageSource.TEXT_LAYER, 0)
 
     def test_round_trip_through_json(self) -> None:
-        event = events.DocumentUploaded(job_id=uuid.uuid4(), document_uri="blob://sha256/" + "a" * 64)
+        event = events.DocumentUploaded(
+            job_id=uuid.uuid4(), document_uri="blob://sha256/" + "a" * 64
+        )
         parsed = events.parse_event("document.uploaded", event.model_dump_json())
         assert parsed == event
 
     @pytest.mark.parametrize(
         "body",
-        [b"not json", b'{"job_id": "not-a-uuid", "document_uri": "x"}', b'{"job_id": "%s", "page": 0}'],
+        [
+            b"not json",
+            b'{"job_id": "not-a-uuid", "document_uri": "x"}',
+            b'{"job_id": "%s", "page": 0}',
+        ],
     )
     def test_malformed_bodies_are_rejected(self, body: bytes) -> None:
         if b"%s" in body:
@@ -59,9 +65,13 @@ class TestEventModels:
     def test_unknown_fields_and_versions_are_rejected(self) -> None:
         job = str(uuid.uuid4())
         with pytest.raises(ValidationError):
-            events.parse_event("job.failed", {"job_id": job, "stage": "x", "reason": "y", "extra": 1})
+            events.parse_event(
+                "job.failed", {"job_id": job, "stage": "x", "reason": "y", "extra": 1}
+            )
         with pytest.raises(ValidationError):
-            events.parse_event("job.failed", {"job_id": job, "stage": "x", "reason": "y", "version": 2})
+            events.parse_event(
+                "job.failed", {"job_id": job, "stage": "x", "reason": "y", "version": 2}
+            )
 
     def test_unknown_routing_key(self) -> None:
         with pytest.raises(KeyError):

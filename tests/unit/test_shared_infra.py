@@ -35,24 +35,37 @@ class TestSandbox:
 
         result = await run_sandboxed(
             [sys.executable, "-c", "print('a'); print('b')"],
-            job_id=None, timeout=10, cpu_seconds=10, memory_mb=512, on_line=collect,
+            job_id=None,
+            timeout=10,
+            cpu_seconds=10,
+            memory_mb=512,
+            on_line=collect,
         )
         assert result.failure is None and lines == [b"a\n", b"b\n"]
 
     async def test_wall_clock_limit(self) -> None:
-        result = await run_sandboxed(["sleep", "30"], job_id=None, timeout=0.5, cpu_seconds=10, memory_mb=256)
+        result = await run_sandboxed(
+            ["sleep", "30"], job_id=None, timeout=0.5, cpu_seconds=10, memory_mb=256
+        )
         assert result.failure and "time limit" in result.failure
 
     async def test_cpu_limit(self) -> None:
         result = await run_sandboxed(
-            [sys.executable, "-c", "while True: pass"], job_id=None, timeout=20, cpu_seconds=1, memory_mb=512
+            [sys.executable, "-c", "while True: pass"],
+            job_id=None,
+            timeout=20,
+            cpu_seconds=1,
+            memory_mb=512,
         )
         assert result.failure and "CPU-time" in result.failure
 
     async def test_memory_limit(self) -> None:
         result = await run_sandboxed(
             [sys.executable, "-c", "x = bytearray(3 * 1024**3)"],
-            job_id=None, timeout=20, cpu_seconds=10, memory_mb=400,
+            job_id=None,
+            timeout=20,
+            cpu_seconds=10,
+            memory_mb=400,
         )
         assert result.failure is not None and "MemoryError" in result.stderr
 
