@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from services.extractor.formats import Record
 from services.extractor.formats.plain import read_text
-from services.extractor.normalize import has_text_layer, normalize_text
+from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractSpec, meta_record, page_record
 
 ROWS_PER_BLOCK = 20
@@ -69,4 +69,4 @@ def render_csv(text: str) -> str:
 def extract_csv(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(render_csv(read_text(spec)))
     yield meta_record("csv", 1)
-    yield page_record(1, text, has_text_layer=has_text_layer(text))
+    yield page_record(1, text, has_text_layer=bool(text))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.extractor.formats import Record, check_chars
-from services.extractor.normalize import has_text_layer, normalize_text
+from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -65,7 +65,9 @@ def open_docx(path: str) -> Any:
     except ExtractionFatal:
         raise
     except zipfile.BadZipFile as exc:
-        raise ExtractionFatal(f"The Word document is damaged and could not be read: {exc}.") from exc
+        raise ExtractionFatal(
+            f"The Word document is damaged and could not be read: {exc}."
+        ) from exc
     except Exception as exc:
         detail = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise ExtractionFatal(
@@ -91,4 +93,4 @@ def extract_docx(spec: ExtractSpec) -> Iterator[Record]:
         ) from exc
     text = normalize_text("\n\n".join(parts))
     yield meta_record("docx", 1)
-    yield page_record(1, text, has_text_layer=has_text_layer(text))
+    yield page_record(1, text, has_text_layer=bool(text))

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from services.extractor.formats import Record, check_chars
-from services.extractor.normalize import has_text_layer, normalize_text
+from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
 
 log = logging.getLogger(__name__)
@@ -22,15 +22,18 @@ def main_text(data: bytes) -> str:
 
     text = ""
     try:
-        text = trafilatura.extract(
-            data,
-            include_comments=False,
-            include_tables=True,
-            include_links=False,
-            include_images=False,
-            favor_recall=True,
-            deduplicate=False,
-        ) or ""
+        text = (
+            trafilatura.extract(
+                data,
+                include_comments=False,
+                include_tables=True,
+                include_links=False,
+                include_images=False,
+                favor_recall=True,
+                deduplicate=False,
+            )
+            or ""
+        )
     except Exception as exc:  # trafilatura is a heuristic: fall back rather than fail
         log.warning("trafilatura failed: %s", exc)
     if text.strip():
@@ -55,4 +58,4 @@ def extract_html(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(main_text(data))
     check_chars(len(text), spec)
     yield meta_record("html", 1)
-    yield page_record(1, text, has_text_layer=has_text_layer(text))
+    yield page_record(1, text, has_text_layer=bool(text))

@@ -51,6 +51,12 @@ def extract_image(spec: ExtractSpec, blobs: BlobStore) -> Iterator[Record]:
         raise ExtractionFatal(
             f"The image has {frames} pages, more than the limit of {spec.max_pages}."
         )
+    width, height = image.size
+    if width * height > spec.max_image_pixels:
+        raise ExtractionFatal(
+            f"The image is {width}×{height} pixels, more than the limit of "
+            f"{spec.max_image_pixels} pixels."
+        )
     yield meta_record(spec.format, frames)
     for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
         if number > frames:

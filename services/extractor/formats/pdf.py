@@ -6,12 +6,12 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
 
-from pypdf import PdfReader
-from pypdf.constants import PasswordType
+from pypdf import PasswordType, PdfReader
 
 from services.extractor.formats import Record
 from services.extractor.normalize import content_chars, has_text_layer, normalize_text
@@ -32,7 +32,7 @@ _XOBJECT_DEPTH = 8
 
 def short(exc: BaseException, limit: int = 160) -> str:
     """A one-line description of an exception for a person to read."""
-    detail = " ".join(str(exc).split()) or type(exc).__name__
+    detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
     if len(detail) > limit:
         detail = detail[: limit - 1] + "…"
     return detail
@@ -40,7 +40,9 @@ def short(exc: BaseException, limit: int = 160) -> str:
 
 def damaged(exc: BaseException) -> ExtractionFatal:
     if isinstance(exc, RecursionError):
-        return ExtractionFatal("The PDF is damaged and could not be read: its structure is too deeply nested.")
+        return ExtractionFatal(
+            "The PDF is damaged and could not be read: its structure is too deeply nested."
+        )
     return ExtractionFatal(f"The PDF is damaged and could not be read: {short(exc)}.")
 
 
@@ -132,7 +134,10 @@ class PdfiumPages:
 
 
 def to_png(image: Any) -> bytes:
-    if image.mode not in ("1", "L", "LA", "RGB", "RGBA", "P", "I;16"):
+    """Encode as PNG, converting modes PNG cannot hold (CMYK, YCbCr, 32-bit, float)."""
+    if image.mode in ("I", "F"):
+        image = image.convert("L")
+    elif image.mode not in ("1", "L", "LA", "RGB", "RGBA", "P", "I;16"):
         image = image.convert("RGB")
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False, compress_level=6)
@@ -148,15 +153,39 @@ def _image_xobject(page: Any, key: str | list[str]) -> Any:
     return obj["/Resources"].get_object()["/XObject"].get_object()[path[-1]].get_object()
 
 
-def embedded_images(page: Any, spec: ExtractSpec, blobs: BlobStore) -> list[dict[str, Any]]:
-    """Large enough embedded images of a text page, stored as PNG; undecodable ones skipped."""
-    out: list[dict[str, Any]] = []
+def image_keys(page: Any) -> list[Any]:
     try:
-        keys = list(page.images.keys())
+        return list(page.images.keys())
     except Exception as exc:  # a damaged resource tree only costs the images
         log.warning("could not list images: %s", short(exc))
-        return out
-    for key in keys:
+        return []
+
+
+_DO = re.compile(rb"/([^\s/\[\]()<>{}%]+)\s*Do\b")
+
+
+def drawn_xobjects(page: Any) -> set[str]:
+    """Names of the XObjects the page's content stream paints (`/Name Do`)."""
+    try:
+        contents = page.get_contents()
+        data = contents.get_data() if contents is not None else b""
+    except Exception as exc:
+        log.warning("could not read the content stream: %s", short(exc))
+        return set()
+    return {"/" + m.group(1).decode("latin-1") for m in _DO.finditer(data)}
+
+
+def embedded_images(
+    page: Any, spec: ExtractSpec, blobs: BlobStore, seen: set[Any]
+) -> list[dict[str, Any]]:
+    """Large enough embedded images of a text page, stored as PNG; undecodable ones skipped.
+
+    `seen` holds the image objects taken from earlier pages: a logo on every page, or a
+    resource dictionary shared by all pages, is OCRed once, not once per page.
+    """
+    out: list[dict[str, Any]] = []
+    drawn = drawn_xobjects(page)
+    for key in image_keys(page):
         if len(out) >= MAX_EMBEDDED_IMAGES_PER_PAGE:
             break
         if isinstance(key, str) and key.startswith("~"):
@@ -165,11 +194,19 @@ def embedded_images(page: Any, spec: ExtractSpec, blobs: BlobStore) -> list[dict
             continue
         try:
             xobj = _image_xobject(page, key)
+            ref = xobj.indirect_reference
+            identity = (ref.idnum, ref.generation) if ref is not None else None
+            if identity is not None and identity in seen:
+                continue
+            if (key if isinstance(key, str) else key[0]) not in drawn:
+                continue  # listed in a (often shared) resource dictionary but not drawn here
             width, height = int(xobj["/Width"]), int(xobj["/Height"])
             if min(width, height) < spec.ocr_min_image_side:
                 continue
             if width * height < spec.ocr_min_image_area or width * height > spec.max_image_pixels:
                 continue
+            if identity is not None:
+                seen.add(identity)
             image = page.images[key].image
             if image is None:
                 continue
@@ -211,24 +248,38 @@ def extract_pdf(spec: ExtractSpec, blobs: BlobStore) -> Iterator[Record]:
         )
     yield meta_record("pdf", pages_total)
     pdfium = PdfiumPages(spec.path, password)
+    seen_images: set[Any] = set()
     try:
         for index in range(pages_total):
-            yield _extract_page(reader, index, spec, blobs, pdfium)
+            yield _extract_page(reader, index, spec, blobs, pdfium, seen_images)
     finally:
         pdfium.close()
 
 
+def page_has_text_layer(text: str, page: Any) -> bool:
+    """Enough text, or some text on a page with no image that could hold more."""
+    if has_text_layer(text):
+        return True
+    return content_chars(text) > 0 and not image_keys(page)
+
+
 def _extract_page(
-    reader: PdfReader, index: int, spec: ExtractSpec, blobs: BlobStore, pdfium: PdfiumPages
+    reader: PdfReader,
+    index: int,
+    spec: ExtractSpec,
+    blobs: BlobStore,
+    pdfium: PdfiumPages,
+    seen_images: set[Any],
 ) -> Record:
     number = index + 1
     problems: list[str] = []
     text = ""
+    text_layer = False
     try:
         text = page_text(reader, index, pdfium)
+        text_layer = page_has_text_layer(text, reader.pages[index])
     except Exception as exc:
         problems.append(f"its text could not be read ({short(exc)})")
-    text_layer = has_text_layer(text)
     images: list[dict[str, Any]] = []
     if spec.ocr == "always" or (spec.ocr == "auto" and not text_layer):
         try:
@@ -238,7 +289,7 @@ def _extract_page(
             problems.append(f"it could not be rendered for OCR ({short(exc)})")
     elif spec.ocr == "auto":
         try:
-            images = embedded_images(reader.pages[index], spec, blobs)
+            images = embedded_images(reader.pages[index], spec, blobs, seen_images)
         except Exception as exc:
             log.warning("page %d: embedded images skipped: %s", number, short(exc))
     error = None

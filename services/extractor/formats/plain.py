@@ -6,20 +6,42 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from services.extractor.formats import Record, check_chars
-from services.extractor.normalize import has_text_layer, normalize_text
+from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractSpec, meta_record, page_record
+
+_WESTERN = "cp1252"
+# How much more "chaos" charset-normalizer may score Windows-1252 than its favourite before we
+# still prefer 1252: on short Western text it often picks a Baltic or Central European page
+# that differs only in a few accented letters.
+_WESTERN_MARGIN = 0.1
+
+
+def detect_encoding(data: bytes) -> str:
+    from charset_normalizer import from_bytes
+
+    try:
+        data.decode("utf-8")
+        return "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
+    except UnicodeDecodeError:
+        pass
+    results = list(from_bytes(data))
+    if not results:
+        return _WESTERN
+    best = results[0]
+    if best.bom or best.encoding.startswith(("utf", "ascii")):
+        return str(best.encoding)
+    for match in results:
+        if _WESTERN in match.could_be_from_charset and match.chaos <= best.chaos + _WESTERN_MARGIN:
+            return _WESTERN
+    return str(best.encoding)
 
 
 def decode(data: bytes) -> str:
-    """Decode with the encoding charset-normalizer detects (UTF-8 BOM and plain ASCII included);
-    undecodable bytes become U+FFFD rather than failing the document."""
-    from charset_normalizer import from_bytes
-
+    """Decode with the detected encoding; undecodable bytes become U+FFFD rather than
+    failing the document."""
     if not data:
         return ""
-    best = from_bytes(data).best()
-    encoding = best.encoding if best is not None else "utf-8"
-    return data.decode(encoding, errors="replace")
+    return data.decode(detect_encoding(data), errors="replace")
 
 
 def read_text(spec: ExtractSpec) -> str:
@@ -34,4 +56,4 @@ def read_text(spec: ExtractSpec) -> str:
 def extract_txt(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(read_text(spec))
     yield meta_record("txt", 1)
-    yield page_record(1, text, has_text_layer=has_text_layer(text))
+    yield page_record(1, text, has_text_layer=bool(text))

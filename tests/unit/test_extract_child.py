@@ -1,0 +1,94 @@
+"""The child's JSON-lines protocol, run the way the service runs it: through run_sandboxed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.extractor.service import CHILD_ARGV, detect_format
+from services.extractor.spec import ExtractSpec
+from shared.errors import PermanentError
+from shared.sandbox import run_sandboxed
+from tests.unit.extractor_fixtures import docx_file, text_pdf
+
+
+async def run_child(spec: ExtractSpec, timeout: float = 60) -> tuple[list[dict[str, Any]], Any]:
+    lines: list[dict[str, Any]] = []
+
+    async def on_line(line: bytes) -> None:
+        lines.append(json.loads(line))  # anything but JSON on stdout fails the test
+
+    result = await run_sandboxed(
+        CHILD_ARGV,
+        job_id=None,
+        timeout=timeout,
+        cpu_seconds=60,
+        memory_mb=1536,
+        stdin=spec.to_json(),
+        on_line=on_line,
+    )
+    return lines, result
+
+
+def spec_for(path: Path, fmt: str, tmp_path: Path, **kw: Any) -> ExtractSpec:
+    return ExtractSpec(path=str(path), format=fmt, blob_dir=str(tmp_path / "blobs"), **kw)
+
+
+async def test_child_streams_meta_then_pages(tmp_path: Path) -> None:
+    pdf = text_pdf(tmp_path / "t.pdf", ["first page words here", "second page words here"])
+    lines, result = await run_child(spec_for(pdf, "pdf", tmp_path))
+    assert result.failure is None and result.returncode == 0
+    assert [r["type"] for r in lines] == ["meta", "page", "page"]
+    assert lines[0]["pages_total"] == 2
+    assert lines[2]["text"] == "second page words here"
+    assert set(lines[1]) == {"type", "page", "text", "has_text_layer", "images", "error"}
+
+
+async def test_child_reports_limits_as_fatal(tmp_path: Path) -> None:
+    pdf = text_pdf(tmp_path / "t.pdf", ["one " * 20, "two " * 20, "three " * 20])
+    lines, _ = await run_child(spec_for(pdf, "pdf", tmp_path, max_pages=2))
+    assert lines == [{"type": "fatal", "reason": "The PDF has 3 pages, more than the limit of 2."}]
+    # Cumulative text limit: the first page fits, the second does not.
+    lines, _ = await run_child(spec_for(pdf, "pdf", tmp_path, max_extracted_chars=100))
+    assert [r["type"] for r in lines] == ["meta", "page", "fatal"]
+    assert lines[-1]["reason"] == "The document has more text than the limit of 100 characters."
+    lines, _ = await run_child(
+        spec_for(docx_file(tmp_path / "d.docx"), "docx", tmp_path, max_extracted_chars=10)
+    )
+    assert lines[-1]["type"] == "fatal"
+
+
+async def test_child_fatal_for_garbage_and_missing_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pdf"
+    junk.write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 40)
+    lines, result = await run_child(spec_for(junk, "pdf", tmp_path))
+    assert result.failure is None
+    assert lines[-1]["type"] == "fatal"
+    assert lines[-1]["reason"].startswith("The PDF is damaged and could not be read")
+    lines, _ = await run_child(spec_for(tmp_path / "gone.pdf", "pdf", tmp_path))
+    assert lines[-1]["type"] == "fatal"
+
+
+async def test_sandbox_timeout_stops_a_slow_child(tmp_path: Path) -> None:
+    # A 60-page PDF cannot be extracted in 50 ms: the wall clock is the last resort.
+    pdf = text_pdf(tmp_path / "t.pdf", [f"page {i} " * 50 for i in range(60)])
+    _, result = await run_child(spec_for(pdf, "pdf", tmp_path), timeout=0.05)
+    assert result.failure is not None and "time limit" in result.failure
+
+
+def test_detect_format_reasons(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    with pytest.raises(PermanentError, match="empty"):
+        detect_format(empty)
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(PermanentError, match="PDF, DOCX, HTML, CSV, TXT, PNG, JPEG, TIFF"):
+        detect_format(binary)
+    ole = tmp_path / "old.doc"
+    ole.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600))
+    with pytest.raises(PermanentError, match="encrypted or legacy"):
+        detect_format(ole)
