@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
+import aio_pika
 import structlog
 from aio_pika import IncomingMessage
 from faststream import AckPolicy
@@ -78,18 +79,36 @@ class Bus:
         await self.broker.stop()
 
     async def declare(self) -> None:
-        """Declare the whole topology, so a publish never races a consumer's first start."""
+        """Declare the whole topology, so a publish never races a consumer's first start.
+
+        Declared on a short-lived connection of its own: FastStream caches queues declared
+        through the broker, and a subscriber would then reuse that queue's channel and
+        ignore its own prefetch.
+        """
         topo = self.topology
-        exchange = await self.broker.declare_exchange(topo.exchange)
-        dlx = await self.broker.declare_exchange(topo.dlx)
-        for group in GROUPS:
-            for key in group.binding_keys:
-                queue = await self.broker.declare_queue(topo.work_queue(group, key))
-                await queue.bind(exchange, routing_key=key)
-            dlq = await self.broker.declare_queue(topo.dead_letter_queue(group))
-            await dlq.bind(dlx, routing_key=group.name)
-            for delay in topo.retry_delays_ms:
-                await self.broker.declare_queue(topo.retry_queue(group, delay))
+        connection = await aio_pika.connect(self.settings.amqp_url)
+        try:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(
+                topo.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            dlx = await channel.declare_exchange(
+                topo.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            for group in GROUPS:
+                for key in group.binding_keys:
+                    spec = topo.work_queue(group, key)
+                    queue = await channel.declare_queue(
+                        spec.name, durable=True, arguments=spec.arguments
+                    )
+                    await queue.bind(exchange, routing_key=key)
+                dlq = await channel.declare_queue(topo.dlq_name(group), durable=True)
+                await dlq.bind(dlx, routing_key=group.name)
+                for delay in topo.retry_delays_ms:
+                    spec = topo.retry_queue(group, delay)
+                    await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        finally:
+            await connection.close()
 
     # --- publishing --------------------------------------------------------
     async def publish(

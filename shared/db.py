@@ -38,7 +38,7 @@ async def ensure_database(database_url: str) -> None:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
             # Another process may win the race to create it.
-            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()

@@ -108,11 +108,12 @@ async def run_sandboxed(
 
     async def pump_stderr() -> bytes:
         assert proc.stderr is not None
-        data = await proc.stderr.read(64 * 1024)
-        # Drain the rest so a chatty child cannot block on a full pipe.
-        while await proc.stderr.read(64 * 1024):
-            pass
-        return data
+        kept = b""
+        # Keep the first 64 KiB; drain the rest so a chatty child cannot block on a full pipe.
+        while block := await proc.stderr.read(64 * 1024):
+            if len(kept) < 64 * 1024:
+                kept += block[: 64 * 1024 - len(kept)]
+        return kept
 
     async def feed_stdin() -> None:
         if stdin is not None and proc.stdin is not None:

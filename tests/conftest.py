@@ -39,6 +39,17 @@ def corpus_dir() -> Path:
     return Path(os.environ.get("DOCPIPE_CORPUS", str(ROOT.parent / "shared" / "corpus"))).resolve()
 
 
+@pytest.fixture(autouse=True)
+def _restore_pillow_pixel_limit() -> object:
+    """Extraction code sets Pillow's global pixel limit (in its child process in production);
+    tests that call it in-process must not leak the setting into other tests."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = saved
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     path = corpus_dir()

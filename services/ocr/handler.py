@@ -7,6 +7,8 @@ succeed, so it fails the job.
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from services.ocr import metrics
@@ -43,6 +45,9 @@ def too_small(image: ImageRef, settings: Settings) -> bool:
 
 def make_handler(ctx: ServiceContext) -> Handler:
     settings = ctx.settings
+    # At most ocr_concurrency tesseract processes per service process, whatever number of
+    # messages the channel lets in at once (prefetch is the intended bound, this the guarantee).
+    tesseract_slots = asyncio.Semaphore(max(1, settings.ocr_concurrency))
 
     async def handle(event: Event, delivery: Delivery) -> None:
         assert isinstance(event, ImagesExtracted)
@@ -66,7 +71,8 @@ def make_handler(ctx: ServiceContext) -> Handler:
                     f"Image {number} of page {event.page} is missing from storage, "
                     "so the page cannot be OCRed."
                 ) from exc
-            result = await ocr_image(path, lang=lang, settings=settings, job_id=event.job_id)
+            async with tesseract_slots:
+                result = await ocr_image(path, lang=lang, settings=settings, job_id=event.job_id)
             seconds += result.seconds
             if result.cancelled:
                 raise JobGone("cancelled while OCR was running")
@@ -74,7 +80,13 @@ def make_handler(ctx: ServiceContext) -> Handler:
                 # The job may have ended meanwhile; then there is nobody to report to.
                 await require_active(ctx.pool, event.job_id)
                 errors.append(f"OCR of image {number} failed: {result.failure}")
-                log.warning("image OCR failed", page=event.page, image=number, why=result.failure)
+                log.warning(
+                    "image OCR failed",
+                    page=event.page,
+                    image=number,
+                    why=result.failure,
+                    detail=result.detail,
+                )
             else:
                 ocred += 1
                 metrics.IMAGES_OCRED.inc()
@@ -82,7 +94,9 @@ def make_handler(ctx: ServiceContext) -> Handler:
                 texts.append(result.text)
 
         text = join_page_text(texts)
-        chunks = make_chunks(event.job_id, event.page, PageSource.OCR, text, settings.chunk_max_chars)
+        chunks = make_chunks(
+            event.job_id, event.page, PageSource.OCR, text, settings.chunk_max_chars
+        )
         for chunk in chunks:
             await ctx.bus.publish(
                 ChunkCreated(job_id=event.job_id, chunk=chunk), priority=delivery.priority

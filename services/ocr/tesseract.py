@@ -56,6 +56,7 @@ class OcrResult:
     text: str
     seconds: float
     failure: str | None  # a sentence a person can read, or None on success
+    detail: str = ""  # the end of tesseract's stderr, for the logs
 
     @property
     def cancelled(self) -> bool:
@@ -91,12 +92,19 @@ def looks_like_image(path: Path | str) -> bool:
     return any(head.startswith(magic) for magic in _IMAGE_MAGIC)
 
 
+_LANGUAGE_ERRORS = ("Error opening data file", "Failed loading language", "Could not initialize")
+_IMAGE_ERRORS = ("Error in ", "libpng error", "cannot be read", "Unsupported", "TIFF", "JPEG")
+
+
 def describe_failure(failure: str, stderr: str, lang: str) -> str:
-    """Turn the sandbox's reason plus tesseract's stderr into one readable sentence."""
-    if "Failed loading language" in stderr or "Could not initialize tesseract" in stderr:
+    """Turn the sandbox's reason plus tesseract's stderr into one readable sentence.
+
+    Matches on any line, the first included: the sandbox may keep only the first write.
+    """
+    if any(marker in stderr for marker in _LANGUAGE_ERRORS):
         return f"The OCR language '{lang}' is not installed."
-    if "Error in pixRead" in stderr or "Unsupported image type" in stderr or (
-        "Image file" in stderr and "cannot be read" in stderr
+    if failure.startswith("Processing failed (exit status") and any(
+        marker in stderr for marker in _IMAGE_ERRORS
     ):
         return "The image could not be read (corrupt or unsupported format)."
     return failure
@@ -116,9 +124,7 @@ async def ocr_image(
     parallelism comes from running several tesseract processes (the consumer's prefetch).
     """
     if not looks_like_image(path):
-        return OcrResult(
-            text="", seconds=0.0, failure="The image is not in a format OCR can read."
-        )
+        return OcrResult(text="", seconds=0.0, failure="The image is not in a format OCR can read.")
     lines: list[bytes] = []
 
     async def collect(line: bytes) -> None:
@@ -139,4 +145,5 @@ async def ocr_image(
     failure = result.failure
     if failure is not None and failure != JOB_CANCELLED:
         failure = describe_failure(failure, result.stderr, lang)
-    return OcrResult(text=text, seconds=seconds, failure=failure)
+    detail = result.stderr[-500:] if failure else ""
+    return OcrResult(text=text, seconds=seconds, failure=failure, detail=detail)

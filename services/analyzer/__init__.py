@@ -1,0 +1,1 @@
+"""The analyzer service: language, keywords and entities for every chunk."""

@@ -1,0 +1,199 @@
+"""The OCR handler on the real bus and database: images.extracted in, chunk.created and
+page.ocred out; cancelled jobs dropped; missing blobs fail the job."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+
+from services.ocr.handler import make_handler
+from shared import topology
+from shared.blobstore import BlobStore
+from shared.bus import Bus
+from shared.events import ImageRef, ImagesExtracted
+from shared.service import ServiceContext
+from shared.settings import Settings
+from tests.fixtures import text_image
+from tests.quality import cer
+
+pytestmark = pytest.mark.integration
+
+LINES = ["Quarterly results were strong", "across every region this year."]
+
+Message = tuple[str, dict[str, Any]]
+
+
+class Capture:
+    """Every message on the exchange, through a temporary queue bound to '#'."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def wait_for(
+        self, predicate: Callable[[list[Message]], bool], timeout: float = 60
+    ) -> list[Message]:
+        async with asyncio.timeout(timeout):
+            while not predicate(self.messages):
+                await asyncio.sleep(0.05)
+        return self.messages
+
+    def of(self, job_id: uuid.UUID, key: str) -> list[dict[str, Any]]:
+        return [b for k, b in self.messages if k == key and b["job_id"] == str(job_id)]
+
+
+@pytest.fixture(scope="module")
+def settings(test_settings: Settings) -> Settings:
+    # A topology of this module's own, so no other consumer of the session shares its queues.
+    return test_settings.model_copy(update={"bus_prefix": f"{test_settings.bus_prefix}_ocr"})
+
+
+@pytest.fixture(scope="module")
+async def harness(
+    settings: Settings, db_pool: asyncpg.Pool, rabbit_available: None
+) -> AsyncIterator[tuple[ServiceContext, Capture, list[tuple[str, str]]]]:
+    bus = Bus(settings, "ocr")
+    outcomes: list[tuple[str, str]] = []
+    bus.on_outcome.append(lambda group, outcome: outcomes.append((group, outcome)))
+    ctx = ServiceContext("ocr", settings, bus, db_pool, BlobStore(settings.blob_dir))
+    bus.subscribe(topology.OCR, make_handler(ctx), prefetch=settings.ocr_concurrency)
+    await bus.start()
+    capture = Capture()
+    conn = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await conn.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(bus.topology.exchange_name, routing_key="#")
+
+        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with msg.process():
+                capture.messages.append((msg.routing_key or "", json.loads(msg.body)))
+
+        await queue.consume(on_message)
+        yield ctx, capture, outcomes
+    finally:
+        await conn.close()
+        await bus.stop()
+        await delete_topology(settings)
+
+
+async def delete_topology(settings: Settings) -> None:
+    conn = await aio_pika.connect(settings.amqp_url)
+    try:
+        topo = topology.Topology.from_settings(settings)
+        channel = await conn.channel()
+        for name in topo.all_queue_names():
+            await channel.queue_delete(name)
+        for name in (topo.exchange_name, topo.dlx_name):
+            await channel.exchange_delete(name)
+    finally:
+        await conn.close()
+
+
+async def new_job(pool: asyncpg.Pool, status: str = "processing") -> uuid.UUID:
+    job_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO jobs (job_id, tenant, document_uri, status) VALUES ($1, $2, $3, $4)",
+        job_id,
+        "test",
+        "blob://sha256/" + "0" * 64,
+        status,
+    )
+    return job_id
+
+
+def png_blob(blobs: BlobStore, image: Any) -> ImageRef:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    uri = blobs.put_bytes(buf.getvalue())
+    return ImageRef(
+        image_id=uuid.uuid4(), uri=uri, width=image.width, height=image.height, kind="page-scan"
+    )
+
+
+async def test_page_is_ocred_and_chunked(harness: Any, db_pool: asyncpg.Pool) -> None:
+    ctx, capture, _ = harness
+    from PIL import Image
+
+    job_id = await new_job(db_pool)
+    scan = png_blob(ctx.blobs, text_image(LINES))
+    icon = png_blob(ctx.blobs, Image.new("L", (10, 10), 0))
+    await ctx.bus.publish(ImagesExtracted(job_id=job_id, page=2, images=[icon, scan]), priority=5)
+    await capture.wait_for(lambda _: bool(capture.of(job_id, "page.ocred")))
+    [ocred] = capture.of(job_id, "page.ocred")
+    print(f"page OCR in {ocred['ocr_seconds']} s, CER {cer(chr(10).join(LINES), ocred['text'])}")
+    assert ocred["page"] == 2
+    assert ocred["error"] is None
+    assert ocred["images_ocred"] == 1
+    assert ocred["images_skipped"] == 1
+    assert cer("\n".join(LINES), ocred["text"]) <= 0.05
+    assert ocred["ocr_seconds"] > 0
+    chunks = capture.of(job_id, "chunk.created")
+    assert len(chunks) == ocred["chunks_total"] == 1
+    chunk = chunks[0]["chunk"]
+    assert chunk["source"] == "ocr" and chunk["page"] == 2 and chunk["index"] == 0
+    assert ocred["text"][chunk["start"] : chunk["end"]] == chunk["text"]
+    # Chunks are published before the page's page.ocred, so counting can trust chunks_total.
+    keys = [k for k, b in capture.messages if b["job_id"] == str(job_id)]
+    assert keys.index("chunk.created") < keys.index("page.ocred")
+
+
+async def test_unreadable_image_is_a_page_error(harness: Any, db_pool: asyncpg.Pool) -> None:
+    ctx, capture, _ = harness
+    job_id = await new_job(db_pool)
+    good = png_blob(ctx.blobs, text_image(LINES))
+    uri = ctx.blobs.put_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64 + uuid.uuid4().bytes)
+    bad = ImageRef(image_id=uuid.uuid4(), uri=uri, width=800, height=600)
+    await ctx.bus.publish(ImagesExtracted(job_id=job_id, page=1, images=[bad, good]))
+    await capture.wait_for(lambda _: bool(capture.of(job_id, "page.ocred")))
+    [ocred] = capture.of(job_id, "page.ocred")
+    assert ocred["error"] == (
+        "Page 1: OCR of image 1 failed: "
+        "The image could not be read (corrupt or unsupported format)."
+    )
+    assert ocred["images_ocred"] == 1
+    assert "Quarterly results" in ocred["text"]  # what the good image gave is kept
+    assert capture.of(job_id, "job.failed") == []
+
+
+async def test_missing_blob_fails_the_job(harness: Any, db_pool: asyncpg.Pool) -> None:
+    ctx, capture, _ = harness
+    job_id = await new_job(db_pool)
+    gone = ImageRef(image_id=uuid.uuid4(), uri="blob://sha256/" + "ab" * 32, width=900, height=900)
+    await ctx.bus.publish(ImagesExtracted(job_id=job_id, page=3, images=[gone]))
+    await capture.wait_for(lambda _: bool(capture.of(job_id, "job.failed")))
+    [failed] = capture.of(job_id, "job.failed")
+    assert failed["stage"] == "ocr"
+    assert failed["reason"] == (
+        "Image 1 of page 3 is missing from storage, so the page cannot be OCRed."
+    )
+    assert capture.of(job_id, "page.ocred") == []
+
+
+async def test_cancelled_job_is_dropped(harness: Any, db_pool: asyncpg.Pool) -> None:
+    ctx, capture, outcomes = harness
+    job_id = await new_job(db_pool, status="cancelled")
+    acked_before = outcomes.count(("ocr", "acked"))
+    scan = png_blob(ctx.blobs, text_image(LINES))
+    await ctx.bus.publish(ImagesExtracted(job_id=job_id, page=1, images=[scan]))
+    async with asyncio.timeout(30):
+        while outcomes.count(("ocr", "acked")) == acked_before:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # anything published would have arrived by now
+    assert [k for k, b in capture.messages if b["job_id"] == str(job_id)] == ["images.extracted"]
+    assert ("ocr", "retried") not in outcomes and ("ocr", "dead_lettered") not in outcomes
+    conn = await aio_pika.connect(ctx.settings.amqp_url)
+    try:
+        channel = await conn.channel()
+        name = ctx.bus.topology.queue_name(topology.OCR)
+        queue = await channel.declare_queue(name, passive=True)
+        assert queue.declaration_result.message_count == 0
+    finally:
+        await conn.close()
