@@ -106,7 +106,8 @@ async def db_pool(test_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-async def rabbit_available() -> None:
+async def rabbit_available(test_settings: Settings) -> AsyncIterator[None]:
+    """RabbitMQ is reachable; at the end the session's private exchanges and queues go."""
     import aio_pika
 
     try:
@@ -115,3 +116,29 @@ async def rabbit_available() -> None:
         unavailable(f"RabbitMQ unreachable at {amqp_url()}: {type(exc).__name__}: {exc}")
         return
     await conn.close()
+    yield
+    await delete_bus(test_settings)
+
+
+async def delete_bus(settings: Settings) -> None:
+    """Remove a prefix's exchanges and queues (the topology's, whatever declared them)."""
+    import aio_pika
+
+    from shared.topology import Topology
+
+    topo = Topology.from_settings(settings)
+    conn = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await conn.channel()
+        for name in topo.all_queue_names():
+            try:
+                await channel.queue_delete(name)
+            except Exception:  # noqa: BLE001 - already gone; that closes the channel
+                channel = await conn.channel()
+        for name in (topo.exchange_name, topo.dlx_name):
+            try:
+                await channel.exchange_delete(name)
+            except Exception:  # noqa: BLE001
+                channel = await conn.channel()
+    finally:
+        await conn.close()

@@ -57,32 +57,7 @@ async def stack(
         )
     finally:
         await running.stop()
-        await _delete_bus(test_settings)
     print(f"stack logs: {log_dir}")
-
-
-async def _delete_bus(settings: Settings) -> None:
-    """Remove the run's private exchanges and queues."""
-    import aio_pika
-
-    from shared.topology import Topology
-
-    topo = Topology.from_settings(settings)
-    conn = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await conn.channel()
-        for name in topo.all_queue_names():
-            try:
-                await channel.queue_delete(name)
-            except Exception:  # noqa: BLE001 - already gone; the channel is closed on error
-                channel = await conn.channel()
-        for name in (topo.exchange_name, topo.dlx_name):
-            try:
-                await channel.exchange_delete(name)
-            except Exception:  # noqa: BLE001
-                channel = await conn.channel()
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
