@@ -26,10 +26,10 @@ class StageCount(NamedTuple):
     failed: int = 0
 
     def plus(self, other: StageCount) -> StageCount:
-        return StageCount(self.total + other.total, self.done + other.done, self.failed + other.failed)
+        return StageCount(*(a + b for a, b in zip(self, other, strict=True)))
 
     def minus(self, other: StageCount) -> StageCount:
-        return StageCount(self.total - other.total, self.done - other.done, self.failed - other.failed)
+        return StageCount(*(a - b for a, b in zip(self, other, strict=True)))
 
     @property
     def nonzero(self) -> bool:
@@ -113,7 +113,10 @@ def raw_percent(pages_total: int | None, counts: Counts) -> float:
     if counts.ocr.total > 0:
         parts.append((WEIGHT_OCR, _fraction(counts.ocr.done, counts.ocr.total)))
     if counts.analyze.total > 0:
-        analyze = _fraction(counts.analyze.done, counts.analyze.total)
+        # Chunk totals are only known for finished pages: scale by that share, so a job whose
+        # first page is analyzed does not look nearly done.
+        known = _fraction(pages_done(counts), pages_total)
+        analyze = _fraction(counts.analyze.done, counts.analyze.total) * known
     else:
         # Nothing to analyze: done once every page is in and OCR has announced its chunks.
         analyze = 1.0 if extract_finished and counts.ocr.done >= counts.ocr.total else 0.0
@@ -148,7 +151,9 @@ def stage_name(status: str, pages_total: int | None, counts: Counts) -> str:
 
 def eta_seconds(elapsed_seconds: float | None, percent: float) -> int | None:
     """Remaining seconds extrapolated from elapsed time, once there is enough to go on."""
-    if elapsed_seconds is None or elapsed_seconds <= 0 or percent < ETA_MIN_PERCENT or percent >= 100:
+    if not elapsed_seconds or elapsed_seconds <= 0:
+        return None
+    if percent < ETA_MIN_PERCENT or percent >= 100:
         return None
     return max(0, round(elapsed_seconds * (100.0 - percent) / percent))
 

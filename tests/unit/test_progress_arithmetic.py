@@ -1,0 +1,172 @@
+"""Pure progress arithmetic: completion, percent, stage names, ETA, snapshots, the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import uuid
+
+import pytest
+
+from services.progress.arithmetic import (
+    Counts,
+    StageCount,
+    build_snapshot,
+    eta_seconds,
+    is_complete,
+    next_percent,
+    pages_done,
+    raw_percent,
+    snapshot_content,
+    stage_name,
+)
+from services.progress.hub import Hub
+
+
+def counts(ex=(0, 0, 0), ocr=(0, 0, 0), an=(0, 0, 0)) -> Counts:
+    return Counts(StageCount(*ex), StageCount(*ocr), StageCount(*an))
+
+
+def test_incomplete_until_pages_total_known():
+    assert not is_complete(None, counts(ex=(0, 3, 0), an=(4, 4, 0)))
+
+
+def test_complete_when_every_count_is_met():
+    assert is_complete(3, counts(ex=(3, 3, 0), ocr=(1, 1, 0), an=(4, 4, 0)))
+
+
+def test_pending_ocr_blocks_completion():
+    assert not is_complete(3, counts(ex=(3, 3, 0), ocr=(1, 0, 0), an=(3, 3, 0)))
+
+
+def test_unanalyzed_chunk_blocks_completion():
+    assert not is_complete(3, counts(ex=(3, 3, 0), ocr=(1, 1, 0), an=(4, 3, 0)))
+
+
+def test_missing_page_blocks_completion_even_if_known_chunks_are_analyzed():
+    # Out of order: everything announced so far is analyzed, but page 3 is not in yet.
+    assert not is_complete(3, counts(ex=(3, 2, 0), an=(2, 2, 0)))
+
+
+def test_zero_pages_completes():
+    assert is_complete(0, counts())
+    assert raw_percent(0, counts()) == 100.0
+
+
+def test_failed_pages_still_count_as_done():
+    assert is_complete(2, counts(ex=(2, 2, 1), an=(1, 1, 0)))
+
+
+def test_pages_done_excludes_pages_waiting_for_ocr():
+    assert pages_done(counts(ex=(3, 3, 0), ocr=(2, 1, 0))) == 2
+
+
+def _progressions(n: int = 60) -> list[tuple[str, ...]]:
+    """Orders in which a 3-page job (page 2 needs OCR, 4 chunks) can advance: its first and
+    last, and a fixed random sample of the rest."""
+    steps = ["ex1", "ex2", "ex3", "ocr2", "an1", "an2", "an3", "an4"]
+    orders = list(itertools.permutations(steps))
+    return [orders[0], orders[-1], *random.Random(5).sample(orders, n)]
+
+
+@pytest.mark.parametrize("order", _progressions())
+def test_percent_never_decreases_and_reaches_100_only_when_completed(order):
+    extracted, ocred, analyzed = set(), False, 0
+    percent = 0.0
+    seen = []
+    for step in order:
+        if step.startswith("ex"):
+            extracted.add(step)
+        elif step == "ocr2":
+            ocred = True
+        else:
+            analyzed += 1
+        # page 1 has 2 chunks, page 3 has 1, page 2's OCR has 1; page 2 needs OCR
+        chunks = 2 * ("ex1" in extracted) + ("ex3" in extracted) + ocred
+        ocr_total = int("ex2" in extracted)
+        c = counts(
+            ex=(3, len(extracted), 0),
+            ocr=(ocr_total, int(ocred and ocr_total), 0),
+            an=(chunks, analyzed, 0),
+        )
+        complete = is_complete(3, c)
+        percent = next_percent("completed" if complete else "processing", percent, 3, c)
+        seen.append(percent)
+        assert (percent == 100.0) == complete
+    assert seen == sorted(seen)
+    assert seen[-1] == 100.0
+
+
+def test_percent_capped_below_100_and_floored_once_started():
+    almost = counts(ex=(3, 3, 0), ocr=(1, 1, 0), an=(4, 4, 0))
+    assert next_percent("processing", 0, 3, almost) == 99.0
+    assert next_percent("processing", 0, None, counts()) == 1.0
+    assert next_percent("queued", 0, None, counts()) == 0.0
+
+
+def test_failed_and_cancelled_keep_last_percent():
+    c = counts(ex=(3, 3, 0), an=(4, 4, 0))
+    assert next_percent("failed", 42.5, 3, c) == 42.5
+    assert next_percent("cancelled", 17.0, 3, c) == 17.0
+
+
+def test_ocr_weight_only_when_there_is_ocr_work():
+    without = raw_percent(2, counts(ex=(2, 2, 0), an=(2, 1, 0)))
+    with_ocr = raw_percent(2, counts(ex=(2, 2, 0), ocr=(1, 0, 0), an=(2, 1, 0)))
+    assert without == pytest.approx(100 * (0.3 + 0.15) / 0.6)
+    # One page still awaits OCR, so only half the chunk total is known: analyze counts half.
+    assert with_ocr == pytest.approx(100 * (0.3 + 0.3 * 0.5 * 0.5) / 1.0)
+
+
+def test_stage_names():
+    assert stage_name("queued", None, counts()) == "queued"
+    assert stage_name("processing", None, counts()) == "extracting"
+    assert stage_name("processing", 2, counts(ex=(2, 1, 0))) == "extracting"
+    assert stage_name("processing", 2, counts(ex=(2, 2, 0), ocr=(1, 0, 0))) == "ocr"
+    assert stage_name("processing", 2, counts(ex=(2, 2, 0), ocr=(1, 1, 0))) == "analyzing"
+    for terminal in ("completed", "failed", "cancelled"):
+        assert stage_name(terminal, 2, counts()) == terminal
+
+
+def test_eta():
+    assert eta_seconds(None, 50) is None
+    assert eta_seconds(10, 1) is None
+    assert eta_seconds(10, 100) is None
+    assert eta_seconds(10, 50) == 10
+    assert eta_seconds(30, 25) == 90
+
+
+def test_snapshot_content_ignores_jitter_only():
+    base = dict(
+        job_id="j",
+        status="processing",
+        stage="extracting",
+        percent=10,
+        counts=counts(ex=(3, 1, 0)),
+        pages_total=3,
+        stalled=False,
+        error=None,
+    )
+    a = build_snapshot(seq=1, updated_at=None, **base)
+    b = build_snapshot(seq=2, updated_at=None, **base)
+    assert snapshot_content(a) == snapshot_content(b)
+    c = build_snapshot(seq=2, updated_at=None, **{**base, "stalled": True})
+    assert snapshot_content(a) != snapshot_content(c)
+    assert a["final"] is False and a["pages_done"] == 1
+    assert a["stages"]["extract"] == {"total": 3, "done": 1, "failed": 0}
+
+
+async def test_hub_drops_a_slow_subscriber_without_blocking_others():
+    hub = Hub(queue_size=2)
+    job = uuid.uuid4()
+    slow, fast = hub.subscribe(job), hub.subscribe(job)
+    for seq in range(1, 4):
+        hub.publish(job, {"seq": seq})
+        assert (await fast.get(1))["seq"] == seq
+    assert slow.overflowed
+    assert hub.subscribers(job) == 1
+    fast.close()
+    assert hub.subscribers(job) == 0
+    assert await fast.get(0.01) is None
+    await asyncio.sleep(0)
