@@ -127,9 +127,7 @@ class _Collector:
         self.ended = True
 
 
-async def iter_form(
-    content_type: str, stream: AsyncIterator[bytes]
-) -> AsyncIterator[FormEvent]:
+async def iter_form(content_type: str, stream: AsyncIterator[bytes]) -> AsyncIterator[FormEvent]:
     """Parse a multipart body incrementally into field, file-start/data/end events."""
     boundary = boundary_of(content_type)
     if boundary is None:

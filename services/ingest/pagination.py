@@ -8,6 +8,8 @@ import json
 import uuid
 from datetime import datetime
 
+_INVALID = "The cursor is not valid; use next_cursor from a previous page."
+
 
 class InvalidCursor(ValueError):
     pass
@@ -26,7 +28,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at = datetime.fromisoformat(data["t"])
         job_id = uuid.UUID(data["id"])
     except (binascii.Error, UnicodeError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidCursor("The cursor is not valid; use next_cursor from a previous page.") from exc
+        raise InvalidCursor(_INVALID) from exc
     if created_at.tzinfo is None:
-        raise InvalidCursor("The cursor is not valid; use next_cursor from a previous page.")
+        raise InvalidCursor(_INVALID)
     return created_at, job_id

@@ -1,0 +1,101 @@
+"""Request options and response bodies of the job API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shared.events import OcrMode
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class UploadOptions(BaseModel):
+    """The form fields sent with the file."""
+
+    priority: int = Field(default=0, ge=0, le=9)
+    ocr: OcrMode = OcrMode.AUTO
+    password: str | None = Field(default=None, max_length=1024)
+
+
+class JobLinks(BaseModel):
+    self: str
+    result: str
+    progress: str
+    events: str
+
+
+class JobCreated(BaseModel):
+    job_id: uuid.UUID
+    status: JobStatus
+    filename: str | None
+    format: str | None
+    size_bytes: int | None
+    sha256: str | None
+    links: JobLinks
+
+
+class JobView(BaseModel):
+    job_id: uuid.UUID
+    tenant: str
+    status: JobStatus
+    stage: str
+    percent: float
+    error: str | None = Field(description="Why the job failed or was cancelled, as a sentence.")
+    filename: str | None
+    format: str | None
+    ocr: OcrMode
+    priority: int
+    size_bytes: int | None
+    pages_total: int | None
+    stalled: bool
+    partial: bool
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobView:
+        return cls(
+            job_id=row["job_id"],
+            tenant=row["tenant"],
+            status=row["status"],
+            stage=row["stage"],
+            percent=row["percent"],
+            error=row["error"],
+            filename=row["filename"],
+            format=row["format"],
+            ocr=row["ocr_mode"],
+            priority=row["priority"],
+            size_bytes=row["size_bytes"],
+            pages_total=row["pages_total"],
+            stalled=row["stalled"],
+            partial=row["partial"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobView]
+    next_cursor: str | None
+
+
+class CancelAccepted(BaseModel):
+    job_id: uuid.UUID
+    status: JobStatus
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,155 @@
+"""Transactional outbox: an event is written in the same transaction as the row it describes
+and published after commit. The request publishes at once (fast path); the relay loop
+publishes whatever is left, so a crash between commit and publish only delays the event.
+
+Every publisher claims rows with FOR UPDATE SKIP LOCKED and marks them published before its
+transaction commits, so any number of relays (and fast paths) publish each row once; a crash
+after the broker's confirm but before the commit republishes it with the same message_id,
+which consumers recognise as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import structlog
+
+from shared.bus import Bus
+from shared.events import Event
+
+log = structlog.get_logger(__name__)
+
+RELAY_INTERVAL_SECONDS = 0.5
+RELAY_BATCH = 100
+PUBLISH_TIMEOUT_SECONDS = 5.0
+MAX_BACKOFF_SECONDS = 10.0
+
+_COLUMNS = "id, message_id, routing_key, payload, headers, priority"
+
+
+def payload_bytes(payload: dict[str, Any]) -> bytes:
+    """The message body for a stored payload (jsonb keeps the JSON value, not its spelling)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def enqueue(
+    conn: asyncpg.Connection,
+    event: Event,
+    *,
+    priority: int = 0,
+    headers: dict[str, Any] | None = None,
+) -> int | None:
+    """Add the event to the outbox inside the caller's transaction; returns the row id, or
+    None when an event with the same message_id is already there."""
+    return await conn.fetchval(
+        """
+        INSERT INTO outbox (message_id, routing_key, payload, headers, priority)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING id
+        """,
+        event.message_id(),
+        event.routing_key,
+        event.model_dump(mode="json"),
+        headers or {},
+        priority,
+    )
+
+
+async def _publish_row(bus: Bus, row: asyncpg.Record) -> None:
+    await asyncio.wait_for(
+        bus.publish_raw(
+            payload_bytes(row["payload"]),
+            row["routing_key"],
+            headers=dict(row["headers"] or {}),
+            message_id=row["message_id"],
+            priority=row["priority"],
+        ),
+        PUBLISH_TIMEOUT_SECONDS,
+    )
+
+
+async def _mark_published(conn: asyncpg.Connection, ids: list[int]) -> None:
+    # A document password has no business staying in the database once it is on its way.
+    await conn.execute(
+        "UPDATE outbox SET published_at = now(), payload = payload - 'password' "
+        "WHERE id = ANY($1::bigint[])",
+        ids,
+    )
+
+
+async def publish_now(pool: asyncpg.Pool, bus: Bus, outbox_id: int) -> bool:
+    """Fast path right after commit. False if it could not (the relay will) or another
+    publisher already has the row."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM outbox WHERE id = $1 AND published_at IS NULL "
+                "FOR UPDATE SKIP LOCKED",
+                outbox_id,
+            )
+            if row is None:
+                return False
+            await _publish_row(bus, row)
+            await _mark_published(conn, [row["id"]])
+        return True
+    except Exception as exc:  # the relay retries; the client's request still succeeds
+        log.warning("fast-path publish failed; the outbox relay will retry", error=repr(exc))
+        return False
+
+
+async def relay_once(pool: asyncpg.Pool, bus: Bus, *, batch: int = RELAY_BATCH) -> int:
+    """Publish up to `batch` unpublished rows; returns how many were published.
+
+    Rows published before a failure are still marked (and committed); the failure is raised.
+    """
+    error: Exception | None = None
+    published: list[int] = []
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM outbox WHERE published_at IS NULL "
+            "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            batch,
+        )
+        for row in rows:
+            try:
+                await _publish_row(bus, row)
+            except Exception as exc:
+                error = exc
+                break
+            published.append(row["id"])
+        if published:
+            await _mark_published(conn, published)
+    if published:
+        log.info("outbox relay published", count=len(published))
+    if error is not None:
+        raise error
+    return len(published)
+
+
+async def run_relay(
+    pool: asyncpg.Pool,
+    bus: Bus,
+    *,
+    interval: float = RELAY_INTERVAL_SECONDS,
+    batch: int = RELAY_BATCH,
+) -> None:
+    """Poll the outbox for the life of the service, backing off while publishing fails."""
+    failures = 0
+    while True:
+        await asyncio.sleep(
+            interval if failures == 0 else min(interval * 2**failures, MAX_BACKOFF_SECONDS)
+        )
+        try:
+            # Drain a backlog without waiting between full batches.
+            while await relay_once(pool, bus, batch=batch) == batch:
+                pass
+            failures = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures = min(failures + 1, 10)
+            log.warning("outbox relay pass failed", error=repr(exc), failures=failures)

@@ -1,0 +1,143 @@
+"""SQL of the job API. `tenant=None` means an admin: every tenant's jobs are visible."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.ingest.outbox import enqueue
+from shared.events import DocumentUploaded, JobCancelled
+
+JOB_COLUMNS = (
+    "job_id, tenant, status, stage, percent, error, filename, format, ocr_mode, priority, "
+    "size_bytes, sha256, pages_total, stalled, partial, created_at, updated_at, finished_at"
+)
+CANCEL_REASON = "Cancelled by the client."
+
+
+@dataclass(frozen=True)
+class NewJob:
+    event: DocumentUploaded
+    sha256: str
+    format: str
+    idempotency_key: str | None
+
+
+async def find_by_idempotency_key(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant: str, key: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2", tenant, key
+    )
+
+
+async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, Any]) -> int | None:
+    """Insert the job row and its DocumentUploaded outbox row in one transaction; returns the
+    outbox id. Raises asyncpg.UniqueViolationError when the idempotency key is taken."""
+    ev = job.event
+    async with conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
+                              content_type, format, ocr_mode, priority, idempotency_key)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            """,
+            ev.job_id,
+            ev.tenant,
+            ev.filename,
+            ev.document_uri,
+            job.sha256,
+            ev.size_bytes,
+            ev.content_type,
+            job.format,
+            ev.ocr.value,
+            ev.priority,
+            job.idempotency_key,
+        )
+        return await enqueue(conn, ev, priority=ev.priority, headers=headers)
+
+
+async def get_job(
+    conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, tenant: str | None
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1 AND ($2::text IS NULL OR tenant = $2)",
+        job_id,
+        tenant,
+    )
+
+
+async def list_jobs(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    tenant: str | None,
+    *,
+    status: str | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    """Newest first; `after` is the (created_at, job_id) of the last row already seen.
+    Fetches limit + 1 rows so the caller knows whether there is a next page."""
+    after_at, after_id = after if after else (None, None)
+    return await conn.fetch(
+        f"""
+        SELECT {JOB_COLUMNS} FROM jobs
+        WHERE ($1::text IS NULL OR tenant = $1)
+          AND ($2::text IS NULL OR status = $2)
+          AND ($3::timestamptz IS NULL OR (created_at, job_id) < ($3, $4::uuid))
+        ORDER BY created_at DESC, job_id DESC
+        LIMIT $5
+        """,
+        tenant,
+        status,
+        after_at,
+        after_id,
+        limit + 1,
+    )
+
+
+async def get_result(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> Any:
+    return await conn.fetchval("SELECT result FROM job_results WHERE job_id = $1", job_id)
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    found: bool
+    status: str | None = None  # the status before this call
+    outbox_id: int | None = None
+
+
+async def cancel_job(
+    conn: asyncpg.Connection, job_id: uuid.UUID, tenant: str | None, headers: dict[str, Any]
+) -> CancelOutcome:
+    """Cancel a job that has not ended, with its JobCancelled event, in one transaction."""
+    async with conn.transaction():
+        status = await conn.fetchval(
+            "SELECT status FROM jobs WHERE job_id = $1 AND ($2::text IS NULL OR tenant = $2) "
+            "FOR UPDATE",
+            job_id,
+            tenant,
+        )
+        if status is None:
+            return CancelOutcome(found=False)
+        if status in ("completed", "failed", "cancelled"):
+            return CancelOutcome(found=True, status=status)
+        await conn.execute(
+            """
+            UPDATE jobs SET status = 'cancelled', stage = 'cancelled', error = $2,
+                            finished_at = now(), updated_at = now()
+            WHERE job_id = $1
+            """,
+            job_id,
+            CANCEL_REASON,
+        )
+        outbox_id = await enqueue(
+            conn,
+            JobCancelled(job_id=job_id, reason=CANCEL_REASON),
+            priority=9,  # a cancel should overtake queued work
+            headers=headers,
+        )
+        return CancelOutcome(found=True, status=status, outbox_id=outbox_id)

@@ -1,0 +1,171 @@
+"""Receiving an upload: stream the multipart body's file part into the blob store, enforcing
+the size limit as bytes arrive, then sniff the stored blob."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from services.ingest.multipart import FieldPart, FileData, FileEnd, FileStart, iter_form
+from shared.blobstore import BlobStore
+from shared.sniff import sniff_path
+
+# Multipart framing and form fields on top of the file itself, for the Content-Length check.
+MULTIPART_SLACK_BYTES = 64 * 1024
+UPLOAD_FIELD = "file"
+
+
+class UploadTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The file is larger than the upload limit of {human_bytes(limit)}.")
+        self.limit = limit
+
+
+class UploadRejected(Exception):
+    """The request's form is unusable (status 400); `detail` is shown to the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class _Aborted(Exception):
+    pass
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+class BlobWriter:
+    """Feeds chunks to BlobStore.put_chunks running in a worker thread, with backpressure:
+    the request waits while the disk is behind, instead of buffering the upload."""
+
+    def __init__(self, store: BlobStore, buffer: int = 8) -> None:
+        self.store = store
+        send, receive = anyio.create_memory_object_stream[bytes](buffer)
+        self._send: MemoryObjectSendStream[bytes] = send
+        self._receive: MemoryObjectReceiveStream[bytes] = receive
+        self._aborted = False
+        self._task: asyncio.Task[str] = asyncio.ensure_future(anyio.to_thread.run_sync(self._run))
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = anyio.from_thread.run(self._receive.receive)
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                if self._aborted:
+                    raise _Aborted() from None  # put_chunks removes its temporary file
+                return
+            yield chunk
+
+    def _run(self) -> str:
+        try:
+            return self.store.put_chunks(self._chunks())
+        finally:
+            self._receive.close()
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self._send.send(data)
+
+    async def finish(self) -> str:
+        """Close the stream and wait for the blob to be in place; returns its URI."""
+        self._send.close()
+        return await self._task
+
+    async def abort(self) -> None:
+        """Drop the partial blob. Never blocks on a full buffer (close() is synchronous)."""
+        self._aborted = True
+        self._send.close()
+        with contextlib.suppress(_Aborted, Exception):
+            await self._task
+
+
+@dataclass
+class ReceivedUpload:
+    uri: str
+    size_bytes: int
+    client_filename: str | None
+    declared_type: str | None
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return BlobStore.digest_of(self.uri)
+
+
+async def receive_upload(
+    content_type: str, stream: AsyncIterator[bytes], store: BlobStore, max_bytes: int
+) -> ReceivedUpload | None:
+    """Store the form's `file` part as a blob and collect the other fields.
+
+    Returns None when the form has no `file` part. Raises UploadTooLarge as soon as the file
+    passes `max_bytes`, UploadRejected for a second file, MultipartError for a broken body.
+    """
+    fields: dict[str, str] = {}
+    writer: BlobWriter | None = None
+    upload: ReceivedUpload | None = None
+    in_file = False  # inside the `file` part (other file parts are read and dropped)
+    size = 0
+    try:
+        async for event in iter_form(content_type, stream):
+            if isinstance(event, FieldPart):
+                fields.setdefault(event.name, event.value)
+            elif isinstance(event, FileStart):
+                if event.name != UPLOAD_FIELD:
+                    continue
+                if upload is not None or writer is not None:
+                    raise UploadRejected("Send one file per request.")
+                writer = BlobWriter(store)
+                in_file = True
+                upload = ReceivedUpload("", 0, event.filename, event.content_type)
+            elif isinstance(event, FileData) and in_file:
+                assert writer is not None
+                size += len(event.data)
+                if size > max_bytes:
+                    raise UploadTooLarge(max_bytes)
+                await writer.write(event.data)
+            elif isinstance(event, FileEnd) and in_file:
+                assert writer is not None and upload is not None
+                in_file = False
+                upload.uri = await writer.finish()
+                upload.size_bytes = size
+                writer = None
+    except BaseException:
+        if writer is not None:
+            await writer.abort()
+        raise
+    if upload is not None:
+        upload.fields = fields
+    return upload
+
+
+async def sniff_blob(store: BlobStore, uri: str) -> str | None:
+    """The stored document's format, judged by its bytes (and ZIP member names for DOCX)."""
+    path = store.local_path(uri)
+    return await anyio.to_thread.run_sync(sniff_path, path)
+
+
+async def discard_blob(store: BlobStore, uri: str) -> None:
+    """Remove a blob nothing should reference (an empty or unsupported upload)."""
+
+    def unlink(path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    with contextlib.suppress(ValueError):
+        await anyio.to_thread.run_sync(unlink, store.path_for(BlobStore.digest_of(uri)))

@@ -1,0 +1,98 @@
+"""The docpipe CLI against the real ingest service (uvicorn on a free port)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import uvicorn
+from typer.testing import CliRunner, Result
+
+from services.cli import app as cli
+from services.ingest.main import create_app
+from shared.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+async def api_url(
+    test_settings: Settings, db_pool: asyncpg.Pool, rabbit_available: None
+) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(test_settings), host="127.0.0.1", port=port, log_config=None)
+    )
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(30):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+async def docpipe(api: str, *args: str, key: str = "dev-key") -> Result:
+    # The CLI is synchronous; keep the event loop (and the server on it) running meanwhile.
+    return await asyncio.to_thread(
+        CliRunner().invoke, cli, ["--api", api, "--key", key, *args], catch_exceptions=False
+    )
+
+
+async def test_submit_status_cancel_result(api_url: str, tmp_path: Path) -> None:
+    doc = tmp_path / "notes.txt"
+    doc.write_text("Some notes to process.\nA second line.\n")
+    submitted = await docpipe(api_url, "submit", str(doc), "--priority", "3", "--ocr", "never")
+    assert submitted.exit_code == 0, submitted.output
+    # The server shares this process, so its log lines may appear in the output too.
+    match = re.search(r"^([0-9a-f-]{36})  notes\.txt$", submitted.output, re.MULTILINE)
+    assert match, submitted.output
+    job_id = match.group(1)
+
+    status = await docpipe(api_url, "status", job_id)
+    assert status.exit_code == 0, status.output
+    assert "queued" in status.output and "notes.txt" in status.output
+
+    pending = await docpipe(api_url, "result", job_id)
+    assert pending.exit_code == 1
+    assert "the result is available once it has completed" in pending.output
+
+    cancelled = await docpipe(api_url, "cancel", job_id)
+    assert cancelled.exit_code == 0 and "Cancelled" in cancelled.output
+    again = await docpipe(api_url, "cancel", job_id)
+    assert again.exit_code == 0 and "already cancelled" in again.output
+
+    other = await docpipe(api_url, "status", job_id, key="dev-key-2")
+    assert other.exit_code == 1 and "404" in other.output
+
+
+async def test_clear_errors(api_url: str, tmp_path: Path) -> None:
+    doc = tmp_path / "a.txt"
+    doc.write_text("hello there\n")
+    refused = await docpipe(api_url, "submit", str(doc), key="not-a-key")
+    assert refused.exit_code == 1
+    assert "API key was refused (401)" in refused.output
+
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    r = await docpipe(api_url, "submit", str(empty))
+    assert r.exit_code == 1 and "The uploaded file is empty." in r.output
+
+    r = await docpipe(api_url, "status", "00000000-0000-4000-8000-000000000000")
+    assert r.exit_code == 1 and "No such job" in r.output
+
+    r = await docpipe("http://127.0.0.1:9", "status", "x")
+    assert r.exit_code == 1 and "Cannot reach" in r.output
