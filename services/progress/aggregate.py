@@ -557,7 +557,13 @@ async def _settle_terminal(
     by writing the row) the final update may not exist yet: write and push it now."""
     status = row["status"]
     outcome = Outcome()
-    if row["stage"] == status:
+    # Settled once the last pushed update carries the terminal status (ingest writes
+    # status and stage itself on cancel, so the row alone cannot tell).
+    last_pushed = await conn.fetchval(
+        "SELECT payload->>'status' FROM job_updates WHERE job_id = $1 ORDER BY seq DESC LIMIT 1",
+        row["job_id"],
+    )
+    if last_pushed == status:
         if status == "completed" and redelivered and not isinstance(event, JobCompleted):
             # A retried message may be the one whose JobCompleted publish failed after commit:
             # announce again (same message id and body, so consumers see a duplicate).
