@@ -101,3 +101,30 @@ MEDIA_TYPES = {
     "jpeg": "image/jpeg",
     "tiff": "image/tiff",
 }
+
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+UNSUPPORTED_REASON = (
+    "This file type is not supported (judged by its content); supported types are: "
+    "PDF, DOCX, HTML, CSV, TXT, PNG, JPEG, TIFF."
+)
+
+
+def unsupported_reason(path: Path | str) -> str:
+    """A sentence saying why a file that sniffs as unsupported cannot be processed."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head:
+        return "The document is empty (0 bytes)."
+    if head == _OLE_MAGIC:
+        # Password-protected OOXML and legacy .doc/.xls share this container.
+        return (
+            "This is an encrypted or legacy (pre-2007) Office file, which is not supported; "
+            "remove the password or save it as DOCX or PDF."
+        )
+    if head.startswith(b"PK\x03\x04"):
+        return (
+            "The file is a ZIP archive but not a readable Word document "
+            "(it may be damaged or truncated, or be another Office format)."
+        )
+    return UNSUPPORTED_REASON

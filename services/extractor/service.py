@@ -33,16 +33,11 @@ from shared.jobs import ensure_job, require_active
 from shared.sandbox import run_sandboxed
 from shared.service import ServiceContext
 from shared.settings import Settings
-from shared.sniff import sniff_path
+from shared.sniff import sniff_path, unsupported_reason
 
 log = structlog.get_logger(__name__)
 
 CHILD_ARGV = (sys.executable, "-m", "services.extractor.child")
-UNSUPPORTED = (
-    "This file type is not supported; supported types are: "
-    "PDF, DOCX, HTML, CSV, TXT, PNG, JPEG, TIFF."
-)
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
 def detect_format(path: Path) -> str:
@@ -52,20 +47,7 @@ def detect_format(path: Path) -> str:
     fmt = sniff_path(path)
     if fmt is not None:
         return fmt
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head == _OLE_MAGIC:
-        # Password-protected OOXML and legacy .doc/.xls share this container.
-        raise PermanentError(
-            "This is an encrypted or legacy (pre-2007) Office file, which is not supported; "
-            "remove the password or save it as DOCX or PDF."
-        )
-    if head.startswith(b"PK\x03\x04"):
-        raise PermanentError(
-            "The file is a ZIP archive but not a readable Word document "
-            "(it may be damaged or truncated)."
-        )
-    raise PermanentError(UNSUPPORTED)
+    raise PermanentError(unsupported_reason(path))
 
 
 def build_spec(path: Path, fmt: str, event: DocumentUploaded, settings: Settings) -> ExtractSpec:

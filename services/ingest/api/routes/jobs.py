@@ -47,13 +47,12 @@ from services.ingest.upload import (
 )
 from shared.events import DocumentUploaded
 from shared.settings import Settings
-from shared.sniff import MEDIA_TYPES
+from shared.sniff import MEDIA_TYPES, unsupported_reason
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-SUPPORTED_DESCRIPTION = "PDF, DOCX, HTML, CSV, plain text, PNG, JPEG and TIFF"
 NOT_FOUND = "No such job."
 
 # The upload is parsed by hand (streamed to the blob store), so describe the form for OpenAPI.
@@ -185,12 +184,9 @@ async def submit_job(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "The uploaded file is empty.")
     fmt = await sniff_blob(ctx.blobs, upload.uri)
     if fmt is None:
+        reason = unsupported_reason(ctx.blobs.local_path(upload.uri))
         await discard_blob(ctx.blobs, upload.uri)
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"Unsupported document type (judged by its content). "
-            f"Supported types: {SUPPORTED_DESCRIPTION}.",
-        )
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, reason)
 
     filename = sanitize_filename(upload.client_filename) or f"upload.{fmt}"
     event = DocumentUploaded(
