@@ -52,7 +52,10 @@ def sample_documents(console: Console) -> list[Path]:
     return [
         pdf_with_pages(
             out / "contract.pdf",
-            ["Contract between ACME and Globex, signed on March 3, 2025.", "Annex: fees of €2,500."],
+            [
+                "Contract between ACME and Globex, signed on March 3, 2025.",
+                "Annex: fees of €2,500.",
+            ],
         ),
         pdf_with_pages(out / "scan.pdf", [text_image(["A scanned page", "read by tesseract."])]),
         docx_file(out / "letter.docx", ["Dear customer,", "write to help@example.com."]),
@@ -77,14 +80,27 @@ def summary_table(rows: list[dict[str, Any]]) -> Table:
     for column in ("document", "status", "pages", "chunks", "words", "entities", "seconds", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in
-                        ("document", "status", "pages", "chunks", "words", "entities", "seconds",
-                         "note")))
+        table.add_row(
+            *(
+                str(row.get(c, ""))
+                for c in (
+                    "document",
+                    "status",
+                    "pages",
+                    "chunks",
+                    "words",
+                    "entities",
+                    "seconds",
+                    "note",
+                )
+            )
+        )
     return table
 
 
 async def main() -> int:
-    console = Console()
+    # Without a terminal (CI logs, pipes) rich would wrap the summary table at 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 150)
     settings = get_settings()
     key = next(iter(settings.tenants_by_key))
     log_dir = ROOT / "var" / "log"
@@ -98,7 +114,9 @@ async def main() -> int:
         started = time.monotonic()
         async with httpx.AsyncClient(timeout=60) as client:
             accepted = await asyncio.gather(*(upload(client, api, key, p) for p in docs))
-            jobs = {a["job_id"]: p.name for a, p in zip(accepted, docs, strict=True) if "job_id" in a}
+            jobs = {
+                a["job_id"]: p.name for a, p in zip(accepted, docs, strict=True) if "job_id" in a
+            }
             finals = await follow_jobs(ws, key, jobs, console, api_url=api)
             rows = []
             for (job_id, name), final in ((j, finals.get(j[0], {})) for j in jobs.items()):

@@ -287,7 +287,7 @@ async def follow_jobs(
                 progress.update(
                     tasks[job_id],
                     description=describe(jobs[job_id], snapshot),
-                    completed=100 if final else float(snapshot.get("percent") or 0),
+                    completed=float(snapshot.get("percent") or 0),  # 100 only when completed
                     pages=pages_text(snapshot),
                     eta="" if final else format_eta(snapshot.get("eta_seconds")),
                 )
