@@ -142,3 +142,7 @@ async def delete_bus(settings: Settings) -> None:
                 channel = await conn.channel()
     finally:
         await conn.close()
+
+
+# The session-wide stack (all five services as processes), shared by every test directory.
+from tests.stack_fixture import stack  # noqa: E402, F401

@@ -1,65 +1,8 @@
-"""The running stack for end-to-end tests: all five services as separate processes on free
-ports, against the real RabbitMQ and PostgreSQL, with a private database and bus prefix."""
+"""Integration tests share the session stack registered in tests/conftest.py; these names are
+re-exported for tests that start stacks of their own."""
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
+from tests.stack_fixture import ARTIFACTS, free_port, stack_env
 
-import asyncpg
-import pytest
-
-from scripts.stack import PORT_SETTINGS, Stack
-from shared.settings import Settings
-from tests.integration.stack_client import StackClient
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stack_env(settings: Settings) -> dict[str, str]:
-    env = {
-        "DOCPIPE_DATABASE_URL": settings.database_url,
-        "DOCPIPE_AMQP_URL": settings.amqp_url,
-        "DOCPIPE_BUS_PREFIX": settings.bus_prefix,
-        "DOCPIPE_BLOB_DIR": str(settings.blob_dir),
-        "DOCPIPE_API_KEYS": settings.api_keys,
-        "DOCPIPE_ADMIN_KEYS": settings.admin_keys,
-        "DOCPIPE_RETRY_DELAYS_MS": "[200, 500, 1000]",
-        "DOCPIPE_LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for var in PORT_SETTINGS.values():
-        env[var] = str(free_port())
-    return env
-
-
-@pytest.fixture(scope="session")
-async def stack(
-    test_settings: Settings, db_pool: asyncpg.Pool, rabbit_available: None
-) -> AsyncIterator[StackClient]:
-    log_dir = ARTIFACTS / "logs" / test_settings.bus_prefix
-    running = Stack(stack_env(test_settings), log_dir=log_dir)
-    await running.start()
-    try:
-        await running.wait_ready(90)
-        keys = test_settings.tenants_by_key
-        key, other = list(keys)[:2]
-        yield StackClient(
-            running, key=key, other_key=other, admin_key=sorted(test_settings.admin_key_set)[0]
-        )
-    finally:
-        await running.stop()
-    print(f"stack logs: {log_dir}")
-
-
-@pytest.fixture(scope="session")
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
+__all__ = ["ARTIFACTS", "free_port", "stack_env"]

@@ -1,0 +1,308 @@
+"""Admin-only data for the admin page: every tenant's jobs, totals, queue depths, and a live
+fleet-wide stream of job updates. Every route needs an admin key (401 without a key, 403 for a
+tenant key).
+
+GET /v1/admin/jobs?status=&q=&limit=
+    {"items": [job], "limit"}: newest first. status: queued|processing|completed|failed|
+    cancelled, or active (queued + processing) or stalled (active and stalled). q matches a job
+    id prefix, or part of the filename or tenant (case-insensitive). Each job carries its
+    per-stage counts ("stages": {extract|ocr|analyze: {total, done, failed}}) and its seq, so
+    a client can tell which of a listed row and a streamed update is newer.
+GET /v1/admin/totals
+    {"by_status": {status: n}, "total", "stalled", "oldest_active_at", "window_minutes",
+     "last_window": {"submitted", "completed", "failed", "pages", "completed_per_minute"}}
+GET /v1/admin/queues
+    {"queues": [{"queue", "messages", "consumers"}], "prefix", "age_seconds"}: the broker-stats
+    loop's last reading (empty, age null, until its first one; queues missing on the broker
+    are left out).
+WS  /v1/admin/events?token=<admin key>
+    One JSON text frame per progress update of any job, as this process pushes it: the job's
+    snapshot (as on /v1/jobs/{id}/events) plus "tenant", "filename" and "created_at". Updates
+    applied by another progress replica are not seen here (the page also polls). Close codes:
+    4401 no valid key, 4403 not an admin key, 1013 the client fell behind, 1011 a server
+    error (both: reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import structlog
+from fastapi import APIRouter, Depends, Query, Request, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from services.progress.arithmetic import Counts, StageCount, pages_done
+from services.progress.broker_stats import latest_queue_stats, latest_queue_stats_age
+from services.progress.hub import Hub, Subscription
+from shared.auth import AdminDep, Principal, websocket_principal
+from shared.service import ServiceContext
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+StatusFilter = Literal[
+    "queued", "processing", "completed", "failed", "cancelled", "active", "stalled"
+]
+ACTIVE = ("queued", "processing")
+STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+# Totals: the throughput window.
+WINDOW_MINUTES = 5
+# The live stream: how long to wait for an update before checking for a fallen-behind client,
+# and how many queued updates to send per round (their job details are read in one query).
+STREAM_POLL_SECONDS = 5.0
+STREAM_BATCH = 200
+# Job details the stream remembers per connection, so a busy job costs one lookup.
+STREAM_META_CACHE = 10_000
+
+WS_UNAUTHORIZED = 4401
+WS_FORBIDDEN = 4403
+WS_TRY_AGAIN_LATER = 1013
+WS_INTERNAL_ERROR = 1011
+
+
+def _ctx(app: Any) -> ServiceContext:
+    return app.state.ctx
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _like_pattern(term: str) -> str:
+    """`term` as a literal inside a LIKE pattern (escape character: backslash)."""
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+_JOB_COLUMNS = """job_id, tenant, filename, status, stage, percent, seq, format, pages_total,
+stalled, error, partial, created_at, started_at, updated_at, finished_at"""
+
+
+def _job_filter(status_filter: str | None, q: str | None) -> tuple[str, list[Any]]:
+    conditions: list[str] = []
+    args: list[Any] = []
+    if status_filter == "active":
+        conditions.append("status IN ('queued', 'processing')")
+    elif status_filter == "stalled":
+        conditions.append("stalled AND status IN ('queued', 'processing')")
+    elif status_filter:
+        args.append(status_filter)
+        conditions.append(f"status = ${len(args)}")
+    term = (q or "").strip()
+    if term:
+        args.append(_like_pattern(term.lower()) + "%")
+        id_prefix = f"${len(args)}"
+        args.append("%" + _like_pattern(term) + "%")
+        part = f"${len(args)}"
+        conditions.append(
+            f"(job_id::text LIKE {id_prefix} ESCAPE '\\' OR filename ILIKE {part} ESCAPE '\\'"
+            f" OR tenant ILIKE {part} ESCAPE '\\')"
+        )
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    return where, args
+
+
+def job_item(row: asyncpg.Record, counts: Counts) -> dict[str, Any]:
+    return {
+        "job_id": str(row["job_id"]),
+        "tenant": row["tenant"],
+        "filename": row["filename"],
+        "status": row["status"],
+        "stage": row["stage"],
+        "percent": round(float(row["percent"]), 1),
+        "seq": row["seq"],
+        "format": row["format"],
+        "pages_total": row["pages_total"],
+        "pages_done": max(0, pages_done(counts)),
+        "stages": counts.as_dict(),
+        "stalled": row["stalled"],
+        "error": row["error"],
+        "partial": row["partial"],
+        "created_at": _iso(row["created_at"]),
+        "started_at": _iso(row["started_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        "finished_at": _iso(row["finished_at"]),
+    }
+
+
+async def _stage_counts(conn: asyncpg.Connection, job_ids: list[uuid.UUID]) -> dict[Any, Counts]:
+    rows = await conn.fetch(
+        "SELECT job_id, stage, total, done, failed FROM job_progress WHERE job_id = ANY($1)",
+        job_ids,
+    )
+    by_job: dict[Any, dict[str, StageCount]] = {}
+    for r in rows:
+        count = StageCount(r["total"], r["done"], r["failed"])
+        by_job.setdefault(r["job_id"], {})[r["stage"]] = count
+    return {job_id: Counts.from_mapping(stages) for job_id, stages in by_job.items()}
+
+
+@router.get("/jobs", summary="Every tenant's jobs, newest first, with per-stage counts")
+async def admin_jobs(
+    _: AdminDep,
+    request: Request,
+    status_filter: Annotated[StatusFilter | None, Query(alias="status")] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    where, args = _job_filter(status_filter, q)
+    args.append(limit)
+    sql = (
+        f"SELECT {_JOB_COLUMNS} FROM jobs {where} "
+        f"ORDER BY created_at DESC, job_id DESC LIMIT ${len(args)}"
+    )
+    async with _ctx(request.app).pool.acquire() as conn:
+        rows = await conn.fetch(sql, *args)
+        counts = await _stage_counts(conn, [r["job_id"] for r in rows])
+    items = [job_item(r, counts.get(r["job_id"], Counts())) for r in rows]
+    return {"items": items, "limit": limit}
+
+
+# --- totals -------------------------------------------------------------------------------
+
+_TOTALS = """
+SELECT status, count(*) AS jobs,
+       count(*) FILTER (WHERE stalled AND status IN ('queued', 'processing')) AS stalled,
+       min(created_at) FILTER (WHERE status IN ('queued', 'processing')) AS oldest_active_at
+FROM jobs GROUP BY status
+"""
+
+_WINDOW = """
+SELECT count(*) FILTER (WHERE created_at >= now() - make_interval(mins => $1)) AS submitted,
+       count(*) FILTER (WHERE status = 'completed' AND finished_at >= now() - make_interval(mins => $1)) AS completed,
+       count(*) FILTER (WHERE status = 'failed' AND finished_at >= now() - make_interval(mins => $1)) AS failed,
+       coalesce(sum(pages_total) FILTER (WHERE status = 'completed' AND finished_at >= now() - make_interval(mins => $1)), 0) AS pages
+FROM jobs
+WHERE created_at >= now() - make_interval(mins => $1)
+   OR finished_at >= now() - make_interval(mins => $1)
+"""  # noqa: E501
+
+
+@router.get("/totals", summary="Jobs by status and recent throughput")
+async def admin_totals(_: AdminDep, request: Request) -> dict[str, Any]:
+    async with _ctx(request.app).pool.acquire() as conn:
+        rows = await conn.fetch(_TOTALS)
+        window = await conn.fetchrow(_WINDOW, WINDOW_MINUTES)
+    by_status = dict.fromkeys(STATUSES, 0)
+    by_status.update({r["status"]: r["jobs"] for r in rows})
+    oldest = [r["oldest_active_at"] for r in rows if r["oldest_active_at"] is not None]
+    return {
+        "by_status": by_status,
+        "total": sum(by_status.values()),
+        "stalled": sum(r["stalled"] for r in rows),
+        "oldest_active_at": _iso(min(oldest)) if oldest else None,
+        "window_minutes": WINDOW_MINUTES,
+        "last_window": {
+            "submitted": window["submitted"],
+            "completed": window["completed"],
+            "failed": window["failed"],
+            "pages": int(window["pages"]),
+            "completed_per_minute": round(window["completed"] / WINDOW_MINUTES, 2),
+        },
+    }
+
+
+# --- queues -------------------------------------------------------------------------------
+
+
+@router.get("/queues", summary="Messages and consumers per queue")
+async def admin_queues(_: AdminDep, request: Request) -> dict[str, Any]:
+    age = latest_queue_stats_age()
+    return {
+        "queues": latest_queue_stats(),
+        "prefix": _ctx(request.app).settings.bus_prefix,
+        "age_seconds": None if age is None else round(age, 1),
+    }
+
+
+# --- the live stream ----------------------------------------------------------------------
+
+
+class _FleetStream:
+    """Sends every pushed update, with the job's tenant, filename and creation time."""
+
+    def __init__(self, websocket: WebSocket, pool: asyncpg.Pool) -> None:
+        self.ws = websocket
+        self.pool = pool
+        self.meta: dict[str, dict[str, Any]] = {}
+
+    async def _lookup(self, job_ids: set[str]) -> None:
+        missing = [uuid.UUID(j) for j in job_ids if j not in self.meta]
+        if not missing:
+            return
+        if len(self.meta) + len(missing) > STREAM_META_CACHE:
+            self.meta.clear()
+        rows = await self.pool.fetch(
+            "SELECT job_id, tenant, filename, created_at FROM jobs WHERE job_id = ANY($1)",
+            missing,
+        )
+        for r in rows:
+            self.meta[str(r["job_id"])] = {
+                "tenant": r["tenant"],
+                "filename": r["filename"],
+                "created_at": _iso(r["created_at"]),
+            }
+
+    async def send_batch(self, updates: list[dict[str, Any]]) -> None:
+        await self._lookup({u["job_id"] for u in updates})
+        for update in updates:
+            await self.ws.send_text(json.dumps({**update, **self.meta.get(update["job_id"], {})}))
+
+    async def pump(self, sub: Subscription) -> None:
+        while True:
+            update = await sub.get(STREAM_POLL_SECONDS)
+            if sub.overflowed:
+                await self.ws.close(WS_TRY_AGAIN_LATER, "Too slow: reconnect.")
+                return
+            if update is None:
+                continue
+            batch = [update]
+            while len(batch) < STREAM_BATCH and not sub.queue.empty():
+                batch.append(sub.queue.get_nowait())
+            await self.send_batch(batch)
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+
+@router.websocket("/events")
+async def admin_events(
+    websocket: WebSocket,
+    principal: Annotated[Principal | None, Depends(websocket_principal)],
+) -> None:
+    # Accept first: a close before accepting would surface as HTTP 403, not our close code.
+    await websocket.accept()
+    if principal is None:
+        await websocket.close(WS_UNAUTHORIZED, "A valid API key is required.")
+        return
+    if not principal.admin:
+        await websocket.close(WS_FORBIDDEN, "This needs an admin key.")
+        return
+    ctx = _ctx(websocket.app)
+    hub: Hub = ctx.state["hub"]
+    with hub.subscribe_all() as sub:
+        stream = _FleetStream(websocket, ctx.pool)
+        pump = asyncio.create_task(stream.pump(sub))
+        watch = asyncio.create_task(_until_disconnect(websocket))
+        await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (pump, watch):
+            task.cancel()
+        for result in await asyncio.gather(pump, watch, return_exceptions=True):
+            if isinstance(result, Exception) and not isinstance(
+                result, WebSocketDisconnect | RuntimeError
+            ):
+                log.warning("admin stream ended by an error", error=repr(result)[:500])
+                # Tell the page to reconnect (and re-read the list) rather than leave it open.
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await websocket.close(WS_INTERNAL_ERROR, "Stream error: reconnect.")
