@@ -34,9 +34,18 @@ test-fast: install
 test-reliability: install services
 	$(PY) -m pytest -p no:cacheprovider -m reliability
 
+# Benchmarks (issue: fast at every scale) against a private live stack; not part of `make test`.
+# Writes benchmarks/results/latest.json and latest.md.
+bench: install services
+	$(PY) -m benchmarks.run
+
 lint: install
 	$(VENV)/bin/ruff check shared services scripts tests
 	$(VENV)/bin/ruff format --check shared services scripts tests
+
+# Regenerate docs/openapi-ingest.json, docs/openapi-progress.json and docs/asyncapi.json from code.
+docs: install
+	$(PY) -m scripts.gen_docs
 
 clean:
 	rm -rf var test-artifacts .pytest_cache

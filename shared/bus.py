@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -64,10 +66,22 @@ class Bus:
             app_id=f"docpipe-{service}",
             graceful_timeout=30.0,
             reconnect_interval=1.0,
-            log_level=30,
+            # FastStream's default logger writes coloured text straight to stdout, outside the
+            # JSON log; this one propagates to the root's JSON handler. Its per-message
+            # "Received"/"Processed" lines go out at DEBUG: _handle logs each message already.
+            log_level=logging.DEBUG,
+            logger=logging.getLogger("docpipe.faststream"),
         )
         # Hooks for metrics (issue: observability); each gets (group name, outcome).
         self.on_outcome: list[Callable[[str, str], None]] = []
+        # Each gets (group name, seconds the handler ran), whatever its outcome.
+        self.on_handled: list[Callable[[str, float], None]] = []
+        # Groups this process consumes, so metrics can start every series at zero.
+        self.subscribed: list[ConsumerGroup] = []
+        # Set by the service: answers True while a dependency (its database) is unreachable.
+        # A handler failing during such an outage is not the message's fault, so the retry
+        # does not use up an attempt: an outage longer than the retry ladder fails no job.
+        self.dependency_down: Callable[[], Awaitable[bool]] | None = None
 
     # --- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -162,10 +176,16 @@ class Bus:
         )
 
     async def _retry(
-        self, raw: IncomingMessage, group: ConsumerGroup, attempt: int, err: str
+        self,
+        raw: IncomingMessage,
+        group: ConsumerGroup,
+        attempt: int,
+        err: str,
+        *,
+        delay_ms: int | None = None,
     ) -> None:
         delays = self.topology.retry_delays_ms
-        delay = delays[min(attempt, len(delays)) - 1]
+        delay = delay_ms if delay_ms is not None else delays[min(attempt, len(delays)) - 1]
         # Jitter spreads a burst of failures; the queue TTL still bounds the wait.
         expiration = max(1, int(delay * random.uniform(0.8, 1.0))) / 1000
         await self.broker.publish(
@@ -206,6 +226,7 @@ class Bus:
     # --- consuming ---------------------------------------------------------
     def subscribe(self, group: ConsumerGroup, handler: Handler, *, prefetch: int) -> None:
         topo = self.topology
+        self.subscribed.append(group)
         for key in group.binding_keys:
             queue = topo.work_queue(group, key)
 
@@ -249,10 +270,31 @@ class Bus:
             title=f"{self.service}:broadcast:{routing_key}",
         )(consume)
 
+    async def _dependency_down(self) -> bool:
+        if self.dependency_down is None:
+            return False
+        try:
+            return bool(await self.dependency_down())
+        except Exception:  # a failing probe proves nothing: count the attempt
+            return False
+
     def _count(self, group: ConsumerGroup, outcome: str) -> None:
         for hook in self.on_outcome:
             with contextlib.suppress(Exception):
                 hook(group.name, outcome)
+
+    async def _run_timed(
+        self, group: ConsumerGroup, handler: Handler, event: Event, delivery: Delivery
+    ) -> None:
+        """Run the handler, reporting how long it ran (not counting the ack or any retry)."""
+        started = time.perf_counter()
+        try:
+            await handler(event, delivery)
+        finally:
+            seconds = time.perf_counter() - started
+            for hook in self.on_handled:
+                with contextlib.suppress(Exception):
+                    hook(group.name, seconds)
 
     async def _handle(self, group: ConsumerGroup, handler: Handler, msg: RabbitMessage) -> None:
         raw: IncomingMessage = msg.raw_message
@@ -260,8 +302,9 @@ class Bus:
         event_type = str(headers.get(H_EVENT) or raw.routing_key or "")
         attempt = int(headers.get(H_ATTEMPT, 0) or 0)
         structlog.contextvars.clear_contextvars()
+        # "event_type", not "event": structlog's "event" is the log message and would hide it.
         structlog.contextvars.bind_contextvars(
-            event=event_type, message_id=raw.message_id, queue=group.name
+            event_type=event_type, message_id=raw.message_id, queue=group.name
         )
         self._count(group, "received")
         try:
@@ -278,20 +321,35 @@ class Bus:
         cid = str(headers.get(H_CORRELATION) or raw.correlation_id or event.job_id)
         token = correlation_id.set(cid)
         structlog.contextvars.bind_contextvars(job_id=str(event.job_id), correlation_id=cid)
+        started = time.perf_counter()
+        outcome = "ok"
         try:
-            await handler(event, Delivery(raw, attempt))
+            await self._run_timed(group, handler, event, Delivery(raw, attempt))
         except JobGone as exc:
+            outcome = "dropped"
             log.info("dropped work for an ended job", why=str(exc))
             await msg.ack()
             self._count(group, "acked")
         except PermanentError as exc:
+            outcome = "job_failed"
             log.warning("job failed permanently", reason=exc.reason)
             await self.publish(JobFailed(job_id=event.job_id, stage=group.name, reason=exc.reason))
             await msg.ack()
             self._count(group, "acked")
         except Exception as exc:  # transient, or a bug: retry, then dead-letter
             err = f"{type(exc).__name__}: {exc}"
-            if attempt < len(self.topology.retry_delays_ms):
+            outcome = "error"
+            if self.topology.retry_delays_ms and await self._dependency_down():
+                log.warning(
+                    "handler failed while a dependency is down; retrying without using an attempt",
+                    error=err[:500],
+                    attempt=attempt,
+                )
+                delay = self.topology.retry_delays_ms[0]
+                await self._retry(raw, group, attempt, err, delay_ms=delay)
+                await msg.ack()
+                self._count(group, "retried")
+            elif attempt < len(self.topology.retry_delays_ms):
                 log.warning("handler failed, will retry", error=err[:500], attempt=attempt + 1)
                 await self._retry(raw, group, attempt + 1, err)
                 await msg.ack()
@@ -318,6 +376,12 @@ class Bus:
             await msg.ack()
             self._count(group, "acked")
         finally:
+            # One line per message, carrying job_id: `grep <job_id>` finds every stage.
+            log.info(
+                "message handled",
+                outcome=outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
             correlation_id.reset(token)
 
 

@@ -1,17 +1,30 @@
-"""Prometheus metrics shared by every service. Names start with docpipe_."""
+"""Prometheus metrics shared by every service. Names start with docpipe_.
+
+The Bus reports each message's outcome and handling time through hooks (Bus.on_outcome,
+Bus.on_handled); create_service_app wires them to the functions here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Histogram
+
+OUTCOMES = ("received", "acked", "retried", "dead_lettered")
 
 MESSAGES = Counter(
     "docpipe_messages_total",
     "Messages handled, by consumer queue and outcome (received, acked, retried, dead_lettered)",
     ["queue", "outcome"],
 )
+DEAD_LETTERS = Counter(
+    "docpipe_dead_letters_total",
+    "Messages this service moved to a dead-letter queue, by consumer queue",
+    ["queue"],
+)
 HANDLER_SECONDS = Histogram(
     "docpipe_handler_seconds",
-    "Time spent handling one message, by stage",
+    "Time spent handling one message, by stage (the consumer group)",
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
@@ -19,3 +32,19 @@ HANDLER_SECONDS = Histogram(
 
 def count_outcome(queue: str, outcome: str) -> None:
     MESSAGES.labels(queue=queue, outcome=outcome).inc()
+    if outcome == "dead_lettered":
+        DEAD_LETTERS.labels(queue=queue).inc()
+
+
+def observe_handler(stage: str, seconds: float) -> None:
+    HANDLER_SECONDS.labels(stage=stage).observe(seconds)
+
+
+def init_consumer_metrics(groups: Iterable[str]) -> None:
+    """Create every label combination a consumer will report, at zero: a series that only
+    appears after its first event breaks rate() and hides 'never happened' from alerts."""
+    for group in groups:
+        for outcome in OUTCOMES:
+            MESSAGES.labels(queue=group, outcome=outcome)
+        DEAD_LETTERS.labels(queue=group)
+        HANDLER_SECONDS.labels(stage=group)

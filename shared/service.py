@@ -20,7 +20,7 @@ from shared.bus import Bus
 from shared.db import create_pool
 from shared.events import Event, JobCancelled
 from shared.logging import configure_logging
-from shared.metrics import count_outcome
+from shared.metrics import count_outcome, init_consumer_metrics, observe_handler
 from shared.sandbox import kill_job
 from shared.settings import Settings, get_settings
 
@@ -50,6 +50,16 @@ async def _kill_cancelled_job(event: Event, _delivery: object) -> None:
         )
 
 
+async def database_unreachable(pool: asyncpg.Pool) -> bool:
+    """Whether the database is away right now (e.g. restarting): a probe for the bus."""
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+    except Exception:  # any failure to answer SELECT 1 means unreachable
+        return True
+    return False
+
+
 Setup = Callable[[ServiceContext], Awaitable[None] | None]
 
 
@@ -70,6 +80,8 @@ def create_service_app(
         pool = await create_pool(settings.database_url, max_size=pool_size)
         bus = Bus(settings, name)
         bus.on_outcome.append(count_outcome)
+        bus.on_handled.append(observe_handler)
+        bus.dependency_down = lambda: database_unreachable(pool)
         ctx = ServiceContext(name, settings, bus, pool, BlobStore(settings.blob_dir))
         app.state.ctx = ctx
         result = setup(ctx)
@@ -77,6 +89,7 @@ def create_service_app(
             await result
         # Cancel must stop running work wherever it is: kill this process's children for the job.
         ctx.bus.subscribe_broadcast(JobCancelled.routing_key, _kill_cancelled_job)
+        init_consumer_metrics(group.name for group in bus.subscribed)
         await bus.start()
         log.info("service started")
         try:

@@ -50,6 +50,17 @@ class Settings(BaseSettings):
     extractor_concurrency: int = 2
     ocr_concurrency: int = 2
     progress_prefetch: int = 64
+    # Speed (issue: fast at every scale). A PDF of at least extract_split_pages pages is
+    # extracted by two children at once, each on half its pages (0 = never split).
+    extract_split_pages: int = 64
+    # Jobs of at most small_job_pages pages publish their work with at least this priority,
+    # so they overtake the pages of a bulk document in every downstream queue.
+    small_job_pages: int = 10
+    small_job_priority: int = 5
+    # Progress: events of one job arriving within this window are applied in one
+    # transaction and pushed as one coalesced update (see services/progress/batching.py).
+    progress_batch_window_ms: float = 5.0
+    progress_batch_max: int = 256
 
     # Limits (bad input fails its job, never the worker)
     max_upload_bytes: int = 100 * 1024 * 1024
@@ -78,6 +89,8 @@ class Settings(BaseSettings):
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 10000, 60000])
     stall_seconds: float = 300.0
     job_deadline_seconds: float = 3600.0
+    # How often the progress service looks for stalled jobs and jobs past their deadline.
+    stall_check_seconds: float = 5.0
 
     # Operations
     log_level: str = "INFO"

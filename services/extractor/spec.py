@@ -34,6 +34,11 @@ class ExtractSpec:
     ocr_dpi: int = 300
     ocr_min_image_side: int = 48
     ocr_min_image_area: int = 10_000
+    # Page range (0-based, stop exclusive) of a child working on part of a PDF; see
+    # formats.pdf.page_range. split_pages: a PDF this long is split between two children.
+    page_start: int = 0
+    page_stop: int | None = None
+    split_pages: int = 0
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -45,8 +50,16 @@ class ExtractSpec:
         return cls(**known)
 
 
-def meta_record(fmt: str, pages_total: int) -> dict[str, Any]:
-    return {"type": "meta", "format": fmt, "pages_total": pages_total}
+def meta_record(
+    fmt: str, pages_total: int, *, first_page: int = 1, last_page: int | None = None
+) -> dict[str, Any]:
+    """first_page..last_page (1-based, inclusive): the pages this child will send, present
+    only when that is not the whole document."""
+    record: dict[str, Any] = {"type": "meta", "format": fmt, "pages_total": pages_total}
+    last = pages_total if last_page is None else last_page
+    if (first_page, last) != (1, pages_total):
+        record |= {"first_page": first_page, "last_page": last}
+    return record
 
 
 def image_record(uri: str, width: int, height: int, kind: ImageKind) -> dict[str, Any]:

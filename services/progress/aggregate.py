@@ -55,6 +55,8 @@ class JobNotFoundYet(Exception):
 class Outcome:
     updates: list[dict[str, Any]] = field(default_factory=list)  # push after commit
     publish: list[Event] = field(default_factory=list)  # publish after commit
+    # Set when this event moved the job out of 'queued' for the first time (for metrics).
+    first_progress_seconds: float | None = None
 
 
 @dataclass
@@ -344,6 +346,7 @@ async def save_job(
     *,
     moved: bool,
     now: datetime,
+    force: bool = False,
 ) -> dict[str, Any] | None:
     """Write the job's new state; when what a client sees changed, record the next update and
     return it (to push after commit)."""
@@ -364,7 +367,7 @@ async def save_job(
         started_at=state.started_at,
         now=now,
     )
-    changed = row["seq"] == 0 or snapshot_content(old) != snapshot_content(new)
+    changed = force or row["seq"] == 0 or snapshot_content(old) != snapshot_content(new)
     if not changed and not moved:
         return None
     await conn.execute(
@@ -492,6 +495,8 @@ async def apply_in_transaction(
             delta = await _page_ocred(conn, event)
         case ChunkAnalyzed():
             delta = await _chunk_analyzed(conn, event)
+        case JobFailed() if row["revived_at"] and event.occurred_at <= row["revived_at"]:
+            pass  # a failure a dead-letter replay has since undone (a redelivered job.failed)
         case JobFailed():
             state.status = "failed"
             state.error = event.reason
@@ -514,6 +519,8 @@ async def apply_in_transaction(
         counts = await read_counts(conn, row["job_id"])
     old_counts = counts.minus(delta)
     outcome = Outcome()
+    if row["status"] == "queued" and state.status != "queued" and not row["first_progress_at"]:
+        outcome.first_progress_seconds = max(0.0, (now - row["created_at"]).total_seconds())
     if state.status == "processing" and is_complete(state.pages_total, counts):
         # Confirm with a full recount before anything final happens.
         counts = await recount_progress(conn, row["job_id"], state.pages_total)
@@ -580,7 +587,9 @@ async def _settle_terminal(
     else:
         state.finished_at = state.finished_at or now
     counts = await read_counts(conn, row["job_id"])
-    update = await save_job(conn, row, state, counts, counts, moved=False, now=now)
+    # The row may already read like the final snapshot (ingest wrote status, stage and error
+    # on cancel), but no client has been told yet: record and push it regardless.
+    update = await save_job(conn, row, state, counts, counts, moved=False, now=now, force=True)
     if update is not None:
         outcome.updates.append(update)
     return outcome
@@ -591,7 +600,8 @@ async def _settle_terminal(
 _CANDIDATES = """
 SELECT job_id FROM jobs
 WHERE status IN ('queued', 'processing')
-  AND ((status = 'processing' AND NOT stalled AND updated_at < $1) OR created_at < $2)
+  AND ((status = 'processing' AND NOT stalled AND updated_at < $1)
+       OR coalesce(revived_at, created_at) < $2)
 ORDER BY updated_at
 LIMIT $3
 """
@@ -599,7 +609,8 @@ LIMIT $3
 _LOCK_CANDIDATE = """
 SELECT * FROM jobs
 WHERE job_id = $1 AND status IN ('queued', 'processing')
-  AND ((status = 'processing' AND NOT stalled AND updated_at < $2) OR created_at < $3)
+  AND ((status = 'processing' AND NOT stalled AND updated_at < $2)
+       OR coalesce(revived_at, created_at) < $3)
 FOR UPDATE SKIP LOCKED
 """
 
@@ -631,7 +642,8 @@ async def sweep_stalls(
             if row is None:
                 continue
             state = JobState.of(row)
-            if row["created_at"] < deadline_before:
+            # A job revived by a dead-letter replay gets a fresh deadline.
+            if (row["revived_at"] or row["created_at"]) < deadline_before:
                 state = replace(
                     state,
                     status="failed",

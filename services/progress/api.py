@@ -25,6 +25,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from services.progress.aggregate import latest_snapshot, updates_after
 from services.progress.hub import Hub, Subscription
+from services.progress.metrics import PUSH_LAG, WEBSOCKET_CLIENTS
 from shared.auth import Principal, PrincipalDep, websocket_principal
 
 log = structlog.get_logger(__name__)
@@ -82,10 +83,13 @@ async def job_progress(job_id: str, principal: PrincipalDep, request: Request) -
 class _Stream:
     """Sends updates in seq order exactly once, filling any gap from job_updates."""
 
-    def __init__(self, websocket: WebSocket, pool: asyncpg.Pool, job_id: uuid.UUID) -> None:
+    def __init__(
+        self, websocket: WebSocket, pool: asyncpg.Pool, job_id: uuid.UUID, hub: Hub | None = None
+    ) -> None:
         self.ws = websocket
         self.pool = pool
         self.job_id = job_id
+        self.hub = hub  # knows when each live update's event occurred (push-lag metric)
         self.last = -1
         self.done = False
 
@@ -93,6 +97,10 @@ class _Stream:
         if self.done or update["seq"] <= self.last:
             return
         await self.ws.send_text(json.dumps(update))
+        if self.hub is not None:
+            lag = self.hub.push_lag(self.job_id, update["seq"])
+            if lag is not None:
+                PUSH_LAG.observe(lag)
         self.last = update["seq"]
         self.done = bool(update.get("final"))
 
@@ -148,8 +156,9 @@ async def job_events(
         return
 
     # Subscribe before reading the backlog, so nothing committed in between is missed.
-    with _hub(websocket.app).subscribe(jid) as sub:
-        stream = _Stream(websocket, pool, jid)
+    hub = _hub(websocket.app)
+    with WEBSOCKET_CLIENTS.track_inprogress(), hub.subscribe(jid) as sub:
+        stream = _Stream(websocket, pool, jid, hub)
         async with pool.acquire() as conn:
             latest = await latest_snapshot(conn, jid)
         if after is None:

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
 
-from services.progress import api
+from services.progress import api, dead_letters
+from services.progress import metrics as progress_metrics
+from services.progress.admin import api as admin_api
+from services.progress.admin import page as admin_page
 from services.progress.aggregate import Outcome, apply_event, sweep_stalls
+from services.progress.batching import JobBatcher
+from services.progress.broker_stats import broker_stats_loop
+from services.progress.dead_letter_recorder import subscribe_dead_letter_queues
 from services.progress.hub import Hub
 from shared import topology
 from shared.bus import Delivery
@@ -21,21 +28,41 @@ from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# How often the stall/deadline sweep runs.
+# How often the stall/deadline sweep runs (DOCPIPE_STALL_CHECK_SECONDS overrides it).
 STALL_CHECK_SECONDS = 5.0
 
 
-async def deliver(ctx: ServiceContext, outcome: Outcome) -> None:
-    """After commit: push updates to local WebSocket clients, then publish follow-up events."""
+async def deliver(
+    ctx: ServiceContext, outcome: Outcome, occurred_at: datetime | None = None
+) -> None:
+    """After commit: push updates to local WebSocket clients, then publish follow-up events.
+    `occurred_at`: when the event behind the updates occurred (for the push-lag metric)."""
     hub: Hub = ctx.state["hub"]
     for update in outcome.updates:
-        hub.publish(uuid.UUID(update["job_id"]), update)
+        hub.publish(uuid.UUID(update["job_id"]), update, occurred_at)
+        if update.get("final"):
+            log.info(
+                "job finished", job_id=update["job_id"], status=update["status"], seq=update["seq"]
+            )
+    progress_metrics.observe_first_progress(outcome.first_progress_seconds)
+    await progress_metrics.observe_finished(ctx.pool, outcome.updates)
     for event in outcome.publish:
         await ctx.bus.publish(event)
 
 
 def make_handler(ctx: ServiceContext) -> Any:
     retries = len(ctx.settings.retry_delays_ms)
+    if ctx.settings.progress_batch_window_ms > 0:
+        # One transaction and one coalesced update per job per few-ms window (batching.py).
+        batcher = JobBatcher(
+            ctx.pool,
+            lambda outcome, at: deliver(ctx, outcome, at),
+            window=ctx.settings.progress_batch_window_ms / 1000,
+            max_batch=ctx.settings.progress_batch_max,
+            retries=retries,
+        )
+        ctx.state["batcher"] = batcher
+        return batcher.submit
 
     async def handle(event: Event, delivery: Delivery) -> None:
         outcome = await apply_event(
@@ -44,7 +71,7 @@ def make_handler(ctx: ServiceContext) -> Any:
             last_attempt=delivery.attempt >= retries,
             redelivered=delivery.redelivered or delivery.attempt > 0,
         )
-        await deliver(ctx, outcome)
+        await deliver(ctx, outcome, event.occurred_at)
 
     return handle
 
@@ -67,11 +94,19 @@ async def stall_loop(ctx: ServiceContext, interval: float = STALL_CHECK_SECONDS)
 
 def setup(ctx: ServiceContext) -> None:
     ctx.state["hub"] = Hub()
-    ctx.bus.subscribe(topology.PROGRESS, make_handler(ctx), prefetch=ctx.settings.progress_prefetch)
-    ctx.spawn(stall_loop(ctx), "stall-loop")
+    # Batching needs many messages in flight at once to have something to group.
+    prefetch = max(ctx.settings.progress_prefetch, ctx.settings.progress_batch_max)
+    ctx.bus.subscribe(topology.PROGRESS, make_handler(ctx), prefetch=prefetch)
+    subscribe_dead_letter_queues(ctx)
+    ctx.spawn(stall_loop(ctx, ctx.settings.stall_check_seconds), "stall-loop")
+    ctx.spawn(progress_metrics.job_stats_loop(ctx.pool), "job-stats")
+    ctx.spawn(broker_stats_loop(ctx.settings.amqp_url, ctx.bus.topology), "broker-stats")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app("progress", setup, settings=settings, title="docpipe progress")
     app.include_router(api.router)
+    app.include_router(dead_letters.router)
+    app.include_router(admin_api.router)
+    admin_page.mount(app)
     return app

@@ -1,4 +1,5 @@
-"""In-process fan-out of progress updates to WebSocket clients, per job.
+"""In-process fan-out of progress updates to WebSocket clients, per job (and, for the admin
+page, fleet-wide: subscribe_all() sees every job's updates).
 
 Publishing never waits: each subscriber has a bounded queue, and one that is full is dropped
 (marked overflowed) so a slow client cannot hold up the others; it reconnects with ?after=.
@@ -7,17 +8,23 @@ Publishing never waits: each subscriber has a bounded queue, and one that is ful
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
+from datetime import datetime
 from typing import Any
 
 DEFAULT_QUEUE_SIZE = 256
+# How many (job, seq) -> event time entries are kept for measuring push lag.
+EVENT_TIMES_KEPT = 10_000
+# A fleet-wide subscriber sees every job's updates, so it gets more room before it is dropped.
+FLEET_QUEUE_SIZE = 4096
 
 
 class Subscription:
-    def __init__(self, hub: Hub, job_id: uuid.UUID, maxsize: int) -> None:
+    def __init__(self, hub: Hub, job_id: uuid.UUID | None, maxsize: int) -> None:
         self.hub = hub
-        self.job_id = job_id
+        self.job_id = job_id  # None: a fleet-wide subscription (every job)
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize)
         self.overflowed = False
 
@@ -51,13 +58,26 @@ class Hub:
     def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self.queue_size = queue_size
         self._subs: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
+        self._fleet: set[Subscription] = set()
+        # When the event behind each recently published update occurred (epoch seconds), kept
+        # beside the update so the pushed payload stays exactly the snapshot contract.
+        self._event_times: OrderedDict[tuple[uuid.UUID, int], float] = OrderedDict()
 
     def subscribe(self, job_id: uuid.UUID) -> Subscription:
         sub = Subscription(self, job_id, self.queue_size)
         self._subs[job_id].add(sub)
         return sub
 
+    def subscribe_all(self, maxsize: int = FLEET_QUEUE_SIZE) -> Subscription:
+        """Every job's updates, as they are published (the admin page's live stream)."""
+        sub = Subscription(self, None, maxsize)
+        self._fleet.add(sub)
+        return sub
+
     def unsubscribe(self, sub: Subscription) -> None:
+        if sub.job_id is None:
+            self._fleet.discard(sub)
+            return
         subs = self._subs.get(sub.job_id)
         if subs is None:
             return
@@ -65,10 +85,27 @@ class Hub:
         if not subs:
             del self._subs[sub.job_id]
 
-    def publish(self, job_id: uuid.UUID, update: dict[str, Any]) -> None:
+    def publish(
+        self, job_id: uuid.UUID, update: dict[str, Any], occurred_at: datetime | None = None
+    ) -> None:
+        if occurred_at is not None and job_id in self._subs:
+            self._event_times[(job_id, update["seq"])] = occurred_at.timestamp()
+            if len(self._event_times) > EVENT_TIMES_KEPT:
+                self._event_times.popitem(last=False)
         for sub in list(self._subs.get(job_id, ())):
             if not sub.offer(update):
                 self.unsubscribe(sub)
+        for sub in list(self._fleet):
+            if not sub.offer(update):
+                self.unsubscribe(sub)
+
+    def push_lag(self, job_id: uuid.UUID, seq: int) -> float | None:
+        """Seconds from the event behind update `seq` occurring until now, if known."""
+        occurred = self._event_times.get((job_id, seq))
+        return None if occurred is None else max(0.0, time.time() - occurred)
 
     def subscribers(self, job_id: uuid.UUID) -> int:
         return len(self._subs.get(job_id, ()))
+
+    def fleet_subscribers(self) -> int:
+        return len(self._fleet)

@@ -72,7 +72,12 @@ def extract_image(spec: ExtractSpec, blobs: BlobStore) -> Iterator[Record]:
         if spec.ocr != "never":
             try:
                 frame.load()
-                uri = blobs.put_bytes(to_png(frame))
+                if frames == 1 and image.format == "PNG":
+                    # Already what tesseract reads: store the upload's bytes, no re-encode.
+                    with open(spec.path, "rb") as fh:
+                        uri = blobs.put_bytes(fh.read())
+                else:
+                    uri = blobs.put_bytes(to_png(frame))
                 images.append(image_record(uri, width, height, "page-scan"))
             except Exception as exc:
                 error = f"Page {number} of the image could not be decoded: {short(exc)}."

@@ -1,0 +1,1 @@
+"""Benchmarks for the issue "Fast at every scale": `python -m benchmarks.run [--smoke]`."""

@@ -1,0 +1,176 @@
+"""Targets 4, 5 and 6 on real uploads.
+
+4. Time to first progress: upload accepted -> first WebSocket message whose stage is
+   "extracting" (or later), idle and with 50 jobs queued ahead.
+5. Small jobs are not stuck behind big ones: a 1-page PDF submitted while the long PDF is
+   being processed completes within 3 s (p95 over a few tries).
+6. Memory: peak RSS of each service process, children included, while the stack processes
+   the long PDF and 20 concurrent jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from benchmarks.common import BenchStack, corpus_dir, distribution, target
+from benchmarks.text_throughput import build_long_pdf
+
+IDLE_P95_S = 0.25
+LOADED_P95_S = 1.0
+SMALL_JOB_P95_S = 3.0
+RSS_LIMIT_MB = 300.0
+
+STARTED = {"extracting", "ocr", "analyzing", "completed"}
+
+
+def one_page_pdf() -> Path:
+    return corpus_dir() / "pdf_text" / "pypdf-crazyones.pdf"
+
+
+async def time_to_first_progress(
+    bs: BenchStack, client: httpx.AsyncClient, data: bytes, name: str
+) -> float:
+    job, accepted = await bs.submit(client, data, name)
+    seen = await bs.first_ws_message(job, lambda m: m.get("stage") in STARTED, timeout=120)
+    return seen - accepted
+
+
+async def first_progress(
+    bs: BenchStack, smoke: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    tries, queued = (2, 4) if smoke else (10, 50)
+    data = one_page_pdf().read_bytes()
+    backlog_files = sorted((corpus_dir() / "pdf_text").glob("*.pdf"))
+    async with httpx.AsyncClient(timeout=120) as client:
+        idle = []
+        for i in range(tries):
+            idle.append(await time_to_first_progress(bs, client, data, f"idle-{i}.pdf"))
+            await asyncio.sleep(0.2)
+        loaded = []
+        for i in range(max(1, tries // 2)):
+            backlog = await asyncio.gather(
+                *(
+                    bs.submit(
+                        client,
+                        backlog_files[k % len(backlog_files)].read_bytes(),
+                        f"q{i}-{k}.pdf",
+                    )
+                    for k in range(queued)
+                )
+            )
+            loaded.append(await time_to_first_progress(bs, client, data, f"loaded-{i}.pdf"))
+            await bs.wait_all([job for job, _ in backlog])
+    d_idle, d_loaded = distribution(idle), distribution(loaded)
+    targets = [
+        target(
+            "first_progress_idle_p95_s",
+            d_idle["p95"],
+            f"p95 <= {IDLE_P95_S} s",
+            d_idle["p95"] <= IDLE_P95_S,
+            distribution=d_idle,
+        ),
+        target(
+            "first_progress_50_queued_p95_s",
+            d_loaded["p95"],
+            f"p95 <= {LOADED_P95_S} s with {queued} jobs queued",
+            d_loaded["p95"] <= LOADED_P95_S,
+            distribution=d_loaded,
+        ),
+    ]
+    return targets, {}
+
+
+class RssSampler:
+    """Peak RSS per service: the process plus all its descendants, sampled every 100 ms."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak_mb: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        for name, pid in self.pids.items():
+            try:
+                proc = psutil.Process(pid)
+                total = proc.memory_info().rss
+                for child in proc.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        total += child.memory_info().rss
+            except psutil.Error:
+                continue
+            self.peak_mb[name] = max(self.peak_mb[name], total / 2**20)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.to_thread(self.sample)
+            await asyncio.sleep(0.1)
+
+    def __enter__(self) -> RssSampler:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def small_behind_big(
+    bs: BenchStack, work: Path, smoke: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    pages, tries, concurrent = (20, 2, 3) if smoke else (500, 5, 20)
+    files = sorted((corpus_dir() / "pdf_text").glob("*.pdf"))
+    long_pdf = work / f"long-{pages}.pdf"
+    if not long_pdf.exists():
+        build_long_pdf(long_pdf, pages, files)
+    small = one_page_pdf().read_bytes()
+    durations: list[float] = []
+    with RssSampler(bs.service_pids()) as sampler:
+        async with httpx.AsyncClient(timeout=120) as client:
+            big, _ = await bs.submit(client, long_pdf.read_bytes(), long_pdf.name)
+            others = await asyncio.gather(
+                *(
+                    bs.submit(client, files[k % len(files)].read_bytes(), f"c{k}.pdf")
+                    for k in range(concurrent)
+                )
+            )
+            await bs.first_ws_message(big, lambda m: m.get("stage") in STARTED, timeout=120)
+            for i in range(tries):
+                job, accepted = await bs.submit(client, small, f"small-{i}.pdf")
+                ended = await bs.wait_all([job], timeout=120)
+                durations.append(ended[job] - accepted)
+                status, text = await bs.job_texts(job)
+                bs.check_job(f"small-{i}", status, text, True)
+            big_running = (
+                await bs.pool.fetchval("SELECT status FROM jobs WHERE job_id = $1::uuid", big)
+            ) not in ("completed", "failed", "cancelled")
+            await bs.wait_all([big] + [j for j, _ in others], timeout=900)
+            for job in [big] + [j for j, _ in others]:
+                status, text = await bs.job_texts(job)
+                bs.check_job(f"load:{job}", status, text, True)
+        sampler.sample()
+    dist = distribution(durations)
+    peak = max(sampler.peak_mb.values()) if sampler.peak_mb else 0.0
+    targets = [
+        target(
+            "small_job_behind_big_p95_s",
+            dist["p95"],
+            f"p95 <= {SMALL_JOB_P95_S} s while a {pages}-page PDF is processed",
+            dist["p95"] <= SMALL_JOB_P95_S,
+            distribution=dist,
+            big_job_still_running_at_end=big_running,
+        ),
+        target(
+            "peak_rss_per_service_mb",
+            peak,
+            f"every service, children included, <= {RSS_LIMIT_MB:g} MB",
+            peak <= RSS_LIMIT_MB,
+            per_service_mb={k: round(v, 1) for k, v in sampler.peak_mb.items()},
+        ),
+    ]
+    return targets, {}

@@ -1,0 +1,105 @@
+"""Target 2: OCR throughput. The scanned corpus images, repeated to >= 40 pages, each a job
+through the whole pipeline, against the tesseract CLI run on the same images one after another
+(OMP_THREAD_LIMIT=1). Quality: mean CER over the images with ground truth."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.common import BenchStack, corpus_dir, target
+from tests.quality import cer
+
+SPEED_TARGET = 0.55
+CER_SLACK = 0.005
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+def images(smoke: bool) -> list[Path]:
+    folder = corpus_dir() / "pdf_scanned"
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if smoke:
+        return [p for p in found if p.stem == "tess-phototest"] or found[:1]
+    return found
+
+
+def ground_truth(image: Path) -> str | None:
+    ref = image.with_name(image.stem + ".expected.txt")
+    return ref.read_text(encoding="utf-8", errors="replace") if ref.exists() else None
+
+
+async def tesseract_cli(path: Path) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "tesseract",
+        str(path),
+        "stdout",
+        "-l",
+        "eng",
+        "--psm",
+        "3",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+    )
+    out, _ = await proc.communicate()
+    return out.decode("utf-8", "replace")
+
+
+async def run(
+    bs: BenchStack, work: Path, smoke: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    unique = images(smoke)
+    wanted = 2 if smoke else 40
+    pages = [unique[i % len(unique)] for i in range(max(wanted, len(unique)))]
+
+    started = time.monotonic()
+    baseline_texts = [await tesseract_cli(p) for p in pages]  # sequential, by definition
+    baseline_s = time.monotonic() - started
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        started = time.monotonic()
+        submitted = await asyncio.gather(
+            *(bs.submit(client, p.read_bytes(), p.name, ocr="auto") for p in pages)
+        )
+    job_ids = [job for job, _ in submitted]
+    ended = await bs.wait_all(job_ids)
+    wall = max(ended.values()) - started
+
+    pipe_cer: list[float] = []
+    base_cer: list[float] = []
+    for p, job, base_text in zip(pages, job_ids, baseline_texts, strict=True):
+        status, text = await bs.job_texts(job)
+        bs.check_job(f"ocr:{p.name}", status, text, bool(base_text.strip()))
+        ref = ground_truth(p)
+        if ref is not None:
+            pipe_cer.append(cer(ref, text))
+            base_cer.append(cer(ref, base_text))
+    mean_pipe = statistics.fmean(pipe_cer) if pipe_cer else 0.0
+    mean_base = statistics.fmean(base_cer) if base_cer else 0.0
+    ratio = wall / baseline_s if baseline_s else float("inf")
+    targets = [
+        target(
+            "ocr_speed_vs_tesseract_cli",
+            ratio,
+            f"pipeline wall / sequential tesseract CLI <= {SPEED_TARGET}",
+            ratio <= SPEED_TARGET,
+            pipeline_seconds=round(wall, 3),
+            baseline_seconds=round(baseline_s, 3),
+            pages=len(pages),
+        ),
+        target(
+            "ocr_cer_vs_tesseract_cli",
+            mean_pipe - mean_base,
+            f"pipeline mean CER - CLI mean CER <= {CER_SLACK}",
+            mean_pipe - mean_base <= CER_SLACK,
+            cer_pipeline=round(mean_pipe, 4),
+            cer_baseline=round(mean_base, 4),
+        ),
+    ]
+    return targets, {"images": [p.name for p in unique], "pages": len(pages)}

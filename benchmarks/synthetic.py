@@ -1,0 +1,260 @@
+"""Synthetic progress load: jobs created straight in the database, events published straight
+onto the bus (no extractor involved), for targets 3 (push latency) and 7 (bus efficiency)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import aio_pika
+import websockets
+
+from benchmarks.common import API_KEY, TENANT, BenchStack, distribution, target
+from shared.events import DocumentUploaded, Event, ExtractionStarted, PageExtracted
+from shared.jobs import ensure_job
+
+PUSH_P99_TARGET_S = 0.050
+BUS_RATIO_TARGET = 0.5
+
+
+async def make_jobs(bs: BenchStack, count: int) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(count)]
+    for jid in ids:
+        await ensure_job(
+            bs.pool,
+            DocumentUploaded(job_id=jid, tenant=TENANT, document_uri="blob://sha256/" + "0" * 64),
+        )
+    return ids
+
+
+class Publisher:
+    """Publishes events like the services do (persistent, typed headers), with confirms
+    collected in bulk so the publisher is not the bottleneck."""
+
+    def __init__(self, bs: BenchStack) -> None:
+        self.bs = bs
+        self.conn: aio_pika.abc.AbstractRobustConnection | None = None
+
+    async def __aenter__(self) -> Publisher:
+        self.conn = await aio_pika.connect_robust(self.bs.settings.amqp_url)
+        channel = await self.conn.channel(publisher_confirms=True)
+        self.exchange = await channel.get_exchange(self.bs.settings.bus_prefix)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.conn is not None
+        await self.conn.close()
+
+    def message(self, event: Event) -> aio_pika.Message:
+        return aio_pika.Message(
+            event.model_dump_json().encode(),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.message_id(),
+            content_type="application/json",
+            headers={"x-event-type": event.routing_key},
+        )
+
+    async def publish(self, event: Event) -> None:
+        await self.exchange.publish(self.message(event), routing_key=event.routing_key)
+
+
+async def _started(bs: BenchStack, pub: Publisher, ids: list[uuid.UUID], pages: int) -> None:
+    await asyncio.gather(
+        *(pub.publish(ExtractionStarted(job_id=j, format="pdf", pages_total=pages)) for j in ids)
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        n = await bs.pool.fetchval(
+            "SELECT count(*) FROM jobs WHERE job_id = ANY($1::uuid[]) AND pages_total IS NOT NULL",
+            ids,
+        )
+        if n == len(ids):
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("ExtractionStarted not applied")
+
+
+class Watcher:
+    """One WebSocket client of one job: every message with its receive time."""
+
+    def __init__(self, bs: BenchStack, job_id: uuid.UUID) -> None:
+        self.url = f"{bs.ws}/v1/jobs/{job_id}/events?token={API_KEY}"
+        self.job_id = job_id
+        self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.ready = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def run(self) -> None:
+        async with websockets.connect(self.url, max_queue=None) as conn:
+            async for raw in conn:
+                self.messages.append((time.monotonic(), json.loads(raw)))
+                self.ready.set()
+                if self.messages[-1][1].get("final"):
+                    break
+        self.done.set()
+
+
+async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Target 3: `rate` PageExtracted events/s across `jobs` jobs, 2 WebSocket clients per job;
+    latency = publish of the k-th event of a job -> a client sees extract.done >= k."""
+    jobs, clients_per_job, rate, seconds = (4, 2, 100, 1.0) if smoke else (100, 2, 1000, 10.0)
+    pages = int(rate * seconds / jobs)
+    ids = await make_jobs(bs, jobs)
+    async with Publisher(bs) as pub:
+        await _started(bs, pub, ids, pages)
+        watchers = [Watcher(bs, j) for j in ids for _ in range(clients_per_job)]
+        tasks = [asyncio.create_task(w.run()) for w in watchers]
+        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in watchers)), 60)
+        sent: dict[uuid.UUID, list[float]] = {j: [] for j in ids}
+        interval = 1.0 / rate
+        start = time.monotonic()
+        n = 0
+        for page in range(1, pages + 1):
+            for j in ids:
+                due = start + n * interval
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent[j].append(time.monotonic())
+                await pub.publish(PageExtracted(job_id=j, page=page, text="x", has_text_layer=True))
+                n += 1
+        publish_seconds = time.monotonic() - start
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 120)
+
+    latencies: list[float] = []
+    lost = disorder = 0
+    for w in watchers:
+        times = sent[w.job_id]
+        seqs = [m["seq"] for _, m in w.messages]
+        dones = [m["stages"]["extract"]["done"] for _, m in w.messages]
+        if any(b <= a for a, b in zip(seqs, seqs[1:], strict=False)) or any(
+            b < a for a, b in zip(dones, dones[1:], strict=False)
+        ):
+            disorder += 1
+        if any(b != a + 1 for a, b in zip(seqs[1:], seqs[2:], strict=False)):
+            lost += 1  # after the first (latest) snapshot every update must arrive
+        if not w.messages or not w.messages[-1][1].get("final") or dones[-1] != pages:
+            lost += 1
+        k = 0
+        for received, msg in w.messages:
+            done = msg["stages"]["extract"]["done"]
+            while k < done and k < len(times):
+                latencies.append(max(0.0, received - times[k]))
+                k += 1
+    dist = distribution(latencies)
+    ok = dist["p99"] <= PUSH_P99_TARGET_S and lost == 0 and disorder == 0
+    targets = [
+        target(
+            "progress_push_latency_p99_s",
+            dist["p99"],
+            f"p99 <= {PUSH_P99_TARGET_S} s at {rate} events/s, {jobs} jobs, "
+            f"{len(watchers)} clients; no update lost; order kept",
+            ok,
+            distribution=dist,
+            clients_missing_updates=lost,
+            clients_out_of_order=disorder,
+            achieved_publish_rate=round(n / publish_seconds, 1),
+        )
+    ]
+    return targets, {"events": n, "jobs": jobs, "clients": len(watchers)}
+
+
+async def raw_consume_rate(bs: BenchStack, count: int) -> float:
+    """aio-pika alone: publish `count` progress-like messages to a scratch queue, then time
+    consuming and acking them all (prefetch as the progress service's)."""
+    conn = await aio_pika.connect_robust(bs.settings.amqp_url)
+    try:
+        channel = await conn.channel(publisher_confirms=True)
+        name = f"{bs.settings.bus_prefix}.bench.raw"
+        await channel.declare_queue(
+            name, durable=True, arguments={"x-max-priority": 9}, auto_delete=False
+        )
+        body = PageExtracted(job_id=uuid.uuid4(), page=1, text="x").model_dump_json().encode()
+        await asyncio.gather(
+            *(
+                channel.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=name,
+                )
+                for _ in range(count)
+            )
+        )
+        consumer = await conn.channel()
+        await consumer.set_qos(prefetch_count=256)
+        q = await consumer.get_queue(name)
+        got = 0
+        finished = asyncio.Event()
+
+        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal got
+            await msg.ack()
+            got += 1
+            if got >= count:
+                finished.set()
+
+        started = time.monotonic()
+        tag = await q.consume(on_message)
+        await asyncio.wait_for(finished.wait(), 120)
+        seconds = time.monotonic() - started
+        await q.cancel(tag)
+        await channel.queue_delete(name)
+        return count / seconds
+    finally:
+        await conn.close()
+
+
+async def bus_efficiency(
+    bs: BenchStack, smoke: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Target 7: the rate at which the progress service drains a burst of progress events
+    (its sustainable rate: faster arrivals grow its queue) over the raw consume-and-ack rate."""
+    jobs, count = (4, 400) if smoke else (50, 10_000)
+    pages = count // jobs
+    raw = await raw_consume_rate(bs, count)
+    ids = await make_jobs(bs, jobs)
+    async with Publisher(bs) as pub:
+        await _started(bs, pub, ids, pages)
+        events = [
+            PageExtracted(job_id=j, page=p, text="x", has_text_layer=True)
+            for p in range(1, pages + 1)
+            for j in ids
+        ]
+        started = time.monotonic()
+        for i in range(0, len(events), 500):  # confirms in bulk
+            await asyncio.gather(*(pub.publish(e) for e in events[i : i + 500]))
+        published = time.monotonic()
+    # The burst has been sent; wait until the progress service has applied all of it.
+    while True:
+        done = await bs.pool.fetchval(
+            "SELECT coalesce(sum(done), 0) FROM job_progress "
+            "WHERE job_id = ANY($1::uuid[]) AND stage = 'extract'",
+            ids,
+        )
+        if done >= count:
+            break
+        if time.monotonic() - started > 300:
+            raise TimeoutError(f"progress applied {done} of {count} events")
+        await asyncio.sleep(0.02)
+    seconds = time.monotonic() - started
+    rate = count / seconds
+    ratio = rate / raw if raw else 0.0
+    updates = await bs.pool.fetchval(
+        "SELECT count(*) FROM job_updates WHERE job_id = ANY($1::uuid[])", ids
+    )
+    targets = [
+        target(
+            "progress_rate_vs_raw_consume",
+            ratio,
+            f"progress events/s / raw aio-pika consume+ack events/s >= {BUS_RATIO_TARGET}",
+            ratio >= BUS_RATIO_TARGET,
+            progress_events_per_s=round(rate, 1),
+            raw_events_per_s=round(raw, 1),
+            publish_seconds=round(published - started, 3),
+            job_updates_written=updates,
+            events=count,
+        )
+    ]
+    return targets, {}

@@ -1,0 +1,51 @@
+"""The benchmark harness on tiny inputs: it starts its own stack, runs every benchmark and
+writes a report of the agreed shape (the full run is `make bench`, outside the test suite)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.corpus]
+
+EXPECTED_TARGETS = {
+    "text_pdf_speed_vs_pypdf",
+    "text_pdf_quality_vs_best_engine",
+    "ocr_speed_vs_tesseract_cli",
+    "ocr_cer_vs_tesseract_cli",
+    "progress_push_latency_p99_s",
+    "first_progress_idle_p95_s",
+    "first_progress_50_queued_p95_s",
+    "small_job_behind_big_p95_s",
+    "peak_rss_per_service_mb",
+    "progress_rate_vs_raw_consume",
+}
+
+
+def test_benchmark_smoke_run_writes_a_report(
+    corpus: Path, rabbit_available: None, db_pool: object, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert (tmp_path / "latest.md").read_text().startswith("# docpipe benchmarks")
+    assert report["smoke"] is True and report["failures"] == []
+    for key in ("cores", "memory_gb", "cpu_model", "python", "versions"):
+        assert key in report["machine"]
+    names = {t["name"] for t in report["targets"]}
+    assert names == EXPECTED_TARGETS
+    for t in report["targets"]:
+        assert set(t) >= {"name", "value", "target", "met"}
+        assert isinstance(t["value"], int | float) and isinstance(t["met"], bool)
