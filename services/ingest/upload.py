@@ -16,7 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from services.ingest.multipart import FieldPart, FileData, FileEnd, FileStart, iter_form
 from shared.blobstore import BlobStore
-from shared.sniff import sniff_path
+from shared.sniff import UNSUPPORTED_REASON, sniff_path, unsupported_reason
 
 # Multipart framing and form fields on top of the file itself, for the Content-Length check.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -155,9 +155,26 @@ async def receive_upload(
 
 
 async def sniff_blob(store: BlobStore, uri: str) -> str | None:
-    """The stored document's format, judged by its bytes (and ZIP member names for DOCX)."""
-    path = store.local_path(uri)
-    return await anyio.to_thread.run_sync(sniff_path, path)
+    """The stored document's format, judged by its bytes (and ZIP member names for DOCX).
+
+    Blobs are content-addressed, so identical uploads racing each other share one file; when it
+    is gone, a concurrent upload of the same bytes judged them unsupported and discarded it
+    (discard_blob), and the same bytes get the same verdict here."""
+    try:
+        path = store.local_path(uri)
+        return await anyio.to_thread.run_sync(sniff_path, path)
+    except FileNotFoundError:  # BlobNotFound included
+        return None
+
+
+async def unsupported_upload_reason(store: BlobStore, uri: str) -> str:
+    """Why an upload that sniffs as unsupported cannot be processed (read in a thread); the
+    generic sentence when a concurrent upload of the same bytes has discarded the blob."""
+    try:
+        path = store.local_path(uri)
+        return await anyio.to_thread.run_sync(unsupported_reason, path)
+    except FileNotFoundError:  # BlobNotFound included
+        return UNSUPPORTED_REASON
 
 
 async def discard_blob(store: BlobStore, uri: str) -> None:

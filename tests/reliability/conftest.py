@@ -9,7 +9,6 @@ import contextlib
 import json
 import re
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -24,7 +23,7 @@ import pytest
 
 from scripts.stack import Stack
 from shared.settings import Settings
-from shared.topology import GROUPS, Topology
+from shared.topology import Topology
 from tests.conftest import _can_connect_pg, base_database_url, delete_bus, unavailable
 from tests.integration.conftest import ARTIFACTS, stack_env
 from tests.integration.stack_client import StackClient
@@ -117,20 +116,6 @@ class ReliabilityStack:
         finally:
             await conn.close()
         return depths
-
-    async def drain_dlq(self, group: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
-        """Take every message off a group's dead-letter queue."""
-        group_obj = next(g for g in GROUPS if g.name == group)
-        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
-        conn = await aio_pika.connect(self.settings.amqp_url)
-        try:
-            channel = await conn.channel()
-            queue = await channel.declare_queue(self.topology.dlq_name(group_obj), passive=True)
-            while (msg := await queue.get(fail=False, no_ack=True)) is not None:
-                taken.append(msg)
-        finally:
-            await conn.close()
-        return taken
 
 
 _SAMPLE = re.compile(r"^docpipe_messages_total\{([^}]*)\}\s+([0-9.eE+-]+)$", re.M)
@@ -297,7 +282,3 @@ async def infrastructure_guard(test_settings: Settings) -> AsyncIterator[None]:
             await run("pg_ctlcluster", "--skip-systemctl-redirect", *PG_CLUSTER, "start")
         pg_ok = await postgres_up()
     assert rabbit_ok and pg_ok, f"infrastructure left down: rabbitmq={rabbit_ok} postgres={pg_ok}"
-
-
-def new_job_uuid() -> str:
-    return str(uuid.uuid4())

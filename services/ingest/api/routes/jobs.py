@@ -44,10 +44,11 @@ from services.ingest.upload import (
     human_bytes,
     receive_upload,
     sniff_blob,
+    unsupported_upload_reason,
 )
 from shared.events import DocumentUploaded
 from shared.settings import Settings
-from shared.sniff import MEDIA_TYPES, unsupported_reason
+from shared.sniff import MEDIA_TYPES
 
 log = structlog.get_logger(__name__)
 
@@ -184,7 +185,7 @@ async def submit_job(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "The uploaded file is empty.")
     fmt = await sniff_blob(ctx.blobs, upload.uri)
     if fmt is None:
-        reason = unsupported_reason(ctx.blobs.local_path(upload.uri))
+        reason = await unsupported_upload_reason(ctx.blobs, upload.uri)
         await discard_blob(ctx.blobs, upload.uri)
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, reason)
 
