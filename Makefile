@@ -26,6 +26,7 @@ demo: install services
 
 # The whole suite: unit, integration (real RabbitMQ + PostgreSQL), corpus, browser and reliability.
 test: install services
+	-$(PY) -m scripts.clean_test_state
 	$(PY) -m pytest -p no:cacheprovider
 
 test-fast: install
