@@ -25,6 +25,7 @@ from shared.blobstore import BlobStore
 from shared.events import DocumentUploaded, derive_id
 from shared.settings import Settings
 from shared.topology import Topology
+from tests.conftest import delete_bus
 
 pytestmark = pytest.mark.integration
 
@@ -120,9 +121,13 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 
 @pytest.fixture(scope="module")
 def ingest_settings(test_settings: Settings) -> Settings:
-    # A tenant of its own for the listing test, so other tests' jobs do not interleave.
+    # A tenant of its own for the listing test, so other tests' jobs do not interleave, and
+    # a bus prefix of its own, so the session stack's workers never pick these jobs up.
     return test_settings.model_copy(
-        update={"api_keys": f"{test_settings.api_keys},{PAGER_KEY}=pager"}
+        update={
+            "api_keys": f"{test_settings.api_keys},{PAGER_KEY}=pager",
+            "bus_prefix": f"{test_settings.bus_prefix}_ingest",
+        }
     )
 
 
@@ -132,6 +137,7 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with running_ingest(ingest_settings) as c:
         yield c
+    await delete_bus(ingest_settings)
 
 
 async def submit(

@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 from services.cli import app as cli
 from services.ingest.main import create_app
 from shared.settings import Settings
+from tests.conftest import delete_bus
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +32,10 @@ async def api_url(
     test_settings: Settings, db_pool: asyncpg.Pool, rabbit_available: None
 ) -> AsyncIterator[str]:
     port = free_port()
+    # A bus prefix of its own, so the session stack's workers never pick these jobs up.
+    settings = test_settings.model_copy(update={"bus_prefix": f"{test_settings.bus_prefix}_cli"})
     server = uvicorn.Server(
-        uvicorn.Config(create_app(test_settings), host="127.0.0.1", port=port, log_config=None)
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
     )
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(30):
@@ -43,6 +46,7 @@ async def api_url(
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+    await delete_bus(settings)
 
 
 async def docpipe(api: str, *args: str, key: str = "dev-key") -> Result:
