@@ -19,6 +19,7 @@ from shared.blobstore import BlobStore
 from shared.bus import Bus
 from shared.db import create_pool
 from shared.events import Event, JobCancelled
+from shared.jobs import forget_job
 from shared.logging import configure_logging
 from shared.metrics import count_outcome, init_consumer_metrics, observe_handler
 from shared.sandbox import kill_job
@@ -43,6 +44,8 @@ class ServiceContext:
 
 
 async def _kill_cancelled_job(event: Event, _delivery: object) -> None:
+    # Queued work of the job is dropped from now on, not after require_active's cache expires.
+    forget_job(event.job_id)
     killed = kill_job(event.job_id)
     if killed:
         log.info(

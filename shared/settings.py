@@ -48,8 +48,18 @@ class Settings(BaseSettings):
     # Consumers: prefetch bounds how many messages one process works on at once.
     prefetch: int = 16
     extractor_concurrency: int = 2
+    # Documents the extractor takes off its queue at once; they wait in a local scheduler
+    # that runs extractor_concurrency of them, highest priority then smallest file first
+    # (a wait of extractor_aging_seconds halves how much a file's size counts).
+    extractor_prefetch: int = 64
+    extractor_aging_seconds: float = 10.0
+    # Pre-started extraction children waiting for a document (imports paid in advance).
+    extract_warm_children: int = 1
+    # Consumers whose queued work is reordered by priority (small jobs first) keep their
+    # prefetch small: a message already buffered in a consumer cannot be overtaken.
+    analyzer_prefetch: int = 8
     ocr_concurrency: int = 2
-    progress_prefetch: int = 64
+    progress_prefetch: int = 1024
     # Speed (issue: fast at every scale). A PDF of at least extract_split_pages pages is
     # extracted by two children at once, each on half its pages (0 = never split).
     extract_split_pages: int = 64
@@ -57,10 +67,11 @@ class Settings(BaseSettings):
     # so they overtake the pages of a bulk document in every downstream queue.
     small_job_pages: int = 10
     small_job_priority: int = 5
-    # Progress: events of one job arriving within this window are applied in one
-    # transaction and pushed as one coalesced update (see services/progress/batching.py).
+    # Progress: events of every job arriving within this window (or until progress_batch_max
+    # of them) are applied in one set-based transaction, with one coalesced update per job
+    # (see services/progress/batching.py).
     progress_batch_window_ms: float = 5.0
-    progress_batch_max: int = 256
+    progress_batch_max: int = 512
 
     # Limits (bad input fails its job, never the worker)
     max_upload_bytes: int = 100 * 1024 * 1024

@@ -184,7 +184,13 @@ def _urls(text: str) -> Iterator[tuple[int, int]]:
             yield start, end
 
 
+# Every date pattern has a year in it: text without one is not scanned.
+_YEAR_ONLY = re.compile(_YEAR)
+
+
 def _dates(text: str) -> Iterator[tuple[int, int]]:
+    if _YEAR_ONLY.search(text) is None:
+        return
     for m in _DATE.finditer(text):
         yield m.start(), m.end()
 
@@ -194,9 +200,28 @@ def _money(text: str) -> Iterator[tuple[int, int]]:
         yield m.start(), m.end()
 
 
+# No valid phone number has fewer digits than this, country code included (the shortest are
+# +43/+49 with a 4-digit number: 6; tests/unit/test_analyzer_speed.py checks the metadata).
+MIN_PHONE_DIGITS = 5
+_DIGIT = re.compile(r"\d")
+
+
+class _PhoneMatcher(phonenumbers.PhoneNumberMatcher):  # type: ignore[misc]
+    """The library's matcher, minus the costly parse-and-validate of candidates that have too
+    few digits to be a phone number (page numbers, years, amounts: most candidates in prose).
+    Inner matches are parts of the candidate, so they have even fewer digits."""
+
+    def _extract_match(self, candidate: str, offset: int):  # type: ignore[no-untyped-def]
+        if len(_DIGIT.findall(candidate)) < MIN_PHONE_DIGITS:
+            return None
+        return super()._extract_match(candidate, offset)
+
+
 def _phones(text: str) -> Iterator[tuple[int, int]]:
     # Numbers written with +CC parse under their own country, whatever the default region.
-    for m in phonenumbers.PhoneNumberMatcher(text, PHONE_REGION):
+    if len(_DIGIT.findall(text)) < MIN_PHONE_DIGITS:
+        return
+    for m in _PhoneMatcher(text, PHONE_REGION):
         yield m.start, m.end
 
 

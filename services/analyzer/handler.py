@@ -31,5 +31,5 @@ def setup(ctx: ServiceContext) -> None:
     analyzer = get_analyzer()
     ctx.state["analyzer"] = analyzer
     ctx.bus.subscribe(
-        topology.ANALYZER, make_handler(ctx, analyzer), prefetch=ctx.settings.prefetch
+        topology.ANALYZER, make_handler(ctx, analyzer), prefetch=ctx.settings.analyzer_prefetch
     )

@@ -2,7 +2,9 @@
 
 Only protocol records ever reach stdout: the real stdout is kept private and fd 1 is pointed
 at stderr, so whatever a library prints (Python or C) cannot corrupt the stream.
-Run as `python -m services.extractor.child` inside shared.sandbox.run_sandboxed.
+Run as `python -m services.extractor.child` inside shared.sandbox.run_sandboxed. With
+`--preload` (a warm child of a shared.sandbox.WarmPool) the format libraries are imported
+before the spec is read, so that cost is paid while the child waits for its job.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from services.extractor.spec import ExtractionFatal, ExtractSpec, fatal_record
+from shared.sandbox import apply_job_cpu_limit
 
 
 def private_stdout() -> IO[str]:
@@ -62,12 +65,30 @@ def run(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> i
     return 0
 
 
-def main() -> int:
+def preload() -> None:
+    """Import what extracting a document needs (most documents are PDFs)."""
+    import pypdfium2  # noqa: F401
+
+    import services.extractor.formats.docx
+    import services.extractor.formats.html
+    import services.extractor.formats.image
+    import services.extractor.formats.pdf  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
     out = private_stdout()
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     logging.captureWarnings(True)
     warnings.simplefilter("default")
-    spec = ExtractSpec.from_json(sys.stdin.buffer.read())
+    if "--preload" in args:
+        preload()
+    raw = sys.stdin.buffer.read()
+    if not raw.strip():
+        return 0  # a warm child whose service went away: nothing to do
+    spec = ExtractSpec.from_json(raw)
+    # The job is here: from now on the child gets the full CPU-time allowance for it.
+    apply_job_cpu_limit()
 
     def records() -> Iterator[dict[str, Any]]:
         from services.extractor.formats import extract

@@ -14,6 +14,7 @@ import structlog
 from prometheus_client import Counter
 
 from services.extractor.fetch import resolve_document
+from services.extractor.scheduler import Scheduler
 from services.extractor.spec import ExtractSpec
 from shared import topology
 from shared.bus import Bus, Delivery, Handler
@@ -31,14 +32,17 @@ from shared.events import (
     derive_id,
 )
 from shared.jobs import ensure_job, require_active
-from shared.sandbox import SandboxResult, run_sandboxed
+from shared.sandbox import SandboxResult, WarmPool, run_sandboxed
 from shared.service import ServiceContext
 from shared.settings import Settings
 from shared.sniff import sniff_path, unsupported_reason
+from shared.topology import MAX_PRIORITY
 
 log = structlog.get_logger(__name__)
 
 CHILD_ARGV = (sys.executable, "-m", "services.extractor.child")
+# A warm child imports the format libraries while it waits for its job (see WarmPool).
+WARM_CHILD_ARGV = (*CHILD_ARGV, "--preload")
 
 PAGES_EXTRACTED = Counter(
     "docpipe_pages_extracted_total", "Pages extracted and published (text layer and images)"
@@ -131,6 +135,7 @@ class ExtractionRun:
     priority: int = 0
     max_in_flight: int = 32
     second_child: asyncio.Task[SandboxResult] | None = None
+    warm: WarmPool | None = None  # pre-started children to take the work, when ready
 
     def __post_init__(self) -> None:
         self.priority = self.event.priority
@@ -183,13 +188,16 @@ class ExtractionRun:
             if pages_total <= self.settings.small_job_pages:
                 # Small jobs overtake bulk ones in every downstream priority queue.
                 self.priority = max(self.priority, self.settings.small_job_priority)
-            await self.publish(
+            # One small message per job that shows the job has started: it overtakes any
+            # backlog of chunk and page events in the downstream queues.
+            await self.bus.publish(
                 ExtractionStarted(
                     job_id=self.event.job_id,
                     format=str(record["format"]),
                     pages_total=pages_total,
                     document_uri=self.fetched_uri,
-                )
+                ),
+                priority=MAX_PRIORITY,
             )
             last = int(record.get("last_page") or pages_total)
             if last < pages_total and self.spec is not None:
@@ -217,6 +225,7 @@ async def run_child(
 ) -> SandboxResult:
     return await run_sandboxed(
         CHILD_ARGV,
+        warm=run.warm,
         job_id=event.job_id,
         timeout=settings.extract_timeout_seconds,
         cpu_seconds=settings.extract_cpu_seconds,
@@ -235,14 +244,32 @@ def raise_failure(result: SandboxResult) -> None:
     raise PermanentError(result.failure)
 
 
-async def handle_document(ctx: ServiceContext, event: DocumentUploaded) -> None:
+async def handle_document(
+    ctx: ServiceContext, event: DocumentUploaded, scheduler: Scheduler | None = None
+) -> None:
     settings = ctx.settings
     await ensure_job(ctx.pool, event)
     await require_active(ctx.pool, event.job_id)
     doc = await resolve_document(event.document_uri, settings, ctx.blobs)
     fmt = await asyncio.to_thread(detect_format, doc.path)
     spec = build_spec(doc.path, fmt, event, settings)
-    run = ExtractionRun(event, ctx.bus, settings, spec=spec, fetched_uri=doc.fetched_uri)
+    if scheduler is None:
+        await extract_document(ctx, event, spec, doc.fetched_uri)
+        return
+    # Many documents wait here at once; the highest-priority, then smallest, runs next.
+    size = await asyncio.to_thread(lambda: doc.path.stat().st_size)
+    async with scheduler.slot(priority=event.priority, size=size):
+        await require_active(ctx.pool, event.job_id)  # it may have been cancelled meanwhile
+        await extract_document(ctx, event, spec, doc.fetched_uri)
+
+
+async def extract_document(
+    ctx: ServiceContext, event: DocumentUploaded, spec: ExtractSpec, fetched_uri: str | None
+) -> None:
+    settings = ctx.settings
+    fmt = spec.format
+    warm = ctx.state.get("warm_children")
+    run = ExtractionRun(event, ctx.bus, settings, spec=spec, fetched_uri=fetched_uri, warm=warm)
     try:
         result = await run_child(event, settings, spec, run)
         second = await run.second_child if run.second_child is not None else None
@@ -264,15 +291,45 @@ async def handle_document(ctx: ServiceContext, event: DocumentUploaded) -> None:
     log.info("document extracted", format=fmt, pages=run.pages_done)
 
 
-def make_handler(ctx: ServiceContext) -> Handler:
+def make_handler(ctx: ServiceContext, scheduler: Scheduler | None = None) -> Handler:
     async def handler(event: Event, delivery: Delivery) -> None:
         assert isinstance(event, DocumentUploaded)
-        await handle_document(ctx, event)
+        await handle_document(ctx, event, scheduler)
 
     return handler
 
 
+async def _keep_warm(pool: WarmPool) -> None:
+    """Fill the pool now; kill its idle children when the service stops."""
+    try:
+        pool.fill()
+        await asyncio.Event().wait()
+    finally:
+        await pool.close()
+
+
 async def setup(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    # At most extractor_concurrency documents are extracted at once; the prefetch lets many
+    # more wait in the local scheduler, which picks small and high-priority ones first.
+    scheduler = Scheduler(
+        settings.extractor_concurrency, aging_seconds=settings.extractor_aging_seconds
+    )
+    ctx.state["scheduler"] = scheduler
+    if settings.extract_warm_children > 0:
+        pool = WarmPool(
+            WARM_CHILD_ARGV,
+            size=settings.extract_warm_children,
+            cpu_seconds=settings.extract_cpu_seconds,
+            memory_mb=settings.extract_memory_mb,
+            # As many children as ran at most before (the slots, one split PDF's second
+            # child): an idle warm child never adds to the service's peak memory.
+            max_children=settings.extractor_concurrency + 1,
+        )
+        ctx.state["warm_children"] = pool
+        ctx.spawn(_keep_warm(pool), "extractor-warm-children")
     ctx.bus.subscribe(
-        topology.EXTRACTOR, make_handler(ctx), prefetch=ctx.settings.extractor_concurrency
+        topology.EXTRACTOR,
+        make_handler(ctx, scheduler),
+        prefetch=max(settings.extractor_prefetch, settings.extractor_concurrency),
     )

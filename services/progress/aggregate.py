@@ -337,8 +337,7 @@ WHERE job_id = $1
 """
 
 
-async def save_job(
-    conn: asyncpg.Connection,
+def plan_save(
     row: asyncpg.Record,
     state: JobState,
     counts: Counts,
@@ -347,9 +346,10 @@ async def save_job(
     moved: bool,
     now: datetime,
     force: bool = False,
-) -> dict[str, Any] | None:
-    """Write the job's new state; when what a client sees changed, record the next update and
-    return it (to push after commit)."""
+) -> tuple[tuple[Any, ...] | None, dict[str, Any] | None]:
+    """What save_job writes, without writing it: the _SAVE_JOB arguments (None: nothing to
+    write) and the next update (None: what a client sees did not change). Lets a batch write
+    many jobs with one executemany."""
     state.stage = stage_name(state.status, state.pages_total, counts)
     state.percent = next_percent(state.status, state.percent, state.pages_total, counts)
     old = snapshot_of(row, old_counts)
@@ -369,9 +369,8 @@ async def save_job(
     )
     changed = force or row["seq"] == 0 or snapshot_content(old) != snapshot_content(new)
     if not changed and not moved:
-        return None
-    await conn.execute(
-        _SAVE_JOB,
+        return None, None
+    args = (
         row["job_id"],
         state.status,
         state.stage,
@@ -386,15 +385,33 @@ async def save_job(
         row["seq"] + 1 if changed else row["seq"],
         now,
     )
-    if not changed:
+    return args, (new if changed else None)
+
+
+SAVE_JOB = _SAVE_JOB
+INSERT_UPDATE = "INSERT INTO job_updates (job_id, seq, payload, created_at) VALUES ($1, $2, $3, $4)"
+
+
+async def save_job(
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    state: JobState,
+    counts: Counts,
+    old_counts: Counts,
+    *,
+    moved: bool,
+    now: datetime,
+    force: bool = False,
+) -> dict[str, Any] | None:
+    """Write the job's new state; when what a client sees changed, record the next update and
+    return it (to push after commit)."""
+    args, new = plan_save(row, state, counts, old_counts, moved=moved, now=now, force=force)
+    if args is None:
         return None
-    await conn.execute(
-        "INSERT INTO job_updates (job_id, seq, payload, created_at) VALUES ($1, $2, $3, $4)",
-        row["job_id"],
-        new["seq"],
-        new,
-        now,
-    )
+    await conn.execute(_SAVE_JOB, *args)
+    if new is None:
+        return None
+    await conn.execute(INSERT_UPDATE, row["job_id"], new["seq"], new, now)
     return new
 
 

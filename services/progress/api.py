@@ -96,7 +96,8 @@ class _Stream:
     async def send(self, update: dict[str, Any]) -> None:
         if self.done or update["seq"] <= self.last:
             return
-        await self.ws.send_text(json.dumps(update))
+        text = json.dumps(update) if self.hub is None else self.hub.encode(update)
+        await self.ws.send_text(text)
         if self.hub is not None:
             lag = self.hub.push_lag(self.job_id, update["seq"])
             if lag is not None:

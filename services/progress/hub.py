@@ -8,6 +8,7 @@ Publishing never waits: each subscriber has a bounded queue, and one that is ful
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import OrderedDict, defaultdict
@@ -39,6 +40,8 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next update, or None after `timeout` seconds without one."""
+        if not self.queue.empty():  # the common case under load: no timer, no extra task
+            return self.queue.get_nowait()
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
@@ -62,6 +65,8 @@ class Hub:
         # When the event behind each recently published update occurred (epoch seconds), kept
         # beside the update so the pushed payload stays exactly the snapshot contract.
         self._event_times: OrderedDict[tuple[uuid.UUID, int], float] = OrderedDict()
+        # The JSON text of recently published updates: serialised once, sent to every client.
+        self._texts: OrderedDict[tuple[str, int], str] = OrderedDict()
 
     def subscribe(self, job_id: uuid.UUID) -> Subscription:
         sub = Subscription(self, job_id, self.queue_size)
@@ -98,6 +103,17 @@ class Hub:
         for sub in list(self._fleet):
             if not sub.offer(update):
                 self.unsubscribe(sub)
+
+    def encode(self, update: dict[str, Any]) -> str:
+        """The update as a JSON text frame; serialised once however many clients get it."""
+        key = (update["job_id"], update["seq"])
+        text = self._texts.get(key)
+        if text is None:
+            text = json.dumps(update)
+            self._texts[key] = text
+            if len(self._texts) > EVENT_TIMES_KEPT:
+                self._texts.popitem(last=False)
+        return text
 
     def push_lag(self, job_id: uuid.UUID, seq: int) -> float | None:
         """Seconds from the event behind update `seq` occurring until now, if known."""
