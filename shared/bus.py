@@ -78,9 +78,6 @@ class Bus:
         self.on_handled: list[Callable[[str, float], None]] = []
         # Groups this process consumes, so metrics can start every series at zero.
         self.subscribed: list[ConsumerGroup] = []
-        # Groups whose per-message "message handled" line goes out at DEBUG, not INFO (a
-        # consumer that handles messages in batches logs per batch instead).
-        self.quiet_groups: set[str] = set()
         # Consumers registered with direct=True: (queue name, group, handler, prefetch),
         # consumed with aio-pika itself on a connection of their own (see subscribe).
         self._direct: list[tuple[str, ConsumerGroup, Handler, int]] = []
@@ -418,7 +415,7 @@ class Bus:
             self._count(group, "acked")
         finally:
             # One line per message, carrying job_id: `grep <job_id>` finds every stage.
-            (log.debug if group.name in self.quiet_groups else log.info)(
+            log.info(
                 "message handled",
                 outcome=outcome,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),

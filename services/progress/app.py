@@ -98,9 +98,6 @@ def setup(ctx: ServiceContext) -> None:
     # Batching needs many messages in flight at once to have something to group: room for
     # the window being applied and the next one filling.
     prefetch = max(ctx.settings.progress_prefetch, 2 * ctx.settings.progress_batch_max)
-    # One INFO line per message would be a large share of the per-event cost here; progress
-    # logs each message at DEBUG (and each window, see batching.py).
-    ctx.bus.quiet_groups.add(topology.PROGRESS.name)
     # direct: aio-pika without FastStream's per-message machinery (most of the per-event CPU).
     ctx.bus.subscribe(topology.PROGRESS, make_handler(ctx), prefetch=prefetch, direct=True)
     subscribe_dead_letter_queues(ctx)
