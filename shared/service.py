@@ -145,5 +145,7 @@ def run_service(app: FastAPI, port: int, settings: Settings | None = None) -> No
         log_config=None,
         access_log=False,
         ws_ping_interval=20,
+        # Progress messages are small JSON; per-message deflate cost more CPU than it saved.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=20,
     )
