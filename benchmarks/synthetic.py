@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import uuid
 from typing import Any
@@ -209,8 +210,9 @@ async def raw_consume_rate(bs: BenchStack, count: int) -> float:
 async def bus_efficiency(
     bs: BenchStack, smoke: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Target 7: the rate at which the progress service drains a burst of progress events
-    (its sustainable rate: faster arrivals grow its queue) over the raw consume-and-ack rate."""
+    """Target 7: the rate at which the progress service drains a backlog of progress events
+    (its sustainable rate: faster arrivals grow its queue) over the rate at which bare aio-pika
+    drains the same number of messages (consume and ack), both measured here."""
     jobs, count = (4, 400) if smoke else (50, 10_000)
     pages = count // jobs
     raw = await raw_consume_rate(bs, count)
@@ -222,10 +224,17 @@ async def bus_efficiency(
             for p in range(1, pages + 1)
             for j in ids
         ]
-        started = time.monotonic()
-        for i in range(0, len(events), 500):  # confirms in bulk
-            await asyncio.gather(*(pub.publish(e) for e in events[i : i + 500]))
-        published = time.monotonic()
+        # Like the raw baseline, time the drain of a backlog: the progress process is paused
+        # while the burst is published, so the publisher's own speed cannot cap the rate.
+        bs.stack.signal("progress", signal.SIGSTOP)
+        try:
+            publish_started = time.monotonic()
+            for i in range(0, len(events), 500):  # confirms in bulk
+                await asyncio.gather(*(pub.publish(e) for e in events[i : i + 500]))
+            published = time.monotonic()
+        finally:
+            started = time.monotonic()
+            bs.stack.signal("progress", signal.SIGCONT)
     # The burst has been sent; wait until the progress service has applied all of it.
     while True:
         done = await bs.pool.fetchval(
@@ -252,7 +261,7 @@ async def bus_efficiency(
             ratio >= BUS_RATIO_TARGET,
             progress_events_per_s=round(rate, 1),
             raw_events_per_s=round(raw, 1),
-            publish_seconds=round(published - started, 3),
+            publish_seconds=round(published - publish_started, 3),
             job_updates_written=updates,
             events=count,
         )

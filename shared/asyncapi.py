@@ -24,6 +24,7 @@ CONSUMES: dict[str, tuple[type[events.Event], ...]] = {
 PUBLISHERS: dict[str, tuple[type[events.Event], ...]] = {
     "ingest": (events.DocumentUploaded, events.JobCancelled),
     "extractor": (
+        events.ExtractionAccepted,
         events.ExtractionStarted,
         events.PageExtracted,
         events.ImagesExtracted,

@@ -77,6 +77,14 @@ class DocumentUploaded(Event):
     content_type: str | None = None  # as sniffed by ingest; the extractor sniffs again
 
 
+class ExtractionAccepted(Event):
+    """The extractor has taken the document off its queue and recognised its format; it opens
+    it as soon as an extraction slot is free (high priority and small documents first)."""
+
+    routing_key: ClassVar[str] = "extraction.accepted"
+    format: str
+
+
 class ExtractionStarted(Event):
     """The extractor opened the document and knows how many pages it has."""
 
@@ -218,6 +226,7 @@ class JobCompleted(Event):
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     DocumentUploaded,
+    ExtractionAccepted,
     ExtractionStarted,
     PageExtracted,
     ImagesExtracted,

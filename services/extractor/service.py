@@ -24,6 +24,7 @@ from shared.events import (
     ChunkCreated,
     DocumentUploaded,
     Event,
+    ExtractionAccepted,
     ExtractionStarted,
     ImageRef,
     ImagesExtracted,
@@ -256,7 +257,9 @@ async def handle_document(
     if scheduler is None:
         await extract_document(ctx, event, spec, doc.fetched_uri)
         return
-    # Many documents wait here at once; the highest-priority, then smallest, runs next.
+    # Many documents wait here at once; the highest-priority, then smallest, runs next. Say
+    # so at once, so a client sees the job move while it waits for a slot.
+    await ctx.bus.publish(ExtractionAccepted(job_id=event.job_id, format=fmt), priority=9)
     size = await asyncio.to_thread(lambda: doc.path.stat().st_size)
     async with scheduler.slot(priority=event.priority, size=size):
         await require_active(ctx.pool, event.job_id)  # it may have been cancelled meanwhile

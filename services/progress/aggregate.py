@@ -36,6 +36,7 @@ from shared.events import (
     ChunkCreated,
     DocumentUploaded,
     Event,
+    ExtractionAccepted,
     ExtractionStarted,
     ImagesExtracted,
     JobCancelled,
@@ -500,6 +501,8 @@ async def apply_in_transaction(
     if state.status == "queued" and not isinstance(event, DocumentUploaded):
         state.status = "processing"
     match event:
+        case ExtractionAccepted():
+            state.format = state.format or event.format
         case ExtractionStarted():
             state.format = state.format or event.format
             if state.pages_total is None:

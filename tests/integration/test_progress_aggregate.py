@@ -24,6 +24,7 @@ from shared.events import (
     ChunkCreated,
     DocumentUploaded,
     Event,
+    ExtractionAccepted,
     ExtractionStarted,
     ImageRef,
     ImagesExtracted,
@@ -229,6 +230,25 @@ async def test_zero_pages_completes_with_empty_result(db_pool: asyncpg.Pool):
     assert any(isinstance(e, JobCompleted) for o in outcomes for e in o.publish)
     result = await db_pool.fetchval("SELECT result FROM job_results WHERE job_id = $1", job_id)
     assert result["pages"] == [] and result["text"] == "" and result["pages_total"] == 0
+
+
+async def test_accepted_extraction_shows_the_extracting_stage_at_once(db_pool: asyncpg.Pool):
+    job_id = uuid.uuid4()
+    uploaded = three_page_job(job_id)[0]
+    await run_events(db_pool, [uploaded])
+    out = await apply_event(
+        db_pool, ExtractionAccepted(job_id=job_id, format="pdf", occurred_at=at(0.1))
+    )
+    [update] = out.updates
+    assert update["status"] == "processing" and update["stage"] == "extracting"
+    assert update["pages_total"] is None and 0 <= update["percent"] < 100
+    again = await apply_event(
+        db_pool, ExtractionAccepted(job_id=job_id, format="pdf", occurred_at=at(0.1))
+    )
+    assert again.updates == [], "a redelivered acceptance changes nothing"
+    # The rest of the job still completes as usual.
+    await run_events(db_pool, three_page_job(job_id)[1:])
+    assert (await job_state(db_pool, job_id))["job"]["status"] == "completed"
 
 
 async def test_failure_is_final(db_pool: asyncpg.Pool):
