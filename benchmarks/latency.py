@@ -139,6 +139,14 @@ async def small_behind_big(
                     for k in range(concurrent)
                 )
             )
+            # Target 6: memory while the big PDF and 20 concurrent jobs are processed.
+            loaded = [big] + [j for j, _ in others]
+            await bs.wait_all(loaded, timeout=900)
+            for job in loaded:
+                status, text = await bs.job_texts(job)
+                bs.check_job(f"load:{job}", status, text, True)
+            # Target 5: the big PDF alone in progress; small jobs submitted after it started.
+            big, _ = await bs.submit(client, long_pdf.read_bytes(), f"again-{long_pdf.name}")
             await bs.first_ws_message(big, lambda m: m.get("stage") in STARTED, timeout=120)
             for i in range(tries):
                 job, accepted = await bs.submit(client, small, f"small-{i}.pdf")
@@ -149,10 +157,9 @@ async def small_behind_big(
             big_running = (
                 await bs.pool.fetchval("SELECT status FROM jobs WHERE job_id = $1::uuid", big)
             ) not in ("completed", "failed", "cancelled")
-            await bs.wait_all([big] + [j for j, _ in others], timeout=900)
-            for job in [big] + [j for j, _ in others]:
-                status, text = await bs.job_texts(job)
-                bs.check_job(f"load:{job}", status, text, True)
+            await bs.wait_all([big], timeout=900)
+            status, text = await bs.job_texts(big)
+            bs.check_job(f"big:{big}", status, text, True)
         sampler.sample()
     dist = distribution(durations)
     peak = max(sampler.peak_mb.values()) if sampler.peak_mb else 0.0

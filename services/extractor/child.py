@@ -29,6 +29,10 @@ def private_stdout() -> IO[str]:
     return out
 
 
+# How far a large document's child steps back for the CPU (see ExtractSpec.nice_above_pages).
+LARGE_DOCUMENT_NICENESS = 10
+
+
 def run(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> int:
     """Stream records, enforcing the document-wide limits; returns the exit status."""
 
@@ -39,11 +43,14 @@ def run(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> i
     total_chars = 0
     try:
         for record in records:
-            if record["type"] == "meta" and record["pages_total"] > spec.max_pages:
-                raise ExtractionFatal(
-                    f"The document has {record['pages_total']} pages, "
-                    f"more than the limit of {spec.max_pages}."
-                )
+            if record["type"] == "meta":
+                if record["pages_total"] > spec.max_pages:
+                    raise ExtractionFatal(
+                        f"The document has {record['pages_total']} pages, "
+                        f"more than the limit of {spec.max_pages}."
+                    )
+                if 0 < spec.nice_above_pages < record["pages_total"]:
+                    os.nice(LARGE_DOCUMENT_NICENESS)
             if record["type"] == "page":
                 total_chars += len(record["text"])
                 if total_chars > spec.max_extracted_chars:

@@ -74,6 +74,7 @@ def build_spec(path: Path, fmt: str, event: DocumentUploaded, settings: Settings
         ocr_min_image_side=settings.ocr_min_image_side,
         ocr_min_image_area=settings.ocr_min_image_area,
         split_pages=settings.extract_split_pages,
+        nice_above_pages=settings.extract_nice_above_pages,
     )
 
 

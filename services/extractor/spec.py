@@ -39,6 +39,9 @@ class ExtractSpec:
     page_start: int = 0
     page_stop: int | None = None
     split_pages: int = 0
+    # A document longer than this runs at a lower CPU priority (nice), so small documents
+    # and the downstream services keep moving while it is extracted; 0 disables.
+    nice_above_pages: int = 0
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()

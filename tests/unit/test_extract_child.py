@@ -92,3 +92,32 @@ def test_detect_format_reasons(tmp_path: Path) -> None:
     ole.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600))
     with pytest.raises(PermanentError, match="encrypted or legacy"):
         detect_format(ole)
+
+
+_RENICE_PROBE = """
+import io, os, sys
+from services.extractor.child import run
+from services.extractor.spec import ExtractSpec
+spec = ExtractSpec(path="x", format="pdf", blob_dir=sys.argv[1], nice_above_pages=2)
+run(spec, [{"type": "meta", "format": "pdf", "pages_total": int(sys.argv[2])}], io.StringIO())
+print(os.nice(0))
+"""
+
+
+@pytest.mark.parametrize(("pages", "raised_by"), [(3, 10), (2, 0)])
+def test_a_long_document_lowers_its_own_cpu_priority(
+    tmp_path: Path, pages: int, raised_by: int
+) -> None:
+    """Big documents yield the CPU to small ones. Renicing cannot be undone by an
+    unprivileged process, so each case runs in a process of its own."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _RENICE_PROBE, str(tmp_path), str(pages)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(out.stdout.strip().splitlines()[-1]) == os.nice(0) + raised_by
