@@ -78,9 +78,9 @@ class Bus:
         self.on_handled: list[Callable[[str, float], None]] = []
         # Groups this process consumes, so metrics can start every series at zero.
         self.subscribed: list[ConsumerGroup] = []
-        # Consumers registered with direct=True: (queue name, group, handler, prefetch),
+        # Consumers registered with direct=True: (queue, group, handler, prefetch),
         # consumed with aio-pika itself on a connection of their own (see subscribe).
-        self._direct: list[tuple[str, ConsumerGroup, Handler, int]] = []
+        self._direct: list[tuple[RabbitQueue, ConsumerGroup, Handler, int]] = []
         self._direct_conn: aio_pika.abc.AbstractRobustConnection | None = None
         # Set by the service: answers True while a dependency (its database) is unreachable.
         # A handler failing during such an outage is not the message's fault, so the retry
@@ -106,10 +106,12 @@ class Bus:
         """Consume the direct=True groups with aio-pika: a robust connection (consumers come
         back after a reconnect), one channel per queue with its own prefetch."""
         self._direct_conn = await aio_pika.connect_robust(self.settings.amqp_url)
-        for name, group, handler, prefetch in self._direct:
+        for spec, group, handler, prefetch in self._direct:
             channel = await self._direct_conn.channel()
             await channel.set_qos(prefetch_count=prefetch)
-            queue = await channel.get_queue(name, ensure=False)
+            # declare_queue (not get_queue) gives a RobustQueue, which re-declares itself and
+            # restores its consumer when the connection comes back after a broker restart.
+            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
 
             async def on_message(
                 raw: aio_pika.abc.AbstractIncomingMessage,
@@ -263,7 +265,7 @@ class Bus:
         for key in group.binding_keys:
             queue = topo.work_queue(group, key)
             if direct:
-                self._direct.append((queue.name, group, handler, prefetch))
+                self._direct.append((queue, group, handler, prefetch))
                 continue
 
             async def consume(msg: RabbitMessage) -> None:
