@@ -1,0 +1,1 @@
+"""docpipe: services."""

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 import asyncpg
@@ -138,6 +139,23 @@ async def _until_disconnect(websocket: WebSocket) -> None:
             pass
 
 
+async def pump_until_disconnect(
+    websocket: WebSocket, pump: Awaitable[None]
+) -> BaseException | None:
+    """Run `pump` until it ends or the client goes away; returns the error that ended it, if
+    it was more than the client disconnecting."""
+    tasks = {asyncio.ensure_future(pump), asyncio.ensure_future(_until_disconnect(websocket))}
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, Exception) and not isinstance(
+            result, WebSocketDisconnect | RuntimeError
+        ):
+            return result
+    return None
+
+
 @router.websocket("/{job_id}/events")
 async def job_events(
     websocket: WebSocket,
@@ -171,16 +189,9 @@ async def job_events(
             if latest is not None and latest.get("final") and latest["seq"] <= stream.last:
                 stream.done = True  # the client has already seen the end
         if not stream.done:
-            pump = asyncio.create_task(stream.pump(sub))
-            watch = asyncio.create_task(_until_disconnect(websocket))
-            await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (pump, watch):
-                task.cancel()
-            for result in await asyncio.gather(pump, watch, return_exceptions=True):
-                if isinstance(result, Exception) and not isinstance(
-                    result, WebSocketDisconnect | RuntimeError
-                ):
-                    log.warning("progress stream ended by an error", error=repr(result)[:500])
+            error = await pump_until_disconnect(websocket, stream.pump(sub))
+            if error is not None:
+                log.warning("progress stream ended by an error", error=repr(error)[:500])
         if stream.done:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await websocket.close(1000)

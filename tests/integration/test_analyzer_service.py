@@ -21,6 +21,7 @@ from shared.bus import Bus
 from shared.events import Chunk, ChunkCreated, PageSource
 from shared.service import ServiceContext
 from shared.settings import Settings
+from tests.conftest import delete_bus
 
 pytestmark = pytest.mark.integration
 
@@ -66,20 +67,7 @@ async def harness(
     finally:
         await conn.close()
         await bus.stop()
-        await delete_topology(settings)
-
-
-async def delete_topology(settings: Settings) -> None:
-    conn = await aio_pika.connect(settings.amqp_url)
-    try:
-        topo = topology.Topology.from_settings(settings)
-        channel = await conn.channel()
-        for name in topo.all_queue_names():
-            await channel.queue_delete(name)
-        for name in (topo.exchange_name, topo.dlx_name):
-            await channel.exchange_delete(name)
-    finally:
-        await conn.close()
+        await delete_bus(settings)
 
 
 async def new_job(pool: asyncpg.Pool, status: str = "processing") -> uuid.UUID:

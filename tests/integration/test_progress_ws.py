@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,31 +19,11 @@ from websockets.exceptions import ConnectionClosed
 from services.progress.app import create_app
 from shared.bus import Bus
 from shared.settings import Settings
-from shared.topology import Topology
+from tests.conftest import delete_bus
 from tests.integration.test_progress_aggregate import three_page_job
+from tests.stack_fixture import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _delete_bus(settings: Settings) -> None:
-    import aio_pika
-
-    topo = Topology.from_settings(settings)
-    conn = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await conn.channel()
-        for name in topo.all_queue_names():
-            await channel.queue_delete(name)
-        for name in (topo.exchange_name, topo.dlx_name):
-            await channel.exchange_delete(name)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -54,7 +33,7 @@ async def progress_service(
     """The progress app on a free port in this event loop, on a private bus topology (so a
     full stack running in the same session never competes for its queue)."""
     settings = test_settings.model_copy(update={"bus_prefix": f"{test_settings.bus_prefix}_pg"})
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
     )
@@ -68,7 +47,7 @@ async def progress_service(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
-        await _delete_bus(settings)
+        await delete_bus(settings)
 
 
 async def _watch(url: str) -> list[dict[str, Any]]:

@@ -25,7 +25,6 @@ WS  /v1/admin/events?token=<admin key>
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import uuid
@@ -37,6 +36,7 @@ import structlog
 from fastapi import APIRouter, Depends, Query, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from services.progress.api import pump_until_disconnect
 from services.progress.arithmetic import Counts, StageCount, pages_done
 from services.progress.broker_stats import latest_queue_stats, latest_queue_stats_age
 from services.progress.hub import Hub, Subscription
@@ -270,12 +270,6 @@ class _FleetStream:
             await self.send_batch(batch)
 
 
-async def _until_disconnect(websocket: WebSocket) -> None:
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
-
-
 @router.websocket("/events")
 async def admin_events(
     websocket: WebSocket,
@@ -293,16 +287,9 @@ async def admin_events(
     hub: Hub = ctx.state["hub"]
     with hub.subscribe_all() as sub:
         stream = _FleetStream(websocket, ctx.pool)
-        pump = asyncio.create_task(stream.pump(sub))
-        watch = asyncio.create_task(_until_disconnect(websocket))
-        await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (pump, watch):
-            task.cancel()
-        for result in await asyncio.gather(pump, watch, return_exceptions=True):
-            if isinstance(result, Exception) and not isinstance(
-                result, WebSocketDisconnect | RuntimeError
-            ):
-                log.warning("admin stream ended by an error", error=repr(result)[:500])
-                # Tell the page to reconnect (and re-read the list) rather than leave it open.
-                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                    await websocket.close(WS_INTERNAL_ERROR, "Stream error: reconnect.")
+        error = await pump_until_disconnect(websocket, stream.pump(sub))
+        if error is not None:
+            log.warning("admin stream ended by an error", error=repr(error)[:500])
+            # Tell the page to reconnect (and re-read the list) rather than leave it open.
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await websocket.close(WS_INTERNAL_ERROR, "Stream error: reconnect.")
