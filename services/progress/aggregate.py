@@ -327,7 +327,7 @@ async def _chunk_analyzed(conn: asyncpg.Connection, ev: ChunkAnalyzed) -> Counts
 
 # --- job writes ---------------------------------------------------------------------------
 
-_SAVE_JOB = """
+SAVE_JOB = """
 UPDATE jobs SET
     status = $2, stage = $3, percent = $4, format = $5, pages_total = $6, started_at = $7,
     finished_at = $8, error = $9, partial = $10, stalled = $11, seq = $12,
@@ -348,7 +348,7 @@ def plan_save(
     now: datetime,
     force: bool = False,
 ) -> tuple[tuple[Any, ...] | None, dict[str, Any] | None]:
-    """What save_job writes, without writing it: the _SAVE_JOB arguments (None: nothing to
+    """What save_job writes, without writing it: the SAVE_JOB arguments (None: nothing to
     write) and the next update (None: what a client sees did not change). Lets a batch write
     many jobs with one executemany."""
     state.stage = stage_name(state.status, state.pages_total, counts)
@@ -389,7 +389,6 @@ def plan_save(
     return args, (new if changed else None)
 
 
-SAVE_JOB = _SAVE_JOB
 INSERT_UPDATE = "INSERT INTO job_updates (job_id, seq, payload, created_at) VALUES ($1, $2, $3, $4)"
 
 
@@ -409,7 +408,7 @@ async def save_job(
     args, new = plan_save(row, state, counts, old_counts, moved=moved, now=now, force=force)
     if args is None:
         return None
-    await conn.execute(_SAVE_JOB, *args)
+    await conn.execute(SAVE_JOB, *args)
     if new is None:
         return None
     await conn.execute(INSERT_UPDATE, row["job_id"], new["seq"], new, now)
@@ -541,18 +540,8 @@ async def apply_in_transaction(
     outcome = Outcome()
     if row["status"] == "queued" and state.status != "queued" and not row["first_progress_at"]:
         outcome.first_progress_seconds = max(0.0, (now - row["created_at"]).total_seconds())
-    if state.status == "processing" and is_complete(state.pages_total, counts):
-        # Confirm with a full recount before anything final happens.
-        counts = await recount_progress(conn, row["job_id"], state.pages_total)
-        if is_complete(state.pages_total, counts):
-            state.status = "completed"
-            _, chunks_total = await _store_result(
-                conn, row, state, status="completed", partial=False
-            )
-            assert state.pages_total is not None and state.finished_at is not None
-            outcome.publish.append(
-                _completed_event(row, state.pages_total, chunks_total, state.finished_at)
-            )
+    if state.status == "processing":
+        counts = await complete_if_done(conn, row, state, counts, outcome)
     elif state.status == "cancelled":
         await _finish_cancelled(conn, row, state, event)
 
@@ -570,6 +559,28 @@ async def _finish_cancelled(
     state.partial = True
     at = event.occurred_at if isinstance(event, JobCancelled) else None
     await _store_result(conn, row, state, status="cancelled", partial=True, finished_at=at)
+
+
+async def complete_if_done(
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    state: JobState,
+    counts: Counts,
+    outcome: Outcome,
+) -> Counts:
+    """If the counts say the job is complete, confirm with a full recount (rare: once per
+    job), store the result, mark it completed and queue JobCompleted; returns the counts."""
+    if not is_complete(state.pages_total, counts):
+        return counts
+    counts = await recount_progress(conn, row["job_id"], state.pages_total)
+    if is_complete(state.pages_total, counts):
+        state.status = "completed"
+        _, chunks_total = await _store_result(conn, row, state, status="completed", partial=False)
+        assert state.pages_total is not None and state.finished_at is not None
+        outcome.publish.append(
+            _completed_event(row, state.pages_total, chunks_total, state.finished_at)
+        )
+    return counts
 
 
 async def _settle_terminal(

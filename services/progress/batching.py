@@ -47,15 +47,13 @@ from services.progress.aggregate import (
     JobState,
     Outcome,
     _clean,
-    _completed_event,
     _counts_of,
-    _store_result,
     _utcnow,
     apply_event,
+    complete_if_done,
     plan_save,
-    recount_progress,
 )
-from services.progress.arithmetic import TERMINAL, Counts, StageCount, is_complete
+from services.progress.arithmetic import TERMINAL, Counts, StageCount
 from shared.bus import Delivery
 from shared.events import (
     ChunkAnalyzed,
@@ -368,18 +366,8 @@ async def apply_window(conn: asyncpg.Connection, events: list[Event]) -> WindowR
         outcome = Outcome()
         if row["status"] == "queued" and not row["first_progress_at"]:
             outcome.first_progress_seconds = max(0.0, (now - row["created_at"]).total_seconds())
-        if state.status == "processing" and is_complete(state.pages_total, job_counts):
-            # Rare (once per job): confirm with a full recount, then store the result.
-            job_counts = await recount_progress(conn, j, state.pages_total)
-            if is_complete(state.pages_total, job_counts):
-                state.status = "completed"
-                _, chunks_total = await _store_result(
-                    conn, row, state, status="completed", partial=False
-                )
-                assert state.pages_total is not None and state.finished_at is not None
-                outcome.publish.append(
-                    _completed_event(row, state.pages_total, chunks_total, state.finished_at)
-                )
+        if state.status == "processing":
+            job_counts = await complete_if_done(conn, row, state, job_counts, outcome)
         args, update = plan_save(row, state, job_counts, old_counts, moved=moved, now=now)
         if args is not None:
             saves.append(args)
@@ -525,7 +513,3 @@ class WindowBatcher:
             redelivered=delivery.redelivered or delivery.attempt > 0,
         )
         await self.deliver(outcome, event.occurred_at)
-
-
-# The per-job batcher of earlier versions; kept as a name for callers that import it.
-JobBatcher = WindowBatcher
