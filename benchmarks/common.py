@@ -24,7 +24,7 @@ import psutil
 import websockets
 
 from scripts.stack import PORT_SETTINGS, Stack
-from shared.db import create_pool
+from shared.db import create_pool, drop_database
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,25 +240,20 @@ async def bench_stack(
     finally:
         await stack.stop()
         await pool.close()
-        await _drop(settings, base_db)
+        await _drop(settings)
 
 
-async def _drop(settings: Settings, base_db: str) -> None:
+async def _drop(settings: Settings) -> None:
     from tests.conftest import delete_bus
 
     try:
         await delete_bus(settings)
     except Exception as exc:  # noqa: BLE001 - cleanup is best effort
         print(f"[bench] could not delete the bus topology: {exc}")
-    name = settings.database_url.rsplit("/", 1)[1]
     try:
-        conn = await asyncpg.connect(f"{base_db}/postgres")
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_database(settings.database_url)
     except Exception as exc:  # noqa: BLE001
-        print(f"[bench] could not drop {name}: {exc}")
+        print(f"[bench] could not drop {settings.database_url}: {exc}")
     import shutil
 
     shutil.rmtree(Path(settings.blob_dir).parent, ignore_errors=True)

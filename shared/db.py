@@ -44,6 +44,17 @@ async def ensure_database(database_url: str) -> None:
         await conn.close()
 
 
+async def drop_database(database_url: str) -> None:
+    """Drop the database named in the URL, closing its connections (test and benchmark runs)."""
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    conn = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("shared") / "migrations"
     files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))

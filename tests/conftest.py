@@ -89,7 +89,7 @@ async def _can_connect_pg(url: str) -> str | None:
 @pytest.fixture(scope="session")
 async def db_pool(test_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A migrated pool on a fresh database, dropped at the end of the session."""
-    from shared.db import create_pool
+    from shared.db import create_pool, drop_database
 
     problem = await _can_connect_pg(base_database_url())
     if problem:
@@ -97,12 +97,7 @@ async def db_pool(test_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(test_settings.database_url, max_size=8)
     yield pool
     await pool.close()
-    name = test_settings.database_url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(base_database_url())
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(test_settings.database_url)
 
 
 @pytest.fixture(scope="session")

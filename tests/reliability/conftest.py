@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from scripts.stack import Stack
+from shared.db import drop_database
 from shared.settings import Settings
 from shared.topology import Topology
 from tests.conftest import _can_connect_pg, base_database_url, delete_bus, unavailable
@@ -144,15 +145,6 @@ def comparable_result(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _drop_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(base_database_url())
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 StackFactory = Callable[..., Any]
 
 
@@ -203,7 +195,7 @@ async def private_stack(
             with contextlib.suppress(Exception):
                 await delete_bus(settings)
             with contextlib.suppress(Exception):
-                await _drop_database(settings.database_url)
+                await drop_database(settings.database_url)
 
     yield factory
 
