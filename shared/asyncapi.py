@@ -18,7 +18,7 @@ from shared.topology import GROUPS, Topology
 CONSUMES: dict[str, tuple[type[events.Event], ...]] = {
     "extractor": (events.DocumentUploaded,),
     "ocr": (events.ImagesExtracted,),
-    "analyzer": (events.ChunkCreated,),
+    "analyzer": (events.PageExtracted, events.PageOcred),
     "progress": events.ALL_EVENTS,
 }
 PUBLISHERS: dict[str, tuple[type[events.Event], ...]] = {
@@ -28,11 +28,10 @@ PUBLISHERS: dict[str, tuple[type[events.Event], ...]] = {
         events.ExtractionStarted,
         events.PageExtracted,
         events.ImagesExtracted,
-        events.ChunkCreated,
         events.JobFailed,
     ),
-    "ocr": (events.ChunkCreated, events.PageOcred, events.JobFailed),
-    "analyzer": (events.ChunkAnalyzed, events.JobFailed),
+    "ocr": (events.PageOcred, events.JobFailed),
+    "analyzer": (events.ChunksAnalyzed, events.JobFailed),
     "progress": (events.JobCompleted, events.JobFailed),
 }
 
@@ -62,7 +61,8 @@ def build_spec() -> dict[str, Any]:
             broker.subscriber(
                 topo.work_queue(group, key),
                 topo.exchange,
-                title=f"{group.name}",
+                # One channel per binding: a group bound by two keys gets two named channels.
+                title=group.name if len(group.binding_keys) == 1 else f"{group.name}:{key}",
                 description=handler_doc,
             )(make_handler(union))
     for service, models in PUBLISHERS.items():

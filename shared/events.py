@@ -94,16 +94,43 @@ class ExtractionStarted(Event):
     document_uri: str | None = None  # set when the extractor had to fetch the document itself
 
 
+class Chunk(BaseModel):
+    """A bounded piece of one page's text; offsets index that page's text of the same source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_id: uuid.UUID
+    page: int
+    index: int  # position among the page's chunks of this source
+    source: PageSource
+    start: int
+    end: int
+    text: str
+
+    @staticmethod
+    def make_id(job_id: uuid.UUID, page: int, source: PageSource, index: int) -> uuid.UUID:
+        return derive_id(job_id, "chunk", page, source.value, index)
+
+
 class PageExtracted(Event):
-    """One page's text layer, and what is still to come for the page."""
+    """One page's text layer, cut into chunks, and what is still to come for the page.
+
+    The chunks travel inside the page event: the analyzer consumes page events, so a page
+    costs one message to publish, route and store, not one per chunk.
+    """
 
     routing_key: ClassVar[str] = "page.extracted"
     page: int = Field(ge=1)
     text: str = ""
     has_text_layer: bool = False
     ocr_pending: bool = False  # an images.extracted was published; a page.ocred will follow
-    chunks_total: int = Field(default=0, ge=0)  # chunk.created messages published for this text
+    chunks: list[Chunk] = Field(default_factory=list)  # the text's chunks, source text-layer
     error: str | None = None  # this page failed; the job may still complete
+
+    @property
+    def chunks_total(self) -> int:
+        """How many chunk analyses the page's text layer owes (one chunks.analyzed brings them)."""
+        return len(self.chunks)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
@@ -137,40 +164,18 @@ class PageOcred(Event):
     routing_key: ClassVar[str] = "page.ocred"
     page: int = Field(ge=1)
     text: str = ""
-    chunks_total: int = Field(default=0, ge=0)
+    chunks: list[Chunk] = Field(default_factory=list)  # the OCR text's chunks, source ocr
     images_ocred: int = 0
     images_skipped: int = 0  # below the size threshold
     ocr_seconds: float = 0.0
     error: str | None = None
 
+    @property
+    def chunks_total(self) -> int:
+        return len(self.chunks)
+
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
-
-
-class Chunk(BaseModel):
-    """A bounded piece of one page's text; offsets index that page's text of the same source."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    chunk_id: uuid.UUID
-    page: int
-    index: int  # position among the page's chunks of this source
-    source: PageSource
-    start: int
-    end: int
-    text: str
-
-    @staticmethod
-    def make_id(job_id: uuid.UUID, page: int, source: PageSource, index: int) -> uuid.UUID:
-        return derive_id(job_id, "chunk", page, source.value, index)
-
-
-class ChunkCreated(Event):
-    routing_key: ClassVar[str] = "chunk.created"
-    chunk: Chunk
-
-    def identity(self) -> tuple[object, ...]:
-        return (self.chunk.chunk_id,)
 
 
 class Entity(BaseModel):
@@ -193,13 +198,23 @@ class Analysis(BaseModel):
     cost_usd: float = 0.0  # built-in analysis is free; an LLM backend reports its spend here
 
 
-class ChunkAnalyzed(Event):
-    routing_key: ClassVar[str] = "chunk.analyzed"
+class AnalyzedChunk(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     chunk: Chunk
     analysis: Analysis
 
+
+class ChunksAnalyzed(Event):
+    """The analyses of every chunk one page event carried (a page's text layer, or its OCR)."""
+
+    routing_key: ClassVar[str] = "chunks.analyzed"
+    page: int = Field(ge=1)
+    source: PageSource
+    items: list[AnalyzedChunk] = Field(min_length=1)
+
     def identity(self) -> tuple[object, ...]:
-        return (self.chunk.chunk_id,)
+        return (self.page, self.source.value)
 
 
 class JobFailed(Event):
@@ -231,8 +246,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     PageExtracted,
     ImagesExtracted,
     PageOcred,
-    ChunkCreated,
-    ChunkAnalyzed,
+    ChunksAnalyzed,
     JobFailed,
     JobCancelled,
     JobCompleted,

@@ -32,7 +32,8 @@ class ConsumerGroup:
 
 EXTRACTOR = ConsumerGroup("extractor", ("document.uploaded",))
 OCR = ConsumerGroup("ocr", ("images.extracted",))
-ANALYZER = ConsumerGroup("analyzer", ("chunk.created",))
+# The analyzer takes the chunks inside the page events.
+ANALYZER = ConsumerGroup("analyzer", ("page.extracted", "page.ocred"))
 # The progress service sees every event, including its own job.completed.
 PROGRESS = ConsumerGroup("progress", ("#",))
 

@@ -1,28 +1,53 @@
-"""chunk.created -> chunk.analyzed."""
+"""page.extracted / page.ocred (with their chunks) -> one chunks.analyzed per page event."""
 
 from __future__ import annotations
+
+import asyncio
 
 from services.analyzer import metrics
 from services.analyzer.interface import ChunkAnalyzer, get_analyzer
 from shared import topology
 from shared.bus import Delivery, Handler
-from shared.events import ChunkAnalyzed, ChunkCreated, Event
+from shared.events import (
+    AnalyzedChunk,
+    ChunksAnalyzed,
+    Event,
+    PageExtracted,
+    PageOcred,
+    PageSource,
+)
 from shared.jobs import require_active
 from shared.service import ServiceContext
 
 
+async def analyze_chunks(
+    analyzer: ChunkAnalyzer, event: PageExtracted | PageOcred
+) -> list[AnalyzedChunk]:
+    """Every chunk of the page event, analysed, in chunk order.
+
+    A remote backend (an LLM) waits on the network, so its calls for one page overlap; the
+    built-in backend returns without awaiting anything, so gather costs it nothing extra.
+    """
+    analyses = await asyncio.gather(*(analyzer.analyze(c.text) for c in event.chunks))
+    return [AnalyzedChunk(chunk=c, analysis=a) for c, a in zip(event.chunks, analyses, strict=True)]
+
+
 def make_handler(ctx: ServiceContext, analyzer: ChunkAnalyzer) -> Handler:
     async def handle(event: Event, delivery: Delivery) -> None:
-        assert isinstance(event, ChunkCreated)
+        assert isinstance(event, PageExtracted | PageOcred)
+        if not event.chunks:
+            return  # nothing to analyse: progress counts no analysis for this page
         await require_active(ctx.pool, event.job_id)
         # Built-in analysis of one bounded chunk (<= chunk_max_chars) takes well under a
-        # millisecond to a few milliseconds, so it runs inline rather than in a subprocess.
-        analysis = await analyzer.analyze(event.chunk.text)
+        # millisecond, a page of chunks a few milliseconds, so it runs inline rather than
+        # in a subprocess.
+        items = await analyze_chunks(analyzer, event)
+        source = PageSource.OCR if isinstance(event, PageOcred) else PageSource.TEXT_LAYER
         await ctx.bus.publish(
-            ChunkAnalyzed(job_id=event.job_id, chunk=event.chunk, analysis=analysis),
+            ChunksAnalyzed(job_id=event.job_id, page=event.page, source=source, items=items),
             priority=delivery.priority,
         )
-        metrics.CHUNKS_ANALYZED.labels(analyzer=analyzer.name).inc()
+        metrics.CHUNKS_ANALYZED.labels(analyzer=analyzer.name).inc(len(items))
 
     return handle
 
@@ -30,8 +55,8 @@ def make_handler(ctx: ServiceContext, analyzer: ChunkAnalyzer) -> Handler:
 def setup(ctx: ServiceContext) -> None:
     analyzer = get_analyzer()
     ctx.state["analyzer"] = analyzer
-    # One message per chunk: consumed with aio-pika directly, whose per-message cost is a
-    # fraction of FastStream's (same failure handling, see Bus.subscribe).
+    # Consumed with aio-pika directly, whose per-message cost is a fraction of FastStream's
+    # (same failure handling, see Bus.subscribe).
     ctx.bus.subscribe(
         topology.ANALYZER,
         make_handler(ctx, analyzer),

@@ -1,5 +1,5 @@
-"""The extractor's handler: DocumentUploaded in; ExtractionStarted, ChunkCreated,
-ImagesExtracted and PageExtracted out, as the sandboxed child produces each page."""
+"""The extractor's handler: DocumentUploaded in; ExtractionStarted, ImagesExtracted and
+PageExtracted (with the page's chunks) out, as the sandboxed child produces each page."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from shared.bus import Bus, Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
 from shared.events import (
-    ChunkCreated,
     DocumentUploaded,
     Event,
     ExtractionAccepted,
@@ -79,11 +78,11 @@ def build_spec(path: Path, fmt: str, event: DocumentUploaded, settings: Settings
 
 
 def page_events(event: DocumentUploaded, record: dict[str, Any], settings: Settings) -> list[Event]:
-    """The events one page record becomes, in publishing order: chunks, images, the page."""
+    """The events one page record becomes, in publishing order: images, then the page."""
     page = int(record["page"])
     text = str(record.get("text") or "")
     chunks = make_chunks(event.job_id, page, PageSource.TEXT_LAYER, text, settings.chunk_max_chars)
-    out: list[Event] = [ChunkCreated(job_id=event.job_id, chunk=c) for c in chunks]
+    out: list[Event] = []
     images = [
         ImageRef(
             image_id=derive_id(event.job_id, "image", page, i),
@@ -105,7 +104,7 @@ def page_events(event: DocumentUploaded, record: dict[str, Any], settings: Setti
             text=text,
             has_text_layer=bool(record.get("has_text_layer")),
             ocr_pending=bool(images),
-            chunks_total=len(chunks),
+            chunks=chunks,
             error=record.get("error"),
         )
     )
@@ -116,9 +115,9 @@ def page_events(event: DocumentUploaded, record: dict[str, Any], settings: Setti
 class ExtractionRun:
     """Turns the children's lines into published events as they arrive.
 
-    Publishing is pipelined: each page's events go out as a task (its chunks and images
-    concurrently, then the page itself, so a PageExtracted never announces chunks that were
-    not confirmed), with at most `max_in_flight` pages waiting for broker confirms. Waiting
+    Publishing is pipelined: each page's events go out as a task (its images first, then the
+    page itself, so a PageExtracted never announces an OCR that was not confirmed), with at
+    most `max_in_flight` pages waiting for broker confirms. Waiting
     for one confirm per message in turn capped extraction at ~1,000 messages/s.
 
     A large PDF is split: the first child extracts the first half and its meta record says

@@ -1,4 +1,4 @@
-"""images.extracted -> chunk.created (for the page's OCR text) and page.ocred.
+"""images.extracted -> page.ocred, carrying the OCR text and its chunks.
 
 One message is one page. A failure on one image is a page-level failure: the page reports the
 error and whatever text the other images gave, and the job carries on. A missing blob can never
@@ -19,7 +19,6 @@ from shared.bus import Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
 from shared.events import (
-    ChunkCreated,
     Event,
     ImageRef,
     ImagesExtracted,
@@ -97,10 +96,6 @@ def make_handler(ctx: ServiceContext) -> Handler:
         chunks = make_chunks(
             event.job_id, event.page, PageSource.OCR, text, settings.chunk_max_chars
         )
-        for chunk in chunks:
-            await ctx.bus.publish(
-                ChunkCreated(job_id=event.job_id, chunk=chunk), priority=delivery.priority
-            )
         error = None
         if errors:
             error = f"Page {event.page}: " + " ".join(errors)
@@ -110,7 +105,7 @@ def make_handler(ctx: ServiceContext) -> Handler:
                 job_id=event.job_id,
                 page=event.page,
                 text=text,
-                chunks_total=len(chunks),
+                chunks=chunks,
                 images_ocred=ocred,
                 images_skipped=skipped,
                 ocr_seconds=round(seconds, 3),

@@ -32,8 +32,7 @@ from services.progress.arithmetic import (
 from services.progress.result import assemble_result, finished_at_of
 from shared.errors import JobGone
 from shared.events import (
-    ChunkAnalyzed,
-    ChunkCreated,
+    ChunksAnalyzed,
     DocumentUploaded,
     Event,
     ExtractionAccepted,
@@ -261,7 +260,6 @@ INSERT INTO job_chunks (chunk_id, job_id, page, source, idx, start_offset, end_o
                         analysis, cost_usd, analyzed_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT DO NOTHING
-RETURNING 1
 """
 
 
@@ -306,23 +304,27 @@ async def _page_ocred(conn: asyncpg.Connection, ev: PageOcred) -> Counts:
     return Counts(ocr=ocr, analyze=StageCount(ev.chunks_total, 0, 0))
 
 
-async def _chunk_analyzed(conn: asyncpg.Connection, ev: ChunkAnalyzed) -> Counts:
-    chunk = ev.chunk
-    inserted = await conn.fetchval(
-        _CHUNK_ANALYZED,
-        chunk.chunk_id,
-        ev.job_id,
-        chunk.page,
-        chunk.source.value,
-        chunk.index,
-        chunk.start,
-        chunk.end,
-        _clean(chunk.text),
-        _clean(ev.analysis.model_dump(mode="json")),
-        ev.analysis.cost_usd,
-        ev.occurred_at,
-    )
-    return Counts(analyze=StageCount(0, 1, 0)) if inserted else Counts()
+async def _chunks_analyzed(conn: asyncpg.Connection, ev: ChunksAnalyzed) -> Counts:
+    """Each chunk counts once, whichever message brought it first (first write wins)."""
+    inserted = 0
+    for item in ev.items:
+        chunk = item.chunk
+        status = await conn.execute(
+            _CHUNK_ANALYZED,
+            chunk.chunk_id,
+            ev.job_id,
+            chunk.page,
+            chunk.source.value,
+            chunk.index,
+            chunk.start,
+            chunk.end,
+            _clean(chunk.text),
+            _clean(item.analysis.model_dump(mode="json")),
+            item.analysis.cost_usd,
+            ev.occurred_at,
+        )
+        inserted += int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
+    return Counts(analyze=StageCount(0, inserted, 0))
 
 
 # --- job writes ---------------------------------------------------------------------------
@@ -512,8 +514,8 @@ async def apply_in_transaction(
             delta = await _page_extracted(conn, event)
         case PageOcred():
             delta = await _page_ocred(conn, event)
-        case ChunkAnalyzed():
-            delta = await _chunk_analyzed(conn, event)
+        case ChunksAnalyzed():
+            delta = await _chunks_analyzed(conn, event)
         case JobFailed() if row["revived_at"] and event.occurred_at <= row["revived_at"]:
             pass  # a failure a dead-letter replay has since undone (a redelivered job.failed)
         case JobFailed():
@@ -522,13 +524,9 @@ async def apply_in_transaction(
             state.finished_at = state.finished_at or event.occurred_at
         case JobCancelled():
             state.status = "cancelled"
-        case _:  # chunk.created, images.extracted, document.uploaded: activity only
+        case _:  # images.extracted, document.uploaded: activity only
             pass
-    moved = (
-        delta.nonzero
-        or isinstance(event, ChunkCreated | ImagesExtracted)
-        or (state != JobState.of(row))
-    )
+    moved = delta.nonzero or isinstance(event, ImagesExtracted) or (state != JobState.of(row))
     if moved:
         state.stalled = False
 

@@ -56,8 +56,8 @@ from services.progress.aggregate import (
 from services.progress.arithmetic import TERMINAL, Counts, StageCount
 from shared.bus import Delivery
 from shared.events import (
-    ChunkAnalyzed,
-    ChunkCreated,
+    AnalyzedChunk,
+    ChunksAnalyzed,
     Event,
     ExtractionStarted,
     ImagesExtracted,
@@ -83,8 +83,7 @@ BATCHABLE = (
     ExtractionStarted,
     PageExtracted,
     PageOcred,
-    ChunkAnalyzed,
-    ChunkCreated,
+    ChunksAnalyzed,
     ImagesExtracted,
 )
 
@@ -253,25 +252,26 @@ async def _write_pages_ocred(
 
 
 async def _write_chunks_analyzed(
-    conn: asyncpg.Connection, events: list[ChunkAnalyzed], deltas: dict[uuid.UUID, Counts]
+    conn: asyncpg.Connection, events: list[ChunksAnalyzed], deltas: dict[uuid.UUID, Counts]
 ) -> None:
-    by_id: dict[uuid.UUID, ChunkAnalyzed] = {}
+    by_id: dict[uuid.UUID, tuple[ChunksAnalyzed, AnalyzedChunk]] = {}
     for ev in events:
-        by_id.setdefault(ev.chunk.chunk_id, ev)
-    evs = sorted(by_id.values(), key=lambda e: e.chunk.chunk_id)
+        for item in ev.items:
+            by_id.setdefault(item.chunk.chunk_id, (ev, item))
+    rows_in = [by_id[k] for k in sorted(by_id)]
     rows = await conn.fetch(
         _CHUNKS_ANALYZED,
-        [e.chunk.chunk_id for e in evs],
-        [e.job_id for e in evs],
-        [e.chunk.page for e in evs],
-        [e.chunk.source.value for e in evs],
-        [e.chunk.index for e in evs],
-        [e.chunk.start for e in evs],
-        [e.chunk.end for e in evs],
-        [_clean(e.chunk.text) for e in evs],
-        [json.dumps(_clean(e.analysis.model_dump(mode="json"))) for e in evs],
-        [e.analysis.cost_usd for e in evs],
-        [e.occurred_at for e in evs],
+        [i.chunk.chunk_id for _, i in rows_in],
+        [e.job_id for e, _ in rows_in],
+        [i.chunk.page for _, i in rows_in],
+        [i.chunk.source.value for _, i in rows_in],
+        [i.chunk.index for _, i in rows_in],
+        [i.chunk.start for _, i in rows_in],
+        [i.chunk.end for _, i in rows_in],
+        [_clean(i.chunk.text) for _, i in rows_in],
+        [json.dumps(_clean(i.analysis.model_dump(mode="json"))) for _, i in rows_in],
+        [i.analysis.cost_usd for _, i in rows_in],
+        [e.occurred_at for e, _ in rows_in],
     )
     for row in rows:
         _add(deltas, row["job_id"], Counts(analyze=StageCount(0, 1, 0)))
@@ -329,7 +329,7 @@ async def apply_window(conn: asyncpg.Connection, events: list[Event]) -> WindowR
     ocred = [e for e in live if isinstance(e, PageOcred)]
     if ocred:
         await _write_pages_ocred(conn, ocred, deltas)
-    chunks = [e for e in live if isinstance(e, ChunkAnalyzed)]
+    chunks = [e for e in live if isinstance(e, ChunksAnalyzed)]
     if chunks:
         await _write_chunks_analyzed(conn, chunks, deltas)
 
@@ -349,7 +349,7 @@ async def apply_window(conn: asyncpg.Connection, events: list[Event]) -> WindowR
                     state.pages_total = ev.pages_total
                     _add(deltas, ev.job_id, Counts(extract=StageCount(ev.pages_total, 0, 0)))
                 state.started_at = state.started_at or ev.occurred_at
-            case ChunkCreated() | ImagesExtracted():
+            case ImagesExtracted():
                 activity.add(ev.job_id)
 
     counts = await _move_counts(conn, job_ids, deltas)

@@ -189,9 +189,9 @@ async def _dead_letter_directly(stack: StackClient, error: str) -> None:
     conn = await aio_pika.connect(stack.stack.env["DOCPIPE_AMQP_URL"])
     try:
         channel = await conn.channel()
-        body = json.dumps({"job_id": str(uuid.uuid4()), "type": "chunk.created"}).encode()
+        body = json.dumps({"job_id": str(uuid.uuid4()), "type": "chunks.analyzed"}).encode()
         headers = {
-            "x-event-type": "chunk.created",
+            "x-event-type": "chunks.analyzed",
             "x-attempt": 3,
             "x-error": error,
             "x-dead-letter-reason": "retries-exhausted",

@@ -1,5 +1,5 @@
-"""The analyzer handler on the real bus and database: chunk.created in, chunk.analyzed out;
-cancelled jobs dropped."""
+"""The analyzer handler on the real bus and database: page events (with their chunks) in, one
+chunks.analyzed per page out; chunk-less pages and cancelled jobs dropped."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from services.analyzer.interface import get_analyzer
 from shared import topology
 from shared.blobstore import BlobStore
 from shared.bus import Bus
-from shared.events import Chunk, ChunkCreated, PageSource
+from shared.events import Chunk, PageExtracted, PageOcred, PageSource
 from shared.service import ServiceContext
 from shared.settings import Settings
 from tests.conftest import delete_bus
@@ -82,15 +82,31 @@ async def new_job(pool: asyncpg.Pool, status: str = "processing") -> uuid.UUID:
     return job_id
 
 
-def chunk_for(job_id: uuid.UUID, text: str) -> Chunk:
+def chunk_for(
+    job_id: uuid.UUID,
+    text: str,
+    index: int = 0,
+    source: PageSource = PageSource.TEXT_LAYER,
+    start: int = 0,
+) -> Chunk:
     return Chunk(
-        chunk_id=Chunk.make_id(job_id, 1, PageSource.TEXT_LAYER, 0),
+        chunk_id=Chunk.make_id(job_id, 1, source, index),
         page=1,
-        index=0,
-        source=PageSource.TEXT_LAYER,
-        start=0,
-        end=len(text),
+        index=index,
+        source=source,
+        start=start,
+        end=start + len(text),
         text=text,
+    )
+
+
+def page_with(job_id: uuid.UUID, *texts: str) -> PageExtracted:
+    chunks, start = [], 0
+    for i, text in enumerate(texts):
+        chunks.append(chunk_for(job_id, text, index=i, start=start))
+        start += len(text) + 2
+    return PageExtracted(
+        job_id=job_id, page=1, text="\n\n".join(texts), has_text_layer=True, chunks=chunks
     )
 
 
@@ -98,17 +114,23 @@ def of(messages: list[Message], job_id: uuid.UUID, key: str) -> list[dict[str, A
     return [b for k, b in messages if k == key and b["job_id"] == str(job_id)]
 
 
-async def test_chunk_is_analyzed(harness: Any, db_pool: asyncpg.Pool) -> None:
+async def test_page_chunks_are_analyzed_in_one_message(harness: Any, db_pool: asyncpg.Pool) -> None:
     ctx, messages, _ = harness
     job_id = await new_job(db_pool)
-    chunk = chunk_for(job_id, TEXT)
-    await ctx.bus.publish(ChunkCreated(job_id=job_id, chunk=chunk), priority=3)
+    page = page_with(job_id, TEXT, "Second chunk, in German: Der Vertrag endet am 31.12.2025.")
+    await ctx.bus.publish(page, priority=3)
     async with asyncio.timeout(30):
-        while not of(messages, job_id, "chunk.analyzed"):
+        while not of(messages, job_id, "chunks.analyzed"):
             await asyncio.sleep(0.05)
-    [analyzed] = of(messages, job_id, "chunk.analyzed")
-    assert analyzed["chunk"] == chunk.model_dump(mode="json")
-    analysis = analyzed["analysis"]
+    await asyncio.sleep(0.3)  # a second message for the page would have arrived by now
+    [analyzed] = of(messages, job_id, "chunks.analyzed")
+    assert analyzed["page"] == 1 and analyzed["source"] == "text-layer"
+    items = analyzed["items"]
+    assert [i["chunk"] for i in items] == [c.model_dump(mode="json") for c in page.chunks]
+    assert items[1]["analysis"]["entities"] == [
+        {"kind": "date", "text": "31.12.2025", "start": 46, "end": 56}
+    ]
+    analysis = items[0]["analysis"]
     assert analysis["analyzer"] == "builtin/1"
     assert analysis["language"] == "en"
     assert analysis["cost_usd"] == 0.0
@@ -127,12 +149,12 @@ async def test_cancelled_job_is_dropped(harness: Any, db_pool: asyncpg.Pool) -> 
     ctx, messages, outcomes = harness
     job_id = await new_job(db_pool, status="cancelled")
     acked_before = outcomes.count(("analyzer", "acked"))
-    await ctx.bus.publish(ChunkCreated(job_id=job_id, chunk=chunk_for(job_id, TEXT)))
+    await ctx.bus.publish(page_with(job_id, TEXT))
     async with asyncio.timeout(30):
         while outcomes.count(("analyzer", "acked")) == acked_before:
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)  # anything published would have arrived by now
-    assert [k for k, b in messages if b["job_id"] == str(job_id)] == ["chunk.created"]
+    assert [k for k, b in messages if b["job_id"] == str(job_id)] == ["page.extracted"]
     assert ("analyzer", "retried") not in outcomes
     conn = await aio_pika.connect(ctx.settings.amqp_url)
     try:
@@ -142,3 +164,21 @@ async def test_cancelled_job_is_dropped(harness: Any, db_pool: asyncpg.Pool) -> 
         assert queue.declaration_result.message_count == 0
     finally:
         await conn.close()
+
+
+async def test_ocr_chunks_are_analyzed_and_chunkless_pages_ignored(
+    harness: Any, db_pool: asyncpg.Pool
+) -> None:
+    ctx, messages, _ = harness
+    job_id = await new_job(db_pool)
+    # A scanned page: nothing in its text layer; its OCR text comes in page.ocred.
+    await ctx.bus.publish(PageExtracted(job_id=job_id, page=1, ocr_pending=True))
+    ocr_chunk = chunk_for(job_id, TEXT, source=PageSource.OCR)
+    await ctx.bus.publish(PageOcred(job_id=job_id, page=1, text=TEXT, chunks=[ocr_chunk]))
+    async with asyncio.timeout(30):
+        while not of(messages, job_id, "chunks.analyzed"):
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    [analyzed] = of(messages, job_id, "chunks.analyzed")
+    assert analyzed["source"] == "ocr"
+    assert [i["chunk"]["chunk_id"] for i in analyzed["items"]] == [str(ocr_chunk.chunk_id)]

@@ -97,11 +97,12 @@ async def test_two_page_pdf_becomes_page_and_chunk_events(
     assert [p["page"] for p in pages] == [1, 2]
     assert [p["text"] for p in pages] == PAGE_TEXTS
     assert all(p["has_text_layer"] and not p["ocr_pending"] and p["error"] is None for p in pages)
-    chunks = by_key["chunk.created"]
-    assert len(chunks) == sum(p["chunks_total"] for p in pages) == 2
-    assert sorted((c["chunk"]["page"], c["chunk"]["text"]) for c in chunks) == [
-        (1, PAGE_TEXTS[0]),
-        (2, PAGE_TEXTS[1]),
+    # Each page carries its own chunks: no per-chunk messages.
+    assert "chunk.created" not in by_key
+    chunks = [c for p in pages for c in p["chunks"]]
+    assert [(c["page"], c["source"], c["text"]) for c in chunks] == [
+        (1, "text-layer", PAGE_TEXTS[0]),
+        (2, "text-layer", PAGE_TEXTS[1]),
     ]
     assert "job.failed" not in by_key
     # ensure_job created the row although nothing was inserted beforehand.

@@ -177,7 +177,7 @@ async def test_every_message_replayed_twice_changes_nothing(
         kinds = {c.routing_key for c in mine}
         assert {
             "document.uploaded", "extraction.started", "page.extracted", "images.extracted",
-            "page.ocred", "chunk.created", "chunk.analyzed", "job.completed",
+            "page.ocred", "chunks.analyzed", "job.completed",
         } <= kinds, kinds  # fmt: skip
 
         result_before = (await stack.result(job_id)).content

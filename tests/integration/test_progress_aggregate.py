@@ -19,9 +19,9 @@ from services.progress.aggregate import (
 )
 from shared.events import (
     Analysis,
+    AnalyzedChunk,
     Chunk,
-    ChunkAnalyzed,
-    ChunkCreated,
+    ChunksAnalyzed,
     DocumentUploaded,
     Event,
     ExtractionAccepted,
@@ -69,16 +69,25 @@ def three_page_job(job_id: uuid.UUID, tenant: str = "dev", start: datetime = T0)
     c2 = _chunk(j, 2, PageSource.OCR, 0, "Signed by hand")
     c3 = _chunk(j, 3, PageSource.TEXT_LAYER, 0, "Contact bob@example.com")
 
-    def analyzed(c: Chunk, t: float, cost: float) -> ChunkAnalyzed:
-        analysis = Analysis(
-            analyzer="builtin/1",
-            language="en",
-            word_count=len(c.text.split()),
-            keywords=c.text.lower().split()[:2],
-            entities=[],
-            cost_usd=cost,
+    def analyzed(t: float, *chunks: tuple[Chunk, float]) -> ChunksAnalyzed:
+        items = [
+            AnalyzedChunk(
+                chunk=c,
+                analysis=Analysis(
+                    analyzer="builtin/1",
+                    language="en",
+                    word_count=len(c.text.split()),
+                    keywords=c.text.lower().split()[:2],
+                    entities=[],
+                    cost_usd=cost,
+                ),
+            )
+            for c, cost in chunks
+        ]
+        first = chunks[0][0]
+        return ChunksAnalyzed(
+            job_id=j, page=first.page, source=first.source, items=items, occurred_at=at(t)
         )
-        return ChunkAnalyzed(job_id=j, chunk=c, analysis=analysis, occurred_at=at(t))
 
     image = ImageRef(image_id=uuid.uuid5(j, "img"), uri="blob://sha256/00", width=100, height=100)
     return [
@@ -87,28 +96,23 @@ def three_page_job(job_id: uuid.UUID, tenant: str = "dev", start: datetime = T0)
             occurred_at=at(0),
         ),
         ExtractionStarted(job_id=j, format="pdf", pages_total=3, occurred_at=at(1)),
-        ChunkCreated(job_id=j, chunk=c1a, occurred_at=at(2)),
-        ChunkCreated(job_id=j, chunk=c1b, occurred_at=at(2)),
         PageExtracted(
             job_id=j, page=1, text="Invoice 42\nTotal: $10", has_text_layer=True,
-            chunks_total=2, occurred_at=at(2),
+            chunks=[c1a, c1b], occurred_at=at(2),
         ),
         ImagesExtracted(job_id=j, page=2, images=[image], occurred_at=at(3)),
         PageExtracted(job_id=j, page=2, ocr_pending=True, occurred_at=at(3)),
-        ChunkCreated(job_id=j, chunk=c3, occurred_at=at(4)),
         PageExtracted(
             job_id=j, page=3, text="Contact bob@example.com", has_text_layer=True,
-            chunks_total=1, occurred_at=at(4),
+            chunks=[c3], occurred_at=at(4),
         ),
-        analyzed(c1a, 5, 0.001),
-        analyzed(c1b, 5.5, 0.002),
-        ChunkCreated(job_id=j, chunk=c2, occurred_at=at(8)),
+        analyzed(5.5, (c1a, 0.001), (c1b, 0.002)),
         PageOcred(
-            job_id=j, page=2, text="Signed by hand", chunks_total=1, images_ocred=1,
+            job_id=j, page=2, text="Signed by hand", chunks=[c2], images_ocred=1,
             ocr_seconds=2.5, occurred_at=at(8),
         ),
-        analyzed(c3, 6, 0.0),
-        analyzed(c2, 9, 0.004),
+        analyzed(6, (c3, 0.0)),
+        analyzed(9, (c2, 0.004)),
     ]  # fmt: skip
 
 
@@ -254,14 +258,14 @@ async def test_accepted_extraction_shows_the_extracting_stage_at_once(db_pool: a
 async def test_failure_is_final(db_pool: asyncpg.Pool):
     job_id = uuid.uuid4()
     events = three_page_job(job_id)
-    await run_events(db_pool, events[:5])
+    await run_events(db_pool, events[:3])
     reason = "The PDF is encrypted and no password was given."
     out = await apply_event(db_pool, JobFailed(job_id=job_id, stage="extractor", reason=reason))
     assert out.updates[-1]["status"] == "failed" and out.updates[-1]["final"]
     assert out.updates[-1]["error"] == reason
     percent = out.updates[-1]["percent"]
     assert 0 < percent < 100
-    await run_events(db_pool, events[5:])
+    await run_events(db_pool, events[3:])
     state = await job_state(db_pool, job_id)
     assert state["job"]["status"] == "failed" and state["job"]["error"] == reason
     assert state["updates"][-1]["seq"] == out.updates[-1]["seq"]
@@ -273,7 +277,7 @@ async def test_failure_is_final(db_pool: asyncpg.Pool):
 async def test_cancel_by_ingest_keeps_a_partial_result(db_pool: asyncpg.Pool):
     job_id = uuid.uuid4()
     events = three_page_job(job_id)
-    await run_events(db_pool, events[:5])
+    await run_events(db_pool, events[:3])
     # Ingest writes the status itself, then publishes job.cancelled.
     await db_pool.execute("UPDATE jobs SET status = 'cancelled' WHERE job_id = $1", job_id)
     out = await apply_event(db_pool, JobCancelled(job_id=job_id, occurred_at=at(20)))
@@ -309,7 +313,7 @@ async def test_terminal_event_for_unknown_job_is_dropped_on_last_attempt(db_pool
 async def test_stall_and_recovery_and_deadline(db_pool: asyncpg.Pool):
     job_id = uuid.uuid4()
     events = three_page_job(job_id)
-    await run_events(db_pool, events[:5])
+    await run_events(db_pool, events[:3])
     await db_pool.execute(
         "UPDATE jobs SET updated_at = now() - interval '1 hour', created_at = now()"
         " WHERE job_id = $1",
@@ -321,7 +325,7 @@ async def test_stall_and_recovery_and_deadline(db_pool: asyncpg.Pool):
     again = await sweep_stalls(db_pool, stall_seconds=60, deadline_seconds=10**6)
     assert not [u for u in again.updates if u["job_id"] == str(job_id)]
 
-    moved = await apply_event(db_pool, events[5])  # images.extracted: activity
+    moved = await apply_event(db_pool, events[3])  # images.extracted: activity
     assert moved.updates[-1]["stalled"] is False
 
     await db_pool.execute(

@@ -21,7 +21,7 @@ class TestEventModels:
     def test_routing_keys_are_unique_and_include_the_required_ones(self) -> None:
         keys = [e.routing_key for e in events.ALL_EVENTS]
         assert len(keys) == len(set(keys))
-        assert {"document.uploaded", "images.extracted", "chunk.analyzed"} <= set(keys)
+        assert {"document.uploaded", "images.extracted", "chunks.analyzed"} <= set(keys)
 
     def test_message_ids_are_deterministic_per_logical_event(self) -> None:
         job = uuid.uuid4()

@@ -45,14 +45,14 @@ def test_broker_dead_letter_uses_x_death() -> None:
                 "queue": "docpipe.analyzer",
                 "time": dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
                 "exchange": "docpipe",
-                "routing-keys": [b"chunk.created"],
+                "routing-keys": [b"chunks.analyzed"],
             }
         ]
     }
     letter = describe_dead_letter(b"not json", headers, message_id=None, default_queue="q")
     assert letter.queue == "docpipe.analyzer"
     assert letter.reason == "rejected"
-    assert letter.routing_key == "chunk.created"
+    assert letter.routing_key == "chunks.analyzed"
     assert letter.attempts == 1
     assert letter.job_id is None and letter.payload is None
     assert letter.dedupe_key == "sha256:" + hashlib.sha256(b"not json").hexdigest()
