@@ -8,12 +8,14 @@ the delay queues, then dead-lettered with the error text).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -80,7 +82,7 @@ class Bus:
         self.subscribed: list[ConsumerGroup] = []
         # Consumers registered with direct=True: (queue, group, handler, prefetch),
         # consumed with aio-pika itself on a connection of their own (see subscribe).
-        self._direct: list[tuple[RabbitQueue, ConsumerGroup, Handler, int]] = []
+        self._direct: list[tuple[RabbitQueue, ConsumerGroup, Handler, int, bool]] = []
         self._direct_conn: aio_pika.abc.AbstractRobustConnection | None = None
         # Set by the service: answers True while a dependency (its database) is unreachable.
         # A handler failing during such an outage is not the message's fault, so the retry
@@ -106,19 +108,23 @@ class Bus:
         """Consume the direct=True groups with aio-pika: a robust connection (consumers come
         back after a reconnect), one channel per queue with its own prefetch."""
         self._direct_conn = await aio_pika.connect_robust(self.settings.amqp_url)
-        for spec, group, handler, prefetch in self._direct:
+        for spec, group, handler, prefetch, coalesce in self._direct:
             channel = await self._direct_conn.channel()
             await channel.set_qos(prefetch_count=prefetch)
             # declare_queue (not get_queue) gives a RobustQueue, which re-declares itself and
             # restores its consumer when the connection comes back after a broker restart.
             queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            acks = AckCoalescer() if coalesce else None
 
             async def on_message(
                 raw: aio_pika.abc.AbstractIncomingMessage,
                 group: ConsumerGroup = group,
                 handler: Handler = handler,
+                acks: AckCoalescer | None = acks,
             ) -> None:
-                await self._handle(group, handler, _DirectMessage(raw))
+                if acks is not None:
+                    acks.delivered(raw)
+                await self._handle(group, handler, _DirectMessage(raw, acks))
 
             await queue.consume(on_message)
 
@@ -255,17 +261,27 @@ class Bus:
 
     # --- consuming ---------------------------------------------------------
     def subscribe(
-        self, group: ConsumerGroup, handler: Handler, *, prefetch: int, direct: bool = False
+        self,
+        group: ConsumerGroup,
+        handler: Handler,
+        *,
+        prefetch: int,
+        direct: bool = False,
+        coalesce_acks: bool = False,
     ) -> None:
         """`direct`: consume with aio-pika itself instead of through FastStream, whose
         per-message machinery (dependency injection, body decoding, thread hops) costs more
-        than a batching consumer's whole per-event work. Same _handle, same taxonomy."""
+        than a batching consumer's whole per-event work. Same _handle, same taxonomy.
+
+        `coalesce_acks` (direct only): settled messages are acked together, one
+        basic.ack(multiple) per batch (see AckCoalescer). For a consumer whose handlers finish
+        in delivery order anyway, like the progress service's windows."""
         topo = self.topology
         self.subscribed.append(group)
         for key in group.binding_keys:
             queue = topo.work_queue(group, key)
             if direct:
-                self._direct.append((queue, group, handler, prefetch))
+                self._direct.append((queue, group, handler, prefetch, coalesce_acks))
                 continue
 
             async def consume(msg: RabbitMessage) -> None:
@@ -428,13 +444,87 @@ class Bus:
 class _DirectMessage:
     """What _handle uses of a FastStream message, over an aio-pika one."""
 
-    __slots__ = ("raw_message",)
+    __slots__ = ("raw_message", "acks")
 
-    def __init__(self, raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+    def __init__(
+        self, raw: aio_pika.abc.AbstractIncomingMessage, acks: AckCoalescer | None = None
+    ) -> None:
         self.raw_message = raw
+        self.acks = acks
 
     async def ack(self) -> None:
-        await self.raw_message.ack()
+        if self.acks is not None:
+            self.acks.settle(self.raw_message)
+        else:
+            await self.raw_message.ack()
+
+
+class AckCoalescer:
+    """Acks one consumer channel's deliveries with one basic.ack(multiple=True) per batch.
+
+    Every outcome of _handle ends in an ack (a retry or a dead letter is published first), so
+    "settled" means "may be acked". A message is acked only once every message delivered
+    before it on the channel is settled too: the ack covers the longest settled prefix, so a
+    message still being handled is never acked by a later one's ack. The ack goes out on the
+    next turn of the event loop, after every handler that a progress window released at once
+    has settled: a window of 512 events costs one ack frame instead of 512 (the frame writes
+    were ~17% of the progress service's CPU while it drained a backlog).
+
+    Delivery tags belong to a channel: after a reconnect the coalescer starts over on the new
+    channel, and settlements of the old channel's messages are dropped (the broker redelivers
+    those; handlers are idempotent).
+    """
+
+    def __init__(self) -> None:
+        self._channel: object | None = None
+        self._order: deque[int] = deque()
+        self._settled: dict[int, aio_pika.abc.AbstractIncomingMessage] = {}
+        self._flush_scheduled = False
+
+    def delivered(self, raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+        channel = _channel_of(raw)
+        if channel is not self._channel:
+            self._channel = channel
+            self._order.clear()
+            self._settled.clear()
+        self._order.append(raw.delivery_tag)
+
+    def settle(self, raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+        channel = _channel_of(raw)
+        if channel is None or channel is not self._channel:
+            return  # a message of a channel that is gone: it will be redelivered
+        self._settled[raw.delivery_tag] = raw
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    @property
+    def pending(self) -> int:
+        """Delivered messages not acked yet (settled or not)."""
+        return len(self._order)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        last: aio_pika.abc.AbstractIncomingMessage | None = None
+        while self._order and self._order[0] in self._settled:
+            last = self._settled.pop(self._order.popleft())
+        if last is not None:
+            task = asyncio.ensure_future(last.ack(multiple=True))
+            task.add_done_callback(_log_ack_failure)
+
+
+def _channel_of(raw: aio_pika.abc.AbstractIncomingMessage) -> object | None:
+    """The channel the message came on, or None once that channel is closed."""
+    try:
+        return raw.channel
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        return None
+
+
+def _log_ack_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # The channel closed under us: the broker redelivers what was not acked.
+        log.warning("coalesced ack failed", error=str(task.exception())[:300])
 
 
 def new_job_id() -> uuid.UUID:

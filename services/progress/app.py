@@ -99,7 +99,9 @@ def setup(ctx: ServiceContext) -> None:
     # the window being applied and the next one filling.
     prefetch = max(ctx.settings.progress_prefetch, 2 * ctx.settings.progress_batch_max)
     # direct: aio-pika without FastStream's per-message machinery (most of the per-event CPU).
-    ctx.bus.subscribe(topology.PROGRESS, make_handler(ctx), prefetch=prefetch, direct=True)
+    ctx.bus.subscribe(
+        topology.PROGRESS, make_handler(ctx), prefetch=prefetch, direct=True, coalesce_acks=True
+    )
     subscribe_dead_letter_queues(ctx)
     ctx.spawn(stall_loop(ctx, ctx.settings.stall_check_seconds), "stall-loop")
     ctx.spawn(progress_metrics.job_stats_loop(ctx.pool), "job-stats")
