@@ -487,11 +487,12 @@ class AckCoalescer:
             self._channel = channel
             self._order.clear()
             self._settled.clear()
-        self._order.append(raw.delivery_tag)
+        if raw.delivery_tag is not None:
+            self._order.append(raw.delivery_tag)
 
     def settle(self, raw: aio_pika.abc.AbstractIncomingMessage) -> None:
         channel = _channel_of(raw)
-        if channel is None or channel is not self._channel:
+        if channel is None or channel is not self._channel or raw.delivery_tag is None:
             return  # a message of a channel that is gone: it will be redelivered
         self._settled[raw.delivery_tag] = raw
         if not self._flush_scheduled:

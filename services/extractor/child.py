@@ -5,6 +5,12 @@ at stderr, so whatever a library prints (Python or C) cannot corrupt the stream.
 Run as `python -m services.extractor.child` inside shared.sandbox.run_sandboxed. With
 `--preload` (a warm child of a shared.sandbox.WarmPool) the format libraries are imported
 before the spec is read, so that cost is paid while the child waits for its job.
+
+Started by a pool that reuses its children (shared.sandbox.serving_jobs()), the child extracts
+one document after another: it reads each spec with shared.sandbox.read_job, re-arms its CPU
+limit for it, and ends each with shared.sandbox.end_job, saying whether it may take another.
+It may not after a fatal record (whatever went wrong may have left state behind), after
+lowering its own priority (cannot be undone) or once it holds much memory; it then exits.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import IO, Any
 
 from services.extractor.spec import ExtractionFatal, ExtractSpec, fatal_record
-from shared.sandbox import apply_job_cpu_limit
+from shared.sandbox import apply_job_cpu_limit, end_job, read_job, serving_jobs
 
 
 def private_stdout() -> IO[str]:
@@ -33,14 +39,27 @@ def private_stdout() -> IO[str]:
 LARGE_DOCUMENT_NICENESS = 10
 
 
+# A reused child holding more than this after a document (a large document's heap is not all
+# given back) exits instead of taking the next one: that memory would count against it.
+REUSE_MAX_RSS_MB = 400
+
+
 def run(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> int:
     """Stream records, enforcing the document-wide limits; returns the exit status."""
+    run_job(spec, records, out)
+    return 0
+
+
+def run_job(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> bool:
+    """Stream records, enforcing the document-wide limits. Returns whether this process may
+    extract another document: not after a fatal record, nor after it lowered its priority."""
 
     def emit(record: dict[str, Any]) -> None:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
 
     total_chars = 0
+    reusable = True
     try:
         for record in records:
             if record["type"] == "meta":
@@ -51,6 +70,7 @@ def run(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> i
                     )
                 if 0 < spec.nice_above_pages < record["pages_total"]:
                     os.nice(LARGE_DOCUMENT_NICENESS)
+                    reusable = False
             if record["type"] == "page":
                 total_chars += len(record["text"])
                 if total_chars > spec.max_extracted_chars:
@@ -69,7 +89,9 @@ def run(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> i
         logging.getLogger("extractor.child").exception("extraction failed")
         detail = " ".join(str(exc).split())[:160] or type(exc).__name__
         emit(fatal_record(f"The document could not be read: {detail}."))
-    return 0
+    else:
+        return reusable
+    return False
 
 
 def preload() -> None:
@@ -82,6 +104,42 @@ def preload() -> None:
     import services.extractor.formats.pdf  # noqa: F401
 
 
+def extract_records(spec: ExtractSpec) -> Generator[dict[str, Any], None, None]:
+    from services.extractor.formats import extract
+
+    yield from extract(spec)
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def serve(out: IO[str]) -> int:
+    """Extract documents one after another until stdin ends (or this process must not go on)."""
+    while (job := read_job(sys.stdin.buffer)) is not None:
+        payload, cpu_seconds = job
+        spec = ExtractSpec.from_json(payload)
+        # The job is here: from now on the child gets the full CPU-time allowance for it.
+        apply_job_cpu_limit(cpu_seconds)
+        # Each document's stderr shows its warnings, even those an earlier one showed (the
+        # "default" action prints a warning once per place; a new filter list forgets them).
+        warnings.simplefilter("default")
+        records = extract_records(spec)
+        try:
+            reusable = run_job(spec, records, out)
+        finally:
+            records.close()  # now, not at garbage collection: the document's files are closed
+        reuse = reusable and rss_mb() < REUSE_MAX_RSS_MB
+        end_job(out, reuse=reuse)
+        if not reuse:
+            break
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = private_stdout()
@@ -90,20 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("default")
     if "--preload" in args:
         preload()
-    raw = sys.stdin.buffer.read()
-    if not raw.strip():
-        return 0  # a warm child whose service went away: nothing to do
-    spec = ExtractSpec.from_json(raw)
-    # The job is here: from now on the child gets the full CPU-time allowance for it.
-    apply_job_cpu_limit()
-
-    def records() -> Iterator[dict[str, Any]]:
-        from services.extractor.formats import extract
-
-        yield from extract(spec)
-
     try:
-        return run(spec, records(), out)
+        if serving_jobs():
+            return serve(out)
+        raw = sys.stdin.buffer.read()
+        if not raw.strip():
+            return 0  # a warm child whose service went away: nothing to do
+        spec = ExtractSpec.from_json(raw)
+        # The job is here: from now on the child gets the full CPU-time allowance for it.
+        apply_job_cpu_limit()
+        return run(spec, extract_records(spec), out)
     finally:
         out.close()
 

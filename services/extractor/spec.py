@@ -2,6 +2,11 @@
 
 The child reads one ExtractSpec as JSON on stdin and writes one JSON object per line:
 a meta record, then one page record per page in order, or a fatal record.
+
+A child of a pool that reuses its children reads one spec per job instead, framed by
+shared.sandbox's job protocol (a header line with the spec's length), and ends each job's
+records with the sandbox's end-of-job line (`{"type": "done", ...}`); run_sandboxed consumes
+that line, so a reader of the records (on_line) never sees it.
 """
 
 from __future__ import annotations

@@ -11,7 +11,13 @@ import pytest
 from services.extractor.service import CHILD_ARGV, detect_format
 from services.extractor.spec import ExtractSpec
 from shared.errors import PermanentError
-from shared.sandbox import run_sandboxed
+from shared.sandbox import (
+    END_OF_JOB,
+    END_OF_LAST_JOB,
+    REUSE_ENV,
+    STDERR_END_OF_JOB,
+    run_sandboxed,
+)
 from tests.unit.extractor_fixtures import docx_file, text_pdf
 
 
@@ -121,3 +127,47 @@ def test_a_long_document_lowers_its_own_cpu_priority(
         check=True,
     )
     assert int(out.stdout.strip().splitlines()[-1]) == os.nice(0) + raised_by
+
+
+def serve_jobs(specs: list[ExtractSpec]) -> tuple[list[bytes], bytes]:
+    """A reused child (shared.sandbox's job protocol) given these jobs, then EOF."""
+    import os
+    import subprocess
+    import sys
+
+    frames = b"".join(b"%d 60\n" % len(raw) + raw for raw in (s.to_json() for s in specs))
+    out = subprocess.run(
+        [sys.executable, "-m", "services.extractor.child", "--preload"],
+        input=frames,
+        capture_output=True,
+        env={**os.environ, REUSE_ENV: "1"},
+        timeout=120,
+        check=True,
+    )
+    return out.stdout.splitlines(keepends=True), out.stderr
+
+
+def kinds(lines: list[bytes]) -> list[str]:
+    return [
+        "done" if line == END_OF_JOB else "last" if line == END_OF_LAST_JOB else
+        json.loads(line)["type"]
+        for line in lines
+    ]  # fmt: skip
+
+
+def test_a_reused_child_serves_framed_jobs_until_stdin_ends(tmp_path: Path) -> None:
+    one = text_pdf(tmp_path / "one.pdf", ["first document words"])
+    two = text_pdf(tmp_path / "two.pdf", ["second document page", "second document again"])
+    lines, stderr = serve_jobs([spec_for(one, "pdf", tmp_path), spec_for(two, "pdf", tmp_path)])
+    assert kinds(lines) == ["meta", "page", "done", "meta", "page", "page", "done"]
+    assert json.loads(lines[4])["text"] == "second document page"
+    assert stderr.count(STDERR_END_OF_JOB) == 2
+
+
+def test_a_reused_child_stops_after_a_fatal_record_or_renicing(tmp_path: Path) -> None:
+    pdf = text_pdf(tmp_path / "t.pdf", ["one " * 20, "two " * 20])
+    fine = spec_for(pdf, "pdf", tmp_path)
+    lines, _ = serve_jobs([spec_for(pdf, "pdf", tmp_path, max_pages=1), fine])
+    assert kinds(lines) == ["fatal", "last"]  # the second job is left for another child
+    lines, _ = serve_jobs([spec_for(pdf, "pdf", tmp_path, nice_above_pages=1), fine])
+    assert kinds(lines) == ["meta", "page", "page", "last"]

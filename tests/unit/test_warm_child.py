@@ -27,7 +27,7 @@ def script(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
 
-async def test_a_warm_child_extracts_and_is_replaced(tmp_path: Path) -> None:
+async def test_a_warm_child_extracts_and_is_reused(tmp_path: Path) -> None:
     pdf = text_pdf(tmp_path / "t.pdf", ["first page words here", "second page words here"])
     spec = ExtractSpec(path=str(pdf), format="pdf", blob_dir=str(tmp_path / "blobs"))
     pool = WarmPool(WARM_CHILD_ARGV, size=1, **LIMITS)
@@ -36,7 +36,7 @@ async def test_a_warm_child_extracts_and_is_replaced(tmp_path: Path) -> None:
         async with asyncio.timeout(30):
             while pool.idle < 1:
                 await asyncio.sleep(0.01)
-        warm_pid = pool._idle[0].pid
+        warm_pid = pool._idle[0].proc.pid
         lines: list[dict[str, Any]] = []
 
         async def on_line(line: bytes) -> None:
@@ -47,19 +47,45 @@ async def test_a_warm_child_extracts_and_is_replaced(tmp_path: Path) -> None:
             warm=pool, **LIMITS,
         )  # fmt: skip
         assert result.failure is None, result.stderr
+        assert result.returncode == 0
         assert [r["type"] for r in lines] == ["meta", "page", "page"]
-        # One document per process: a fresh child waits for the next one.
-        async with asyncio.timeout(30):
-            while pool.idle < 1:
-                await asyncio.sleep(0.01)
-        assert pool._idle[0].pid != warm_pid
+        # The same child waits for the next document: no start-up paid again.
+        assert pool.idle == 1 and pool._idle[0].proc.pid == warm_pid
     finally:
         await pool.close()
     assert pool.idle == 0
 
 
+async def test_a_one_job_pool_replaces_its_child(tmp_path: Path) -> None:
+    pdf = text_pdf(tmp_path / "t.pdf", ["first page words here"])
+    spec = ExtractSpec(path=str(pdf), format="pdf", blob_dir=str(tmp_path / "blobs"))
+    pool = WarmPool(WARM_CHILD_ARGV, size=1, max_jobs_per_child=1, **LIMITS)
+    pool.fill()
+    try:
+        async with asyncio.timeout(30):
+            while pool.idle < 1:
+                await asyncio.sleep(0.01)
+        warm_pid = pool._idle[0].proc.pid
+        result = await run_sandboxed(
+            CHILD_ARGV, job_id=None, timeout=60, stdin=spec.to_json(), warm=pool, **LIMITS
+        )
+        assert result.failure is None, result.stderr
+        async with asyncio.timeout(30):
+            while pool.idle < 1:
+                await asyncio.sleep(0.01)
+        assert pool._idle[0].proc.pid != warm_pid
+    finally:
+        await pool.close()
+
+
 async def test_cancel_kills_the_warm_child_that_took_the_job() -> None:
-    pool = WarmPool(script("import sys, time; sys.stdin.read(); time.sleep(60)"), size=1, **LIMITS)
+    # A one-job child (reads its job up to EOF); test_sandbox_reuse covers reused children.
+    pool = WarmPool(
+        script("import sys, time; sys.stdin.read(); time.sleep(60)"),
+        size=1,
+        max_jobs_per_child=1,
+        **LIMITS,
+    )
     pool.fill()
     job = uuid.uuid4()
     try:
@@ -91,9 +117,9 @@ async def test_cpu_limit_counts_from_the_job_not_from_the_start() -> None:
         + "sys.stdin.read()\napply_job_cpu_limit()\n"
         + burn.format(s="{job}")
     )
-    limits = {"cpu_seconds": 1, "memory_mb": 1536}
+    limits: dict[str, Any] = {"cpu_seconds": 1, "memory_mb": 1536}
     # A job within its limit finishes, though the child's total CPU time is over it.
-    pool = WarmPool(script(code.format(job=0.3)), size=1, **limits)
+    pool = WarmPool(script(code.format(job=0.3)), size=1, max_jobs_per_child=1, **limits)
     pool.fill()
     try:
         await asyncio.sleep(0.2)
@@ -102,7 +128,7 @@ async def test_cpu_limit_counts_from_the_job_not_from_the_start() -> None:
     finally:
         await pool.close()
     # A job that overruns is stopped by the CPU limit.
-    pool = WarmPool(script(code.format(job=30)), size=1, **limits)
+    pool = WarmPool(script(code.format(job=30)), size=1, max_jobs_per_child=1, **limits)
     pool.fill()
     try:
         await asyncio.sleep(0.2)
@@ -115,7 +141,7 @@ async def test_cpu_limit_counts_from_the_job_not_from_the_start() -> None:
 
 
 async def test_without_a_ready_warm_child_the_job_runs_cold() -> None:
-    pool = WarmPool(script("import sys; sys.stdin.read()"), size=0, **LIMITS)
+    pool = WarmPool(script("import sys; sys.stdin.read()"), size=0, max_jobs_per_child=1, **LIMITS)
     result = await run_sandboxed(
         script("import sys; print(sys.stdin.read())"), job_id=None, timeout=30, stdin=b"cold",
         warm=pool, **LIMITS,

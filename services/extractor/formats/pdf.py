@@ -4,6 +4,7 @@ need OCR. A spec may name a page range, so two children can extract one large PD
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import math
@@ -15,7 +16,12 @@ from typing import Any
 from pypdf import PasswordType, PdfReader
 
 from services.extractor.formats import Record
-from services.extractor.normalize import content_chars, has_text_layer, normalize_text
+from services.extractor.normalize import (
+    content_chars,
+    has_text_layer,
+    non_ascii,
+    normalize_text,
+)
 from services.extractor.spec import (
     ExtractionFatal,
     ExtractSpec,
@@ -80,13 +86,23 @@ def count_pages(reader: PdfReader) -> int:
         raise damaged(exc) from exc
 
 
+# garbage_ratio and suspicion run on every page (several times on a suspicious one); they count
+# with passes in C instead of a Python loop over the characters (see normalize.py).
+_ASCII_SPACE = bytes(b for b in range(128) if chr(b).isspace())
+_SPACE = re.compile(r"\s+")  # exactly str.isspace()
+_GARBAGE = re.compile("[\ufffd\ue000-\uf8ff]")  # all non-ASCII, none of them space
+
+
 def garbage_ratio(text: str) -> float:
     """Share of visible characters that are replacement, private-use or unassigned glyphs."""
-    visible = [ch for ch in text if not ch.isspace()]
+    rest = non_ascii(text)
+    visible = len(text.encode("ascii", "ignore").translate(None, _ASCII_SPACE))
+    if rest:
+        visible += len(_SPACE.sub("", rest))
     if not visible:
         return 0.0
-    bad = sum(1 for ch in visible if ch == "\ufffd" or "\ue000" <= ch <= "\uf8ff")
-    return bad / len(visible)
+    bad = len(_GARBAGE.findall(rest)) if rest else 0
+    return bad / visible
 
 
 class PdfiumPages:
@@ -267,6 +283,53 @@ SPACED_LETTERS_SHARE = 0.3  # "N O T I C E": a vertical or letter-spaced font
 GLUED_WORDS_SHARE = 0.01
 GARBAGE_SHARE = 0.01
 
+# One byte per character of a text, so the words (_TOKEN's matches) can be counted with bytes
+# methods: b"a" for a letter (str.isalpha), b"0" for another word character (str.isalnum or
+# "_", i.e. `\w`), b" " for the rest. ASCII goes through a translate table; the few other
+# characters through an encode error handler, which is handed whole runs of them.
+_WORD_CLASS_TABLE = (
+    bytes(
+        ord("a") if chr(b).isalpha() else ord("0") if chr(b).isalnum() or b == ord("_") else 32
+        for b in range(128)
+    )
+    + b" " * 128
+)
+_WORD_CLASS_ERRORS = "docpipe-word-class"
+
+
+def _word_class_errors(exc: UnicodeError) -> tuple[str, int]:
+    assert isinstance(exc, UnicodeEncodeError)
+    run = exc.object[exc.start : exc.end]
+    classes = "".join("a" if ch.isalpha() else "0" if ch.isalnum() else " " for ch in run)
+    return classes, exc.end
+
+
+codecs.register_error(_WORD_CLASS_ERRORS, _word_class_errors)
+_NOT_ONLY_LETTERS = re.compile(rb"0[a0]*")  # one match per word holding a non-letter
+# [a-z] then [A-Z] then [a-z], as b"lUl" in a text mapped by this table (non-ASCII becomes "?").
+_CASE_TABLE = bytes(
+    ord("l") if 97 <= b <= 122 else ord("U") if 65 <= b <= 90 else 32 for b in range(256)
+)
+
+
+def word_counts(text: str) -> tuple[int, int, int]:
+    """(words, words of letters only, one-letter words): the counts of `_TOKEN.findall(text)`,
+    of those `t.isalpha()`, and of those of length 1."""
+    classes = text.encode("ascii", _WORD_CLASS_ERRORS).translate(_WORD_CLASS_TABLE)
+    words = classes.split()
+    letters = len(words) - len(_NOT_ONLY_LETTERS.findall(classes))
+    return len(words), letters, words.count(b"a")
+
+
+def glued_words(text: str) -> int:
+    """len(_GLUED.findall(text)) when that is 2 or more; may be less when it is below 2.
+
+    Every match ends in lowercase-uppercase-lowercase, and matches do not overlap: so fewer
+    than 2 such triples (counted without overlap: as many as can be) means fewer than 2
+    matches, and the slow regex only runs on the few pages with 2 or more."""
+    triples = text.encode("ascii", "replace").translate(_CASE_TABLE).count(b"lUl")
+    return triples if triples < 2 else len(_GLUED.findall(text))
+
 
 def suspicion(text: str) -> str | None:
     """Why pdfium's text of a page may be wrong (then pypdf reads it too), or None."""
@@ -276,14 +339,11 @@ def suspicion(text: str) -> str | None:
         return "replacement or private-use characters"
     if _RTL_OR_VERTICAL.search(text):
         return "right-to-left or vertical script"
-    tokens = _TOKEN.findall(text)
-    letters = [t for t in tokens if t.isalpha()]
-    if len(letters) >= 20 and sum(len(t) == 1 for t in letters) > SPACED_LETTERS_SHARE * len(
-        letters
-    ):
+    tokens, letters, single_letters = word_counts(text)
+    if letters >= 20 and single_letters > SPACED_LETTERS_SHARE * letters:
         return "letter-spaced words"
-    glued = len(_GLUED.findall(text))
-    if glued >= 2 and glued > GLUED_WORDS_SHARE * len(tokens):
+    glued = glued_words(text)
+    if glued >= 2 and glued > GLUED_WORDS_SHARE * tokens:
         return "words run together"
     return None
 
