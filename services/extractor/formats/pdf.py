@@ -371,9 +371,64 @@ def risky_fonts(page: Any) -> bool:
     return False
 
 
+# pypdf writes a glyph it cannot map to Unicode as the glyph's name: "/g18", "/uni00A0", "/cid7".
+_GLYPH_NAME = re.compile(r"/(?:g|G|cid|uni|glyph)[0-9A-Fa-f]+")
+GLYPH_NAMES_SHARE = 0.3
+
+
+def glyph_name_share(text: str) -> float:
+    """Share of the visible characters that are glyph names pypdf could not decode."""
+    names = sum(len(m) for m in _GLYPH_NAME.findall(text))
+    if not names:
+        return 0.0
+    return names / max(1, len("".join(text.split())))
+
+
+def page_font_ids(page: Any) -> frozenset[tuple[int, int]]:
+    """The indirect font objects of the page's own resources (empty when there are none or
+    they cannot be read)."""
+    try:
+        fonts = page["/Resources"].get_object()["/Font"].get_object()
+        refs = [fonts.raw_get(name) for name in fonts]
+        return frozenset((r.idnum, r.generation) for r in refs if hasattr(r, "idnum"))
+    except Exception:
+        return frozenset()
+
+
+class UndecodableFonts:
+    """Fonts whose text pypdf rendered as glyph names on an earlier page of this document.
+
+    Decoding depends only on a font's encoding and ToUnicode map, so a later page drawn with
+    the same font objects would give glyph names again: the careful engine is skipped there
+    (a report or a merged document repeats such pages by the dozen, ~15 ms of pypdf each).
+    """
+
+    def __init__(self) -> None:
+        self.fonts: set[tuple[int, int]] = set()
+
+    def covers(self, fonts: frozenset[tuple[int, int]]) -> bool:
+        return bool(fonts) and fonts <= self.fonts
+
+    def add(self, fonts: frozenset[tuple[int, int]]) -> None:
+        self.fonts |= fonts
+
+
 def careful_text(reader: PdfReader, index: int, fast: str | None) -> str:
     """pypdf's text, or pdfium's (`fast`) when pypdf's is mostly garbage or much shorter."""
+    return _careful(reader, index, fast)[0]
+
+
+def _careful(reader: PdfReader, index: int, fast: str | None) -> tuple[str, bool]:
+    """careful_text, and whether pypdf gave undecodable glyph names."""
     text = normalize_text(reader.pages[index].extract_text() or "")
+    if glyph_name_share(text) > GLYPH_NAMES_SHARE:
+        # "/g18/g152/g135...": undecodable, and worse than anything pdfium read.
+        return (fast if fast is not None else ""), True
+    return _better(text, fast), False
+
+
+def _better(text: str, fast: str | None) -> str:
+    """pypdf's `text` unless pdfium's (`fast`) is clearly better."""
     if has_text_layer(text) and garbage_ratio(text) < 0.3:
         return text
     if fast is None:
@@ -386,16 +441,30 @@ def careful_text(reader: PdfReader, index: int, fast: str | None) -> str:
     return text
 
 
-def page_text(reader: PdfReader, index: int, pdfium: PdfiumPages) -> str:
+def page_text(
+    reader: PdfReader,
+    index: int,
+    pdfium: PdfiumPages,
+    undecodable: UndecodableFonts | None = None,
+) -> str:
     """pdfium's text, unless it looks wrong; then the better of pypdf's and pdfium's."""
     try:
         fast: str | None = normalize_text(pdfium.text(index))
     except Exception as exc:
         log.warning("pdfium could not read page %d: %s", index + 1, short(exc))
         fast = None
-    if fast is not None and suspicion(fast) is None and not risky_fonts(reader.pages[index]):
+    page = reader.pages[index]
+    if fast is not None and suspicion(fast) is None and not risky_fonts(page):
         return fast
-    return careful_text(reader, index, fast)
+    if undecodable is None:
+        return careful_text(reader, index, fast)
+    fonts = page_font_ids(page)
+    if fast is not None and undecodable.covers(fonts):
+        return fast
+    text, glyph_names = _careful(reader, index, fast)
+    if glyph_names:
+        undecodable.add(fonts)
+    return text
 
 
 def page_images_possible(page: Any) -> bool:
@@ -430,9 +499,10 @@ def extract_pdf(spec: ExtractSpec, blobs: BlobStore) -> Iterator[Record]:
     pdfium = PdfiumPages(spec.path, password)
     # Per child: with a split document a logo repeated in both halves is OCRed twice at most.
     seen_images: set[Any] = set()
+    undecodable = UndecodableFonts()
     try:
         for index in range(start, stop):
-            yield _extract_page(reader, index, spec, blobs, pdfium, seen_images)
+            yield _extract_page(reader, index, spec, blobs, pdfium, seen_images, undecodable)
     finally:
         pdfium.close()
 
@@ -463,13 +533,14 @@ def _extract_page(
     blobs: BlobStore,
     pdfium: PdfiumPages,
     seen_images: set[Any],
+    undecodable: UndecodableFonts | None = None,
 ) -> Record:
     number = index + 1
     problems: list[str] = []
     text = ""
     text_layer = False
     try:
-        text = page_text(reader, index, pdfium)
+        text = page_text(reader, index, pdfium, undecodable)
         text_layer = page_has_text_layer(text, reader.pages[index])
     except Exception as exc:
         problems.append(f"its text could not be read ({short(exc)})")
