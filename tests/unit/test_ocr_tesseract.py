@@ -116,7 +116,8 @@ CER_BARS = [("tess-phototest", 0.02), ("tess-8087_054.3B", 0.09)]
 
 
 def first_frame_png(source: Path, dest: Path) -> Path:
-    """What the extractor hands OCR for a TIFF: its first frame as a PNG blob."""
+    """What the extractor hands OCR for a frame of a multi-frame TIFF: a PNG (a single-frame
+    TIFF tesseract reads goes to OCR as uploaded, the `tif` case)."""
     with Image.open(source) as im:
         im.seek(0)
         im.save(dest, format="PNG")
