@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import signal
 import time
 import uuid
+from multiprocessing.connection import Connection
 from typing import Any
 
 import aio_pika
@@ -18,6 +20,7 @@ from shared.events import DocumentUploaded, Event, ExtractionStarted, PageExtrac
 from shared.jobs import ensure_job
 
 PUSH_P99_TARGET_S = 0.050
+PUBLISH_IN_FLIGHT = 256
 BUS_RATIO_TARGET = 0.5
 
 
@@ -81,67 +84,135 @@ async def _started(bs: BenchStack, pub: Publisher, ids: list[uuid.UUID], pages: 
 class Watcher:
     """One WebSocket client of one job: every message with its receive time."""
 
-    def __init__(self, bs: BenchStack, job_id: uuid.UUID) -> None:
-        self.url = f"{bs.ws}/v1/jobs/{job_id}/events?token={API_KEY}"
+    def __init__(self, url: str, job_id: str) -> None:
+        self.url = url
         self.job_id = job_id
-        self.messages: list[tuple[float, dict[str, Any]]] = []
+        # (receive time, seq, extract done, final) per message
+        self.messages: list[tuple[float, int, int, bool]] = []
         self.ready = asyncio.Event()
-        self.done = asyncio.Event()
 
     async def run(self) -> None:
         async with websockets.connect(self.url, max_queue=None) as conn:
             async for raw in conn:
-                self.messages.append((time.monotonic(), json.loads(raw)))
+                msg = json.loads(raw)
+                final = bool(msg.get("final"))
+                self.messages.append(
+                    (time.monotonic(), msg["seq"], msg["stages"]["extract"]["done"], final)
+                )
                 self.ready.set()
-                if self.messages[-1][1].get("final"):
+                if final:
                     break
-        self.done.set()
+
+
+def watch_jobs(urls: list[tuple[str, str]], conn: Connection) -> None:
+    """In a process of its own: connect every client, say "ready", then return what each saw.
+
+    The clients live apart from the publisher so that neither delays the other's clock
+    readings (time.monotonic is the system-wide CLOCK_MONOTONIC: comparable across processes).
+    """
+
+    async def main() -> list[tuple[str, list[tuple[float, int, int, bool]]]]:
+        watchers = [Watcher(url, job) for url, job in urls]
+        tasks = [asyncio.create_task(w.run()) for w in watchers]
+        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in watchers)), 60)
+        conn.send("ready")
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 180)
+        return [(w.job_id, w.messages) for w in watchers]
+
+    try:
+        conn.send(asyncio.run(main()))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the bench
+        conn.send(exc)
+    finally:
+        conn.close()
+
+
+async def _recv(conn: Connection, timeout: float) -> Any:
+    loop = asyncio.get_running_loop()
+    ready = await loop.run_in_executor(None, conn.poll, timeout)
+    if not ready:
+        raise TimeoutError("the WebSocket clients' process did not answer")
+    got = conn.recv()
+    if isinstance(got, Exception):
+        raise got
+    return got
 
 
 async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Target 3: `rate` PageExtracted events/s across `jobs` jobs, 2 WebSocket clients per job;
-    latency = publish of the k-th event of a job -> a client sees extract.done >= k."""
+    latency = publish of the k-th event of a job -> a client sees extract.done >= k.
+
+    The clients run in a process of their own. The publisher keeps to the schedule without
+    waiting for each confirm (up to PUBLISH_IN_FLIGHT unconfirmed), as the services publish."""
     jobs, clients_per_job, rate, seconds = (4, 2, 100, 1.0) if smoke else (100, 2, 1000, 10.0)
     pages = int(rate * seconds / jobs)
     ids = await make_jobs(bs, jobs)
     async with Publisher(bs) as pub:
         await _started(bs, pub, ids, pages)
-        watchers = [Watcher(bs, j) for j in ids for _ in range(clients_per_job)]
-        tasks = [asyncio.create_task(w.run()) for w in watchers]
-        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in watchers)), 60)
-        sent: dict[uuid.UUID, list[float]] = {j: [] for j in ids}
-        interval = 1.0 / rate
-        start = time.monotonic()
-        n = 0
-        for page in range(1, pages + 1):
-            for j in ids:
-                due = start + n * interval
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                sent[j].append(time.monotonic())
-                await pub.publish(PageExtracted(job_id=j, page=page, text="x", has_text_layer=True))
-                n += 1
-        publish_seconds = time.monotonic() - start
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 120)
+        urls = [
+            (f"{bs.ws}/v1/jobs/{j}/events?token={API_KEY}", str(j))
+            for j in ids
+            for _ in range(clients_per_job)
+        ]
+        parent, child = multiprocessing.get_context("spawn").Pipe()
+        watcher_process = multiprocessing.get_context("spawn").Process(
+            target=watch_jobs, args=(urls, child), daemon=True
+        )
+        watcher_process.start()
+        try:
+            assert await _recv(parent, 90) == "ready"
+            sent: dict[uuid.UUID, list[float]] = {j: [] for j in ids}
+            in_flight = asyncio.Semaphore(PUBLISH_IN_FLIGHT)
+            pending: set[asyncio.Task[None]] = set()
+
+            async def publish(event: Event) -> None:
+                try:
+                    await pub.publish(event)
+                finally:
+                    in_flight.release()
+
+            interval = 1.0 / rate
+            start = time.monotonic()
+            n = 0
+            for page in range(1, pages + 1):
+                for j in ids:
+                    due = start + n * interval
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await in_flight.acquire()
+                    sent[j].append(time.monotonic())
+                    # Tasks start in creation order, so one job's events go out in order.
+                    task = asyncio.create_task(
+                        publish(PageExtracted(job_id=j, page=page, text="x", has_text_layer=True))
+                    )
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    n += 1
+            publish_seconds = time.monotonic() - start
+            await asyncio.gather(*pending)
+            seen: list[tuple[str, list[tuple[float, int, int, bool]]]] = await _recv(parent, 200)
+        finally:
+            watcher_process.join(10)
+            if watcher_process.is_alive():
+                watcher_process.kill()
 
     latencies: list[float] = []
     lost = disorder = 0
-    for w in watchers:
-        times = sent[w.job_id]
-        seqs = [m["seq"] for _, m in w.messages]
-        dones = [m["stages"]["extract"]["done"] for _, m in w.messages]
+    for job, messages in seen:
+        times = sent[uuid.UUID(job)]
+        seqs = [m[1] for m in messages]
+        dones = [m[2] for m in messages]
         if any(b <= a for a, b in zip(seqs, seqs[1:], strict=False)) or any(
             b < a for a, b in zip(dones, dones[1:], strict=False)
         ):
             disorder += 1
         if any(b != a + 1 for a, b in zip(seqs[1:], seqs[2:], strict=False)):
             lost += 1  # after the first (latest) snapshot every update must arrive
-        if not w.messages or not w.messages[-1][1].get("final") or dones[-1] != pages:
+        if not messages or not messages[-1][3] or dones[-1] != pages:
             lost += 1
         k = 0
-        for received, msg in w.messages:
-            done = msg["stages"]["extract"]["done"]
+        for received, _seq, done, _final in messages:
             while k < done and k < len(times):
                 latencies.append(max(0.0, received - times[k]))
                 k += 1
@@ -152,7 +223,7 @@ async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]
             "progress_push_latency_p99_s",
             dist["p99"],
             f"p99 <= {PUSH_P99_TARGET_S} s at {rate} events/s, {jobs} jobs, "
-            f"{len(watchers)} clients; no update lost; order kept",
+            f"{len(urls)} clients; no update lost; order kept",
             ok,
             distribution=dist,
             clients_missing_updates=lost,
@@ -160,7 +231,7 @@ async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]
             achieved_publish_rate=round(n / publish_seconds, 1),
         )
     ]
-    return targets, {"events": n, "jobs": jobs, "clients": len(watchers)}
+    return targets, {"events": n, "jobs": jobs, "clients": len(urls)}
 
 
 async def raw_consume_rate(bs: BenchStack, count: int) -> float:
