@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
 import phonenumbers
@@ -71,19 +71,49 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+# A whitespace-separated token counts as a word when it has a letter or digit in it: regex
+# [^\W_] is exactly str.isalnum() and \S exactly "not str.isspace()" (what str.split() splits
+# on), so each match of this is one such token, from its first letter or digit to its end.
+_ALNUM_TOKEN = re.compile(r"[^\W_]\S*")
+
+
 def word_count(text: str) -> int:
     """Whitespace-separated tokens with a letter or digit in them ("$1,234.56" is one word)."""
-    return sum(1 for token in text.split() if any(c.isalnum() for c in token))
+    return len(_ALNUM_TOKEN.findall(text))
+
+
+# Each word seen by keywords(), and what it counts as there: the word in lowercase, or "" when
+# it is not a keyword (a stopword, a number, too short). Words repeat a lot, so this saves most
+# of the per-word work; bounded: emptied when full.
+_KEYWORD_OF: dict[str, str] = {}
+_KEYWORD_CACHE_MAX = 50_000
+
+
+def _keyword_of(word: str) -> str:
+    w = word.casefold().replace("’", "'")
+    if len(w) >= 3 and not w.isdigit() and any(c.isalpha() for c in w) and w not in STOPWORDS:
+        return w
+    return ""
+
+
+def _cached_keyword_of(word: str) -> str:
+    form = _KEYWORD_OF.get(word)
+    if form is None:
+        form = _KEYWORD_OF[word] = _keyword_of(word)
+    return form
 
 
 def keywords(text: str, limit: int = MAX_KEYWORDS) -> list[str]:
     """The most frequent content words, lowercase; ties broken alphabetically."""
-    counts = Counter(
-        w
-        for w in (w.casefold().replace("’", "'") for w in words(text))
-        if len(w) >= 3 and not w.isdigit() and any(c.isalpha() for c in w) and w not in STOPWORDS
+    found = words(text)
+    counts: Counter[str | None] = Counter(map(_KEYWORD_OF.get, found))
+    if None in counts:  # some words not seen before
+        if len(_KEYWORD_OF) > _KEYWORD_CACHE_MAX:
+            _KEYWORD_OF.clear()
+        counts = Counter(map(_cached_keyword_of, found))
+    ranked = sorted(
+        ((word, n) for word, n in counts.items() if word), key=lambda item: (-item[1], item[0])
     )
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return [word for word, _ in ranked[:limit]]
 
 
@@ -92,9 +122,109 @@ def keywords(text: str, limit: int = MAX_KEYWORDS) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _identifier():  # type: ignore[no-untyped-def]
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    """py3langid's language identifier, with the same model and the same scores, but cheaper:
 
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    - its feature table is held as float32 rather than float16. Scoring multiplies float32
+      counts by rows of that table, and with float16 rows numpy converts them to float32 on
+      every call (more than half the cost of the product) before the same float32 product:
+      converting the table once gives the very same scores, for 28 MB more;
+    - the walk of its byte automaton runs in numpy (_FastIdentifier._visit_counts) rather than
+      byte by byte in Python.
+    tests/unit/test_analyzer_shortcuts.py checks the scores against the library's own.
+    """
+    import numpy as np
+    from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier, visit_counts
+    from py3langid.modelio import load_model
+
+    class _FastIdentifier(LanguageIdentifier):  # type: ignore[misc]
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            rows = np.asarray(self.tk_row, dtype=np.intp)
+            self._moves = np.asarray(self.tk_nextmove)  # a view, not a copy
+            self._row_starts = rows << 8  # = self._rowbase
+            self._features = np.asarray(self.tk_output, dtype=np.intp)
+            self._depth = _automaton_depth(self._moves.reshape(-1, 256), rows)
+
+        def _visit_counts(self, data: bytes) -> Counter[int] | None:
+            """= visit_counts(self.tk_nextmove, self._rowbase, self.tk_output, data): the
+            features the automaton meets reading data, counted, in order of first appearance.
+
+            It is an Aho-Corasick automaton: after each byte it is in the state of the longest
+            suffix of what it has read that is the start of a feature, and that is never longer
+            than its depth. So its state after data[i] is the one it reaches from the start
+            state reading just the `depth` bytes up to data[i] (all of them, near the start):
+            the states after every byte are computed together, in `depth` moves of them all."""
+            if self._depth > _MAX_AUTOMATON_DEPTH:
+                return visit_counts(self.tk_nextmove, self._rowbase, self.tk_output, data)  # type: ignore[no-any-return]
+            n = len(data)
+            read = np.frombuffer(data, dtype=np.uint8)
+            states = np.zeros(n, dtype=np.intp)
+            for back in range(min(self._depth, n) - 1, -1, -1):
+                after = states[back:]  # the state for each byte i >= back reads byte i - back
+                after[:] = self._moves[self._row_starts[after] + read[: n - back]]
+            features = self._features[states]
+            features = features[features >= 0]
+            return Counter(features.tolist()) if features.size else None
+
+        def _raw_score(self, text):  # type: ignore[no-untyped-def]
+            visits = self._visit_counts(text)
+            if visits is None:
+                return super()._raw_score(text)  # no features: the library's fill value
+            return self._sparse_score(visits, self.nb_ptc)
+
+    # = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True), but for the table
+    ptc, pc, classes, nextmove, row, output = load_model(MODEL_DIR / MODEL_FILE)
+    return _FastIdentifier(
+        np.asarray(ptc, dtype=np.float32),
+        np.asarray(pc),
+        classes,
+        nextmove,
+        output,
+        norm_probs=True,
+        tk_row=row,
+    )
+
+
+# Beyond this the numpy walk would be slower than the library's (the model has 6).
+_MAX_AUTOMATON_DEPTH = 16
+
+
+def _automaton_depth(moves_by_row, rows) -> int:  # type: ignore[no-untyped-def]
+    """The length of the longest path needed to reach a state from the start state (so, for
+    an Aho-Corasick automaton, of the longest feature): breadth-first, by rows of moves (the
+    states that share a row share their moves). ~50 ms."""
+    import numpy as np
+
+    reached = np.zeros(len(rows), dtype=bool)
+    reached[0] = True
+    expanded = np.zeros(len(moves_by_row), dtype=bool)
+    frontier = np.zeros(1, dtype=np.intp)
+    depth = 0
+    while True:
+        new_rows = np.unique(rows[frontier])
+        new_rows = new_rows[~expanded[new_rows]]
+        expanded[new_rows] = True
+        targets = moves_by_row[new_rows].ravel()
+        frontier = np.unique(targets[~reached[targets]])
+        if not frontier.size:
+            return depth
+        reached[frontier] = True
+        depth += 1
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def _has_language_words(text: str) -> bool:
+    """At least MIN_LANGUAGE_WORDS words with a letter in them."""
+    n = 0
+    for m in _WORD.finditer(text):
+        word = m.group()
+        if word.isalpha() or any(c.isalpha() for c in word):
+            n += 1
+            if n >= MIN_LANGUAGE_WORDS:
+                return True
+    return False
 
 
 def detect_language(text: str) -> str | None:
@@ -102,8 +232,8 @@ def detect_language(text: str) -> str | None:
 
     Digits are taken out first: they say nothing about the language and lower the confidence.
     """
-    text = re.sub(r"\d+", " ", text)
-    if sum(1 for w in words(text) if any(c.isalpha() for c in w)) < MIN_LANGUAGE_WORDS:
+    text = _DIGITS.sub(" ", text)
+    if not _has_language_words(text):
         return None
     lang, confidence = _identifier().classify(text)
     if confidence < MIN_LANGUAGE_CONFIDENCE or len(lang) != 2:
@@ -165,11 +295,17 @@ KIND_ORDER = ("email", "url", "date", "money", "phone")
 
 
 def _emails(text: str) -> Iterator[tuple[int, int]]:
+    if "@" not in text:
+        return
     for m in _EMAIL.finditer(text):
         yield m.start(), m.end()
 
 
 def _urls(text: str) -> Iterator[tuple[int, int]]:
+    # Every URL has "://" or "www." in it, in any case (under re.IGNORECASE only "w" and "W"
+    # match "w"): two substring tests are far quicker than the search.
+    if "://" not in text and "www." not in text.lower():
+        return
     for m in _URL.finditer(text):
         start, end = m.start(), m.end()
         while end > start:
@@ -184,18 +320,72 @@ def _urls(text: str) -> Iterator[tuple[int, int]]:
             yield start, end
 
 
+def _word_start(words: Iterable[str], *, lookahead: bool = False) -> str:
+    """Regex for one of `words` at a word boundary, case-insensitively (as in the patterns it
+    stands in for). Built to be searched for quickly: a class of the first letters comes first
+    (regex passes over most places with that one test), then the words grouped by first letter."""
+    by_first: dict[str, list[str]] = {}
+    for word in words:
+        by_first.setdefault(re.escape(word[0]), []).append(re.escape(word[1:]))
+    trie = "|".join(f"{first}(?:{'|'.join(rest)})" for first, rest in by_first.items())
+    body = f"(?={trie})" if lookahead else f"(?:{trie})"
+    return rf"(?i:(?=[{''.join(by_first)}])\b{body})"
+
+
+def _scan(
+    pattern: re.Pattern[str], starts: re.Pattern[str], text: str
+) -> Iterator[tuple[int, int]]:
+    """The spans of pattern.finditer(text), trying pattern only where `starts` matches: that
+    must be at every place where a match of pattern can begin. The same matches: finditer takes
+    the first place at or after the end of the previous match where pattern matches, and
+    pattern.match(text, pos) sees the text before pos for its lookbehinds and word boundaries."""
+    end = 0
+    match = pattern.match
+    for start in starts.finditer(text):
+        pos = start.start()
+        if pos >= end and (m := match(text, pos)) is not None:
+            end = m.end()
+            yield pos, end
+
+
 # Every date pattern has a year in it: text without one is not scanned.
 _YEAR_ONLY = re.compile(_YEAR)
+# Where a date can begin: an ASCII digit that does not follow a digit (the day, or the year of
+# 2024-01-31), or a month name at a word boundary (each begins with one of these stems).
+_MONTH_STEMS = (
+    *("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+    *("mär", "mae", "okt", "dez", "fév", "fev", "avr", "mai", "jui", "aoû", "aou", "déc"),
+)
+_DATE_START = re.compile(rf"(?<!\d)(?=[0-9])|{_word_start(_MONTH_STEMS, lookahead=True)}")
 
 
 def _dates(text: str) -> Iterator[tuple[int, int]]:
     if _YEAR_ONLY.search(text) is None:
         return
-    for m in _DATE.finditer(text):
-        yield m.start(), m.end()
+    yield from _scan(_DATE, _DATE_START, text)
+
+
+# What every amount has in it, besides a digit: a currency code or money word after a word
+# boundary, or a currency symbol ("US$" ends with "$") right before the amount ("$5", "€ 5") or
+# right after it or its scale ("5$", "5 US$", "3k $", "1,5 Mio. €": amounts end with a digit,
+# scales with one of k m n d o .). Same flags as _MONEY, so the same case-insensitivity.
+_DIGIT = re.compile(r"\d")
+_MONEY_WORD_STEMS = ("dollar", "euro", "pound", "cent", "yen", "franc")  # of _MONEY_WORDS
+_MONEY_WORD = re.compile(_word_start((*_CURRENCY_CODES.split("|"), *_MONEY_WORD_STEMS)))
+_CURRENCY_SYMBOL = re.compile(r"[$€£¥₹]")
+_SYMBOL_BY_AMOUNT = re.compile(
+    r"[$€£¥₹]\s?\d|(?:\d|k|m|n|d|o|\.)\s?(?:us|a|c)?[$€£¥₹]", re.IGNORECASE
+)
 
 
 def _money(text: str) -> Iterator[tuple[int, int]]:
+    # Most text has no amount: quick searches spare the costly one.
+    if _DIGIT.search(text) is None:
+        return
+    if (
+        _CURRENCY_SYMBOL.search(text) is None or _SYMBOL_BY_AMOUNT.search(text) is None
+    ) and _MONEY_WORD.search(text) is None:
+        return
     for m in _MONEY.finditer(text):
         yield m.start(), m.end()
 
@@ -203,7 +393,6 @@ def _money(text: str) -> Iterator[tuple[int, int]]:
 # No valid phone number has fewer digits than this, country code included (the shortest are
 # +43/+49 with a 4-digit number: 6; tests/unit/test_analyzer_speed.py checks the metadata).
 MIN_PHONE_DIGITS = 5
-_DIGIT = re.compile(r"\d")
 
 
 class _PhoneMatcher(phonenumbers.PhoneNumberMatcher):  # type: ignore[misc]
@@ -215,6 +404,14 @@ class _PhoneMatcher(phonenumbers.PhoneNumberMatcher):  # type: ignore[misc]
         if len(_DIGIT.findall(candidate)) < MIN_PHONE_DIGITS:
             return None
         return super()._extract_match(candidate, offset)
+
+    def _parse_and_verify(self, candidate: str, offset: int):  # type: ignore[no-untyped-def]
+        # The same for the pieces of a candidate tried one by one (_extract_inner_match: in a
+        # row of a table of numbers, each number): those with too few digits cannot match.
+        # Skipping them changes no count of tries: the caller counts each failed piece.
+        if len(_DIGIT.findall(candidate)) < MIN_PHONE_DIGITS:
+            return None
+        return super()._parse_and_verify(candidate, offset)
 
 
 def _phones(text: str) -> Iterator[tuple[int, int]]:
