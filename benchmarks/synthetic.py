@@ -62,7 +62,7 @@ class Publisher:
         )
 
     async def publish(self, event: Event) -> None:
-        await self.exchange.publish(self.message(event), routing_key=event.routing_key)
+        await self.exchange.publish(self.message(event), routing_key=event.route)
 
 
 async def _started(bs: BenchStack, pub: Publisher, ids: list[uuid.UUID], pages: int) -> None:

@@ -179,7 +179,7 @@ class Bus:
         await self.broker.publish(
             event.model_dump_json().encode(),
             exchange=self.topology.exchange,
-            routing_key=event.routing_key,
+            routing_key=event.route,
             persist=True,
             message_id=message_id or event.message_id(),
             correlation_id=cid or str(event.job_id),

@@ -54,6 +54,12 @@ class Event(BaseModel):
     job_id: uuid.UUID
     occurred_at: datetime = Field(default_factory=utcnow)
 
+    @property
+    def route(self) -> str:
+        """The routing key this message is published with: the event type, which a subclass
+        may extend with a segment that consumers bind on (see PageExtracted.route)."""
+        return self.routing_key
+
     def message_id(self) -> str:
         """Deterministic per logical event, so redeliveries and replays share one id."""
         return str(derive_id(self.job_id, self.routing_key, *self.identity()))
@@ -112,6 +118,22 @@ class Chunk(BaseModel):
         return derive_id(job_id, "chunk", page, source.value, index)
 
 
+# A page event with chunks to analyse is published as "<type>.chunks": the analyzer binds on
+# that, so pages without text (scans awaiting OCR, blank pages) never reach its queue; the
+# progress service binds "#" and sees both.
+CHUNKS_ROUTE_SUFFIX = "chunks"
+
+
+def chunked_route(routing_key: str, chunks: list[Chunk]) -> str:
+    return f"{routing_key}.{CHUNKS_ROUTE_SUFFIX}" if chunks else routing_key
+
+
+def event_type_of(routing_key: str) -> str:
+    """The event type a routing key carries: its first two segments ("page.extracted.chunks"
+    is a page.extracted)."""
+    return ".".join(routing_key.split(".")[:2])
+
+
 class PageExtracted(Event):
     """One page's text layer, cut into chunks, and what is still to come for the page.
 
@@ -131,6 +153,10 @@ class PageExtracted(Event):
     def chunks_total(self) -> int:
         """How many chunk analyses the page's text layer owes (one chunks.analyzed brings them)."""
         return len(self.chunks)
+
+    @property
+    def route(self) -> str:
+        return chunked_route(self.routing_key, self.chunks)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
@@ -173,6 +199,10 @@ class PageOcred(Event):
     @property
     def chunks_total(self) -> int:
         return len(self.chunks)
+
+    @property
+    def route(self) -> str:
+        return chunked_route(self.routing_key, self.chunks)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
@@ -259,7 +289,7 @@ def parse_event(routing_key: str, body: bytes | str | dict[str, Any]) -> Event:
 
     Raises KeyError for an unknown key and pydantic.ValidationError for a malformed body.
     """
-    model = EVENTS_BY_KEY[routing_key]
+    model = EVENTS_BY_KEY[event_type_of(routing_key)]
     if isinstance(body, dict):
         return model.model_validate(body)
     return model.model_validate_json(body)

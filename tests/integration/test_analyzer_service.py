@@ -18,7 +18,7 @@ from services.analyzer.interface import get_analyzer
 from shared import topology
 from shared.blobstore import BlobStore
 from shared.bus import Bus
-from shared.events import Chunk, PageExtracted, PageOcred, PageSource
+from shared.events import Chunk, PageExtracted, PageOcred, PageSource, event_type_of
 from shared.service import ServiceContext
 from shared.settings import Settings
 from tests.conftest import delete_bus
@@ -60,7 +60,7 @@ async def harness(
 
         async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with msg.process():
-                messages.append((msg.routing_key or "", json.loads(msg.body)))
+                messages.append((event_type_of(msg.routing_key or ""), json.loads(msg.body)))
 
         await queue.consume(on_message)
         yield ctx, messages, outcomes

@@ -17,7 +17,7 @@ from faststream.rabbit import RabbitQueue
 from services.extractor.service import setup
 from shared.blobstore import BlobStore
 from shared.bus import Bus
-from shared.events import DocumentUploaded
+from shared.events import DocumentUploaded, event_type_of
 from shared.service import ServiceContext
 from shared.settings import Settings
 from tests.unit.extractor_fixtures import encrypted_pdf, text_pdf
@@ -47,12 +47,12 @@ class Tap:
             if msg is None:
                 await asyncio.sleep(0.05)
                 continue
-            self.seen.append((msg.routing_key, json.loads(msg.body)))
+            self.seen.append((event_type_of(msg.routing_key), json.loads(msg.body)))
             mine = [(k, b) for k, b in self.seen if b.get("job_id") == str(job_id)]
             if sum(k == until for k, _ in mine) >= count:
                 await asyncio.sleep(0.3)  # let stragglers of the same job arrive
                 while (extra := await self.queue.get(no_ack=True, fail=False)) is not None:
-                    self.seen.append((extra.routing_key, json.loads(extra.body)))
+                    self.seen.append((event_type_of(extra.routing_key), json.loads(extra.body)))
                 return [(k, b) for k, b in self.seen if b.get("job_id") == str(job_id)]
         raise AssertionError(f"no {until} for job {job_id} within {timeout} s; saw {self.seen}")
 

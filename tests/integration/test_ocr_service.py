@@ -18,7 +18,7 @@ from services.ocr.handler import make_handler
 from shared import topology
 from shared.blobstore import BlobStore
 from shared.bus import Bus
-from shared.events import ImageRef, ImagesExtracted
+from shared.events import ImageRef, ImagesExtracted, event_type_of
 from shared.service import ServiceContext
 from shared.settings import Settings
 from tests.conftest import delete_bus
@@ -75,7 +75,9 @@ async def harness(
 
         async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with msg.process():
-                capture.messages.append((msg.routing_key or "", json.loads(msg.body)))
+                capture.messages.append(
+                    (event_type_of(msg.routing_key or ""), json.loads(msg.body))
+                )
 
         await queue.consume(on_message)
         yield ctx, capture, outcomes

@@ -38,6 +38,24 @@ class TestEventModels:
         assert first == events.Chunk.make_id(job, 1, events.PageSource.OCR, 0)
         assert first != events.Chunk.make_id(job, 1, events.PageSource.TEXT_LAYER, 0)
 
+    def test_only_page_events_with_chunks_are_routed_to_the_analyzer(self) -> None:
+        job = uuid.uuid4()
+        chunk = events.Chunk(
+            chunk_id=events.Chunk.make_id(job, 1, events.PageSource.OCR, 0),
+            page=1, index=0, source=events.PageSource.OCR, start=0, end=2, text="hi",
+        )  # fmt: skip
+        scan = events.PageExtracted(job_id=job, page=1, ocr_pending=True)
+        ocred = events.PageOcred(job_id=job, page=1, text="hi", chunks=[chunk])
+        assert scan.route == "page.extracted"
+        assert ocred.route == "page.ocred.chunks"
+        assert events.DocumentUploaded(job_id=job, document_uri="x").route == "document.uploaded"
+        analyzer_keys = {k for g in GROUPS if g.name == "analyzer" for k in g.binding_keys}
+        assert scan.route not in analyzer_keys and ocred.route in analyzer_keys
+        # The extended key still names the event type.
+        assert events.parse_event(ocred.route, ocred.model_dump_json()) == ocred
+        with pytest.raises(KeyError):
+            events.parse_event("page.unknown.chunks", b"{}")
+
     def test_round_trip_through_json(self) -> None:
         event = events.DocumentUploaded(
             job_id=uuid.uuid4(), document_uri="blob://sha256/" + "a" * 64
