@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +163,31 @@ async def run(
         ),
     ]
     pages = sum(_pages(f) for f in files)
-    detail = {"files": len(files), "pages": pages, "per_file": per_file}
+    detail = {
+        "files": len(files),
+        "pages": pages,
+        "long_pdf_timeline_s": await _timeline(bs, job_ids[-1]),
+        "per_file": per_file,
+    }
     return targets, detail
+
+
+async def _timeline(bs: BenchStack, job_id: str) -> dict[str, float]:
+    """Where the long PDF's time went, in seconds from its upload: extraction started, last
+    page extracted, last chunk analysed, job completed (all from the database)."""
+    row = await bs.pool.fetchrow(
+        """
+        SELECT extract(epoch FROM j.started_at - j.created_at) AS started,
+               (SELECT extract(epoch FROM max(p.extracted_at) - j.created_at)
+                  FROM job_pages p WHERE p.job_id = j.job_id) AS last_page,
+               (SELECT extract(epoch FROM max(c.analyzed_at) - j.created_at)
+                  FROM job_chunks c WHERE c.job_id = j.job_id) AS last_chunk,
+               extract(epoch FROM j.updated_at - j.created_at) AS completed
+        FROM jobs j WHERE j.job_id = $1
+        """,
+        uuid.UUID(job_id),
+    )
+    return {k: round(float(v), 3) for k, v in dict(row or {}).items() if v is not None}
 
 
 def _pages(path: Path) -> int:

@@ -18,7 +18,7 @@ from shared.topology import GROUPS, Topology
 CONSUMES: dict[str, tuple[type[events.Event], ...]] = {
     "extractor": (events.DocumentUploaded,),
     "ocr": (events.ImagesExtracted,),
-    "analyzer": (events.PageExtracted, events.PageOcred),
+    "analyzer": (events.PageExtracted, events.PagesExtracted, events.PageOcred),
     "progress": events.ALL_EVENTS,
 }
 PUBLISHERS: dict[str, tuple[type[events.Event], ...]] = {
@@ -27,6 +27,7 @@ PUBLISHERS: dict[str, tuple[type[events.Event], ...]] = {
         events.ExtractionAccepted,
         events.ExtractionStarted,
         events.PageExtracted,
+        events.PagesExtracted,
         events.ImagesExtracted,
         events.JobFailed,
     ),

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Namespace for every deterministic id docpipe derives.
 DOCPIPE_NS = uuid.UUID("6f1c1e34-5b8e-4d6b-9d0b-7c1a3c2f9a10")
@@ -162,6 +162,33 @@ class PageExtracted(Event):
         return (self.page,)
 
 
+class PagesExtracted(Event):
+    """Consecutive pages of a long document in one message: each item is the page.extracted
+    it stands for. The extractor batches a long document's pages (at most ~2% of the
+    document per message, and never holding a page back long), so its bus, analyzer and
+    progress cost is per batch, not per page; a short document's pages go one by one."""
+
+    routing_key: ClassVar[str] = "pages.extracted"
+    pages: list[PageExtracted] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_job(self) -> PagesExtracted:
+        if any(p.job_id != self.job_id for p in self.pages):
+            raise ValueError("every page of a pages.extracted belongs to its job")
+        return self
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return [c for p in self.pages for c in p.chunks]
+
+    @property
+    def route(self) -> str:
+        return chunked_route(self.routing_key, self.chunks)
+
+    def identity(self) -> tuple[object, ...]:
+        return tuple(p.page for p in self.pages)
+
+
 class ImageRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -236,7 +263,8 @@ class AnalyzedChunk(BaseModel):
 
 
 class ChunksAnalyzed(Event):
-    """The analyses of every chunk one page event carried (a page's text layer, or its OCR)."""
+    """The analyses of every chunk one page event carried (a page's text layer, or its OCR;
+    for a pages.extracted, the chunks of all its pages: `page` is the first of them)."""
 
     routing_key: ClassVar[str] = "chunks.analyzed"
     page: int = Field(ge=1)
@@ -244,7 +272,7 @@ class ChunksAnalyzed(Event):
     items: list[AnalyzedChunk] = Field(min_length=1)
 
     def identity(self) -> tuple[object, ...]:
-        return (self.page, self.source.value)
+        return (self.page, self.source.value, *sorted({i.chunk.page for i in self.items}))
 
 
 class JobFailed(Event):
@@ -274,6 +302,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ExtractionAccepted,
     ExtractionStarted,
     PageExtracted,
+    PagesExtracted,
     ImagesExtracted,
     PageOcred,
     ChunksAnalyzed,

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Speed (issue: fast at every scale). A PDF of at least extract_split_pages pages is
     # extracted by two children at once, each on half its pages (0 = never split).
     extract_split_pages: int = 64
+    # A long document's pages travel in pages.extracted batches of ~2% of the document, at
+    # most this many pages (services/extractor/service.py: batch_size).
+    extract_batch_max_pages: int = 32
     # Jobs of at most small_job_pages pages publish their work with at least this priority,
     # so they overtake the pages of a bulk document in every downstream queue.
     small_job_pages: int = 10

@@ -34,7 +34,9 @@ EXTRACTOR = ConsumerGroup("extractor", ("document.uploaded",))
 OCR = ConsumerGroup("ocr", ("images.extracted",))
 # The analyzer takes the chunks inside the page events: only pages that carry chunks are
 # routed to it (see events.chunked_route).
-ANALYZER = ConsumerGroup("analyzer", ("page.extracted.chunks", "page.ocred.chunks"))
+ANALYZER = ConsumerGroup(
+    "analyzer", ("page.extracted.chunks", "pages.extracted.chunks", "page.ocred.chunks")
+)
 # The progress service sees every event, including its own job.completed.
 PROGRESS = ConsumerGroup("progress", ("#",))
 

@@ -1,4 +1,5 @@
-"""page.extracted / page.ocred (with their chunks) -> one chunks.analyzed per page event."""
+"""page.extracted / pages.extracted / page.ocred (with their chunks) -> one chunks.analyzed
+per page event."""
 
 from __future__ import annotations
 
@@ -14,27 +15,29 @@ from shared.events import (
     Event,
     PageExtracted,
     PageOcred,
+    PagesExtracted,
     PageSource,
 )
 from shared.jobs import require_active
 from shared.service import ServiceContext
 
+PageEvent = PageExtracted | PagesExtracted | PageOcred
 
-async def analyze_chunks(
-    analyzer: ChunkAnalyzer, event: PageExtracted | PageOcred
-) -> list[AnalyzedChunk]:
+
+async def analyze_chunks(analyzer: ChunkAnalyzer, event: PageEvent) -> list[AnalyzedChunk]:
     """Every chunk of the page event, analysed, in chunk order.
 
     A remote backend (an LLM) waits on the network, so its calls for one page overlap; the
     built-in backend returns without awaiting anything, so gather costs it nothing extra.
     """
-    analyses = await asyncio.gather(*(analyzer.analyze(c.text) for c in event.chunks))
-    return [AnalyzedChunk(chunk=c, analysis=a) for c, a in zip(event.chunks, analyses, strict=True)]
+    chunks = event.chunks
+    analyses = await asyncio.gather(*(analyzer.analyze(c.text) for c in chunks))
+    return [AnalyzedChunk(chunk=c, analysis=a) for c, a in zip(chunks, analyses, strict=True)]
 
 
 def make_handler(ctx: ServiceContext, analyzer: ChunkAnalyzer) -> Handler:
     async def handle(event: Event, delivery: Delivery) -> None:
-        assert isinstance(event, PageExtracted | PageOcred)
+        assert isinstance(event, PageEvent)
         if not event.chunks:
             return  # nothing to analyse: progress counts no analysis for this page
         await require_active(ctx.pool, event.job_id)
@@ -43,8 +46,9 @@ def make_handler(ctx: ServiceContext, analyzer: ChunkAnalyzer) -> Handler:
         # in a subprocess.
         items = await analyze_chunks(analyzer, event)
         source = PageSource.OCR if isinstance(event, PageOcred) else PageSource.TEXT_LAYER
+        first_page = min(i.chunk.page for i in items)
         await ctx.bus.publish(
-            ChunksAnalyzed(job_id=event.job_id, page=event.page, source=source, items=items),
+            ChunksAnalyzed(job_id=event.job_id, page=first_page, source=source, items=items),
             priority=delivery.priority,
         )
         metrics.CHUNKS_ANALYZED.labels(analyzer=analyzer.name).inc(len(items))

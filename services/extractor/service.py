@@ -28,6 +28,7 @@ from shared.events import (
     ImageRef,
     ImagesExtracted,
     PageExtracted,
+    PagesExtracted,
     PageSource,
     derive_id,
 )
@@ -111,14 +112,30 @@ def page_events(event: DocumentUploaded, record: dict[str, Any], settings: Setti
     return out
 
 
+# A batch holds at most this share of a document's pages, so progress moves in steps of 2%.
+BATCH_SHARE = 50
+
+
+def batch_size(pages_total: int, max_pages: int) -> int:
+    """Pages per message for a document of pages_total pages: 1 below 100 pages, then ~2% of
+    the document, at most max_pages."""
+    return max(1, min(max_pages, pages_total // BATCH_SHARE))
+
+
 @dataclass
 class ExtractionRun:
     """Turns the children's lines into published events as they arrive.
 
-    Publishing is pipelined: each page's events go out as a task (its images first, then the
-    page itself, so a PageExtracted never announces an OCR that was not confirmed), with at
-    most `max_in_flight` pages waiting for broker confirms. Waiting
-    for one confirm per message in turn capped extraction at ~1,000 messages/s.
+    Publishing is pipelined: each batch of pages goes out as a task (its images first, then
+    the pages, so a PageExtracted never announces an OCR that was not confirmed), with at
+    most `max_in_flight` batches waiting for broker confirms. Waiting for one confirm per
+    message in turn capped extraction at ~1,000 messages/s.
+
+    A long document's pages are batched into pages.extracted messages of at most
+    `batch_pages` pages (~2% of the document, see batch_size) or `batch_seconds` of waiting:
+    one message per page cost more on the bus, in the analyzer and in progress than the
+    extraction itself. A short document's pages go one by one (a page.extracted each), so its
+    progress moves page by page.
 
     A large PDF is split: the first child extracts the first half and its meta record says
     so; the run then starts a second child on the rest, so both cores work on one document.
@@ -137,36 +154,70 @@ class ExtractionRun:
     max_in_flight: int = 32
     second_child: asyncio.Task[SandboxResult] | None = None
     warm: WarmPool | None = None  # pre-started children to take the work, when ready
+    batch_pages: int = 1  # set from the page count (batch_size)
+    batch_seconds: float = 0.05
 
     def __post_init__(self) -> None:
         self.priority = self.event.priority
         self._slots = asyncio.Semaphore(self.max_in_flight)
         self._pending: set[asyncio.Task[None]] = set()
         self._errors: list[BaseException] = []
+        self._batch: list[PageExtracted] = []
+        self._batch_images: list[Event] = []
+        self._batch_timer: asyncio.TimerHandle | None = None
 
     async def publish(self, ev: Event) -> None:
         await self.bus.publish(ev, priority=self.priority)
 
-    async def _publish_page(self, events: list[Event]) -> None:
+    async def _publish_batch(self, images: list[Event], pages: list[PageExtracted]) -> None:
+        await self._slots.acquire()
         try:
-            *items, page = events
-            await asyncio.gather(*(self.publish(ev) for ev in items))
-            await self.publish(page)
-            PAGES_EXTRACTED.inc()
+            await asyncio.gather(*(self.publish(ev) for ev in images))
+            if len(pages) == 1:
+                await self.publish(pages[0])
+            else:
+                await self.publish(PagesExtracted(job_id=self.event.job_id, pages=pages))
+            PAGES_EXTRACTED.inc(len(pages))
         except BaseException as exc:
             self._errors.append(exc)
             raise
         finally:
             self._slots.release()
 
-    async def _start_page(self, events: list[Event]) -> None:
-        await self._slots.acquire()  # back-pressure: the child waits on a full pipe
-        task = asyncio.create_task(self._publish_page(events))
+    async def _add_page(self, events: list[Event]) -> None:
+        *images, page = events
+        assert isinstance(page, PageExtracted)
+        self._batch.append(page)
+        self._batch_images += images
+        if len(self._batch) >= self.batch_pages:
+            self.flush()
+        elif self._batch_timer is None:
+            # A page never waits long for the rest of its batch (a slow page behind it).
+            self._batch_timer = asyncio.get_running_loop().call_later(
+                self.batch_seconds, self.flush
+            )
+        while len(self._pending) > self.max_in_flight:
+            # Back-pressure: the child waits on a full pipe while confirms are outstanding.
+            await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
+
+    def flush(self) -> None:
+        """Start publishing the pages held for the current batch; drain awaits the confirms.
+        Synchronous, so a batch is never half taken and drain always sees its task."""
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        if not self._batch:
+            return
+        pages, images = self._batch, self._batch_images
+        self._batch, self._batch_images = [], []
+        task = asyncio.create_task(self._publish_batch(images, pages))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def drain(self) -> None:
-        """Wait for every page's publishes; re-raise the first failure (the bus retries)."""
+        """Publish what is held, wait for every publish; re-raise the first failure (the bus
+        retries)."""
+        self.flush()
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
         if self._errors:
@@ -186,6 +237,7 @@ class ExtractionRun:
             if self.pages_total is not None:
                 return  # the second child's meta: ExtractionStarted went out already
             self.pages_total = pages_total
+            self.batch_pages = batch_size(pages_total, self.settings.extract_batch_max_pages)
             if pages_total <= self.settings.small_job_pages:
                 # Small jobs overtake bulk ones in every downstream priority queue.
                 self.priority = max(self.priority, self.settings.small_job_priority)
@@ -215,7 +267,7 @@ class ExtractionRun:
                     f"{self.settings.max_extracted_chars} characters."
                 )
                 return
-            await self._start_page(page_events(self.event, record, self.settings))
+            await self._add_page(page_events(self.event, record, self.settings))
             self.pages_done += 1
         elif kind == "fatal":
             self.fatal = str(record.get("reason") or "The document could not be read.")

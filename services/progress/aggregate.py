@@ -43,6 +43,7 @@ from shared.events import (
     JobFailed,
     PageExtracted,
     PageOcred,
+    PagesExtracted,
 )
 from shared.jobs import ensure_job
 
@@ -512,6 +513,9 @@ async def apply_in_transaction(
             state.started_at = state.started_at or event.occurred_at
         case PageExtracted():
             delta = await _page_extracted(conn, event)
+        case PagesExtracted():
+            for page in event.pages:
+                delta = delta.plus(await _page_extracted(conn, page))
         case PageOcred():
             delta = await _page_ocred(conn, event)
         case ChunksAnalyzed():

@@ -63,6 +63,7 @@ from shared.events import (
     ImagesExtracted,
     PageExtracted,
     PageOcred,
+    PagesExtracted,
 )
 
 log = structlog.get_logger(__name__)
@@ -82,6 +83,7 @@ WINDOW_EVENTS = Histogram(
 BATCHABLE = (
     ExtractionStarted,
     PageExtracted,
+    PagesExtracted,
     PageOcred,
     ChunksAnalyzed,
     ImagesExtracted,
@@ -324,6 +326,7 @@ async def apply_window(conn: asyncpg.Connection, events: list[Event]) -> WindowR
 
     deltas: dict[uuid.UUID, Counts] = {j: Counts() for j in job_ids}
     pages = [e for e in live if isinstance(e, PageExtracted)]
+    pages += [p for e in live if isinstance(e, PagesExtracted) for p in e.pages]
     if pages:
         await _write_pages_extracted(conn, pages, deltas)
     ocred = [e for e in live if isinstance(e, PageOcred)]

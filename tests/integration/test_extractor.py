@@ -124,3 +124,35 @@ async def test_encrypted_pdf_without_password_fails_the_job(
     assert failed[0]["stage"] == "extractor"
     assert failed[0]["reason"] == "The PDF is encrypted; submit it again with its password."
     assert not [k for k, _ in events if k in ("page.extracted", "extraction.started")]
+
+
+async def test_long_pdf_pages_travel_in_batches(
+    extractor: tuple[Bus, Tap], test_settings: Settings, tmp_path: Path
+) -> None:
+    """150 pages: batches of at most batch_size(150) = 3 pages, each page exactly once, and
+    far fewer page messages than pages."""
+    from services.extractor.service import batch_size
+
+    bus, tap = extractor
+    texts = [f"Page {n} of the long report lists {n * 7} crates in Lisbon." for n in range(150)]
+    uri = BlobStore(test_settings.blob_dir).put_file(text_pdf(tmp_path / "long.pdf", texts))
+    job_id = uuid.uuid4()
+    await bus.publish(DocumentUploaded(job_id=job_id, document_uri=uri, filename="long.pdf"))
+    size = batch_size(150, test_settings.extract_batch_max_pages)
+    assert size == 3
+
+    wanted = 1
+    while True:
+        events = await tap.collect(job_id, until="pages.extracted", count=wanted)
+        batches = [b["pages"] for k, b in events if k == "pages.extracted"]
+        singles = [[b] for k, b in events if k == "page.extracted"]
+        numbers = sorted(p["page"] for batch in batches + singles for p in batch)
+        if len(numbers) >= 150:
+            break
+        wanted = len(batches) + 1
+    assert numbers == list(range(1, 151)), "every page exactly once"
+    assert all(1 < len(batch) <= size for batch in batches)
+    assert len(batches) + len(singles) <= 150 // 2
+    page = next(p for batch in batches for p in batch if p["page"] == 7)
+    assert page["text"] == texts[6] and page["chunks"][0]["text"] == texts[6]
+    assert "job.failed" not in {k for k, _ in events}

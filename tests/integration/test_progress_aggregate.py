@@ -33,6 +33,7 @@ from shared.events import (
     JobFailed,
     PageExtracted,
     PageOcred,
+    PagesExtracted,
     PageSource,
 )
 
@@ -339,3 +340,26 @@ async def test_stall_and_recovery_and_deadline(db_pool: asyncpg.Pool):
         "The job did not finish within the 3600-second deadline and was stopped."
     )
     assert any(isinstance(e, JobFailed) and e.job_id == job_id for e in out.publish)
+
+
+async def test_a_batch_of_pages_counts_like_its_pages(db_pool: asyncpg.Pool) -> None:
+    """pages.extracted carrying pages 1 and 3 gives the same rows, counters and result as
+    the two page.extracted it stands for, in any order and redelivered."""
+    job_id = uuid.uuid4()
+    singles = three_page_job(job_id)
+    first, third = singles[2], singles[5]
+    assert isinstance(first, PageExtracted) and isinstance(third, PageExtracted)
+    assert (first.page, third.page) == (1, 3)
+    batch = PagesExtracted(job_id=job_id, pages=[first, third], occurred_at=at(4))
+    batched = [e for e in singles if e not in (first, third)] + [batch]
+
+    await run_events(db_pool, singles)
+    expected = await job_state(db_pool, job_id)
+    rng = random.Random(7)
+    for sequence in (batched, rng.sample(batched, len(batched)), [*batched, batch, batch]):
+        await db_pool.execute("DELETE FROM jobs WHERE job_id = $1", job_id)
+        await run_events(db_pool, sequence)
+        state = await job_state(db_pool, job_id)
+        check_updates(state)
+        assert state["progress"] == expected["progress"]
+        assert state["result"] == expected["result"]

@@ -16,7 +16,14 @@ import pytest
 
 from services.progress.aggregate import JobNotFoundYet, Outcome, apply_event
 from services.progress.batching import BATCHABLE, WindowBatcher, apply_window
-from shared.events import DocumentUploaded, Event, ExtractionStarted, JobCompleted, PageExtracted
+from shared.events import (
+    DocumentUploaded,
+    Event,
+    ExtractionStarted,
+    JobCompleted,
+    PageExtracted,
+    PagesExtracted,
+)
 from tests.integration.test_progress_aggregate import (
     T0,
     check_updates,
@@ -218,3 +225,28 @@ async def test_batcher_pushes_every_jobs_final_update_in_order(db_pool: asyncpg.
         assert results[j] == await db_pool.fetchval(
             "SELECT result::text FROM job_results WHERE job_id = $1", j
         )
+
+
+async def test_batches_of_pages_in_windows_give_the_same_state(db_pool: asyncpg.Pool):
+    """pages.extracted in windows (the extractor's batches of a long document) end in the
+    same rows, counters and result as the page.extracted events they stand for."""
+    ids, events = jobs_events(2)
+    await reset(db_pool, ids)
+    await run_events(db_pool, events)
+    reference = {j: final_of(await job_state(db_pool, j)) for j in ids}
+
+    batched: list[Event] = []
+    for j in ids:
+        mine = [e for e in events if e.job_id == j]
+        pages = [e for e in mine if isinstance(e, PageExtracted) and e.chunks]
+        assert len(pages) == 2
+        batched += [e for e in mine if e not in pages]
+        batched.append(PagesExtracted(job_id=j, pages=pages, occurred_at=pages[-1].occurred_at))
+    rng = random.Random(9)
+    for sequence in (batched, rng.sample(batched, len(batched)), batched + batched[::-1]):
+        await reset(db_pool, ids)
+        await run_windows(db_pool, sequence, rng)
+        for j in ids:
+            state = await job_state(db_pool, j)
+            check_updates(state)
+            assert final_of(state) == reference[j]

@@ -56,6 +56,25 @@ class TestEventModels:
         with pytest.raises(KeyError):
             events.parse_event("page.unknown.chunks", b"{}")
 
+    def test_a_batch_of_pages_belongs_to_one_job_and_routes_by_its_chunks(self) -> None:
+        job = uuid.uuid4()
+        blank = events.PageExtracted(job_id=job, page=2, ocr_pending=True)
+        batch = events.PagesExtracted(job_id=job, pages=[blank])
+        assert batch.route == "pages.extracted" and batch.chunks == []
+        with pytest.raises(ValidationError):
+            events.PagesExtracted(
+                job_id=job, pages=[events.PageExtracted(job_id=uuid.uuid4(), page=1)]
+            )
+        with pytest.raises(ValidationError):
+            events.PagesExtracted(job_id=job, pages=[])
+
+    def test_batch_size_is_about_two_percent_of_a_long_document(self) -> None:
+        from services.extractor.service import batch_size
+
+        assert [batch_size(n, 32) for n in (1, 10, 99, 100, 150, 500, 5000)] == [
+            1, 1, 1, 2, 3, 10, 32,
+        ]  # fmt: skip
+
     def test_round_trip_through_json(self) -> None:
         event = events.DocumentUploaded(
             job_id=uuid.uuid4(), document_uri="blob://sha256/" + "a" * 64
