@@ -16,7 +16,6 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.events import event_type_of
 from shared.topology import GROUPS
 from tests.fixtures import pdf_with_pages
 from tests.reliability.conftest import ReliabilityStack
@@ -92,7 +91,7 @@ class Capture:
         await queue.bind(exchange, routing_key="#")
 
         async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
-            self.by_key[event_type_of(msg.routing_key or "")] += 1
+            self.by_key[msg.routing_key or ""] += 1
             self.message_ids[msg.message_id or ""] += 1
 
         await queue.consume(on_message, no_ack=True)
