@@ -156,6 +156,9 @@ class ExtractionRun:
     warm: WarmPool | None = None  # pre-started children to take the work, when ready
     batch_pages: int = 1  # set from the page count (batch_size)
     batch_seconds: float = 0.05
+    # A batch's text is bounded too: consumers prefetch messages by count, so the size of
+    # one message bounds what a full prefetch window holds in memory.
+    batch_max_chars: int = 64_000
 
     def __post_init__(self) -> None:
         self.priority = self.event.priority
@@ -163,6 +166,7 @@ class ExtractionRun:
         self._pending: set[asyncio.Task[None]] = set()
         self._errors: list[BaseException] = []
         self._batch: list[PageExtracted] = []
+        self._batch_chars = 0
         self._batch_images: list[Event] = []
         self._batch_timer: asyncio.TimerHandle | None = None
 
@@ -188,8 +192,9 @@ class ExtractionRun:
         *images, page = events
         assert isinstance(page, PageExtracted)
         self._batch.append(page)
+        self._batch_chars += len(page.text)
         self._batch_images += images
-        if len(self._batch) >= self.batch_pages:
+        if len(self._batch) >= self.batch_pages or self._batch_chars >= self.batch_max_chars:
             self.flush()
         elif self._batch_timer is None:
             # A page never waits long for the rest of its batch (a slow page behind it).
@@ -209,7 +214,7 @@ class ExtractionRun:
         if not self._batch:
             return
         pages, images = self._batch, self._batch_images
-        self._batch, self._batch_images = [], []
+        self._batch, self._batch_images, self._batch_chars = [], [], 0
         task = asyncio.create_task(self._publish_batch(images, pages))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
