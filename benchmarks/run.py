@@ -89,6 +89,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{m['os']}; Python {m['python']}; {m['tesseract']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         "",
+        "The stack runs with its default settings except the log level: WARNING, not INFO (one "
+        "JSON log line per message would be part of every figure). Nothing else runs on the "
+        "machine during the run unless the details say so.",
+        "",
         "| target | value | goal | met |",
         "|---|---|---|---|",
     ]

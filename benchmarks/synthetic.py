@@ -198,6 +198,7 @@ async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]
                 watcher_process.kill()
 
     latencies: list[float] = []
+    worst: list[tuple[float, float]] = []  # (latency, seconds after the first publish)
     lost = disorder = 0
     for job, messages in seen:
         times = sent[uuid.UUID(job)]
@@ -215,6 +216,7 @@ async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]
         for received, _seq, done, _final in messages:
             while k < done and k < len(times):
                 latencies.append(max(0.0, received - times[k]))
+                worst.append((latencies[-1], times[k] - start))
                 k += 1
     dist = distribution(latencies)
     ok = dist["p99"] <= PUSH_P99_TARGET_S and lost == 0 and disorder == 0
@@ -229,6 +231,8 @@ async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]
             clients_missing_updates=lost,
             clients_out_of_order=disorder,
             achieved_publish_rate=round(n / publish_seconds, 1),
+            # When the slowest updates were published: one moment means one stall.
+            slowest_at_s=sorted({round(t, 1) for _, t in sorted(worst)[-50:]}),
         )
     ]
     return targets, {"events": n, "jobs": jobs, "clients": len(urls)}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -94,6 +95,11 @@ def create_service_app(
         ctx.bus.subscribe_broadcast(JobCancelled.routing_key, _kill_cancelled_job)
         init_consumer_metrics(group.name for group in bus.subscribed)
         await bus.start()
+        # Everything loaded so far (libraries, models, the app) lives as long as the process:
+        # freeze it out of the collector, so a full collection scans only what messages
+        # allocate (a full collection over the start-up heap paused the loop for ~0.1-0.2 s).
+        gc.collect()
+        gc.freeze()
         log.info("service started")
         try:
             yield

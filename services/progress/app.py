@@ -22,7 +22,7 @@ from services.progress.dead_letter_recorder import subscribe_dead_letter_queues
 from services.progress.hub import Hub
 from shared import topology
 from shared.bus import Delivery
-from shared.events import Event
+from shared.events import Event, JobCompleted
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
@@ -32,10 +32,8 @@ log = structlog.get_logger(__name__)
 STALL_CHECK_SECONDS = 5.0
 
 
-async def deliver(
-    ctx: ServiceContext, outcome: Outcome, occurred_at: datetime | None = None
-) -> None:
-    """After commit: push updates to local WebSocket clients, then publish follow-up events.
+def push(ctx: ServiceContext, outcome: Outcome, occurred_at: datetime | None = None) -> None:
+    """After commit: push the updates to local WebSocket clients (never waits).
     `occurred_at`: when the event behind the updates occurred (for the push-lag metric)."""
     hub: Hub = ctx.state["hub"]
     for update in outcome.updates:
@@ -45,9 +43,28 @@ async def deliver(
                 "job finished", job_id=update["job_id"], status=update["status"], seq=update["seq"]
             )
     progress_metrics.observe_first_progress(outcome.first_progress_seconds)
+
+
+async def follow_up(ctx: ServiceContext, outcome: Outcome) -> None:
+    """After the push: job-duration metrics, and the follow-up events (job.completed), their
+    publishes confirmed together."""
     await progress_metrics.observe_finished(ctx.pool, outcome.updates)
-    for event in outcome.publish:
-        await ctx.bus.publish(event)
+    await asyncio.gather(*(ctx.bus.publish(event) for event in outcome.publish))
+
+
+async def deliver(
+    ctx: ServiceContext, outcome: Outcome, occurred_at: datetime | None = None
+) -> None:
+    push(ctx, outcome, occurred_at)
+    await follow_up(ctx, outcome)
+
+
+def own_announcement(event: Event) -> bool:
+    """job.completed is published by this service after it committed the completion (and
+    pushed the final update), so reading it back changes nothing: it is acked unread rather
+    than costing a transaction per finished job (a burst of completions delayed the other
+    jobs' updates)."""
+    return isinstance(event, JobCompleted)
 
 
 def make_handler(ctx: ServiceContext) -> Any:
@@ -57,15 +74,23 @@ def make_handler(ctx: ServiceContext) -> Any:
         # and one coalesced update per job per window (batching.py).
         batcher = WindowBatcher(
             ctx.pool,
-            lambda outcome, at: deliver(ctx, outcome, at),
+            lambda outcome, at: push(ctx, outcome, at),
+            lambda outcome: follow_up(ctx, outcome),
             window=ctx.settings.progress_batch_window_ms / 1000,
             max_batch=ctx.settings.progress_batch_max,
             retries=retries,
         )
         ctx.state["batcher"] = batcher
-        return batcher.submit
+
+        async def submit(event: Event, delivery: Delivery) -> None:
+            if not own_announcement(event):
+                await batcher.submit(event, delivery)
+
+        return submit
 
     async def handle(event: Event, delivery: Delivery) -> None:
+        if own_announcement(event):
+            return
         outcome = await apply_event(
             ctx.pool,
             event,

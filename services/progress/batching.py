@@ -91,9 +91,11 @@ BATCHABLE = (
 
 STAGES = ("extract", "ocr", "analyze")
 
-# app.deliver: push updates after commit and publish follow-ups; the datetime is when the
-# (latest) event behind them occurred, for the push-lag metric.
-Deliver = Callable[[Outcome, datetime | None], Awaitable[None]]
+# app.push: push updates after commit (never waits); the datetime is when the (latest) event
+# behind them occurred, for the push-lag metric. app.follow_up: what may wait after the push
+# (metrics read from the database, follow-up events published with confirms).
+Push = Callable[[Outcome, datetime | None], None]
+FollowUp = Callable[[Outcome], Awaitable[None]]
 
 
 @dataclass
@@ -388,19 +390,28 @@ async def apply_window(conn: asyncpg.Connection, events: list[Event]) -> WindowR
 class WindowBatcher:
     """Collects events of every job for `window` seconds (or `max_batch` events) and applies
     them as one window; windows are applied one at a time, in arrival order, so one job's
-    updates are committed and pushed in seq order."""
+    updates are committed and pushed in seq order.
+
+    After commit the window's updates are pushed at once; what may wait (follow-up publishes
+    with their confirms, metrics reads) runs in a task of its own while the next window is
+    applied, and only then are the window's messages settled (acked), so a follow-up is never
+    lost. Awaiting them in the worker held every other job's updates back: 100 jobs
+    completing in one window cost ~0.3 s of confirms one after another."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
-        deliver: Deliver,
+        push: Push,
+        follow_up: FollowUp,
         *,
         window: float,
         max_batch: int,
         retries: int,
     ) -> None:
         self.pool = pool
-        self.deliver = deliver
+        self.push = push
+        self.follow_up = follow_up
+        self._follow_ups: set[asyncio.Task[None]] = set()
         self.window = window
         self.max_batch = max(1, max_batch)
         self.retries = retries
@@ -437,6 +448,8 @@ class WindowBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        # Follow-ups in flight finish (their messages are then acked); unacked ones redeliver.
+        await asyncio.gather(*self._follow_ups, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -475,16 +488,13 @@ class WindowBatcher:
             return
         self.batches += 1
         self.events += len(batch) - len(result.leftover)
-        failed: dict[uuid.UUID, BaseException] = {}
-        for job_id, job in result.jobs.items():
-            try:
-                await self.deliver(job.outcome, job.occurred_at)
-            except Exception as exc:  # e.g. a follow-up publish: that job's messages retry
-                failed[job_id] = exc
+        for job in result.jobs.values():
+            self.push(job.outcome, job.occurred_at)
         leftover = set(result.leftover)
-        for i, item in enumerate(batch):
-            if i not in leftover:
-                item.settle(failed.get(item.event.job_id))
+        applied = [item for i, item in enumerate(batch) if i not in leftover]
+        task = asyncio.create_task(self._follow_up_and_settle(result.jobs, applied))
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
         if leftover:
             await self._one_by_one([batch[i] for i in sorted(leftover)])
         WINDOW_SECONDS.observe(time.perf_counter() - started)
@@ -496,6 +506,18 @@ class WindowBatcher:
             leftover=len(leftover),
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+    async def _follow_up_and_settle(
+        self, jobs: dict[uuid.UUID, JobResult], items: list[_Item]
+    ) -> None:
+        ids = list(jobs)
+        outcomes = await asyncio.gather(
+            *(self.follow_up(jobs[j].outcome) for j in ids), return_exceptions=True
+        )
+        # A failed follow-up (a publish): that job's messages are retried, which re-sends it.
+        failed = {j: r for j, r in zip(ids, outcomes, strict=True) if isinstance(r, Exception)}
+        for item in items:
+            item.settle(failed.get(item.event.job_id))
 
     async def _one_by_one(self, batch: list[_Item]) -> None:
         for item in batch:
@@ -515,4 +537,5 @@ class WindowBatcher:
             last_attempt=delivery.attempt >= self.retries,
             redelivered=delivery.redelivered or delivery.attempt > 0,
         )
-        await self.deliver(outcome, event.occurred_at)
+        self.push(outcome, event.occurred_at)
+        await self.follow_up(outcome)

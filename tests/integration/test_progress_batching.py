@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -179,11 +180,14 @@ async def test_batcher_pushes_every_jobs_final_update_in_order(db_pool: asyncpg.
     pushed: list[tuple[dict[str, Any], datetime | None]] = []
     published: list[Event] = []
 
-    async def deliver(outcome: Outcome, at: datetime | None) -> None:
+    def push(outcome: Outcome, at: datetime | None) -> None:
         pushed.extend((u, at) for u in outcome.updates)
+
+    async def follow_up(outcome: Outcome) -> None:
+        await asyncio.sleep(0)
         published.extend(outcome.publish)
 
-    batcher = WindowBatcher(db_pool, deliver, window=0.003, max_batch=7, retries=3)
+    batcher = WindowBatcher(db_pool, push, follow_up, window=0.003, max_batch=7, retries=3)
     rng = random.Random(7)
     twice = [e for e in events for _ in range(2)]
     queue = rng.sample(twice, len(twice))
@@ -250,3 +254,42 @@ async def test_batches_of_pages_in_windows_give_the_same_state(db_pool: asyncpg.
             state = await job_state(db_pool, j)
             check_updates(state)
             assert final_of(state) == reference[j]
+
+
+async def test_a_slow_follow_up_holds_back_only_its_own_messages(db_pool: asyncpg.Pool):
+    """A window whose follow-up (job.completed's publish) is slow does not delay the next
+    window's updates; its own messages are settled only once the follow-up is done."""
+    (slow_job, fast_job), events = jobs_events(2)
+    await reset(db_pool, [slow_job, fast_job])
+    slow_events = [e for e in events if e.job_id == slow_job]
+    fast_events = [e for e in events if e.job_id == fast_job]
+    await run_events(db_pool, slow_events[:-1] + fast_events[:-1])  # all but the last events
+    pushed: list[tuple[float, str, bool]] = []
+    release = asyncio.Event()
+
+    def push(outcome: Outcome, at: datetime | None) -> None:
+        pushed.extend((time.monotonic(), u["job_id"], u["final"]) for u in outcome.updates)
+
+    async def follow_up(outcome: Outcome) -> None:
+        if any(e.job_id == slow_job for e in outcome.publish):
+            await release.wait()
+
+    batcher = WindowBatcher(db_pool, push, follow_up, window=0.002, max_batch=100, retries=3)
+    try:
+        slow = asyncio.create_task(batcher.submit(slow_events[-1], FakeDelivery()))  # type: ignore[arg-type]
+        async with asyncio.timeout(10):
+            while not any(j == str(slow_job) and final for _, j, final in pushed):
+                await asyncio.sleep(0.005)
+        # The slow job's final update is out; its message is not settled yet...
+        assert not slow.done()
+        # ...and another job's window goes through meanwhile, message settled and all.
+        async with asyncio.timeout(5):
+            await batcher.submit(fast_events[-1], FakeDelivery())  # type: ignore[arg-type]
+        assert any(j == str(fast_job) and final for _, j, final in pushed)
+        assert not slow.done()
+        release.set()
+        async with asyncio.timeout(5):
+            await slow
+    finally:
+        release.set()
+        await batcher.close()
