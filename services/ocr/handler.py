@@ -118,4 +118,7 @@ def make_handler(ctx: ServiceContext) -> Handler:
 
 
 def setup(ctx: ServiceContext) -> None:
-    ctx.bus.subscribe(topology.OCR, make_handler(ctx), prefetch=ctx.settings.ocr_concurrency)
+    # One message more than there are tesseract slots: when a slot frees, its next image is
+    # already here instead of a confirm-ack-deliver round trip away (the semaphore in
+    # make_handler keeps the number of tesseracts at ocr_concurrency).
+    ctx.bus.subscribe(topology.OCR, make_handler(ctx), prefetch=ctx.settings.ocr_concurrency + 1)

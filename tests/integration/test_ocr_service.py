@@ -183,3 +183,35 @@ async def test_cancelled_job_is_dropped(harness: Any, db_pool: asyncpg.Pool) -> 
         assert queue.declaration_result.message_count == 0
     finally:
         await conn.close()
+
+
+async def test_never_more_tesseracts_than_slots(
+    harness: Any, db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service prefetches one image more than it has slots; the slots still bound the
+    tesseracts running at once (handler called directly: the semaphore is under test)."""
+    from services.ocr import handler as ocr_handler
+    from services.ocr.tesseract import OcrResult
+
+    ctx, _, _ = harness
+    running = peak = 0
+
+    async def fake_ocr(path: Any, **_: Any) -> OcrResult:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        return OcrResult(text="Hello there.", seconds=0.05, failure=None)
+
+    monkeypatch.setattr(ocr_handler, "ocr_image", fake_ocr)
+    handle = ocr_handler.make_handler(ctx)
+    job_id = await new_job(db_pool)
+    scan = png_blob(ctx.blobs, text_image(LINES))
+
+    class Delivery:
+        priority = 0
+
+    pages = [ImagesExtracted(job_id=job_id, page=p, images=[scan]) for p in range(1, 8)]
+    await asyncio.gather(*(handle(event, Delivery()) for event in pages))  # type: ignore[arg-type]
+    assert peak == ctx.settings.ocr_concurrency == 2
