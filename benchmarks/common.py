@@ -232,7 +232,7 @@ async def bench_stack(
         "DOCPIPE_API_KEYS": settings.api_keys,
         "DOCPIPE_ADMIN_KEYS": settings.admin_keys,
         "DOCPIPE_RETRY_DELAYS_MS": "[200, 500, 1000]",
-        "DOCPIPE_LOG_LEVEL": "WARNING",
+        "DOCPIPE_LOG_LEVEL": os.environ.get("DOCPIPE_BENCH_LOG_LEVEL", "WARNING"),
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }

@@ -198,9 +198,14 @@ async def add_counts(conn: asyncpg.Connection, job_id: uuid.UUID, delta: Counts)
     return _counts_of(rows)
 
 
+# Every counter of each job, recomputed from the item rows, and stored (set-based: one
+# statement for all the jobs a window completes).
 _RECOUNT = """
-WITH p AS (
+WITH j AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[]) AS j(job_id, pages_total)
+), p AS (
     SELECT
+        job_id,
         count(*) FILTER (WHERE extracted_at IS NOT NULL) AS ex_done,
         count(*) FILTER (WHERE extracted_at IS NOT NULL AND error IS NOT NULL) AS ex_failed,
         count(*) FILTER (WHERE extracted_at IS NOT NULL AND ocr_pending) AS ocr_total,
@@ -210,25 +215,46 @@ WITH p AS (
                          AND ocred_at IS NOT NULL AND ocr_error IS NOT NULL) AS ocr_failed,
         coalesce(sum(text_chunks) FILTER (WHERE extracted_at IS NOT NULL), 0)
           + coalesce(sum(ocr_chunks) FILTER (WHERE ocred_at IS NOT NULL), 0) AS an_total
-    FROM job_pages WHERE job_id = $1
+    FROM job_pages WHERE job_id = ANY($1::uuid[]) GROUP BY job_id
 ), c AS (
-    SELECT count(*) AS an_done FROM job_chunks WHERE job_id = $1
+    SELECT job_id, count(*) AS an_done FROM job_chunks
+    WHERE job_id = ANY($1::uuid[]) GROUP BY job_id
+), x AS (
+    SELECT j.job_id, j.pages_total,
+           coalesce(p.ex_done, 0) AS ex_done, coalesce(p.ex_failed, 0) AS ex_failed,
+           coalesce(p.ocr_total, 0) AS ocr_total, coalesce(p.ocr_done, 0) AS ocr_done,
+           coalesce(p.ocr_failed, 0) AS ocr_failed, coalesce(p.an_total, 0) AS an_total,
+           coalesce(c.an_done, 0) AS an_done
+    FROM j LEFT JOIN p USING (job_id) LEFT JOIN c USING (job_id)
 )
 INSERT INTO job_progress (job_id, stage, total, done, failed)
-SELECT $1, 'extract', $2, p.ex_done, p.ex_failed FROM p
-UNION ALL SELECT $1, 'ocr', p.ocr_total, p.ocr_done, p.ocr_failed FROM p
-UNION ALL SELECT $1, 'analyze', p.an_total, c.an_done, 0 FROM p, c
+SELECT job_id, 'extract', pages_total, ex_done, ex_failed FROM x
+UNION ALL SELECT job_id, 'ocr', ocr_total, ocr_done, ocr_failed FROM x
+UNION ALL SELECT job_id, 'analyze', an_total, an_done, 0 FROM x
 ON CONFLICT (job_id, stage) DO UPDATE SET
     total = EXCLUDED.total, done = EXCLUDED.done, failed = EXCLUDED.failed, updated_at = now()
-RETURNING stage, total, done, failed
+RETURNING job_id, stage, total, done, failed
 """
+
+
+async def recount_many(
+    conn: asyncpg.Connection, jobs: list[tuple[uuid.UUID, int | None]]
+) -> dict[uuid.UUID, Counts]:
+    """Recompute and store every counter of each (job_id, pages_total), in one statement."""
+    rows = await conn.fetch(
+        _RECOUNT, [j for j, _ in jobs], [pages_total or 0 for _, pages_total in jobs]
+    )
+    grouped: dict[uuid.UUID, list[asyncpg.Record]] = {j: [] for j, _ in jobs}
+    for row in rows:
+        grouped[row["job_id"]].append(row)
+    return {j: _counts_of(r) for j, r in grouped.items()}
 
 
 async def recount_progress(
     conn: asyncpg.Connection, job_id: uuid.UUID, pages_total: int | None
 ) -> Counts:
     """Recompute every counter from the item rows (set-based) and store it."""
-    return _counts_of(await conn.fetch(_RECOUNT, job_id, pages_total or 0))
+    return (await recount_many(conn, [(job_id, pages_total)]))[job_id]
 
 
 # --- item writes: each returns the counter delta its first write causes ------------------
@@ -418,12 +444,40 @@ async def save_job(
     return new
 
 
-async def _job_items(
-    conn: asyncpg.Connection, job_id: uuid.UUID
-) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-    pages = await conn.fetch("SELECT * FROM job_pages WHERE job_id = $1", job_id)
-    chunks = await conn.fetch("SELECT * FROM job_chunks WHERE job_id = $1", job_id)
-    return pages, chunks
+async def _store_results(
+    conn: asyncpg.Connection,
+    jobs: list[tuple[asyncpg.Record, JobState]],
+    *,
+    status: str,
+    partial: bool,
+    finished_at: datetime | None = None,
+) -> dict[uuid.UUID, tuple[dict[str, Any], int]]:
+    """Assemble and store the result of each job (items read and results written set-based,
+    whatever the number of jobs); returns each job's result and chunk count."""
+    ids = [row["job_id"] for row, _ in jobs]
+    pages: dict[uuid.UUID, list[asyncpg.Record]] = {j: [] for j in ids}
+    chunks: dict[uuid.UUID, list[asyncpg.Record]] = {j: [] for j in ids}
+    for r in await conn.fetch("SELECT * FROM job_pages WHERE job_id = ANY($1::uuid[])", ids):
+        pages[r["job_id"]].append(r)
+    for r in await conn.fetch("SELECT * FROM job_chunks WHERE job_id = ANY($1::uuid[])", ids):
+        chunks[r["job_id"]].append(r)
+    out: dict[uuid.UUID, tuple[dict[str, Any], int]] = {}
+    for row, state in jobs:
+        j = row["job_id"]
+        end = finished_at or finished_at_of(state.started_at, pages[j], chunks[j])
+        state.finished_at = state.finished_at or end or row["created_at"]
+        job = {**dict(row), "format": state.format, "pages_total": state.pages_total,
+               "started_at": state.started_at}  # fmt: skip
+        result = assemble_result(
+            job, pages[j], chunks[j], status=status, finished_at=state.finished_at,
+            partial=partial,
+        )  # fmt: skip
+        out[j] = (result, len(chunks[j]))
+    await conn.executemany(
+        "INSERT INTO job_results (job_id, result) VALUES ($1, $2) ON CONFLICT (job_id) DO NOTHING",
+        [(j, result) for j, (result, _) in out.items()],
+    )
+    return out
 
 
 async def _store_result(
@@ -436,21 +490,10 @@ async def _store_result(
     finished_at: datetime | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Assemble and store the job's result; returns it and its chunk count."""
-    pages, chunks = await _job_items(conn, row["job_id"])
-    if finished_at is None:
-        finished_at = finished_at_of(state.started_at, pages, chunks) or row["created_at"]
-    state.finished_at = state.finished_at or finished_at
-    job = {**dict(row), "format": state.format, "pages_total": state.pages_total,
-           "started_at": state.started_at}  # fmt: skip
-    result = assemble_result(
-        job, pages, chunks, status=status, finished_at=state.finished_at, partial=partial
+    stored = await _store_results(
+        conn, [(row, state)], status=status, partial=partial, finished_at=finished_at
     )
-    await conn.execute(
-        "INSERT INTO job_results (job_id, result) VALUES ($1, $2) ON CONFLICT (job_id) DO NOTHING",
-        row["job_id"],
-        result,
-    )
-    return result, len(chunks)
+    return stored[row["job_id"]]
 
 
 def _completed_event(
@@ -572,15 +615,43 @@ async def complete_if_done(
 ) -> Counts:
     """If the counts say the job is complete, confirm with a full recount (rare: once per
     job), store the result, mark it completed and queue JobCompleted; returns the counts."""
-    if not is_complete(state.pages_total, counts):
+    done = await complete_many(conn, [(row, state, counts, outcome)])
+    return done[row["job_id"]]
+
+
+async def complete_many(
+    conn: asyncpg.Connection,
+    jobs: list[tuple[asyncpg.Record, JobState, Counts, Outcome]],
+) -> dict[uuid.UUID, Counts]:
+    """complete_if_done for several jobs at once, set-based: one recount, one read of the
+    items and one write of the results for all the jobs a window completes (one by one, 40
+    jobs completing together held a window for ~0.1 s). Returns each job's counts."""
+    counts = {row["job_id"]: c for row, _, c, _ in jobs}
+    candidates = [
+        (row, state, outcome)
+        for row, state, c, outcome in jobs
+        if is_complete(state.pages_total, c)
+    ]
+    if not candidates:
         return counts
-    counts = await recount_progress(conn, row["job_id"], state.pages_total)
-    if is_complete(state.pages_total, counts):
+    recounted = await recount_many(
+        conn, [(row["job_id"], state.pages_total) for row, state, _ in candidates]
+    )
+    counts.update(recounted)
+    complete = [
+        (row, state, outcome)
+        for row, state, outcome in candidates
+        if is_complete(state.pages_total, recounted[row["job_id"]])
+    ]
+    for _, state, _ in complete:
         state.status = "completed"
-        _, chunks_total = await _store_result(conn, row, state, status="completed", partial=False)
+    stored = await _store_results(
+        conn, [(row, state) for row, state, _ in complete], status="completed", partial=False
+    )
+    for row, state, outcome in complete:
         assert state.pages_total is not None and state.finished_at is not None
         outcome.publish.append(
-            _completed_event(row, state.pages_total, chunks_total, state.finished_at)
+            _completed_event(row, state.pages_total, stored[row["job_id"]][1], state.finished_at)
         )
     return counts
 

@@ -50,7 +50,7 @@ from services.progress.aggregate import (
     _counts_of,
     _utcnow,
     apply_event,
-    complete_if_done,
+    complete_many,
     plan_save,
 )
 from services.progress.arithmetic import TERMINAL, Counts, StageCount
@@ -361,18 +361,29 @@ async def apply_window(conn: asyncpg.Connection, events: list[Event]) -> WindowR
     now = _utcnow()
     saves: list[tuple[Any, ...]] = []
     inserts: list[tuple[Any, ...]] = []
+    outcomes = {j: Outcome() for j in job_ids}
+    moved_counts = dict(counts)  # the counters as the window's events moved them
+    # Every job of the window that may have completed, completed together (set-based).
+    counts.update(
+        await complete_many(
+            conn,
+            [
+                (rows[j], states[j], counts[j], outcomes[j])
+                for j in job_ids
+                if states[j].status == "processing"
+            ],
+        )
+    )
     for j in job_ids:
         row, state, delta = rows[j], states[j], deltas[j]
         moved = delta.nonzero or j in activity or state != JobState.of(row)
         if moved:
             state.stalled = False
         job_counts = counts[j]
-        old_counts = job_counts.minus(delta)
-        outcome = Outcome()
+        old_counts = moved_counts[j].minus(delta)
+        outcome = outcomes[j]
         if row["status"] == "queued" and not row["first_progress_at"]:
             outcome.first_progress_seconds = max(0.0, (now - row["created_at"]).total_seconds())
-        if state.status == "processing":
-            job_counts = await complete_if_done(conn, row, state, job_counts, outcome)
         args, update = plan_save(row, state, job_counts, old_counts, moved=moved, now=now)
         if args is not None:
             saves.append(args)
