@@ -522,13 +522,18 @@ class WindowBatcher:
         self, jobs: dict[uuid.UUID, JobResult], items: list[_Item]
     ) -> None:
         ids = list(jobs)
-        outcomes = await asyncio.gather(
-            *(self.follow_up(jobs[j].outcome) for j in ids), return_exceptions=True
-        )
-        # A failed follow-up (a publish): that job's messages are retried, which re-sends it.
-        failed = {j: r for j, r in zip(ids, outcomes, strict=True) if isinstance(r, Exception)}
-        for item in items:
-            item.settle(failed.get(item.event.job_id))
+        try:
+            outcomes = await asyncio.gather(
+                *(self.follow_up(jobs[j].outcome) for j in ids), return_exceptions=True
+            )
+            # A failed follow-up (a publish): that job's messages are retried, which re-sends it.
+            failed = {j: r for j, r in zip(ids, outcomes, strict=True) if isinstance(r, Exception)}
+            for item in items:
+                item.settle(failed.get(item.event.job_id))
+        finally:
+            # Never leave a message waiting: whatever went wrong above, it is retried.
+            for item in items:
+                item.settle(RuntimeError("the window's follow-up did not finish"))
 
     async def _one_by_one(self, batch: list[_Item]) -> None:
         for item in batch:
