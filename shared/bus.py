@@ -333,9 +333,12 @@ class Bus:
             return False
 
     def _count(self, group: ConsumerGroup, outcome: str) -> None:
+        # try/except, not contextlib.suppress: this runs twice per message.
         for hook in self.on_outcome:
-            with contextlib.suppress(Exception):
+            try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
                 hook(group.name, outcome)
+            except Exception:  # a metrics hook never fails the message
+                pass
 
     async def _run_timed(
         self, group: ConsumerGroup, handler: Handler, event: Event, delivery: Delivery
@@ -347,8 +350,10 @@ class Bus:
         finally:
             seconds = time.perf_counter() - started
             for hook in self.on_handled:
-                with contextlib.suppress(Exception):
+                try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
                     hook(group.name, seconds)
+                except Exception:  # a metrics hook never fails the message
+                    pass
 
     async def _handle(
         self, group: ConsumerGroup, handler: Handler, msg: RabbitMessage | _DirectMessage

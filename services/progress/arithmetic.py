@@ -25,15 +25,23 @@ class StageCount(NamedTuple):
     done: int = 0
     failed: int = 0
 
+    # Spelled out rather than zipped: these run for every job of every progress window.
     def plus(self, other: StageCount) -> StageCount:
-        return StageCount(*(a + b for a, b in zip(self, other, strict=True)))
+        return StageCount(
+            self.total + other.total, self.done + other.done, self.failed + other.failed
+        )
 
     def minus(self, other: StageCount) -> StageCount:
-        return StageCount(*(a - b for a, b in zip(self, other, strict=True)))
+        return StageCount(
+            self.total - other.total, self.done - other.done, self.failed - other.failed
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {"total": self.total, "done": self.done, "failed": self.failed}
 
     @property
     def nonzero(self) -> bool:
-        return any(self)
+        return bool(self.total or self.done or self.failed)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,11 @@ class Counts:
         )
 
     def as_dict(self) -> dict[str, dict[str, int]]:
-        return {s: getattr(self, s)._asdict() for s in STAGES}
+        return {
+            "extract": self.extract.as_dict(),
+            "ocr": self.ocr.as_dict(),
+            "analyze": self.analyze.as_dict(),
+        }
 
     @property
     def nonzero(self) -> bool:
