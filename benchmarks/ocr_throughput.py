@@ -8,6 +8,7 @@ import asyncio
 import os
 import statistics
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -102,4 +103,30 @@ async def run(
             cer_baseline=round(mean_base, 4),
         ),
     ]
-    return targets, {"images": [p.name for p in unique], "pages": len(pages)}
+    detail = {
+        "images": [p.name for p in unique],
+        "pages": len(pages),
+        "tesseract_use": await _tesseract_use(bs, job_ids, started, wall),
+    }
+    return targets, detail
+
+
+async def _tesseract_use(
+    bs: BenchStack, job_ids: list[str], started: float, wall: float
+) -> dict[str, float]:
+    """How busy the two tesseract slots were: the first image's OCR start (seconds after the
+    first upload) and the share of 2 x wall spent inside tesseract."""
+    row = await bs.pool.fetchrow(
+        """
+        SELECT min(extract(epoch FROM p.ocred_at) - p.ocr_seconds) AS first_start,
+               sum(p.ocr_seconds) AS busy
+        FROM job_pages p WHERE p.job_id = ANY($1::uuid[])
+        """,
+        [uuid.UUID(j) for j in job_ids],
+    )
+    first = float(row["first_start"]) + (time.monotonic() - time.time()) - started
+    return {
+        "first_ocr_start_s": round(first, 3),
+        "tesseract_seconds": round(float(row["busy"]), 2),
+        "slot_use": round(float(row["busy"]) / (2 * wall), 3),
+    }
