@@ -128,13 +128,30 @@ def chunked_route(routing_key: str, chunks: list[Chunk]) -> str:
     return f"{routing_key}.{CHUNKS_ROUTE_SUFFIX}" if chunks else routing_key
 
 
+class CarriesChunks:
+    """A page event that carries the chunks of its text: it owes that many analyses, and it is
+    routed to the analyzer only when it has any."""
+
+    chunks: list[Chunk]
+    routing_key: ClassVar[str]
+
+    @property
+    def chunks_total(self) -> int:
+        """How many chunk analyses this page event owes (one chunks.analyzed brings them)."""
+        return len(self.chunks)
+
+    @property
+    def route(self) -> str:
+        return chunked_route(self.routing_key, self.chunks)
+
+
 def event_type_of(routing_key: str) -> str:
     """The event type a routing key carries: its first two segments ("page.extracted.chunks"
     is a page.extracted)."""
     return ".".join(routing_key.split(".")[:2])
 
 
-class PageExtracted(Event):
+class PageExtracted(CarriesChunks, Event):
     """One page's text layer, cut into chunks, and what is still to come for the page.
 
     The chunks travel inside the page event: the analyzer consumes page events, so a page
@@ -148,15 +165,6 @@ class PageExtracted(Event):
     ocr_pending: bool = False  # an images.extracted was published; a page.ocred will follow
     chunks: list[Chunk] = Field(default_factory=list)  # the text's chunks, source text-layer
     error: str | None = None  # this page failed; the job may still complete
-
-    @property
-    def chunks_total(self) -> int:
-        """How many chunk analyses the page's text layer owes (one chunks.analyzed brings them)."""
-        return len(self.chunks)
-
-    @property
-    def route(self) -> str:
-        return chunked_route(self.routing_key, self.chunks)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
@@ -211,7 +219,7 @@ class ImagesExtracted(Event):
         return (self.page,)
 
 
-class PageOcred(Event):
+class PageOcred(CarriesChunks, Event):
     """OCR of one page's images is done."""
 
     routing_key: ClassVar[str] = "page.ocred"
@@ -222,14 +230,6 @@ class PageOcred(Event):
     images_skipped: int = 0  # below the size threshold
     ocr_seconds: float = 0.0
     error: str | None = None
-
-    @property
-    def chunks_total(self) -> int:
-        return len(self.chunks)
-
-    @property
-    def route(self) -> str:
-        return chunked_route(self.routing_key, self.chunks)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
