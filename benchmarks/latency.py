@@ -130,6 +130,7 @@ async def small_behind_big(
         build_long_pdf(long_pdf, pages, files)
     small = one_page_pdf().read_bytes()
     durations: list[float] = []
+    overlapped = 0  # tries whose big PDF was still running when the small job ended
     with RssSampler(bs.service_pids()) as sampler:
         async with httpx.AsyncClient(timeout=120) as client:
             big, _ = await bs.submit(client, long_pdf.read_bytes(), long_pdf.name)
@@ -145,21 +146,24 @@ async def small_behind_big(
             for job in loaded:
                 status, text = await bs.job_texts(job)
                 bs.check_job(f"load:{job}", status, text, True)
-            # Target 5: the big PDF alone in progress; small jobs submitted after it started.
-            big, _ = await bs.submit(client, long_pdf.read_bytes(), f"again-{long_pdf.name}")
-            await bs.first_ws_message(big, lambda m: m.get("stage") in STARTED, timeout=120)
+            # Target 5: a big PDF alone in progress, a small job submitted once it has
+            # started; a fresh big PDF for every try, so each small job meets one (extraction
+            # is fast enough that one big PDF would be done before the later tries).
             for i in range(tries):
+                big, _ = await bs.submit(client, long_pdf.read_bytes(), f"{i}-{long_pdf.name}")
+                await bs.first_ws_message(big, lambda m: m.get("stage") in STARTED, timeout=120)
                 job, accepted = await bs.submit(client, small, f"small-{i}.pdf")
                 ended = await bs.wait_all([job], timeout=120)
                 durations.append(ended[job] - accepted)
+                status = await bs.pool.fetchval(
+                    "SELECT status FROM jobs WHERE job_id = $1::uuid", big
+                )
+                overlapped += status not in ("completed", "failed", "cancelled")
                 status, text = await bs.job_texts(job)
                 bs.check_job(f"small-{i}", status, text, True)
-            big_running = (
-                await bs.pool.fetchval("SELECT status FROM jobs WHERE job_id = $1::uuid", big)
-            ) not in ("completed", "failed", "cancelled")
-            await bs.wait_all([big], timeout=900)
-            status, text = await bs.job_texts(big)
-            bs.check_job(f"big:{big}", status, text, True)
+                await bs.wait_all([big], timeout=900)
+                status, text = await bs.job_texts(big)
+                bs.check_job(f"big:{big}", status, text, True)
         sampler.sample()
     dist = distribution(durations)
     peak = max(sampler.peak_mb.values()) if sampler.peak_mb else 0.0
@@ -170,7 +174,7 @@ async def small_behind_big(
             f"p95 <= {SMALL_JOB_P95_S} s while a {pages}-page PDF is processed",
             dist["p95"] <= SMALL_JOB_P95_S,
             distribution=dist,
-            big_job_still_running_at_end=big_running,
+            tries_with_the_big_pdf_still_running=f"{overlapped} of {tries}",
         ),
         target(
             "peak_rss_per_service_mb",
