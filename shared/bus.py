@@ -333,12 +333,7 @@ class Bus:
             return False
 
     def _count(self, group: ConsumerGroup, outcome: str) -> None:
-        # try/except, not contextlib.suppress: this runs twice per message.
-        for hook in self.on_outcome:
-            try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
-                hook(group.name, outcome)
-            except Exception:  # a metrics hook never fails the message
-                pass
+        _call_hooks(self.on_outcome, group.name, outcome)
 
     async def _run_timed(
         self, group: ConsumerGroup, handler: Handler, event: Event, delivery: Delivery
@@ -349,11 +344,7 @@ class Bus:
             await handler(event, delivery)
         finally:
             seconds = time.perf_counter() - started
-            for hook in self.on_handled:
-                try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
-                    hook(group.name, seconds)
-                except Exception:  # a metrics hook never fails the message
-                    pass
+            _call_hooks(self.on_handled, group.name, seconds)
 
     async def _handle(
         self, group: ConsumerGroup, handler: Handler, msg: RabbitMessage | _DirectMessage
@@ -451,6 +442,16 @@ class Bus:
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
             correlation_id.reset(token)
+
+
+def _call_hooks(hooks: list[Callable[[str, Any], None]], name: str, value: Any) -> None:
+    """Call every metrics hook; a failing hook never fails the message. try/except rather
+    than contextlib.suppress: this runs several times per message."""
+    for hook in hooks:
+        try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
+            hook(name, value)
+        except Exception:  # noqa: S110
+            pass
 
 
 class _DirectMessage:

@@ -130,19 +130,17 @@ def chunked_route(routing_key: str, chunks: list[Chunk]) -> str:
 
 class CarriesChunks:
     """A page event that carries the chunks of its text: it owes that many analyses, and it is
-    routed to the analyzer only when it has any."""
-
-    chunks: list[Chunk]
-    routing_key: ClassVar[str]
+    routed to the analyzer only when it has any. Deliberately without annotations: pydantic
+    would take them for fields of the models that mix this in."""
 
     @property
     def chunks_total(self) -> int:
         """How many chunk analyses this page event owes (one chunks.analyzed brings them)."""
-        return len(self.chunks)
+        return len(self.chunks)  # type: ignore[attr-defined]
 
     @property
     def route(self) -> str:
-        return chunked_route(self.routing_key, self.chunks)
+        return chunked_route(self.routing_key, self.chunks)  # type: ignore[attr-defined]
 
 
 def event_type_of(routing_key: str) -> str:
@@ -170,7 +168,7 @@ class PageExtracted(CarriesChunks, Event):
         return (self.page,)
 
 
-class PagesExtracted(Event):
+class PagesExtracted(CarriesChunks, Event):
     """Consecutive pages of a long document in one message: each item is the page.extracted
     it stands for. The extractor batches a long document's pages (at most ~2% of the
     document per message, and never holding a page back long), so its bus, analyzer and
@@ -188,10 +186,6 @@ class PagesExtracted(Event):
     @property
     def chunks(self) -> list[Chunk]:
         return [c for p in self.pages for c in p.chunks]
-
-    @property
-    def route(self) -> str:
-        return chunked_route(self.routing_key, self.chunks)
 
     def identity(self) -> tuple[object, ...]:
         return tuple(p.page for p in self.pages)

@@ -250,13 +250,6 @@ async def recount_many(
     return {j: _counts_of(r) for j, r in grouped.items()}
 
 
-async def recount_progress(
-    conn: asyncpg.Connection, job_id: uuid.UUID, pages_total: int | None
-) -> Counts:
-    """Recompute every counter from the item rows (set-based) and store it."""
-    return (await recount_many(conn, [(job_id, pages_total)]))[job_id]
-
-
 # --- item writes: each returns the counter delta its first write causes ------------------
 
 _PAGE_EXTRACTED = """

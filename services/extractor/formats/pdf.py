@@ -413,13 +413,9 @@ class UndecodableFonts:
         self.fonts |= fonts
 
 
-def careful_text(reader: PdfReader, index: int, fast: str | None) -> str:
-    """pypdf's text, or pdfium's (`fast`) when pypdf's is mostly garbage or much shorter."""
-    return _careful(reader, index, fast)[0]
-
-
-def _careful(reader: PdfReader, index: int, fast: str | None) -> tuple[str, bool]:
-    """careful_text, and whether pypdf gave undecodable glyph names."""
+def careful_text(reader: PdfReader, index: int, fast: str | None) -> tuple[str, bool]:
+    """pypdf's text, or pdfium's (`fast`) when pypdf's is garbage or much shorter; and whether
+    pypdf gave undecodable glyph names."""
     text = normalize_text(reader.pages[index].extract_text() or "")
     if glyph_name_share(text) > GLYPH_NAMES_SHARE:
         # "/g18/g152/g135...": undecodable, and worse than anything pdfium read.
@@ -445,7 +441,7 @@ def page_text(
     reader: PdfReader,
     index: int,
     pdfium: PdfiumPages,
-    undecodable: UndecodableFonts | None = None,
+    undecodable: UndecodableFonts,
 ) -> str:
     """pdfium's text, unless it looks wrong; then the better of pypdf's and pdfium's."""
     try:
@@ -456,12 +452,10 @@ def page_text(
     page = reader.pages[index]
     if fast is not None and suspicion(fast) is None and not risky_fonts(page):
         return fast
-    if undecodable is None:
-        return careful_text(reader, index, fast)
     fonts = page_font_ids(page)
     if fast is not None and undecodable.covers(fonts):
         return fast
-    text, glyph_names = _careful(reader, index, fast)
+    text, glyph_names = careful_text(reader, index, fast)
     if glyph_names:
         undecodable.add(fonts)
     return text
@@ -533,7 +527,7 @@ def _extract_page(
     blobs: BlobStore,
     pdfium: PdfiumPages,
     seen_images: set[Any],
-    undecodable: UndecodableFonts | None = None,
+    undecodable: UndecodableFonts,
 ) -> Record:
     number = index + 1
     problems: list[str] = []
