@@ -13,8 +13,23 @@ import httpx
 import websockets
 
 from scripts.stack import Stack
+from shared.bus import Bus
+from shared.events import Event
+from shared.settings import Settings
 
 TERMINAL = {"completed", "failed", "cancelled"}
+
+
+async def publish_as_upstream(settings: Settings, event: Event) -> None:
+    """Publish one event the way an upstream app would: straight onto the bus, with the
+    topology declared first."""
+    bus = Bus(settings, "upstream-app")
+    await bus.broker.connect()
+    try:
+        await bus.declare()
+        await bus.publish(event)
+    finally:
+        await bus.stop()
 
 
 @dataclass

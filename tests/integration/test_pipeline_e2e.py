@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus import Bus
 from shared.events import DocumentUploaded
 from shared.settings import Settings
 from tests.fixtures import docx_file, pdf_with_pages, text_image
-from tests.integration.stack_client import StackClient
+from tests.integration.stack_client import StackClient, publish_as_upstream
 
 pytestmark = pytest.mark.integration
 
@@ -126,13 +125,7 @@ async def test_upload_published_straight_to_the_bus(
         document_uri=doc.resolve().as_uri(),
         filename="direct.pdf",
     )
-    bus = Bus(test_settings, "upstream-app")
-    await bus.broker.connect()
-    try:
-        await bus.declare()
-        await bus.publish(event)
-    finally:
-        await bus.stop()
+    await publish_as_upstream(test_settings, event)
     final = await stack.wait(str(event.job_id))
     assert final["status"] == "completed", final
     assert "straight onto the exchange" in (await stack.result(str(event.job_id))).json()["text"]

@@ -21,13 +21,12 @@ from typer.testing import CliRunner
 
 from scripts.stack import Stack
 from services.cli import app as cli
-from shared.bus import Bus
 from shared.events import DocumentUploaded
 from shared.settings import Settings
 from shared.topology import Topology
 from tests.conftest import delete_bus
 from tests.integration.conftest import ARTIFACTS, stack_env
-from tests.integration.stack_client import StackClient
+from tests.integration.stack_client import StackClient, publish_as_upstream
 
 pytestmark = pytest.mark.integration
 
@@ -249,13 +248,7 @@ async def test_replay_revives_the_failed_job_and_completes_it(
             filename="flaky.txt",
         )
         job_id = str(event.job_id)
-        bus = Bus(settings, "upstream-app")
-        await bus.broker.connect()
-        try:
-            await bus.declare()
-            await bus.publish(event)
-        finally:
-            await bus.stop()
+        await publish_as_upstream(settings, event)
 
         # 503 every time: three retries, then the dead-letter queue and a failed job.
         failed = await wait_status(client, job_id, "failed")

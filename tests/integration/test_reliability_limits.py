@@ -18,13 +18,12 @@ import httpx
 import pytest
 
 from scripts.stack import Stack
-from shared.bus import Bus
 from shared.events import DocumentUploaded
 from shared.settings import Settings
 from tests.conftest import delete_bus
 from tests.fixtures import docx_file, pdf_with_pages, text_image
 from tests.integration.conftest import ARTIFACTS, free_port, stack_env
-from tests.integration.stack_client import StackClient
+from tests.integration.stack_client import StackClient, publish_as_upstream
 
 pytestmark = pytest.mark.integration
 
@@ -178,13 +177,7 @@ async def test_bus_upload_from_a_loopback_url_is_refused(
         document_uri=f"http://127.0.0.1:{free_port()}/x",
         filename="x.pdf",
     )
-    bus = Bus(test_settings, "upstream-app")
-    await bus.broker.connect()
-    try:
-        await bus.declare()
-        await bus.publish(event)
-    finally:
-        await bus.stop()
+    await publish_as_upstream(test_settings, event)
     final = await stack.wait(str(event.job_id), timeout=60)
     assert final["status"] == "failed"
     assert final["error"] == (
