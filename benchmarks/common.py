@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import time
 import uuid
@@ -23,7 +22,7 @@ import httpx
 import psutil
 import websockets
 
-from scripts.stack import PORT_SETTINGS, Stack
+from scripts.stack import Stack, stack_ports
 from shared.db import create_pool, drop_database
 from shared.settings import Settings
 
@@ -36,12 +35,6 @@ TENANT = "bench"
 def corpus_dir() -> Path:
     """The shared corpus (never copied into the repo): DOCPIPE_CORPUS or ../shared/corpus."""
     return Path(os.environ.get("DOCPIPE_CORPUS", str(ROOT.parent / "shared" / "corpus"))).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -236,8 +229,7 @@ async def bench_stack(
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }
-    for var in PORT_SETTINGS.values():
-        env[var] = str(free_port())
+    env.update(stack_ports())
     pool = await create_pool(settings.database_url, max_size=8)  # creates and migrates
     stack = Stack(env, log_dir=log_dir)
     await stack.start()

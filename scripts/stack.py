@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +29,41 @@ PORT_SETTINGS = {
     "analyzer": "DOCPIPE_ANALYZER_PORT",
 }
 DEFAULT_PORTS = {"ingest": 8000, "progress": 8001, "extractor": 9101, "ocr": 9102, "analyzer": 9103}
+
+# Ports for stacks started by tests and benchmarks come from below Linux's ephemeral range
+# (32768-60999 by default). A port taken with bind(0) and released lies inside that range, so
+# any outgoing connection (to RabbitMQ, PostgreSQL, another service) may take it before the
+# service binds it, and two bind(0) calls in a row may hand out the same port: once, the OCR
+# service got the progress service's port and progress died at start-up.
+_PORT_RANGE = (20000, 32000)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports on 127.0.0.1 that were free a moment ago, outside the ephemeral
+    range. All are held open together while choosing, so no two are the same."""
+    held: list[socket.socket] = []
+    try:
+        while len(held) < count:
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", random.randrange(*_PORT_RANGE)))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+        return [int(sock.getsockname()[1]) for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def stack_ports() -> dict[str, str]:
+    """A distinct free port for every service, as the environment variables that set them."""
+    return dict(zip(PORT_SETTINGS.values(), map(str, free_ports(len(PORT_SETTINGS))), strict=True))
 
 
 @dataclass
@@ -112,12 +149,21 @@ class Stack:
                     with contextlib.suppress(httpx.HTTPError):
                         response = await client.get(f"{self.url(name)}/readyz")
                         if response.status_code == 200:
+                            await self._check_identity(client, name)
                             pending.discard(name)
                 if not pending:
                     return
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"services not ready after {timeout:g} s: {sorted(pending)}")
                 await asyncio.sleep(0.2)
+
+    async def _check_identity(self, client: httpx.AsyncClient, name: str) -> None:
+        """Fail loudly when something other than `name` answers on its port."""
+        answer = (await client.get(f"{self.url(name)}/healthz")).json()
+        if answer.get("service") != name:
+            raise RuntimeError(
+                f"port {self.port(name)} is answered by {answer.get('service')!r}, not {name!r}"
+            )
 
     def signal(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.services[name].proc

@@ -6,24 +6,17 @@ tests/conftest.py); tests that need other settings start their own with stack_en
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from scripts.stack import PORT_SETTINGS, Stack
+from scripts.stack import Stack, stack_ports
 from shared.settings import Settings
 from tests.integration.stack_client import StackClient
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stack_env(settings: Settings) -> dict[str, str]:
@@ -37,9 +30,8 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "DOCPIPE_RETRY_DELAYS_MS": "[200, 500, 1000]",
         "DOCPIPE_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        **stack_ports(),
     }
-    for var in PORT_SETTINGS.values():
-        env[var] = str(free_port())
     return env
 
 

@@ -3,6 +3,7 @@ re-exported for tests that start stacks of their own."""
 
 from __future__ import annotations
 
-from tests.stack_fixture import ARTIFACTS, free_port, stack_env
+from scripts.stack import free_port
+from tests.stack_fixture import ARTIFACTS, stack_env
 
 __all__ = ["ARTIFACTS", "free_port", "stack_env"]

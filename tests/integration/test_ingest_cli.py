@@ -12,11 +12,11 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner, Result
 
+from scripts.stack import free_port
 from services.cli import app as cli
 from services.ingest.main import create_app
 from shared.settings import Settings
 from tests.conftest import delete_bus
-from tests.stack_fixture import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,12 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from scripts.stack import free_port
 from services.progress.app import create_app
 from shared.bus import Bus
 from shared.settings import Settings
 from tests.conftest import delete_bus
 from tests.integration.test_progress_aggregate import three_page_job
-from tests.stack_fixture import free_port
 
 pytestmark = pytest.mark.integration
 
