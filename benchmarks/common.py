@@ -67,7 +67,8 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for dist in ("pypdf", "pypdfium2", "faststream", "aio-pika", "asyncpg", "fastapi", "psutil"):
+    dists = ("pypdf", "pypdfium2", "tesserocr", "faststream", "aio-pika", "asyncpg", "fastapi")
+    for dist in (*dists, "psutil"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -78,9 +79,19 @@ def machine() -> dict[str, Any]:
         "cpu_model": cpu_model,
         "os": platform.platform(),
         "python": platform.python_version(),
-        "tesseract": _tool_version(["tesseract", "--version"]),
+        "tesseract": _tool_version(["tesseract", "--version"]),  # the CLI: the OCR baseline
+        "tesseract_in_service": _tesserocr_tesseract(),
         "versions": versions,
     }
+
+
+def _tesserocr_tesseract() -> str | None:
+    """The tesseract that tesserocr carries (the OCR service's engine)."""
+    try:
+        import tesserocr
+    except ImportError:
+        return None
+    return str(tesserocr.tesseract_version()).splitlines()[0]
 
 
 def _tool_version(argv: list[str]) -> str | None:

@@ -86,7 +86,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Run {report['started_at']} → {report['finished_at']}.",
         "",
         f"Machine: {m['cores']} cores, {m['memory_gb']} GB RAM, {m['cpu_model']}; "
-        f"{m['os']}; Python {m['python']}; {m['tesseract']}; "
+        f"{m['os']}; Python {m['python']}; CLI {m['tesseract']} (the OCR baseline), "
+        f"in the OCR service {m.get('tesseract_in_service')}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         "",
         "The stack runs with its default settings except the log level: WARNING, not INFO (one "

@@ -169,6 +169,23 @@ def end_job(out: IO[str], *, reuse: bool) -> None:
     out.flush()
 
 
+def private_stdout() -> IO[str]:
+    """In the child: keep the protocol stream to ourselves; all else printed goes to stderr."""
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="replace", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return out
+
+
+def rss_mb() -> float:
+    """In the child: its resident memory now, in MB (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _limits(cpu_seconds: int, memory_mb: int, cpu_hard: int | None = None) -> Callable[[], None]:
     hard = cpu_seconds + 1 if cpu_hard is None else max(cpu_hard, cpu_seconds + 1)
 
@@ -609,6 +626,14 @@ class WarmPool:
     @property
     def idle(self) -> int:
         return len(self._idle)
+
+    async def keep_warm(self) -> None:
+        """Run for the life of a service: fill the pool now, close it when cancelled."""
+        try:
+            self.fill()
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         self._closed = True

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
 
     # OCR
     ocr_lang: str = "eng"
+    # Tesseract's language data; unset: TESSDATA_PREFIX, else the distribution's folder.
+    ocr_tessdata_dir: Path | None = None
     ocr_dpi: int = 300
     ocr_min_image_side: int = 48
     ocr_min_image_area: int = 10_000

@@ -12,6 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from services.ocr.tesseract import engine_pool
+from shared.sandbox import WarmPool
 from shared.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -75,6 +77,16 @@ def test_settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Sett
         retry_delays_ms=[200, 500, 1000],
         log_json=True,
     )
+
+
+@pytest.fixture(scope="session")
+async def ocr_engine() -> AsyncIterator[WarmPool]:
+    """The OCR service's tesseract children, with the default limits (a test's settings may
+    tighten the time or CPU allowance; a job that fits goes to these children)."""
+    engine = engine_pool(Settings())
+    engine.fill()
+    yield engine
+    await engine.close()
 
 
 async def _can_connect_pg(url: str) -> str | None:

@@ -24,16 +24,14 @@ from collections.abc import Generator, Iterable
 from typing import IO, Any
 
 from services.extractor.spec import ExtractionFatal, ExtractSpec, fatal_record
-from shared.sandbox import apply_job_cpu_limit, end_job, read_job, serving_jobs
-
-
-def private_stdout() -> IO[str]:
-    """Keep the protocol stream to ourselves; everything else printed goes to stderr."""
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="replace", buffering=1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return out
-
+from shared.sandbox import (
+    apply_job_cpu_limit,
+    end_job,
+    private_stdout,
+    read_job,
+    rss_mb,
+    serving_jobs,
+)
 
 # How far a large document's child steps back for the CPU (see ExtractSpec.nice_above_pages).
 LARGE_DOCUMENT_NICENESS = 10
@@ -110,14 +108,6 @@ def extract_records(spec: ExtractSpec) -> Generator[dict[str, Any], None, None]:
     from services.extractor.formats import extract
 
     yield from extract(spec)
-
-
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def serve(out: IO[str]) -> int:

@@ -359,15 +359,6 @@ def make_handler(ctx: ServiceContext, scheduler: Scheduler | None = None) -> Han
     return handler
 
 
-async def _keep_warm(pool: WarmPool) -> None:
-    """Fill the pool now; kill its idle children when the service stops."""
-    try:
-        pool.fill()
-        await asyncio.Event().wait()
-    finally:
-        await pool.close()
-
-
 async def setup(ctx: ServiceContext) -> None:
     settings = ctx.settings
     # At most extractor_concurrency documents are extracted at once; the prefetch lets many
@@ -387,7 +378,7 @@ async def setup(ctx: ServiceContext) -> None:
             max_children=settings.extractor_concurrency + 1,
         )
         ctx.state["warm_children"] = pool
-        ctx.spawn(_keep_warm(pool), "extractor-warm-children")
+        ctx.spawn(pool.keep_warm(), "extractor-warm-children")
     ctx.bus.subscribe(
         topology.EXTRACTOR,
         make_handler(ctx, scheduler),

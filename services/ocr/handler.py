@@ -12,7 +12,7 @@ import asyncio
 import structlog
 
 from services.ocr import metrics
-from services.ocr.tesseract import join_page_text, ocr_image, valid_lang
+from services.ocr.tesseract import engine_pool, join_page_text, ocr_image, valid_lang
 from shared import topology
 from shared.blobstore import BlobNotFound
 from shared.bus import Delivery, Handler
@@ -26,6 +26,7 @@ from shared.events import (
     PageSource,
 )
 from shared.jobs import require_active
+from shared.sandbox import WarmPool
 from shared.service import ServiceContext
 from shared.settings import Settings
 
@@ -42,7 +43,8 @@ def too_small(image: ImageRef, settings: Settings) -> bool:
     )
 
 
-def make_handler(ctx: ServiceContext) -> Handler:
+def make_handler(ctx: ServiceContext, engine: WarmPool) -> Handler:
+    """`engine`: the children that run tesseract (tesseract.engine_pool)."""
     settings = ctx.settings
     # At most ocr_concurrency tesseract processes per service process, whatever number of
     # messages the channel lets in at once (prefetch is the intended bound, this the guarantee).
@@ -71,7 +73,9 @@ def make_handler(ctx: ServiceContext) -> Handler:
                     "so the page cannot be OCRed."
                 ) from exc
             async with tesseract_slots:
-                result = await ocr_image(path, lang=lang, settings=settings, job_id=event.job_id)
+                result = await ocr_image(
+                    path, lang=lang, settings=settings, job_id=event.job_id, engine=engine
+                )
             seconds += result.seconds
             if result.cancelled:
                 raise JobGone("cancelled while OCR was running")
@@ -121,4 +125,8 @@ def setup(ctx: ServiceContext) -> None:
     # One message more than there are tesseract slots: when a slot frees, its next image is
     # already here instead of a confirm-ack-deliver round trip away (the semaphore in
     # make_handler keeps the number of tesseracts at ocr_concurrency).
-    ctx.bus.subscribe(topology.OCR, make_handler(ctx), prefetch=ctx.settings.ocr_concurrency + 1)
+    engine = engine_pool(ctx.settings)
+    ctx.spawn(engine.keep_warm(), "ocr-engine-children")
+    ctx.bus.subscribe(
+        topology.OCR, make_handler(ctx, engine), prefetch=ctx.settings.ocr_concurrency + 1
+    )

@@ -19,6 +19,7 @@ from shared import topology
 from shared.blobstore import BlobStore
 from shared.bus import Bus
 from shared.events import ImageRef, ImagesExtracted, event_type_of
+from shared.sandbox import WarmPool
 from shared.service import ServiceContext
 from shared.settings import Settings
 from tests.conftest import delete_bus
@@ -58,13 +59,13 @@ def settings(test_settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 async def harness(
-    settings: Settings, db_pool: asyncpg.Pool, rabbit_available: None
+    settings: Settings, db_pool: asyncpg.Pool, rabbit_available: None, ocr_engine: WarmPool
 ) -> AsyncIterator[tuple[ServiceContext, Capture, list[tuple[str, str]]]]:
     bus = Bus(settings, "ocr")
     outcomes: list[tuple[str, str]] = []
     bus.on_outcome.append(lambda group, outcome: outcomes.append((group, outcome)))
     ctx = ServiceContext("ocr", settings, bus, db_pool, BlobStore(settings.blob_dir))
-    bus.subscribe(topology.OCR, make_handler(ctx), prefetch=settings.ocr_concurrency)
+    bus.subscribe(topology.OCR, make_handler(ctx, ocr_engine), prefetch=settings.ocr_concurrency)
     await bus.start()
     capture = Capture()
     conn = await aio_pika.connect(settings.amqp_url)
@@ -186,7 +187,7 @@ async def test_cancelled_job_is_dropped(harness: Any, db_pool: asyncpg.Pool) -> 
 
 
 async def test_never_more_tesseracts_than_slots(
-    harness: Any, db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    harness: Any, db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, ocr_engine: WarmPool
 ) -> None:
     """The service prefetches one image more than it has slots; the slots still bound the
     tesseracts running at once (handler called directly: the semaphore is under test)."""
@@ -205,7 +206,7 @@ async def test_never_more_tesseracts_than_slots(
         return OcrResult(text="Hello there.", seconds=0.05, failure=None)
 
     monkeypatch.setattr(ocr_handler, "ocr_image", fake_ocr)
-    handle = ocr_handler.make_handler(ctx)
+    handle = ocr_handler.make_handler(ctx, ocr_engine)
     job_id = await new_job(db_pool)
     scan = png_blob(ctx.blobs, text_image(LINES))
 

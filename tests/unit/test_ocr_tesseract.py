@@ -8,15 +8,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from services.ocr.engine import find_tessdata
 from services.ocr.handler import too_small
 from services.ocr.tesseract import (
     clean_ocr_text,
     join_page_text,
     looks_like_image,
     ocr_image,
-    tesseract_argv,
+    valid_lang,
 )
 from shared.events import ImageRef
+from shared.sandbox import WarmPool
 from shared.settings import Settings
 from tests.fixtures import text_image
 from tests.quality import cer
@@ -41,19 +43,23 @@ def test_join_page_text_skips_empty_images() -> None:
     assert join_page_text([]) == ""
 
 
-def test_argv_is_single_page_psm3_and_rejects_odd_languages() -> None:
-    assert tesseract_argv("/x.png", "eng+deu") == [
-        "tesseract",
-        "/x.png",
-        "stdout",
-        "-l",
-        "eng+deu",
-        "--psm",
-        "3",
-    ]
+async def test_odd_language_codes_never_reach_tesseract(
+    tmp_path: Path, settings: Settings, ocr_engine: WarmPool
+) -> None:
+    path = tmp_path / "scan.png"
+    text_image(LINES).save(path)
     for bad in ["", "eng; rm -rf", "../eng", "-l"]:
+        assert not valid_lang(bad)
         with pytest.raises(ValueError):
-            tesseract_argv("/x.png", bad)
+            await ocr_image(path, lang=bad, settings=settings, job_id=None, engine=ocr_engine)
+    assert valid_lang("eng+deu") and valid_lang("chi_sim")
+
+
+def test_tessdata_is_found_or_configured(tmp_path: Path) -> None:
+    found = find_tessdata()
+    assert found is not None and Path(found, "eng.traineddata").exists()
+    (tmp_path / "xyz.traineddata").write_bytes(b"")
+    assert find_tessdata(str(tmp_path)) == f"{tmp_path}/"
 
 
 def test_size_threshold(settings: Settings) -> None:
@@ -67,10 +73,12 @@ def test_size_threshold(settings: Settings) -> None:
     assert not too_small(ref(1700, 700), settings)
 
 
-async def test_ocr_of_drawn_text(tmp_path: Path, settings: Settings) -> None:
+async def test_ocr_of_drawn_text(tmp_path: Path, settings: Settings, ocr_engine: WarmPool) -> None:
     path = tmp_path / "scan.png"
     text_image(LINES).save(path)
-    result = await ocr_image(path, lang="eng", settings=settings, job_id=uuid.uuid4())
+    result = await ocr_image(
+        path, lang="eng", settings=settings, job_id=uuid.uuid4(), engine=ocr_engine
+    )
     assert result.failure is None
     score = cer("\n".join(LINES), result.text)
     print(f"drawn-text CER {score:.4f} in {result.seconds:.2f} s")
@@ -78,36 +86,52 @@ async def test_ocr_of_drawn_text(tmp_path: Path, settings: Settings) -> None:
     assert "\f" not in result.text and not result.text.endswith("\n")
 
 
-async def test_non_image_is_refused_before_tesseract(tmp_path: Path, settings: Settings) -> None:
+async def test_non_image_is_refused_before_tesseract(
+    tmp_path: Path, settings: Settings, ocr_engine: WarmPool
+) -> None:
     # Given a text file, tesseract would read it as a list of image paths to open.
     path = tmp_path / "list.png"
     path.write_text(f"{tmp_path / 'other.png'}\n")
     assert not looks_like_image(path)
-    result = await ocr_image(path, lang="eng", settings=settings, job_id=None)
+    result = await ocr_image(path, lang="eng", settings=settings, job_id=None, engine=ocr_engine)
     assert result.failure == "The image is not in a format OCR can read."
     assert result.text == ""
 
 
-async def test_corrupt_image_fails_with_a_sentence(tmp_path: Path, settings: Settings) -> None:
+async def test_corrupt_image_fails_with_a_sentence(
+    tmp_path: Path, settings: Settings, ocr_engine: WarmPool
+) -> None:
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    result = await ocr_image(path, lang="eng", settings=settings, job_id=None)
+    result = await ocr_image(path, lang="eng", settings=settings, job_id=None, engine=ocr_engine)
     assert result.failure == "The image could not be read (corrupt or unsupported format)."
 
 
-async def test_missing_language_fails_with_a_sentence(tmp_path: Path, settings: Settings) -> None:
+async def test_missing_language_fails_with_a_sentence(
+    tmp_path: Path, settings: Settings, ocr_engine: WarmPool
+) -> None:
     path = tmp_path / "scan.png"
     text_image(LINES).save(path)
-    result = await ocr_image(path, lang="xyzzy", settings=settings, job_id=None)
+    result = await ocr_image(path, lang="xyzzy", settings=settings, job_id=None, engine=ocr_engine)
     assert result.failure == "The OCR language 'xyzzy' is not installed."
+    # A refused language leaves the child able to go on with the next image.
+    again = await ocr_image(path, lang="eng", settings=settings, job_id=None, engine=ocr_engine)
+    assert again.failure is None and "lazy dog" in again.text
 
 
-async def test_time_limit_is_a_failure_not_an_exception(tmp_path: Path) -> None:
+async def test_time_limit_is_a_failure_not_an_exception(
+    tmp_path: Path, settings: Settings, ocr_engine: WarmPool
+) -> None:
     path = tmp_path / "scan.png"
     text_image(LINES * 6, size=(2400, 3200)).save(path)
     tight = Settings(ocr_timeout_seconds=0.05, ocr_cpu_seconds=60)
-    result = await ocr_image(path, lang="eng", settings=tight, job_id=None)
+    result = await ocr_image(path, lang="eng", settings=tight, job_id=None, engine=ocr_engine)
     assert result.failure is not None and "time limit" in result.failure
+    # The stopped child is not reused; the next image gets a working one.
+    small = tmp_path / "small.png"
+    text_image(LINES).save(small)
+    again = await ocr_image(small, lang="eng", settings=settings, job_id=None, engine=ocr_engine)
+    assert again.failure is None and "lazy dog" in again.text
 
 
 # --- corpus quality bars ---------------------------------------------------------------
@@ -128,12 +152,18 @@ def first_frame_png(source: Path, dest: Path) -> Path:
 @pytest.mark.parametrize(("name", "bar"), CER_BARS)
 @pytest.mark.parametrize("as_png", [False, True], ids=["tif", "png"])
 async def test_corpus_cer(
-    corpus: Path, tmp_path: Path, settings: Settings, name: str, bar: float, as_png: bool
+    corpus: Path,
+    tmp_path: Path,
+    settings: Settings,
+    name: str,
+    bar: float,
+    as_png: bool,
+    ocr_engine: WarmPool,
 ) -> None:
     source = corpus / "pdf_scanned" / f"{name}.tif"
     expected = (corpus / "pdf_scanned" / f"{name}.expected.txt").read_text()
     path = first_frame_png(source, tmp_path / f"{name}.png") if as_png else source
-    result = await ocr_image(path, lang="eng", settings=settings, job_id=None)
+    result = await ocr_image(path, lang="eng", settings=settings, job_id=None, engine=ocr_engine)
     assert result.failure is None
     score = cer(expected, result.text)
     print(f"{path.name}: CER {score:.4f} ({result.seconds:.2f} s)")
@@ -141,10 +171,12 @@ async def test_corpus_cer(
 
 
 @pytest.mark.corpus
-async def test_corpus_linn_cer_measured(corpus: Path, settings: Settings) -> None:
+async def test_corpus_linn_cer_measured(
+    corpus: Path, settings: Settings, ocr_engine: WarmPool
+) -> None:
     folder = corpus / "pdf_scanned"
     result = await ocr_image(
-        folder / "ocrmypdf-linn.png", lang="eng", settings=settings, job_id=None
+        folder / "ocrmypdf-linn.png", lang="eng", settings=settings, job_id=None, engine=ocr_engine
     )
     score = cer((folder / "ocrmypdf-linn.expected.txt").read_text(), result.text)
     print(f"ocrmypdf-linn.png: CER {score:.4f} ({result.seconds:.2f} s)")
@@ -152,7 +184,9 @@ async def test_corpus_linn_cer_measured(corpus: Path, settings: Settings) -> Non
     assert score <= 0.03  # measured 0.0098 with PSM 3
 
 
-async def test_cancelling_the_job_kills_tesseract(tmp_path: Path, settings: Settings) -> None:
+async def test_cancelling_the_job_kills_tesseract(
+    tmp_path: Path, settings: Settings, ocr_engine: WarmPool
+) -> None:
     import asyncio
 
     from shared.sandbox import kill_job
@@ -160,7 +194,9 @@ async def test_cancelling_the_job_kills_tesseract(tmp_path: Path, settings: Sett
     path = tmp_path / "scan.png"
     text_image(LINES * 6, size=(2400, 3200)).save(path)
     job_id = uuid.uuid4()
-    task = asyncio.ensure_future(ocr_image(path, lang="eng", settings=settings, job_id=job_id))
+    task = asyncio.ensure_future(
+        ocr_image(path, lang="eng", settings=settings, job_id=job_id, engine=ocr_engine)
+    )
     await asyncio.sleep(0.3)
     assert kill_job(job_id) == 1
     result = await task
