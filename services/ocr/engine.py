@@ -40,6 +40,8 @@ from shared.sandbox import (
 # rather than reused (the service's budget, children included, is 300 MB; a child holding the
 # English model after a few pages is ~90 MB).
 REUSE_MAX_RSS_MB = 130
+# Automatic page segmentation, tesseract's default (why: services/ocr/tesseract.py).
+DEFAULT_PSM = 3
 # Language models kept initialised per child (each ~15-40 MB): the default and one other.
 MAX_LOADED_LANGUAGES = 2
 
@@ -142,7 +144,7 @@ def serve(out: IO[str], preload: str | None) -> int:
     if preload:
         # A language that is not there is reported by the first job that asks for it.
         with contextlib.suppress(OcrRefused):
-            engine.api(preload, 3, os.environ.get("DOCPIPE_OCR_TESSDATA_DIR"))
+            engine.api(preload, DEFAULT_PSM, os.environ.get("DOCPIPE_OCR_TESSDATA_DIR"))
     while (job := read_job(sys.stdin.buffer)) is not None:
         payload, cpu_seconds = job
         # The job is here: from now on the child gets the full CPU-time allowance for it.

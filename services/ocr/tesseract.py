@@ -23,11 +23,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.ocr.engine import DEFAULT_PSM
 from shared.sandbox import WarmPool, run_sandboxed
 from shared.settings import Settings
 
 ENGINE_ARGV = (sys.executable, "-m", "services.ocr.engine")
-DEFAULT_PSM = 3
 # The sandbox's failure sentence for a child killed because its job was cancelled.
 JOB_CANCELLED = "The job was cancelled."
 

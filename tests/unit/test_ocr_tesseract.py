@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from services.ocr.engine import find_tessdata
+from services.ocr.engine import Engine, answer, find_tessdata
 from services.ocr.handler import too_small
 from services.ocr.tesseract import (
     clean_ocr_text,
@@ -202,3 +203,44 @@ async def test_cancelling_the_job_kills_tesseract(
     result = await task
     assert result.cancelled
     assert result.seconds < 5
+
+
+def engine_pids() -> set[int]:
+    import psutil
+
+    return {
+        child.pid
+        for child in psutil.Process().children()
+        if "services.ocr.engine" in child.cmdline()
+    }
+
+
+async def test_one_child_ocrs_image_after_image(
+    tmp_path: Path, settings: Settings, ocr_engine: WarmPool
+) -> None:
+    """The point of the engine: its children keep tesseract loaded between images, through a
+    refused image too, instead of a process per image."""
+    path = tmp_path / "scan.png"
+    text_image(LINES).save(path)
+    first = await ocr_image(path, lang="eng", settings=settings, job_id=None, engine=ocr_engine)
+    assert first.failure is None
+    before = engine_pids()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    for image in [path, broken, path, path]:
+        await ocr_image(image, lang="eng", settings=settings, job_id=None, engine=ocr_engine)
+    assert before and engine_pids() == before
+
+
+def test_engine_answers_each_job_with_one_record(tmp_path: Path) -> None:
+    path = tmp_path / "scan.png"
+    text_image(LINES).save(path)
+    engine = Engine()
+    job = {"path": str(path), "lang": "eng", "psm": 3}
+    record, reuse = answer(engine, json.dumps(job).encode())
+    assert record["type"] == "text" and "lazy dog" in record["text"] and reuse
+    record, reuse = answer(engine, json.dumps({**job, "lang": "xyzzy"}).encode())
+    assert record == {"type": "error", "kind": "language"} and reuse
+    # Anything unexpected: reported, and the process takes no further image.
+    record, reuse = answer(engine, b"not a job")
+    assert record == {"type": "error", "kind": "failed"} and not reuse
