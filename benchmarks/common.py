@@ -227,6 +227,8 @@ async def bench_stack(
         blob_dir=blob_dir,
         api_keys=f"{API_KEY}={TENANT}",
         admin_keys="bench-admin",
+        # The stack's ladder too: teardown deletes the retry queues these delays name.
+        retry_delays_ms=[200, 500, 1000],
     )
     env = {
         "DOCPIPE_DATABASE_URL": settings.database_url,
@@ -235,7 +237,7 @@ async def bench_stack(
         "DOCPIPE_BLOB_DIR": str(blob_dir),
         "DOCPIPE_API_KEYS": settings.api_keys,
         "DOCPIPE_ADMIN_KEYS": settings.admin_keys,
-        "DOCPIPE_RETRY_DELAYS_MS": "[200, 500, 1000]",
+        "DOCPIPE_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
         "DOCPIPE_LOG_LEVEL": os.environ.get("DOCPIPE_BENCH_LOG_LEVEL", "WARNING"),
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
