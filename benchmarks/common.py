@@ -37,6 +37,13 @@ def corpus_dir() -> Path:
     return Path(os.environ.get("DOCPIPE_CORPUS", str(ROOT.parent / "shared" / "corpus"))).resolve()
 
 
+def http_client() -> httpx.AsyncClient:
+    """The benchmarks' HTTP client. Idle connections are dropped after 2 s, before uvicorn's
+    5 s keep-alive closes them from its side: reusing a connection the server is closing at
+    that moment fails the request (an httpx.ReadError ended one benchmark run)."""
+    return httpx.AsyncClient(timeout=120, limits=httpx.Limits(keepalive_expiry=2.0))
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100); 0.0 for no values."""
     if not values:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psutil
 
-from benchmarks.common import BenchStack, corpus_dir, distribution, target
+from benchmarks.common import BenchStack, corpus_dir, distribution, http_client, target
 from benchmarks.text_throughput import build_long_pdf
 
 IDLE_P95_S = 0.25
@@ -47,7 +47,7 @@ async def first_progress(
     tries, queued = (2, 4) if smoke else (10, 50)
     data = one_page_pdf().read_bytes()
     backlog_files = sorted((corpus_dir() / "pdf_text").glob("*.pdf"))
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with http_client() as client:
         idle = []
         for i in range(tries):
             idle.append(await time_to_first_progress(bs, client, data, f"idle-{i}.pdf"))
@@ -132,7 +132,7 @@ async def small_behind_big(
     durations: list[float] = []
     overlapped = 0  # tries whose big PDF was still running when the small job ended
     with RssSampler(bs.service_pids()) as sampler:
-        async with httpx.AsyncClient(timeout=120) as client:
+        async with http_client() as client:
             big, _ = await bs.submit(client, long_pdf.read_bytes(), long_pdf.name)
             others = await asyncio.gather(
                 *(

@@ -13,9 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from benchmarks.common import BenchStack, corpus_dir, target
+from benchmarks.common import BenchStack, corpus_dir, http_client, target
 from services.ocr.tesseract import engine_pool, ocr_image
 from shared.settings import Settings
 from tests.quality import cer
@@ -71,7 +69,7 @@ async def run(
         cli_seconds.setdefault(p, time.monotonic() - began)
     baseline_s = time.monotonic() - started
 
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with http_client() as client:
         started = time.monotonic()
         submitted = await asyncio.gather(
             *(bs.submit(client, p.read_bytes(), p.name, ocr="auto") for p in pages)

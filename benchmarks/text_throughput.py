@@ -16,9 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from benchmarks.common import BenchStack, corpus_dir, target
+from benchmarks.common import BenchStack, corpus_dir, http_client, target
 from tests.quality import word_recall
 
 RECALL_SLACK = 0.01
@@ -106,7 +104,7 @@ async def run(
     pypdf_s, pypdf_texts = await run_engine("pypdf", files)
     pdfium_s, pdfium_texts = await run_engine("pdfium", files)
 
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with http_client() as client:
         datas = [f.read_bytes() for f in files]
         started = time.monotonic()
         submitted = await asyncio.gather(
