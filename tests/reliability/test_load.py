@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import aio_pika
 import asyncpg
 import httpx
 import pytest
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from shared.topology import GROUPS
 from tests.fixtures import pdf_with_pages
@@ -108,16 +110,28 @@ class Capture:
 
 
 async def submit_all(rs: ReliabilityStack, load: list[tuple[str, Path]]) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=32)
+    """Upload everything at once, as a careful client does: each upload carries an
+    Idempotency-Key and is sent again with it after a transport error (a connection reset in
+    the middle of the burst failed this test once), so a retry can never make a second job."""
+    limits = httpx.Limits(max_connections=32, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
 
         async def submit(path: Path) -> httpx.Response:
-            return await http.post(
-                f"{rs.client.api}/v1/jobs",
-                headers=rs.client.headers(),
-                files={"file": (path.name, path.read_bytes())},
-                data={"ocr": "auto"},
-            )
+            headers = {**rs.client.headers(), "Idempotency-Key": uuid.uuid4().hex}
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(httpx.TransportError),
+                stop=stop_after_attempt(3),
+                wait=wait_fixed(0.5),
+                reraise=True,
+            ):
+                with attempt:
+                    return await http.post(
+                        f"{rs.client.api}/v1/jobs",
+                        headers=headers,
+                        files={"file": (path.name, path.read_bytes())},
+                        data={"ocr": "auto"},
+                    )
+            raise AssertionError("unreachable: the last attempt returns or raises")
 
         return list(await asyncio.gather(*(submit(p) for _, p in load)))
 
