@@ -18,6 +18,7 @@ much memory, it says it must not be reused and exits.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -62,6 +63,7 @@ class OcrRefused(Exception):
         self.detail = detail
 
 
+@functools.cache  # asked per image; the folders do not move while a child lives
 def find_tessdata(configured: str | None = None) -> str | None:
     """The language-data folder: the configured one, TESSDATA_PREFIX, or the distribution's."""
     candidates = [configured, os.environ.get("TESSDATA_PREFIX")]

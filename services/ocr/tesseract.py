@@ -112,6 +112,19 @@ def looks_like_image(path: Path | str) -> bool:
     return any(head.startswith(magic) for magic in _IMAGE_MAGIC)
 
 
+def _answer_of(lines: list[bytes]) -> dict[str, str]:
+    """The engine's answer record (its last line); a missing or garbled one is a failure."""
+    try:
+        answer = json.loads(lines[-1])
+        if answer.get("type") == "text" and isinstance(answer.get("text"), str):
+            return answer
+        if answer.get("type") == "error":
+            return {"type": "error", "kind": str(answer.get("kind"))}
+    except (IndexError, ValueError, AttributeError):
+        pass
+    return {"type": "error", "kind": "failed"}
+
+
 def describe_refusal(kind: str, lang: str) -> str:
     """The sentence for an image the engine refused (see services/ocr/engine.py)."""
     if kind == "language":
@@ -162,7 +175,7 @@ async def ocr_image(
     failure = result.failure
     text = ""
     if failure is None:
-        answer = json.loads(lines[-1]) if lines else {"type": "error", "kind": "failed"}
+        answer = _answer_of(lines)
         if answer["type"] == "text":
             text = clean_ocr_text(answer["text"])
         else:

@@ -244,3 +244,12 @@ def test_engine_answers_each_job_with_one_record(tmp_path: Path) -> None:
     # Anything unexpected: reported, and the process takes no further image.
     record, reuse = answer(engine, b"not a job")
     assert record == {"type": "error", "kind": "failed"} and not reuse
+
+
+def test_a_missing_or_garbled_answer_is_a_failure() -> None:
+    from services.ocr.tesseract import _answer_of
+
+    assert _answer_of([b'{"type": "text", "text": "Hi"}\n']) == {"type": "text", "text": "Hi"}
+    assert _answer_of([b'{"type": "error", "kind": "image"}\n'])["kind"] == "image"
+    for lines in ([], [b"not json\n"], [b"[1, 2]\n"], [b'{"type": "text"}\n']):
+        assert _answer_of(lines) == {"type": "error", "kind": "failed"}
