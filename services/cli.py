@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from rich.progress import (
     TextColumn,
 )
 from rich.table import Table
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 DEFAULT_API = "http://127.0.0.1:8000"
@@ -345,12 +347,39 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _client(cfg: Config, headers: dict[str, str] | None = None) -> httpx.Client:
+    return httpx.Client(base_url=cfg.api, headers={**cfg.headers, **(headers or {})}, timeout=120)
+
+
 def _request(cfg: Config, method: str, path: str, **kw: Any) -> httpx.Response:
     try:
-        with httpx.Client(base_url=cfg.api, headers=cfg.headers, timeout=120) as client:
+        with _client(cfg) as client:
             return client.request(method, path, **kw)
     except httpx.TransportError as exc:
         raise _fail(f"Cannot reach the docpipe API at {cfg.api}: {exc}") from None
+
+
+# Attempts per upload: a connection reset or a timeout is retried, never a refusal.
+UPLOAD_ATTEMPTS = 3
+
+
+def upload(cfg: Config, path: Path, form: dict[str, str]) -> httpx.Response:
+    """POST one document. It carries an Idempotency-Key, so after a transport error (reset,
+    timeout: the upload may or may not have been taken) it is sent again with the same key,
+    and the API answers with the job it already has instead of starting a second one."""
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception_type(httpx.TransportError),
+            stop=stop_after_attempt(UPLOAD_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.5, max=4),
+            reraise=True,
+        ):
+            with attempt, path.open("rb") as fh, _client(cfg, key) as client:
+                return client.post("/v1/jobs", files={"file": (path.name, fh)}, data=form)
+    except httpx.TransportError as exc:
+        raise _fail(f"Cannot reach the docpipe API at {cfg.api}: {exc}") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 @app.callback()
@@ -388,8 +417,7 @@ def submit(
     jobs: dict[str, str] = {}
     refused = 0
     for path in files:
-        with path.open("rb") as fh:
-            response = _request(cfg, "POST", "/v1/jobs", files={"file": (path.name, fh)}, data=form)
+        response = upload(cfg, path, form)
         if response.status_code in (200, 202):
             job_id = str(response.json()["job_id"])
             jobs[job_id] = path.name

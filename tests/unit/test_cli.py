@@ -222,3 +222,63 @@ async def test_follow_job_checks_over_http_when_the_socket_goes_quiet() -> None:
         )
     assert final["status"] == "cancelled" and final["seq"] == 1
     assert polls == 1
+
+
+def flaky_api(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[tuple[str | None, bytes]]:
+    """The CLI's HTTP client, answered in-process: the first `failures` uploads are reset
+    (as a connection dropped mid-request would be); the rest are accepted."""
+    import services.cli as cli_module
+
+    seen: list[tuple[str | None, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers.get("Idempotency-Key"), request.read()))
+        if len(seen) <= failures:
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return httpx.Response(202, json={"job_id": "5b1c6a4e-0000-4000-8000-000000000001"})
+
+    def client(cfg: Any, headers: dict[str, str] | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=cfg.api,
+            headers={**cfg.headers, **(headers or {})},
+            transport=httpx.MockTransport(handler),
+        )
+
+    monkeypatch.setattr(cli_module, "_client", client)
+    monkeypatch.setattr(cli_module.time, "sleep", lambda _s: None)  # tenacity's wait
+    return seen
+
+
+def test_an_upload_cut_off_is_sent_again_with_the_same_idempotency_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    seen = flaky_api(monkeypatch, failures=1)
+    doc = tmp_path / "doc.txt"
+    doc.write_text("hello")
+    result = CliRunner().invoke(app, ["submit", str(doc)])
+    assert result.exit_code == 0, result.output
+    assert "5b1c6a4e-0000-4000-8000-000000000001" in result.output
+    (key1, body1), (key2, body2) = seen
+    assert key1 and key1 == key2  # the API answers the retry with the job it already has
+    for body in (body1, body2):  # the file is sent whole again (each with its own boundary)
+        assert b'filename="doc.txt"' in body and b"\r\n\r\nhello\r\n" in body
+
+
+def test_an_upload_that_never_gets_through_fails_with_a_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli import UPLOAD_ATTEMPTS, app
+
+    seen = flaky_api(monkeypatch, failures=99)
+    doc = tmp_path / "doc.txt"
+    doc.write_text("hello")
+    result = CliRunner().invoke(app, ["submit", str(doc)])
+    assert result.exit_code == 1
+    assert "Cannot reach the docpipe API" in result.output
+    assert len(seen) == UPLOAD_ATTEMPTS and len({key for key, _ in seen}) == 1
