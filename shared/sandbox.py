@@ -27,7 +27,7 @@ The job protocol of a reused child (the pool sets REUSE_ENV in its environment):
 - stderr: the job's stderr, then STDERR_END_OF_JOB, written before the stdout mark; so each
   job's SandboxResult.stderr holds what was written during that job (and, for a child's first
   job, during its start-up).
-`read_job` and `end_job` are the child's side of it.
+`read_job` and `end_job` are the child's side of it; `serve_jobs` is the loop over them.
 """
 
 from __future__ import annotations
@@ -167,6 +167,21 @@ def end_job(out: IO[str], *, reuse: bool) -> None:
     os.write(2, STDERR_END_OF_JOB)
     out.write((END_OF_JOB if reuse else END_OF_LAST_JOB).decode())
     out.flush()
+
+
+def serve_jobs(out: IO[str], run_job: Callable[[bytes], bool], *, max_rss_mb: float) -> int:
+    """In a reused child: take jobs until stdin ends. Each job's CPU allowance is armed when it
+    arrives; `run_job(payload)` writes the job's records to `out` and says whether this process
+    may take another (never after a fatal error); holding `max_rss_mb` or more ends it too."""
+    while (job := read_job(sys.stdin.buffer)) is not None:
+        payload, cpu_seconds = job
+        # The job is here: from now on the child gets the full CPU-time allowance for it.
+        apply_job_cpu_limit(cpu_seconds)
+        reuse = run_job(payload) and rss_mb() < max_rss_mb
+        end_job(out, reuse=reuse)
+        if not reuse:
+            break
+    return 0
 
 
 def private_stdout() -> IO[str]:

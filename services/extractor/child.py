@@ -7,8 +7,8 @@ Run as `python -m services.extractor.child` inside shared.sandbox.run_sandboxed.
 before the spec is read, so that cost is paid while the child waits for its job.
 
 Started by a pool that reuses its children (shared.sandbox.serving_jobs()), the child extracts
-one document after another: it reads each spec with shared.sandbox.read_job, re-arms its CPU
-limit for it, and ends each with shared.sandbox.end_job, saying whether it may take another.
+one document after another (shared.sandbox.serve_jobs: each spec's CPU limit is re-armed as it
+arrives, and each ends saying whether the child may take another).
 It may not after a fatal record (whatever went wrong may have left state behind), after
 lowering its own priority (cannot be undone) or once it holds much memory; it then exits.
 """
@@ -24,14 +24,7 @@ from collections.abc import Generator, Iterable
 from typing import IO, Any
 
 from services.extractor.spec import ExtractionFatal, ExtractSpec, fatal_record
-from shared.sandbox import (
-    apply_job_cpu_limit,
-    end_job,
-    private_stdout,
-    read_job,
-    rss_mb,
-    serving_jobs,
-)
+from shared.sandbox import apply_job_cpu_limit, private_stdout, serve_jobs, serving_jobs
 
 # How far a large document's child steps back for the CPU (see ExtractSpec.nice_above_pages).
 LARGE_DOCUMENT_NICENESS = 10
@@ -112,24 +105,19 @@ def extract_records(spec: ExtractSpec) -> Generator[dict[str, Any], None, None]:
 
 def serve(out: IO[str]) -> int:
     """Extract documents one after another until stdin ends (or this process must not go on)."""
-    while (job := read_job(sys.stdin.buffer)) is not None:
-        payload, cpu_seconds = job
+
+    def extract_one(payload: bytes) -> bool:
         spec = ExtractSpec.from_json(payload)
-        # The job is here: from now on the child gets the full CPU-time allowance for it.
-        apply_job_cpu_limit(cpu_seconds)
         # Each document's stderr shows its warnings, even those an earlier one showed (the
         # "default" action prints a warning once per place; a new filter list forgets them).
         warnings.simplefilter("default")
         records = extract_records(spec)
         try:
-            reusable = run_job(spec, records, out)
+            return run_job(spec, records, out)
         finally:
             records.close()  # now, not at garbage collection: the document's files are closed
-        reuse = reusable and rss_mb() < REUSE_MAX_RSS_MB
-        end_job(out, reuse=reuse)
-        if not reuse:
-            break
-    return 0
+
+    return serve_jobs(out, extract_one, max_rss_mb=REUSE_MAX_RSS_MB)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,14 +28,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import IO, Any
 
-from shared.sandbox import (
-    apply_job_cpu_limit,
-    end_job,
-    private_stdout,
-    read_job,
-    rss_mb,
-    serving_jobs,
-)
+from shared.sandbox import apply_job_cpu_limit, private_stdout, serve_jobs, serving_jobs
 
 # A warm child that recognised a large page keeps some of that heap; past this it is replaced
 # rather than reused (the service's budget, children included, is 300 MB; a child holding the
@@ -147,17 +140,13 @@ def serve(out: IO[str], preload: str | None) -> int:
         # A language that is not there is reported by the first job that asks for it.
         with contextlib.suppress(OcrRefused):
             engine.api(preload, DEFAULT_PSM, os.environ.get("DOCPIPE_OCR_TESSDATA_DIR"))
-    while (job := read_job(sys.stdin.buffer)) is not None:
-        payload, cpu_seconds = job
-        # The job is here: from now on the child gets the full CPU-time allowance for it.
-        apply_job_cpu_limit(cpu_seconds)
+
+    def recognise_one(payload: bytes) -> bool:
         record, reusable = answer(engine, payload)
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        reuse = reusable and rss_mb() < REUSE_MAX_RSS_MB
-        end_job(out, reuse=reuse)
-        if not reuse:
-            break
-    return 0
+        return reusable
+
+    return serve_jobs(out, recognise_one, max_rss_mb=REUSE_MAX_RSS_MB)
 
 
 def main(argv: list[str] | None = None) -> int:

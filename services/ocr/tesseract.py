@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.ocr.engine import DEFAULT_PSM
-from shared.sandbox import WarmPool, run_sandboxed
+from shared.sandbox import CANCELLED, WarmPool, run_sandboxed
 from shared.settings import Settings
 
 ENGINE_ARGV = (sys.executable, "-m", "services.ocr.engine")
 # The sandbox's failure sentence for a child killed because its job was cancelled.
-JOB_CANCELLED = "The job was cancelled."
+JOB_CANCELLED = CANCELLED
 
 # Tesseract language codes: "eng", "chi_sim", combined as "eng+deu".
 _LANG = re.compile(r"^[A-Za-z][A-Za-z_]{1,31}(\+[A-Za-z][A-Za-z_]{1,31})*$")

@@ -249,17 +249,22 @@ def flaky_api(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[tuple[str 
     return seen
 
 
-def test_an_upload_cut_off_is_sent_again_with_the_same_idempotency_key(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
-) -> None:
+def submit_hello(tmp_path: Any) -> Any:
+    """`docpipe submit doc.txt` (the file says "hello"), run in-process."""
     from typer.testing import CliRunner
 
     from services.cli import app
 
-    seen = flaky_api(monkeypatch, failures=1)
     doc = tmp_path / "doc.txt"
     doc.write_text("hello")
-    result = CliRunner().invoke(app, ["submit", str(doc)])
+    return CliRunner().invoke(app, ["submit", str(doc)])
+
+
+def test_an_upload_cut_off_is_sent_again_with_the_same_idempotency_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    seen = flaky_api(monkeypatch, failures=1)
+    result = submit_hello(tmp_path)
     assert result.exit_code == 0, result.output
     assert "5b1c6a4e-0000-4000-8000-000000000001" in result.output
     (key1, body1), (key2, body2) = seen
@@ -271,14 +276,10 @@ def test_an_upload_cut_off_is_sent_again_with_the_same_idempotency_key(
 def test_an_upload_that_never_gets_through_fails_with_a_sentence(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    from typer.testing import CliRunner
-
-    from services.cli import UPLOAD_ATTEMPTS, app
+    from services.cli import UPLOAD_ATTEMPTS
 
     seen = flaky_api(monkeypatch, failures=99)
-    doc = tmp_path / "doc.txt"
-    doc.write_text("hello")
-    result = CliRunner().invoke(app, ["submit", str(doc)])
+    result = submit_hello(tmp_path)
     assert result.exit_code == 1
     assert "Cannot reach the docpipe API" in result.output
     assert len(seen) == UPLOAD_ATTEMPTS and len({key for key, _ in seen}) == 1
