@@ -39,9 +39,43 @@ class PageSource(StrEnum):
 
 
 class Stage(StrEnum):
+    """A counted stage of a job: its due, done and failed items live in job_progress."""
+
     EXTRACT = "extract"
     OCR = "ocr"
     ANALYZE = "analyze"
+
+
+class JobStatus(StrEnum):
+    """Where a job stands. Only the progress service writes it (ingest writes the first row)."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+ACTIVE_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING})
+
+
+class JobPhase(StrEnum):
+    """What a snapshot's `stage` field shows: the stage a running job is in, else its status."""
+
+    QUEUED = "queued"
+    EXTRACTING = "extracting"
+    OCR = "ocr"
+    ANALYZING = "analyzing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Event(BaseModel):
@@ -316,3 +350,36 @@ def parse_event(routing_key: str, body: bytes | str | dict[str, Any]) -> Event:
     if isinstance(body, dict):
         return model.model_validate(body)
     return model.model_validate_json(body)
+
+
+class StageCounts(BaseModel):
+    """One stage's items: due, done and failed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+class ProgressSnapshot(BaseModel):
+    """What every WebSocket progress message carries (and GET /v1/jobs/{id}/progress answers).
+
+    `seq` strictly increases per job; `percent` never decreases and is 100 only when the job
+    completed; `final` is true on the last message a client will get for the job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: int
+    job_id: uuid.UUID
+    status: JobStatus
+    stage: JobPhase
+    percent: float = Field(ge=0, le=100)
+    stages: dict[Stage, StageCounts]
+    pages_done: int = Field(ge=0)
+    pages_total: int | None = None
+    eta_seconds: int | None = None
+    stalled: bool = False
+    error: str | None = None
+    updated_at: datetime | None = None
+    final: bool = False
