@@ -40,9 +40,11 @@ test-reliability: install services
 bench: install services
 	$(PY) -m benchmarks.run
 
+# ruff (with the complexity checks) and mypy (strict on shared/ and services/); CI runs it.
 lint: install
-	$(VENV)/bin/ruff check shared services scripts tests
-	$(VENV)/bin/ruff format --check shared services scripts tests
+	$(VENV)/bin/ruff check shared services scripts tests benchmarks
+	$(VENV)/bin/ruff format --check shared services scripts tests benchmarks
+	$(VENV)/bin/mypy
 
 # Regenerate docs/openapi-ingest.json, docs/openapi-progress.json and docs/asyncapi.json from code.
 docs: install
