@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scripts.stack import Stack
-from services.cli import follow_jobs
+from docpipe_cli.follow import follow_jobs
 from shared.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent

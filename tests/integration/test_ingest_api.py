@@ -20,7 +20,7 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.ingest.main import create_app
+from services.ingest.app import create_app
 from shared.blobstore import BlobStore
 from shared.events import DocumentUploaded, derive_id
 from shared.settings import Settings

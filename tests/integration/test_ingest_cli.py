@@ -13,8 +13,8 @@ import uvicorn
 from typer.testing import CliRunner, Result
 
 from scripts.stack import free_port
-from services.cli import app as cli
-from services.ingest.main import create_app
+from docpipe_cli.commands import app as cli
+from services.ingest.app import create_app
 from shared.settings import Settings
 from tests.conftest import delete_bus
 
