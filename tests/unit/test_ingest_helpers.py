@@ -36,6 +36,7 @@ from services.ingest.errors import (
 from services.ingest.filenames import MAX_FILENAME_CHARS, filename_length, sanitize_filename
 from services.ingest.limits import UploadSlots
 from services.ingest.middleware import request_id_from
+from services.ingest.models import UploadOptions
 from services.ingest.multipart import (
     FieldPart,
     FileData,
@@ -46,7 +47,6 @@ from services.ingest.multipart import (
     iter_form,
 )
 from services.ingest.pagination import InvalidCursor, decode_cursor, encode_cursor
-from services.ingest.models import UploadOptions
 from services.ingest.submit import UploadRequest, refuse_unreadable_body, replay
 from services.ingest.upload import ReceivedUpload, receive_upload, with_read_timeout
 from shared.blobstore import BlobStore
@@ -347,7 +347,8 @@ def test_a_replayed_key_needs_the_same_bytes_and_options() -> None:
         replay(existing, upload, UploadOptions(ocr="never"))
     other = hashlib.sha256(b"other").hexdigest()
     with pytest.raises(IdempotencyConflict):
-        replay(existing, ReceivedUpload(f"blob://sha256/{other}", 5, "a.pdf", None), UploadOptions())
+        different = ReceivedUpload(f"blob://sha256/{other}", 5, "a.pdf", None)
+        replay(existing, different, UploadOptions())
 
 
 # --- the outbox relay's backoff -------------------------------------------------------------
