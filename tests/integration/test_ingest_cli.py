@@ -12,8 +12,8 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner, Result
 
-from scripts.stack import free_port
 from docpipe_cli.commands import app as cli
+from scripts.stack import free_port
 from services.ingest.app import create_app
 from shared.settings import Settings
 from tests.conftest import delete_bus

@@ -86,7 +86,13 @@ async def _body_of(request: Request) -> AsyncIterator[bytes]:
         408: {"model": Problem, "description": "The body stopped arriving"},
         413: {"model": Problem},
         415: {"model": Problem},
-        429: {"model": Problem, "description": "Too many uploads of this tenant at once"},
+        429: {
+            "model": Problem,
+            "description": "Too many uploads of this tenant at once",
+            "headers": {
+                "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+            },
+        },
     },
 )
 async def submit_job(
