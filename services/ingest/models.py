@@ -10,18 +10,6 @@ from pydantic import BaseModel, Field
 
 from shared.events import JobStatus, OcrMode
 
-__all__ = [
-    "CancelAccepted",
-    "JobCreated",
-    "JobLinks",
-    "JobPage",
-    "JobStatus",
-    "JobView",
-    "Problem",
-    "UploadForm",
-    "UploadOptions",
-]
-
 
 class UploadOptions(BaseModel):
     """The form fields sent with the file."""

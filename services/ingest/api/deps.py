@@ -11,7 +11,6 @@ from services.ingest.limits import UploadSlots
 from services.ingest.runtime import IngestRuntime
 from shared.auth import Principal, PrincipalDep
 from shared.service import ServiceContext
-from shared.settings import Settings
 
 
 def get_upload_slots(request: Request) -> UploadSlots:
@@ -23,11 +22,6 @@ def get_runtime(request: Request) -> IngestRuntime:
     """The running service's connections (set up by the lifespan) with the upload cap."""
     ctx: ServiceContext = request.app.state.ctx
     return IngestRuntime(ctx.settings, ctx.pool, ctx.bus, ctx.blobs, get_upload_slots(request))
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 def get_pool(runtime: Annotated[IngestRuntime, Depends(get_runtime)]) -> asyncpg.Pool:
@@ -45,7 +39,6 @@ def visible_tenant(principal: Principal) -> str | None:
 
 
 RuntimeDep = Annotated[IngestRuntime, Depends(get_runtime)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 
@@ -54,6 +47,5 @@ __all__ = [
     "PrincipalDep",
     "RequestIdDep",
     "RuntimeDep",
-    "SettingsDep",
     "visible_tenant",
 ]
