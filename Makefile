@@ -40,10 +40,10 @@ test-reliability: install services
 bench: install services
 	$(PY) -m benchmarks.run
 
-# ruff (with the complexity checks) and mypy (strict on shared/ and services/); CI runs it.
+# ruff (with the complexity checks) and mypy (strict on shared/, services/ and docpipe_cli/); CI runs it.
 lint: install
-	$(VENV)/bin/ruff check shared services scripts tests benchmarks
-	$(VENV)/bin/ruff format --check shared services scripts tests benchmarks
+	$(VENV)/bin/ruff check shared services docpipe_cli scripts tests benchmarks
+	$(VENV)/bin/ruff format --check shared services docpipe_cli scripts tests benchmarks
 	$(VENV)/bin/mypy
 
 # Regenerate docs/openapi-ingest.json, docs/openapi-progress.json and docs/asyncapi.json from code.

@@ -18,8 +18,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from docpipe_cli.follow import follow_jobs
 from scripts.stack import Stack
-from services.cli import follow_jobs
 from shared.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent

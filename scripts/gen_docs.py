@@ -31,7 +31,7 @@ def _default_settings() -> Any:
 
 
 def ingest_openapi() -> dict[str, Any]:
-    from services.ingest.main import create_app
+    from services.ingest.app import create_app
 
     return create_app(_default_settings()).openapi()
 

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     def admin_key_set(self) -> set[str]:
         return {k.strip() for k in self.admin_keys.split(",") if k.strip()}
 
+    # Ingest uploads (issue 10, HTTP hygiene). A request body that sends nothing for
+    # upload_read_timeout_seconds is answered 408 and its connection closed; a tenant may stream
+    # at most max_concurrent_uploads_per_tenant uploads at once per ingest process (more: 429).
+    upload_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_concurrent_uploads_per_tenant: int = Field(default=100, ge=1)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

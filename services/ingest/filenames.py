@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import unicodedata
 
 MAX_FILENAME_CHARS = 255
@@ -36,3 +37,10 @@ def sanitize_filename(raw: str | None, *, max_chars: int = MAX_FILENAME_CHARS) -
         else:
             name = name[:max_chars].rstrip(" .")
     return name or None
+
+
+def filename_length(raw: str | None) -> int:
+    """How many characters of `raw` sanitize_filename would keep before truncating: what the
+    255-character limit is checked against (a Windows path before the basename does not count)."""
+    name = sanitize_filename(raw, max_chars=sys.maxsize)
+    return len(name) if name else 0

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.events import OcrMode
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+from shared.events import JobStatus, OcrMode
 
 
 class UploadOptions(BaseModel):
@@ -25,7 +16,15 @@ class UploadOptions(BaseModel):
 
     priority: int = Field(default=0, ge=0, le=9)
     ocr: OcrMode = OcrMode.AUTO
-    password: str | None = Field(default=None, max_length=1024)
+    password: str | None = Field(default=None, max_length=1024, description="for encrypted PDFs")
+
+
+# The body is streamed to the blob store by hand (services/ingest/upload.py), so FastAPI does
+# not parse it: this model is what OpenAPI shows, and the options are validated as UploadOptions.
+class UploadForm(UploadOptions):
+    """The upload: one document and its processing options."""
+
+    file: bytes = Field(description="The document; its format is judged by its bytes.")
 
 
 class JobLinks(BaseModel):
@@ -63,6 +62,11 @@ class JobView(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    cancel_requested_at: datetime | None = Field(
+        default=None,
+        description="When a cancel was requested; the status turns cancelled once the "
+        "progress service has applied it, moments later.",
+    )
 
     @classmethod
     def from_row(cls, row: Any) -> JobView:
@@ -84,6 +88,7 @@ class JobView(BaseModel):
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
+            cancel_requested_at=row["cancel_requested_at"],
         )
 
 
@@ -94,7 +99,10 @@ class JobPage(BaseModel):
 
 class CancelAccepted(BaseModel):
     job_id: uuid.UUID
-    status: JobStatus
+    status: JobStatus = Field(
+        description="cancelled: the status the job takes. The progress service applies the "
+        "cancel moments after this answer; until then GET may still show the previous status."
+    )
 
 
 class Problem(BaseModel):

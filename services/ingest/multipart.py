@@ -12,6 +12,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 32
+# One header line of a part: room for a 255-character file name in any encoding, percent-
+# encoded or RFC 2231-encoded, so an overlong name reaches the filename check (a sentence
+# naming the limit) instead of the parser's own limit of about 4 KiB.
+MAX_HEADER_BYTES = 16 * 1024
 
 
 class MultipartError(ValueError):
@@ -85,9 +89,18 @@ class _Collector:
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
+        self._check_header_size()
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
+        self._check_header_size()
+
+    def _check_header_size(self) -> None:
+        if len(self._header_name) + len(self._header_value) > MAX_HEADER_BYTES:
+            raise MultipartError(
+                f"A form part has a header longer than {MAX_HEADER_BYTES // 1024} KiB "
+                "(a file name may have at most 255 characters)."
+            )
 
     def on_header_end(self) -> None:
         self._headers[self._header_name.lower()] = self._header_value
@@ -151,6 +164,9 @@ async def iter_form(content_type: str, stream: AsyncIterator[bytes]) -> AsyncIte
             "on_headers_finished": collector.on_headers_finished,
             "on_end": collector.on_end,
         },
+        # A backstop only: _check_header_size speaks first, with a sentence (the parser counts
+        # a chunk's header bytes before handing them to the callbacks).
+        max_header_size=1024 * 1024,
     )
     async for chunk in stream:
         try:

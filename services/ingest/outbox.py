@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from shared.bus import Bus
 from shared.events import Event
@@ -44,7 +45,7 @@ async def enqueue(
 ) -> int | None:
     """Add the event to the outbox inside the caller's transaction; returns the row id, or
     None when an event with the same message_id is already there."""
-    return await conn.fetchval(
+    outbox_id: int | None = await conn.fetchval(
         """
         INSERT INTO outbox (message_id, routing_key, payload, headers, priority)
         VALUES ($1, $2, $3, $4, $5)
@@ -57,6 +58,7 @@ async def enqueue(
         headers or {},
         priority,
     )
+    return outbox_id
 
 
 async def _publish_row(bus: Bus, row: asyncpg.Record) -> None:
@@ -138,18 +140,23 @@ async def run_relay(
     batch: int = RELAY_BATCH,
 ) -> None:
     """Poll the outbox for the life of the service, backing off while publishing fails."""
-    failures = 0
     while True:
-        await asyncio.sleep(
-            interval if failures == 0 else min(interval * 2**failures, MAX_BACKOFF_SECONDS)
-        )
-        try:
-            # Drain a backlog without waiting between full batches.
-            while await relay_once(pool, bus, batch=batch) == batch:
-                pass
-            failures = 0
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            failures = min(failures + 1, 10)
-            log.warning("outbox relay pass failed", error=repr(exc), failures=failures)
+        await asyncio.sleep(interval)
+        # A failing pass is tried again after interval * 2, 4, 8... (at most MAX_BACKOFF), so
+        # an unreachable broker is not hammered; the first pass that works resets the delay.
+        await AsyncRetrying(
+            wait=wait_exponential(multiplier=2 * interval, max=MAX_BACKOFF_SECONDS),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=_log_failed_pass,
+        )(_drain, pool, bus, batch)
+
+
+async def _drain(pool: asyncpg.Pool, bus: Bus, batch: int) -> None:
+    """Publish until a pass finds less than a full batch (a backlog drains without waits)."""
+    while await relay_once(pool, bus, batch=batch) == batch:
+        pass
+
+
+def _log_failed_pass(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("outbox relay pass failed", error=repr(error), failures=state.attempt_number)

@@ -10,11 +10,12 @@ from typing import Any
 import asyncpg
 
 from services.ingest.outbox import enqueue
-from shared.events import DocumentUploaded, JobCancelled
+from shared.events import DocumentUploaded, JobCancelled, JobStatus
 
 JOB_COLUMNS = (
     "job_id, tenant, status, stage, percent, error, filename, format, ocr_mode, priority, "
-    "size_bytes, sha256, pages_total, stalled, partial, created_at, updated_at, finished_at"
+    "size_bytes, sha256, pages_total, stalled, partial, created_at, updated_at, finished_at, "
+    "cancel_requested_at"
 )
 CANCEL_REASON = "Cancelled by the client."
 
@@ -75,14 +76,14 @@ async def list_jobs(
     conn: asyncpg.Connection | asyncpg.Pool,
     tenant: str | None,
     *,
-    status: str | None,
+    status: JobStatus | None,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
 ) -> list[asyncpg.Record]:
     """Newest first; `after` is the (created_at, job_id) of the last row already seen.
     Fetches limit + 1 rows so the caller knows whether there is a next page."""
     after_at, after_id = after if after else (None, None)
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         f"""
         SELECT {JOB_COLUMNS} FROM jobs
         WHERE ($1::text IS NULL OR tenant = $1)
@@ -92,11 +93,12 @@ async def list_jobs(
         LIMIT $5
         """,
         tenant,
-        status,
+        status.value if status else None,
         after_at,
         after_id,
         limit + 1,
     )
+    return rows
 
 
 async def get_result(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> Any:
@@ -106,34 +108,33 @@ async def get_result(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID)
 @dataclass(frozen=True)
 class CancelOutcome:
     found: bool
-    status: str | None = None  # the status before this call
+    status: JobStatus | None = None  # the status when the request came
+    already_requested: bool = False  # an earlier cancel is on its way
     outbox_id: int | None = None
 
 
-async def cancel_job(
+async def request_cancel(
     conn: asyncpg.Connection, job_id: uuid.UUID, tenant: str | None, headers: dict[str, Any]
 ) -> CancelOutcome:
-    """Cancel a job that has not ended, with its JobCancelled event, in one transaction."""
+    """Record a cancel request for a job that has not ended, with its JobCancelled event, in
+    one transaction. The status is not touched: the progress service applies job.cancelled."""
     async with conn.transaction():
-        status = await conn.fetchval(
-            "SELECT status FROM jobs WHERE job_id = $1 AND ($2::text IS NULL OR tenant = $2) "
-            "FOR UPDATE",
+        row = await conn.fetchrow(
+            "SELECT status, cancel_requested_at FROM jobs "
+            "WHERE job_id = $1 AND ($2::text IS NULL OR tenant = $2) FOR UPDATE",
             job_id,
             tenant,
         )
-        if status is None:
+        if row is None:
             return CancelOutcome(found=False)
-        if status in ("completed", "failed", "cancelled"):
-            return CancelOutcome(found=True, status=status)
-        await conn.execute(
-            """
-            UPDATE jobs SET status = 'cancelled', stage = 'cancelled', error = $2,
-                            finished_at = now(), updated_at = now()
-            WHERE job_id = $1
-            """,
-            job_id,
-            CANCEL_REASON,
-        )
+        status = JobStatus(row["status"])
+        if status.terminal or row["cancel_requested_at"] is not None:
+            return CancelOutcome(
+                found=True,
+                status=status,
+                already_requested=row["cancel_requested_at"] is not None,
+            )
+        await conn.execute("UPDATE jobs SET cancel_requested_at = now() WHERE job_id = $1", job_id)
         outbox_id = await enqueue(
             conn,
             JobCancelled(job_id=job_id, reason=CANCEL_REASON),

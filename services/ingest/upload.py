@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,8 @@ import anyio.from_thread
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from services.ingest.errors import FilenameTooLong, UploadRejected, UploadTimedOut, UploadTooLarge
+from services.ingest.filenames import MAX_FILENAME_CHARS, filename_length
 from services.ingest.multipart import FieldPart, FileData, FileEnd, FileStart, iter_form
 from shared.blobstore import BlobStore
 from shared.sniff import UNSUPPORTED_REASON, sniff_path, unsupported_reason
@@ -23,31 +25,8 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 UPLOAD_FIELD = "file"
 
 
-class UploadTooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"The file is larger than the upload limit of {human_bytes(limit)}.")
-        self.limit = limit
-
-
-class UploadRejected(Exception):
-    """The request's form is unusable (status 400); `detail` is shown to the client."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
 class _Aborted(Exception):
     pass
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 class BlobWriter:
@@ -114,7 +93,8 @@ async def receive_upload(
     """Store the form's `file` part as a blob and collect the other fields.
 
     Returns None when the form has no `file` part. Raises UploadTooLarge as soon as the file
-    passes `max_bytes`, UploadRejected for a second file, MultipartError for a broken body.
+    passes `max_bytes`, FilenameTooLong before storing a file whose name is too long,
+    UploadRejected for a second file, MultipartError for a broken body.
     """
     fields: dict[str, str] = {}
     writer: BlobWriter | None = None
@@ -130,6 +110,8 @@ async def receive_upload(
                     continue
                 if upload is not None or writer is not None:
                     raise UploadRejected("Send one file per request.")
+                if (length := filename_length(event.filename)) > MAX_FILENAME_CHARS:
+                    raise FilenameTooLong(length)
                 writer = BlobWriter(store)
                 in_file = True
                 upload = ReceivedUpload("", 0, event.filename, event.content_type)
@@ -152,6 +134,21 @@ async def receive_upload(
     if upload is not None:
         upload.fields = fields
     return upload
+
+
+async def with_read_timeout(stream: AsyncIterable[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """The chunks of `stream`; UploadTimedOut when the next one takes longer than `seconds`
+    (a stalled client must not hold a connection and a blob writer forever)."""
+    chunks = aiter(stream)
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadTimedOut(seconds) from None
+        yield chunk
 
 
 async def sniff_blob(store: BlobStore, uri: str) -> str | None:

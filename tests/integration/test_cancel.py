@@ -1,6 +1,7 @@
 """Cancel that cancels, within 2 seconds: while OCR runs on a 12-page scan, a cancel shows in
-GET at once, ends the WebSocket with a final "cancelled" message, kills the job's tesseract
-processes, drops its queued work and keeps what was done as a partial result."""
+GET at once (progress applies the job.cancelled ingest publishes), ends the WebSocket with a
+final "cancelled" message, kills the job's tesseract processes, drops its queued work and keeps
+what was done as a partial result."""
 
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ async def test_cancel_while_ocr_runs(
         )
     assert response.status_code == 202, response.text
 
-    # GET shows cancelled within the budget (ingest writes the status with the cancel).
+    # GET shows cancelled within the budget: ingest records the request and publishes
+    # job.cancelled, and the progress service (the only writer of job status) applies it.
     while (await stack.job(job_id)).json()["status"] != "cancelled":
         assert time.monotonic() - requested < CANCEL_BUDGET_SECONDS
         await asyncio.sleep(0.05)

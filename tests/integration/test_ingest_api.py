@@ -20,7 +20,7 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.ingest.main import create_app
+from services.ingest.app import create_app
 from shared.blobstore import BlobStore
 from shared.events import DocumentUploaded, derive_id
 from shared.settings import Settings
@@ -256,14 +256,39 @@ async def test_idempotency_key_returns_the_existing_job(client: httpx.AsyncClien
     key = f"idem-{uuid.uuid4()}"
     first = await submit(client, b"first body of text", "a.txt", headers={"Idempotency-Key": key})
     assert first.status_code == 202, first.text
-    again = await submit(client, b"another body", "b.txt", headers={"Idempotency-Key": key})
+    # The same file again (a client retrying after a lost answer): that job, whatever the name.
+    again = await submit(client, b"first body of text", "b.txt", headers={"Idempotency-Key": key})
     assert again.status_code == 200, again.text
     assert again.json()["job_id"] == first.json()["job_id"]
+    assert again.json()["filename"] == "a.txt"
     # The key is scoped to the tenant.
     other = await submit(client, b"first body of text", "a.txt", key=OTHER_KEY,
                          headers={"Idempotency-Key": key})  # fmt: skip
     assert other.status_code == 202
     assert other.json()["job_id"] != first.json()["job_id"]
+
+
+async def test_idempotency_key_reused_for_another_upload_is_422(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool
+) -> None:
+    key = f"idem-{uuid.uuid4()}"
+    first = await submit(client, b"the first document", "a.txt", headers={"Idempotency-Key": key})
+    assert first.status_code == 202, first.text
+    job_id = first.json()["job_id"]
+    for content, data in (
+        (b"a different document", {}),  # another file
+        (b"the first document", {"priority": "5"}),  # the same file with other options
+        (b"the first document", {"ocr": "always"}),
+    ):
+        r = await submit(client, content, "a.txt", data=data, headers={"Idempotency-Key": key})
+        assert r.status_code == 422, (data, r.text)
+        [error] = r.json()["detail"]
+        assert error["loc"] == ["header", "idempotency-key"]
+        assert job_id in error["msg"] and "use a new key" in error["msg"]
+    jobs = await db_pool.fetchval(
+        "SELECT count(*) FROM jobs WHERE tenant = 'dev' AND idempotency_key = $1", key
+    )
+    assert jobs == 1
 
 
 async def test_missing_file_is_422(client: httpx.AsyncClient) -> None:
@@ -280,6 +305,20 @@ async def test_bad_options_are_422(client: httpx.AsyncClient) -> None:
     for data in ({"priority": "10"}, {"priority": "x"}, {"ocr": "sometimes"}):
         r = await submit(client, make_pdf(), data=data)
         assert r.status_code == 422, (data, r.text)
+
+
+async def test_overlong_filename_is_422_with_a_sentence(client: httpx.AsyncClient) -> None:
+    for name in ("n" * 300 + ".pdf", "n" * 10_000 + ".pdf"):  # the second one: 10 KB
+        r = await submit(client, make_pdf(), name)
+        assert r.status_code == 422, r.text
+        [error] = r.json()["detail"]
+        assert error["loc"] == ["body", "file"]
+        assert error["msg"] == (
+            f"The file name is too long ({len(name)} characters): at most 255 characters."
+        )
+    r = await submit(client, make_pdf(), "n" * 251 + ".pdf")  # 255 exactly
+    assert r.status_code == 202, r.text
+    assert r.json()["filename"] == "n" * 251 + ".pdf"
 
 
 async def test_empty_file_is_400(client: httpx.AsyncClient) -> None:
@@ -360,7 +399,9 @@ async def test_job_published_straight_to_the_bus_is_readable_by_its_tenant(
     assert r.status_code == 404
 
 
-async def test_list_paginates_newest_first(client: httpx.AsyncClient) -> None:
+async def test_list_paginates_newest_first(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool
+) -> None:
     submitted = []
     for i in range(5):
         r = await submit(client, f"document number {i}\n".encode(), f"n{i}.txt", key=PAGER_KEY)
@@ -384,8 +425,12 @@ async def test_list_paginates_newest_first(client: httpx.AsyncClient) -> None:
     assert pages == 3
     assert seen == list(reversed(submitted))
 
-    # Filter by status.
-    await client.post(f"/v1/jobs/{submitted[1]}/cancel", headers=auth(PAGER_KEY))
+    # Filter by status (the progress service's part of a cancel done by hand: it is not
+    # running here).
+    await db_pool.execute(
+        "UPDATE jobs SET status = 'cancelled', stage = 'cancelled' WHERE job_id = $1",
+        uuid.UUID(submitted[1]),
+    )
     r = await client.get("/v1/jobs?status=cancelled", headers=auth(PAGER_KEY))
     assert [j["job_id"] for j in r.json()["items"]] == [submitted[1]]
     assert r.json()["next_cursor"] is None
@@ -430,7 +475,7 @@ async def test_result_is_409_until_completed(
     assert "completed" in r.json()["detail"]
 
 
-async def test_cancel_marks_job_and_publishes_event(
+async def test_cancel_records_the_request_and_publishes_event(
     client: httpx.AsyncClient, ingest_settings: Settings, db_pool: asyncpg.Pool
 ) -> None:
     job_id = (await submit(client, make_pdf("cancel me"), "c.pdf")).json()["job_id"]
@@ -441,20 +486,35 @@ async def test_cancel_marks_job_and_publishes_event(
         message_id = str(derive_id(uuid.UUID(job_id), "job.cancelled"))
         await tap.wait_for(lambda: bool(tap.with_id(message_id)))
     [message] = tap.with_id(message_id)
+    assert message.priority == 9  # overtakes queued work
     body = json.loads(message.body)
     assert body["job_id"] == job_id and body["reason"] == "Cancelled by the client."
 
+    # Ingest records the request; the status is the progress service's to write (it is not
+    # running here), so the job reads as before, with the request's time.
     view = (await client.get(f"/v1/jobs/{job_id}", headers=auth(KEY))).json()
-    assert view["status"] == "cancelled"
-    assert view["stage"] == "cancelled"
-    assert view["error"] == "Cancelled by the client."
-    assert view["finished_at"] is not None
+    assert view["status"] == "queued" and view["stage"] == "queued"
+    assert view["error"] is None and view["finished_at"] is None
+    assert view["cancel_requested_at"] is not None
 
+    # A second cancel while the first is on its way: 200, and no second event.
     again = await client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(KEY))
     assert again.status_code == 200
     assert again.json() == {"job_id": job_id, "status": "cancelled"}
     count = await db_pool.fetchval("SELECT count(*) FROM outbox WHERE message_id = $1", message_id)
     assert count == 1
 
+    # Once progress has applied it: still 200, and the result is not there (409).
+    await db_pool.execute(
+        "UPDATE jobs SET status = 'cancelled', stage = 'cancelled', finished_at = now() "
+        "WHERE job_id = $1",
+        uuid.UUID(job_id),
+    )
+    again = await client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(KEY))
+    assert again.status_code == 200
+    assert again.json() == {"job_id": job_id, "status": "cancelled"}
     r = await client.get(f"/v1/jobs/{job_id}/result", headers=auth(KEY))
     assert r.status_code == 409 and r.json()["status"] == "cancelled"
+    assert (
+        await db_pool.fetchval("SELECT count(*) FROM outbox WHERE message_id = $1", message_id) == 1
+    )

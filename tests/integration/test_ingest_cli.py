@@ -12,9 +12,9 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner, Result
 
+from docpipe_cli.commands import app as cli
 from scripts.stack import free_port
-from services.cli import app as cli
-from services.ingest.main import create_app
+from services.ingest.app import create_app
 from shared.settings import Settings
 from tests.conftest import delete_bus
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from docpipe_cli.commands import app as cli
 from scripts.stack import Stack
-from services.cli import app as cli
 from shared.events import DocumentUploaded
 from shared.settings import Settings
 from shared.topology import Topology

@@ -12,13 +12,12 @@ import pytest
 import websockets
 from rich.console import Console
 
-from services.cli import (
+from docpipe_cli.follow import follow_job, follow_jobs
+from docpipe_cli.views import (
     apply_update,
     chunks_of,
     detail_of,
     events_url,
-    follow_job,
-    follow_jobs,
     format_eta,
     http_error_message,
     is_final,
@@ -227,7 +226,7 @@ async def test_follow_job_checks_over_http_when_the_socket_goes_quiet() -> None:
 def flaky_api(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[tuple[str | None, bytes]]:
     """The CLI's HTTP client, answered in-process: the first `failures` uploads are reset
     (as a connection dropped mid-request would be); the rest are accepted."""
-    import services.cli as cli_module
+    import docpipe_cli.commands as cli_module
 
     seen: list[tuple[str | None, bytes]] = []
 
@@ -245,7 +244,7 @@ def flaky_api(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[tuple[str 
         )
 
     monkeypatch.setattr(cli_module, "_client", client)
-    monkeypatch.setattr(cli_module.time, "sleep", lambda _s: None)  # tenacity's wait
+    monkeypatch.setattr("time.sleep", lambda _s: None)  # tenacity's wait
     return seen
 
 
@@ -253,7 +252,7 @@ def submit_hello(tmp_path: Any) -> Any:
     """`docpipe submit doc.txt` (the file says "hello"), run in-process."""
     from typer.testing import CliRunner
 
-    from services.cli import app
+    from docpipe_cli.commands import app
 
     doc = tmp_path / "doc.txt"
     doc.write_text("hello")
@@ -276,7 +275,7 @@ def test_an_upload_cut_off_is_sent_again_with_the_same_idempotency_key(
 def test_an_upload_that_never_gets_through_fails_with_a_sentence(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    from services.cli import UPLOAD_ATTEMPTS
+    from docpipe_cli.commands import UPLOAD_ATTEMPTS
 
     seen = flaky_api(monkeypatch, failures=99)
     result = submit_hello(tmp_path)

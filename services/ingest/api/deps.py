@@ -7,25 +7,30 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Request
 
+from services.ingest.limits import UploadSlots
+from services.ingest.runtime import IngestRuntime
 from shared.auth import Principal, PrincipalDep
 from shared.service import ServiceContext
-from shared.settings import Settings
 
 
-def get_ctx(request: Request) -> ServiceContext:
-    return request.app.state.ctx
+def get_upload_slots(request: Request) -> UploadSlots:
+    slots: UploadSlots = request.app.state.upload_slots
+    return slots
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def get_runtime(request: Request) -> IngestRuntime:
+    """The running service's connections (set up by the lifespan) with the upload cap."""
+    ctx: ServiceContext = request.app.state.ctx
+    return IngestRuntime(ctx.settings, ctx.pool, ctx.bus, ctx.blobs, get_upload_slots(request))
 
 
-def get_pool(ctx: Annotated[ServiceContext, Depends(get_ctx)]) -> asyncpg.Pool:
-    return ctx.pool
+def get_pool(runtime: Annotated[IngestRuntime, Depends(get_runtime)]) -> asyncpg.Pool:
+    return runtime.pool
 
 
 def get_request_id(request: Request) -> str:
-    return getattr(request.state, "request_id", None) or ""
+    request_id: str = getattr(request.state, "request_id", None) or ""
+    return request_id
 
 
 def visible_tenant(principal: Principal) -> str | None:
@@ -33,16 +38,14 @@ def visible_tenant(principal: Principal) -> str | None:
     return None if principal.admin else principal.tenant
 
 
-CtxDep = Annotated[ServiceContext, Depends(get_ctx)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+RuntimeDep = Annotated[IngestRuntime, Depends(get_runtime)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 
 __all__ = [
-    "CtxDep",
     "PoolDep",
     "PrincipalDep",
     "RequestIdDep",
-    "SettingsDep",
+    "RuntimeDep",
     "visible_tenant",
 ]

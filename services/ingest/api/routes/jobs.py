@@ -3,85 +3,55 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import asyncpg
 import structlog
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.constants import REF_TEMPLATE
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from services.ingest import repository as repo
 from services.ingest.api.deps import (
-    CtxDep,
     PoolDep,
     PrincipalDep,
     RequestIdDep,
-    SettingsDep,
+    RuntimeDep,
     visible_tenant,
 )
-from services.ingest.filenames import sanitize_filename
+from services.ingest.cancel import request_cancel
+from services.ingest.errors import JobNotFound, UploadInterrupted
 from services.ingest.models import (
     CancelAccepted,
     JobCreated,
     JobLinks,
     JobPage,
-    JobStatus,
     JobView,
     Problem,
-    UploadOptions,
+    UploadForm,
 )
-from services.ingest.multipart import MultipartError, boundary_of
-from services.ingest.outbox import publish_now
 from services.ingest.pagination import InvalidCursor, decode_cursor, encode_cursor
-from services.ingest.upload import (
-    MULTIPART_SLACK_BYTES,
-    UploadRejected,
-    UploadTooLarge,
-    discard_blob,
-    human_bytes,
-    receive_upload,
-    sniff_blob,
-    unsupported_upload_reason,
-)
-from shared.events import DocumentUploaded
+from services.ingest.submit import SubmittedJob, UploadRequest, submit
+from shared.events import JobStatus
 from shared.settings import Settings
-from shared.sniff import MEDIA_TYPES
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-NOT_FOUND = "No such job."
-
-# The upload is parsed by hand (streamed to the blob store), so describe the form for OpenAPI.
+# The form is streamed by hand (not parsed by FastAPI), so its schema is referenced here and
+# added to the components from UploadForm (services/ingest/app.py: upload_form_schemas).
 _UPLOAD_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "priority": {"type": "integer", "minimum": 0, "maximum": 9, "default": 0},
-                        "ocr": {"type": "string", "enum": ["auto", "always", "never"]},
-                        "password": {"type": "string", "description": "for encrypted PDFs"},
-                    },
-                }
+                "schema": {"$ref": REF_TEMPLATE.format(model=UploadForm.__name__)}
             }
         },
     }
 }
-
-
-def _missing_file() -> RequestValidationError:
-    return RequestValidationError(
-        [{"type": "missing", "loc": ("body", "file"), "msg": "Field required", "input": None}]
-    )
 
 
 def _links(request: Request, settings: Settings, job_id: uuid.UUID) -> JobLinks:
@@ -95,16 +65,13 @@ def _links(request: Request, settings: Settings, job_id: uuid.UUID) -> JobLinks:
     )
 
 
-def _created(request: Request, settings: Settings, row: asyncpg.Record) -> JobCreated:
-    return JobCreated(
-        job_id=row["job_id"],
-        status=row["status"],
-        filename=row["filename"],
-        format=row["format"],
-        size_bytes=row["size_bytes"],
-        sha256=row["sha256"],
-        links=_links(request, settings, row["job_id"]),
-    )
+async def _body_of(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        log.info("client went away during upload")
+        raise UploadInterrupted() from None
 
 
 @router.post(
@@ -115,115 +82,53 @@ def _created(request: Request, settings: Settings, row: asyncpg.Record) -> JobCr
     responses={
         200: {"model": JobCreated, "description": "Idempotency-Key seen before: that job"},
         400: {"model": Problem},
+        403: {"model": Problem},
+        408: {"model": Problem, "description": "The body stopped arriving"},
         413: {"model": Problem},
         415: {"model": Problem},
+        429: {
+            "model": Problem,
+            "description": "Too many uploads of this tenant at once",
+            "headers": {
+                "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+            },
+        },
     },
 )
 async def submit_job(
     request: Request,
     response: Response,
     principal: PrincipalDep,
-    ctx: CtxDep,
+    runtime: RuntimeDep,
     request_id: RequestIdDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JobCreated:
-    """Upload a document; it is processed asynchronously (202, then follow the links)."""
-    settings = ctx.settings
-    tenant = principal.tenant
-    if tenant is None:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "This key has no tenant to submit as.")
-
-    if idempotency_key:
-        existing = await repo.find_by_idempotency_key(ctx.pool, tenant, idempotency_key)
-        if existing is not None:
-            response.status_code = status.HTTP_200_OK
-            return _created(request, settings, existing)
-
-    content_type = request.headers.get("content-type")
-    if boundary_of(content_type) is None:
-        raise _missing_file()
-    declared = request.headers.get("content-length")
-    # Refuse an obviously oversized body before reading any of it.
-    if (
-        declared
-        and declared.isdigit()
-        and int(declared) > (settings.max_upload_bytes + MULTIPART_SLACK_BYTES)
-    ):
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"The file is larger than the upload limit of "
-            f"{human_bytes(settings.max_upload_bytes)}.",
-        )
-
-    assert content_type is not None
-    try:
-        upload = await receive_upload(
-            content_type, request.stream(), ctx.blobs, settings.max_upload_bytes
-        )
-    except UploadTooLarge as exc:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
-    except (UploadRejected, MultipartError) as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-    except ClientDisconnect:
-        log.info("client went away during upload")
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "The upload was interrupted.") from None
-    if upload is None:
-        raise _missing_file()
-
-    try:
-        options = UploadOptions.model_validate(
-            {k: v for k, v in upload.fields.items() if k in UploadOptions.model_fields and v != ""}
-        )
-    except ValidationError as exc:
-        # The blob may be shared with a concurrent valid upload, so it stays.
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from None
-
-    if upload.size_bytes == 0:
-        await discard_blob(ctx.blobs, upload.uri)
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "The uploaded file is empty.")
-    fmt = await sniff_blob(ctx.blobs, upload.uri)
-    if fmt is None:
-        reason = await unsupported_upload_reason(ctx.blobs, upload.uri)
-        await discard_blob(ctx.blobs, upload.uri)
-        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, reason)
-
-    filename = sanitize_filename(upload.client_filename) or f"upload.{fmt}"
-    event = DocumentUploaded(
-        job_id=uuid.uuid4(),
-        tenant=tenant,
-        document_uri=upload.uri,
-        filename=filename,
-        ocr=options.ocr,
-        password=options.password,
-        priority=options.priority,
-        size_bytes=upload.size_bytes,
-        content_type=MEDIA_TYPES[fmt],
+    """Upload a document; it is processed asynchronously (202, then follow the links).
+    An Idempotency-Key sent again with the same file and options answers 200 with that job;
+    with a different file or options, 422."""
+    upload = UploadRequest(
+        tenant=principal.tenant,
+        content_type=request.headers.get("content-type"),
+        content_length=request.headers.get("content-length"),
+        body=_body_of(request),
+        idempotency_key=idempotency_key,
+        correlation_id=request_id,
     )
-    job = repo.NewJob(event, upload.sha256, fmt, idempotency_key)
-    try:
-        async with ctx.pool.acquire() as conn:
-            outbox_id = await repo.create_job(conn, job, {"x-correlation-id": request_id})
-    except asyncpg.UniqueViolationError:
-        # A concurrent request with the same Idempotency-Key won the race.
-        existing = await repo.find_by_idempotency_key(ctx.pool, tenant, idempotency_key or "")
-        if existing is None:
-            raise
+    job = await submit(runtime, upload)
+    if not job.created:
         response.status_code = status.HTTP_200_OK
-        return _created(request, settings, existing)
+    return _created(request, runtime.settings, job)
 
-    if outbox_id is not None:
-        await publish_now(ctx.pool, ctx.bus, outbox_id)
-    log.info("job accepted", job_id=str(event.job_id), format=fmt, size=upload.size_bytes)
+
+def _created(request: Request, settings: Settings, job: SubmittedJob) -> JobCreated:
     return JobCreated(
-        job_id=event.job_id,
-        status=JobStatus.QUEUED,
-        filename=filename,
-        format=fmt,
-        size_bytes=upload.size_bytes,
-        sha256=upload.sha256,
-        links=_links(request, settings, event.job_id),
+        job_id=job.job_id,
+        status=job.status,
+        filename=job.filename,
+        format=job.format,
+        size_bytes=job.size_bytes,
+        sha256=job.sha256,
+        links=_links(request, settings, job.job_id),
     )
 
 
@@ -243,7 +148,7 @@ async def list_jobs(
     rows = await repo.list_jobs(
         pool,
         visible_tenant(principal),
-        status=status_.value if status_ else None,
+        status=status_,
         limit=limit,
         after=after,
     )
@@ -259,7 +164,7 @@ async def list_jobs(
 async def get_job(job_id: uuid.UUID, principal: PrincipalDep, pool: PoolDep) -> JobView:
     row = await repo.get_job(pool, job_id, visible_tenant(principal))
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+        raise JobNotFound()
     return JobView.from_row(row)
 
 
@@ -275,12 +180,12 @@ async def get_result(job_id: uuid.UUID, principal: PrincipalDep, pool: PoolDep) 
     """The result of a completed job; a cancelled job's partial result carries partial=true."""
     row = await repo.get_job(pool, job_id, visible_tenant(principal))
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-    job_status = row["status"]
-    if job_status in ("completed", "cancelled"):
+        raise JobNotFound()
+    job_status = JobStatus(row["status"])
+    if job_status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
         result = await repo.get_result(pool, job_id)
         if result is not None:
-            if job_status == "cancelled" and isinstance(result, dict):
+            if job_status is JobStatus.CANCELLED and isinstance(result, dict):
                 result = {**result, "partial": True}
             return JSONResponse(result)
     return JSONResponse(
@@ -297,7 +202,7 @@ async def get_result(job_id: uuid.UUID, principal: PrincipalDep, pool: PoolDep) 
     status_code=status.HTTP_202_ACCEPTED,
     response_model=CancelAccepted,
     responses={
-        200: {"model": CancelAccepted, "description": "Already cancelled"},
+        200: {"model": CancelAccepted, "description": "Already cancelled, or being cancelled"},
         404: {"model": Problem},
         409: {"model": Problem},
     },
@@ -306,24 +211,12 @@ async def cancel_job(
     job_id: uuid.UUID,
     response: Response,
     principal: PrincipalDep,
-    ctx: CtxDep,
+    runtime: RuntimeDep,
     request_id: RequestIdDep,
-    settings: SettingsDep,
 ) -> CancelAccepted:
-    """Stop a queued or running job. Idempotent: cancelling a cancelled job answers 200."""
-    async with ctx.pool.acquire() as conn:
-        outcome = await repo.cancel_job(
-            conn, job_id, visible_tenant(principal), {"x-correlation-id": request_id}
-        )
-    if not outcome.found:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-    if outcome.status == "cancelled":
+    """Stop a queued or running job: 202, and the job turns cancelled moments later.
+    Idempotent: cancelling a job already cancelled (or being cancelled) answers 200."""
+    requested = await request_cancel(runtime, job_id, visible_tenant(principal), request_id)
+    if not requested:
         response.status_code = status.HTTP_200_OK
-    elif outcome.status in ("completed", "failed"):
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"The job has already {outcome.status}; only a queued or running job can be cancelled.",
-        )
-    elif outcome.outbox_id is not None:
-        await publish_now(ctx.pool, ctx.bus, outcome.outbox_id)
     return CancelAccepted(job_id=job_id, status=JobStatus.CANCELLED)

@@ -1,0 +1,201 @@
+"""The `docpipe` command: submit, status, result and cancel over the ingest API (and the
+`dlq` group, docpipe_cli/dlq.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.table import Table
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from docpipe_cli.dlq import dlq_app
+from docpipe_cli.follow import follow_jobs
+from docpipe_cli.views import (
+    console,
+    detail_of,
+    err_console,
+    fail,
+    http_error_message,
+    result_lines,
+    summarize_result,
+    summary_table,
+)
+from shared.events import JobStatus, OcrMode
+
+DEFAULT_API = "http://127.0.0.1:8000"
+DEFAULT_WS = "ws://127.0.0.1:8001"
+DEFAULT_KEY = "dev-key"
+
+app = typer.Typer(
+    name="docpipe",
+    help="Submit documents to docpipe and follow their processing.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(dlq_app)
+
+
+@dataclass(frozen=True)
+class Config:
+    api: str
+    ws: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def _cfg(ctx: typer.Context) -> Config:
+    cfg: Config = ctx.obj
+    return cfg
+
+
+def _client(cfg: Config, headers: dict[str, str] | None = None) -> httpx.Client:
+    return httpx.Client(base_url=cfg.api, headers={**cfg.headers, **(headers or {})}, timeout=120)
+
+
+def _request(cfg: Config, method: str, path: str, **kw: Any) -> httpx.Response:
+    try:
+        with _client(cfg) as client:
+            return client.request(method, path, **kw)
+    except httpx.TransportError as exc:
+        raise fail(f"Cannot reach the docpipe API at {cfg.api}: {exc}") from None
+
+
+# Attempts per upload: a connection reset or a timeout is retried, never a refusal.
+UPLOAD_ATTEMPTS = 3
+
+
+def upload(cfg: Config, path: Path, form: dict[str, str]) -> httpx.Response:
+    """POST one document. It carries an Idempotency-Key, so after a transport error (reset,
+    timeout: the upload may or may not have been taken) it is sent again with the same key,
+    and the API answers with the job it already has instead of starting a second one."""
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception_type(httpx.TransportError),
+            stop=stop_after_attempt(UPLOAD_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.5, max=4),
+            reraise=True,
+        ):
+            with attempt, path.open("rb") as fh, _client(cfg, key) as client:
+                return client.post("/v1/jobs", files={"file": (path.name, fh)}, data=form)
+    except httpx.TransportError as exc:
+        raise fail(f"Cannot reach the docpipe API at {cfg.api}: {exc}") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    api: Annotated[
+        str, typer.Option(envvar="DOCPIPE_API_URL", help="Base URL of the ingest API.")
+    ] = DEFAULT_API,
+    ws: Annotated[
+        str, typer.Option(envvar="DOCPIPE_WS_URL", help="Base URL of the progress WebSocket.")
+    ] = DEFAULT_WS,
+    key: Annotated[str, typer.Option(envvar="DOCPIPE_API_KEY", help="API key.")] = DEFAULT_KEY,
+) -> None:
+    ctx.obj = Config(api.rstrip("/"), ws.rstrip("/"), key)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    files: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, help="Documents.")
+    ],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Show live progress.")] = False,
+    ocr: Annotated[OcrMode, typer.Option(help="When to OCR pages.")] = OcrMode.AUTO,
+    priority: Annotated[int, typer.Option(min=0, max=9, help="0 (default) to 9.")] = 0,
+    password: Annotated[str | None, typer.Option(help="Password of encrypted PDFs.")] = None,
+) -> None:
+    """Upload documents; print their job ids (and follow them with --follow)."""
+    cfg = _cfg(ctx)
+    form = {"ocr": ocr.value, "priority": str(priority)}
+    if password is not None:
+        form["password"] = password
+    jobs: dict[str, str] = {}
+    refused = 0
+    for path in files:
+        response = upload(cfg, path, form)
+        if response.status_code in (200, 202):
+            job_id = str(response.json()["job_id"])
+            jobs[job_id] = path.name
+            console.print(f"{job_id}  {path.name}")
+        else:
+            refused += 1
+            err_console.print(f"[red]refused[/red] {path.name}: {http_error_message(response)}")
+    if follow and jobs:
+        finals = asyncio.run(follow_jobs(cfg.ws, cfg.key, jobs, console, api_url=cfg.api))
+        console.print(summary_table(jobs, finals))
+        if any(f.get("status") != JobStatus.COMPLETED for f in finals.values()):
+            raise typer.Exit(1)
+    if refused:
+        raise typer.Exit(1)
+
+
+def _job_or_exit(cfg: Config, response: httpx.Response, job: str) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise fail(http_error_message(response, job))
+    return dict(response.json())
+
+
+@app.command()
+def status(ctx: typer.Context, job: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Show a job's status."""
+    cfg = _cfg(ctx)
+    body = _job_or_exit(cfg, _request(cfg, "GET", f"/v1/jobs/{job}"), job)
+    table = Table(show_header=False, box=None)
+    for field in (
+        "job_id", "status", "stage", "percent", "filename", "format", "ocr", "priority",
+        "pages_total", "stalled", "partial", "error", "created_at", "updated_at", "finished_at",
+    ):  # fmt: skip
+        value = body.get(field)
+        if value is not None:
+            table.add_row(f"[bold]{field}[/bold]", str(value))
+    console.print(table)
+
+
+@app.command()
+def result(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result JSON.")] = False,
+) -> None:
+    """Show a completed job's result: a summary, or everything with --json."""
+    cfg = _cfg(ctx)
+    response = _request(cfg, "GET", f"/v1/jobs/{job}/result")
+    if response.status_code == 409:
+        raise fail(detail_of(response))
+    body = _job_or_exit(cfg, response, job)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        return
+    for line in result_lines(summarize_result(body)):
+        console.print(line, highlight=False)
+
+
+@app.command()
+def cancel(ctx: typer.Context, job: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Cancel a queued or running job."""
+    cfg = _cfg(ctx)
+    response = _request(cfg, "POST", f"/v1/jobs/{job}/cancel")
+    if response.status_code == 202:
+        console.print(f"Cancelled {job}.")
+    elif response.status_code == 200:
+        console.print(f"{job} was already cancelled.")
+    else:
+        raise fail(http_error_message(response, job))
+
+
+def main() -> None:
+    app()
