@@ -267,11 +267,11 @@ async def _drop(settings: Settings) -> None:
 
     try:
         await delete_bus(settings)
-    except Exception as exc:  # noqa: BLE001 - cleanup is best effort
+    except Exception as exc:  # cleanup is best effort
         print(f"[bench] could not delete the bus topology: {exc}")
     try:
         await drop_database(settings.database_url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"[bench] could not drop {settings.database_url}: {exc}")
     import shutil
 

@@ -67,7 +67,7 @@ async def _one(
     started = time.monotonic()
     try:
         targets, detail = await bench(bs, work, smoke)
-    except Exception as exc:  # noqa: BLE001 - one crashed benchmark is reported, the rest run
+    except Exception as exc:  # one crashed benchmark is reported, the rest run
         traceback.print_exc()
         report["failures"].append(f"{name}: crashed: {type(exc).__name__}: {exc}")
         return

@@ -124,7 +124,7 @@ def watch_jobs(urls: list[tuple[str, str]], conn: Connection) -> None:
 
     try:
         conn.send(asyncio.run(main()))
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the bench
+    except Exception as exc:  # reported to the parent, which fails the bench
         conn.send(exc)
     finally:
         conn.close()

@@ -35,7 +35,7 @@ def build_long_pdf(out: Path, pages: int, sources: list[Path]) -> Path:
             if reader.is_encrypted or len(reader.pages) == 0:
                 continue
             readers.append(reader)
-        except Exception:  # noqa: BLE001 - a source pypdf cannot open is left out
+        except Exception:  # a source pypdf cannot open is left out
             continue
     count = 0
     while count < pages:

@@ -217,7 +217,7 @@ async def run(*argv: str, timeout: float = 60.0) -> str:
 async def rabbit_up(url: str) -> bool:
     try:
         conn = await asyncio.wait_for(aio_pika.connect(url), 5)
-    except Exception:  # noqa: BLE001 - any failure means down
+    except Exception:  # any failure means down
         return False
     await conn.close()
     return True
