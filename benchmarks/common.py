@@ -24,17 +24,34 @@ import websockets
 
 from scripts.stack import Stack, stack_ports
 from shared.db import create_pool, drop_database
+from shared.events import TERMINAL_STATUSES, JobStatus
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-TERMINAL = {"completed", "failed", "cancelled"}
 API_KEY = "bench-key"
 TENANT = "bench"
+
+
+class CorpusMissing(RuntimeError):
+    """A benchmark's corpus folder is absent or empty; the message says where it goes."""
 
 
 def corpus_dir() -> Path:
     """The shared corpus (never copied into the repo): DOCPIPE_CORPUS or ../shared/corpus."""
     return Path(os.environ.get("DOCPIPE_CORPUS", str(ROOT.parent / "shared" / "corpus"))).resolve()
+
+
+def corpus_files(folder: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """The corpus folder's files with one of the suffixes, sorted; CorpusMissing when none."""
+    path = corpus_dir() / folder
+    found = (
+        sorted(p for p in path.glob("*") if p.suffix.lower() in suffixes) if path.is_dir() else []
+    )
+    if not found:
+        raise CorpusMissing(
+            f"No {'/'.join(suffixes)} files in {path}: set DOCPIPE_CORPUS to the corpus folder."
+        )
+    return found
 
 
 def http_client() -> httpx.AsyncClient:
@@ -172,7 +189,7 @@ class BenchStack:
             # Wall clock to monotonic: both read now, so the offset is exact to microseconds.
             offset = time.monotonic() - time.time()
             for row in rows:
-                if row["status"] in TERMINAL and str(row["job_id"]) not in ended:
+                if row["status"] in TERMINAL_STATUSES and str(row["job_id"]) not in ended:
                     ended[str(row["job_id"])] = row["at"] + offset
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(ids) - len(ended)} jobs still running after {timeout} s")
@@ -192,7 +209,7 @@ class BenchStack:
 
     def check_job(self, what: str, status: str, text: str, baseline_has_text: bool) -> None:
         """A benchmark fails if a job fails, or returns no text where a baseline found some."""
-        if status != "completed":
+        if status != JobStatus.COMPLETED:
             self.failures.append(f"{what}: job ended {status}")
         elif baseline_has_text and not text.strip():
             self.failures.append(f"{what}: empty text where the baseline found text")

@@ -18,19 +18,26 @@ from typing import Any
 import httpx
 import psutil
 
-from benchmarks.common import BenchStack, corpus_dir, distribution, http_client, target
+from benchmarks.common import BenchStack, corpus_files, distribution, http_client, target
 from benchmarks.text_throughput import build_long_pdf
+from shared.events import TERMINAL_STATUSES, JobPhase
 
 IDLE_P95_S = 0.25
 LOADED_P95_S = 1.0
 SMALL_JOB_P95_S = 3.0
 RSS_LIMIT_MB = 300.0
 
-STARTED = {"extracting", "ocr", "analyzing", "completed"}
+STARTED = {JobPhase.EXTRACTING, JobPhase.OCR, JobPhase.ANALYZING, JobPhase.COMPLETED}
+
+
+def text_pdfs() -> list[Path]:
+    return corpus_files("pdf_text", (".pdf",))
 
 
 def one_page_pdf() -> Path:
-    return corpus_dir() / "pdf_text" / "pypdf-crazyones.pdf"
+    """A one-page text PDF of the corpus (pypdf's crazyones when there)."""
+    files = text_pdfs()
+    return next((f for f in files if f.stem == "pypdf-crazyones"), files[0])
 
 
 async def time_to_first_progress(
@@ -46,7 +53,7 @@ async def first_progress(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     tries, queued = (2, 4) if smoke else (10, 50)
     data = one_page_pdf().read_bytes()
-    backlog_files = sorted((corpus_dir() / "pdf_text").glob("*.pdf"))
+    backlog_files = text_pdfs()
     async with http_client() as client:
         idle = []
         for i in range(tries):
@@ -124,7 +131,7 @@ async def small_behind_big(
     bs: BenchStack, work: Path, smoke: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     pages, tries, concurrent = (20, 2, 3) if smoke else (500, 5, 20)
-    files = sorted((corpus_dir() / "pdf_text").glob("*.pdf"))
+    files = text_pdfs()
     long_pdf = work / f"long-{pages}.pdf"
     if not long_pdf.exists():
         build_long_pdf(long_pdf, pages, files)
@@ -158,7 +165,7 @@ async def small_behind_big(
                 status = await bs.pool.fetchval(
                     "SELECT status FROM jobs WHERE job_id = $1::uuid", big
                 )
-                overlapped += status not in ("completed", "failed", "cancelled")
+                overlapped += status not in TERMINAL_STATUSES
                 status, text = await bs.job_texts(job)
                 bs.check_job(f"small-{i}", status, text, True)
                 await bs.wait_all([big], timeout=900)

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchStack, corpus_dir, http_client, target
+from benchmarks.common import BenchStack, corpus_files, http_client, target
 from services.ocr.tesseract import engine_pool, ocr_image
 from shared.settings import Settings
 from tests.quality import cer
@@ -24,8 +24,7 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
 def images(smoke: bool) -> list[Path]:
-    folder = corpus_dir() / "pdf_scanned"
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = corpus_files("pdf_scanned", IMAGE_SUFFIXES)
     if smoke:
         return [p for p in found if p.stem == "tess-phototest"] or found[:1]
     return found

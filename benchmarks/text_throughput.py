@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import multiprocessing
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchStack, corpus_dir, http_client, target
+from benchmarks.common import BenchStack, CorpusMissing, corpus_files, http_client, target
 from tests.quality import word_recall
 
 RECALL_SLACK = 0.01
@@ -24,27 +25,27 @@ SPEED_TARGET = 0.25
 
 
 def build_long_pdf(out: Path, pages: int, sources: list[Path]) -> Path:
-    """Concatenate the sources' pages, cycling through them, until `pages` pages."""
+    """Concatenate the sources' pages, cycling through them, until `pages` pages.
+
+    CorpusMissing when no source has a page pypdf can read (there is nothing to cycle)."""
     from pypdf import PdfReader, PdfWriter
 
-    writer = PdfWriter()
-    readers = []
+    source_pages = []
     for path in sources:
         try:
             reader = PdfReader(str(path))
-            if reader.is_encrypted or len(reader.pages) == 0:
-                continue
-            readers.append(reader)
+            if not reader.is_encrypted:
+                source_pages += list(reader.pages)
         except Exception:  # a source pypdf cannot open is left out
             continue
-    count = 0
-    while count < pages:
-        for reader in readers:
-            for page in reader.pages:
-                if count >= pages:
-                    break
-                writer.add_page(page)
-                count += 1
+    if not source_pages:
+        raise CorpusMissing(
+            f"No readable PDF page among the {len(sources)} sources of the {pages}-page PDF "
+            f"(the text PDFs of the corpus): set DOCPIPE_CORPUS to the corpus folder."
+        )
+    writer = PdfWriter()
+    for page in itertools.islice(itertools.cycle(source_pages), pages):
+        writer.add_page(page)
     with open(out, "wb") as fh:
         writer.write(fh)
     return out
@@ -88,8 +89,7 @@ async def run_engine(engine: str, paths: list[Path]) -> tuple[float, list[str]]:
 
 
 def inputs(work: Path, smoke: bool) -> list[Path]:
-    corpus = corpus_dir() / "pdf_text"
-    files = sorted(corpus.glob("*.pdf"))
+    files = corpus_files("pdf_text", (".pdf",))
     if smoke:
         files = [f for f in files if f.stem in ("pypdf-crazyones", "pdfbox-eu-001")] or files[:2]
     long_pages = 20 if smoke else 500
