@@ -18,6 +18,7 @@ import httpx
 import pytest
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
+from shared.events import ACTIVE_STATUSES, JobStatus
 from shared.topology import GROUPS
 from tests.fixtures import pdf_with_pages
 from tests.reliability.conftest import ReliabilityStack
@@ -156,6 +157,87 @@ async def settled_accounting(
         await asyncio.sleep(0.5)
 
 
+Accepted = dict[str, tuple[str, Path]]  # job id -> (kind, path) of the accepted uploads
+
+
+def sort_responses(
+    load: list[tuple[str, Path]], responses: list[httpx.Response]
+) -> tuple[Accepted, list[tuple[str, int, str]]]:
+    """The accepted uploads, and the refused ones (name, status, detail): only bad files may
+    be refused, with a 4xx and a sentence."""
+    accepted: Accepted = {}
+    refused: list[tuple[str, int, str]] = []
+    for (kind, path), response in zip(load, responses, strict=True):
+        if response.status_code == 202:
+            accepted[response.json()["job_id"]] = (kind, path)
+            continue
+        assert kind == "bad", (path.name, response.status_code, response.text)
+        assert 400 <= response.status_code < 500, (path.name, response.status_code)
+        detail = response.json().get("detail")
+        assert isinstance(detail, str) and len(detail) > 10, (path.name, detail)
+        refused.append((path.name, response.status_code, detail))
+    return accepted, refused
+
+
+def check_outcomes(
+    accepted: Accepted, statuses: dict[str, tuple[str, str | None]]
+) -> Counter[tuple[str, str]]:
+    """Every good job completed and every bad one failed with a sentence (no traceback);
+    returns the count of (kind, status)."""
+    outcome: Counter[tuple[str, str]] = Counter()
+    wrong: list[tuple[str, str, str, str | None]] = []
+    for job_id, (status, error) in statuses.items():
+        kind, path = accepted[job_id]
+        outcome[(kind, status)] += 1
+        if kind == "bad":
+            explained = bool(error and len(error) > 15 and error[0].isupper())
+            if status != JobStatus.FAILED or not explained or "Traceback" in (error or ""):
+                wrong.append((kind, path.name, status, error))
+        elif status != JobStatus.COMPLETED:
+            wrong.append((kind, path.name, status, error))
+    assert not wrong, f"jobs that ended the wrong way: {sorted(set(wrong))}"
+    return outcome
+
+
+def check_accounting(
+    capture: Capture, depths: dict[str, int], metrics: dict[str, Counter[tuple[str, str]]]
+) -> None:
+    """Every queue drained, and every group received what was published to it (plus its own
+    retries) and settled all of it, nothing dead-lettered, no event published twice."""
+    print(f"published by routing key: {dict(sorted(capture.by_key.items()))}")
+    assert not {q: n for q, n in depths.items() if n}, f"queues not drained: {depths}"
+    merged: Counter[tuple[str, str]] = sum(metrics.values(), Counter())
+    for group in GROUPS:
+        g = group.name
+        received, acked = merged[(g, "received")], merged[(g, "acked")]
+        retried, dead = merged[(g, "retried")], merged[(g, "dead_lettered")]
+        published = capture.published_to(g)
+        print(
+            f"{g}: published {published}, received {received} = acked {acked} + "
+            f"retried {retried} + dead-lettered {dead}"
+        )
+        assert received == published + retried, f"{g}: a message was lost or duplicated"
+        assert received == acked + retried + dead, f"{g}: a message was left unsettled"
+        assert dead == 0, f"{g}: {dead} dead-lettered"
+    duplicates = {m: n for m, n in capture.message_ids.items() if n > 1}
+    assert not duplicates, f"events published more than once: {len(duplicates)}"
+
+
+async def leftovers(rs: ReliabilityStack) -> tuple[int, int, int]:
+    """(open jobs, unpublished outbox rows, dead letters), straight from the database."""
+    conn = await asyncpg.connect(rs.settings.database_url)
+    try:
+        open_jobs = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE status = ANY($1::text[])",
+            [str(s) for s in ACTIVE_STATUSES],
+        )
+        unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
+    finally:
+        await conn.close()
+    return int(open_jobs), int(unpublished), int(dead_letters)
+
+
 async def test_two_hundred_mixed_jobs_all_end_and_every_message_is_accounted_for(
     private_stack: Any, corpus: Path, tmp_path: Path
 ) -> None:
@@ -168,78 +250,28 @@ async def test_two_hundred_mixed_jobs_all_end_and_every_message_is_accounted_for
             t0 = time.monotonic()
             responses = await submit_all(rs, load)
             submitted = time.monotonic() - t0
-            accepted: dict[str, tuple[str, Path]] = {}
-            refused: list[tuple[str, int, str]] = []
-            for (kind, path), response in zip(load, responses, strict=True):
-                if response.status_code == 202:
-                    accepted[response.json()["job_id"]] = (kind, path)
-                    continue
-                assert kind == "bad", (path.name, response.status_code, response.text)
-                assert 400 <= response.status_code < 500, (path.name, response.status_code)
-                detail = response.json().get("detail")
-                assert isinstance(detail, str) and len(detail) > 10, (path.name, detail)
-                refused.append((path.name, response.status_code, detail))
-
+            accepted, refused = sort_responses(load, responses)
             statuses = await rs.wait_all(list(accepted), timeout=300, poll=1.0)
             finished = time.monotonic() - t0
-            outcome: Counter[tuple[str, str]] = Counter()
-            wrong: list[tuple[str, str, str, str | None]] = []
-            for job_id, (status, error) in statuses.items():
-                kind, path = accepted[job_id]
-                outcome[(kind, status)] += 1
-                if kind == "bad":
-                    explained = bool(error and len(error) > 15 and error[0].isupper())
-                    if status != "failed" or not explained or "Traceback" in (error or ""):
-                        wrong.append((kind, path.name, status, error))
-                elif status != "completed":
-                    wrong.append((kind, path.name, status, error))
+            outcome = check_outcomes(accepted, statuses)
             print(
                 f"{TOTAL_JOBS} jobs: uploads took {submitted:.1f} s, all ended after "
                 f"{finished:.1f} s; refused at upload: {len(refused)} "
                 f"{dict(Counter(c for _, c, _ in refused))}; "
                 f"outcomes: {dict(sorted(outcome.items()))}"
             )
-            assert not wrong, f"jobs that ended the wrong way: {sorted(set(wrong))}"
             assert sum(outcome.values()) + len(refused) == TOTAL_JOBS
-            assert outcome[("bad", "failed")] + len(refused) == BAD_JOBS
+            assert outcome[("bad", JobStatus.FAILED)] + len(refused) == BAD_JOBS
 
             depths, metrics = await settled_accounting(rs, capture)
         finally:
             await capture.stop()
 
-        print(f"published by routing key: {dict(sorted(capture.by_key.items()))}")
-        assert not {q: n for q, n in depths.items() if n}, f"queues not drained: {depths}"
-        merged: Counter[tuple[str, str]] = sum(metrics.values(), Counter())
-        for group in GROUPS:
-            g = group.name
-            received, acked = merged[(g, "received")], merged[(g, "acked")]
-            retried, dead = merged[(g, "retried")], merged[(g, "dead_lettered")]
-            published = capture.published_to(g)
-            print(
-                f"{g}: published {published}, received {received} = acked {acked} + "
-                f"retried {retried} + dead-lettered {dead}"
-            )
-            assert received == published + retried, f"{g}: a message was lost or duplicated"
-            assert received == acked + retried + dead, f"{g}: a message was left unsettled"
-            assert dead == 0, f"{g}: {dead} dead-lettered"
-        duplicates = {m: n for m, n in capture.message_ids.items() if n > 1}
-        assert not duplicates, f"events published more than once: {len(duplicates)}"
+        check_accounting(capture, depths, metrics)
         assert capture.by_key["document.uploaded"] == len(accepted)
         assert capture.by_key["job.completed"] == sum(
-            n for (kind, status), n in outcome.items() if status == "completed"
+            n for (_kind, status), n in outcome.items() if status == JobStatus.COMPLETED
         )
-        assert capture.by_key["job.failed"] == outcome[("bad", "failed")]
-
-        conn = await asyncpg.connect(rs.settings.database_url)
-        try:
-            open_jobs = await conn.fetchval(
-                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'processing')"
-            )
-            unpublished = await conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-            )
-            dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
-        finally:
-            await conn.close()
-        assert open_jobs == 0 and unpublished == 0 and dead_letters == 0
+        assert capture.by_key["job.failed"] == outcome[("bad", JobStatus.FAILED)]
+        assert await leftovers(rs) == (0, 0, 0), "(open jobs, unpublished outbox, dead letters)"
         assert not rs.stack.deaths(), f"a service process died: {rs.stack.deaths()}"
