@@ -90,7 +90,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     dists = ("pypdf", "pypdfium2", "tesserocr", "faststream", "aio-pika", "asyncpg", "fastapi")
     for dist in (*dists, "psutil"):
         try:

@@ -88,7 +88,7 @@ class StackClient:
         """Poll until the job is terminal; returns its final GET /v1/jobs/{id} body."""
         deadline = time.monotonic() + timeout
         while True:
-            body = (await self.job(job_id)).json()
+            body: dict[str, Any] = (await self.job(job_id)).json()
             if body.get("status") in TERMINAL_STATUSES:
                 return body
             if time.monotonic() > deadline:
