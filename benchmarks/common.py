@@ -57,7 +57,7 @@ def corpus_files(folder: str, suffixes: tuple[str, ...]) -> list[Path]:
 def http_client() -> httpx.AsyncClient:
     """The benchmarks' HTTP client. Idle connections are dropped after 2 s, before uvicorn's
     5 s keep-alive closes them from its side: reusing a connection the server is closing at
-    that moment fails the request (an httpx.ReadError ended one benchmark run)."""
+    that moment fails the request (docs/decisions/0002)."""
     return httpx.AsyncClient(timeout=120, limits=httpx.Limits(keepalive_expiry=2.0))
 
 

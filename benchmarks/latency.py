@@ -179,8 +179,8 @@ async def small_behind_big(
             # Target 6: memory while the big PDF and 20 concurrent jobs are processed.
             await _big_and_concurrent(bs, client, long_pdf, files, concurrent)
             # Target 5: a big PDF alone in progress, a small job submitted once it has
-            # started; a fresh big PDF for every try, so each small job meets one (extraction
-            # is fast enough that one big PDF would be done before the later tries).
+            # started; a fresh big PDF for every try, so each small job meets one still running
+            # (docs/decisions/0004).
             for i in range(tries):
                 duration, big_running = await _small_behind_one_big(bs, client, long_pdf, small, i)
                 durations.append(duration)

@@ -34,8 +34,8 @@ DEFAULT_PORTS = {"ingest": 8000, "progress": 8001, "extractor": 9101, "ocr": 910
 # Ports for stacks started by tests and benchmarks come from below Linux's ephemeral range
 # (32768-60999 by default). A port taken with bind(0) and released lies inside that range, so
 # any outgoing connection (to RabbitMQ, PostgreSQL, another service) may take it before the
-# service binds it, and two bind(0) calls in a row may hand out the same port: once, the OCR
-# service got the progress service's port and progress died at start-up.
+# service binds it, and two bind(0) calls in a row may hand out the same port
+# (docs/decisions/0003).
 _PORT_RANGE = (20000, 32000)
 
 

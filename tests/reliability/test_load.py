@@ -112,8 +112,8 @@ class Capture:
 
 async def submit_all(rs: ReliabilityStack, load: list[tuple[str, Path]]) -> list[httpx.Response]:
     """Upload everything at once, as a careful client does: each upload carries an
-    Idempotency-Key and is sent again with it after a transport error (a connection reset in
-    the middle of the burst failed this test once), so a retry can never make a second job."""
+    Idempotency-Key and is sent again with it after a transport error (a connection can be
+    reset in the middle of the burst), so a retry can never make a second job."""
     limits = httpx.Limits(max_connections=32, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
 
