@@ -179,11 +179,11 @@ def sort_responses(
     return accepted, refused
 
 
-def check_outcomes(
+def tally_outcomes(
     accepted: Accepted, statuses: dict[str, tuple[str, str | None]]
-) -> Counter[tuple[str, str]]:
-    """Every good job completed and every bad one failed with a sentence (no traceback);
-    returns the count of (kind, status)."""
+) -> tuple[Counter[tuple[str, str]], list[tuple[str, str, str, str | None]]]:
+    """The count of (kind, status), and the jobs that ended the wrong way: a good job that did
+    not complete, or a bad one that did not fail with a sentence (or failed with a traceback)."""
     outcome: Counter[tuple[str, str]] = Counter()
     wrong: list[tuple[str, str, str, str | None]] = []
     for job_id, (status, error) in statuses.items():
@@ -195,8 +195,7 @@ def check_outcomes(
                 wrong.append((kind, path.name, status, error))
         elif status != JobStatus.COMPLETED:
             wrong.append((kind, path.name, status, error))
-    assert not wrong, f"jobs that ended the wrong way: {sorted(set(wrong))}"
-    return outcome
+    return outcome, wrong
 
 
 def check_accounting(
@@ -253,13 +252,14 @@ async def test_two_hundred_mixed_jobs_all_end_and_every_message_is_accounted_for
             accepted, refused = sort_responses(load, responses)
             statuses = await rs.wait_all(list(accepted), timeout=300, poll=1.0)
             finished = time.monotonic() - t0
-            outcome = check_outcomes(accepted, statuses)
+            outcome, wrong = tally_outcomes(accepted, statuses)
             print(
                 f"{TOTAL_JOBS} jobs: uploads took {submitted:.1f} s, all ended after "
                 f"{finished:.1f} s; refused at upload: {len(refused)} "
                 f"{dict(Counter(c for _, c, _ in refused))}; "
                 f"outcomes: {dict(sorted(outcome.items()))}"
             )
+            assert not wrong, f"jobs that ended the wrong way: {sorted(set(wrong))}"
             assert sum(outcome.values()) + len(refused) == TOTAL_JOBS
             assert outcome[("bad", JobStatus.FAILED)] + len(refused) == BAD_JOBS
 
