@@ -36,9 +36,11 @@ test-reliability: install services
 	$(PY) -m pytest -p no:cacheprovider -m reliability
 
 # Benchmarks (issue: fast at every scale) against a private live stack; not part of `make test`.
-# Writes benchmarks/results/latest.json and latest.md.
+# Writes benchmarks/results/latest.json and latest.md. Reads the corpus (DOCPIPE_CORPUS, default
+# ../shared/corpus) and stops at once, saying so, without it; BENCH_ARGS='--only push,bus' runs
+# the benchmarks that need none.
 bench: install services
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 # ruff (with the complexity checks) and mypy (strict on shared/, services/ and docpipe_cli/); CI runs it.
 lint: install

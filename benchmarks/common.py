@@ -24,12 +24,16 @@ import websockets
 
 from scripts.stack import Stack, stack_ports
 from shared.db import create_pool, drop_database
+from shared.events import TERMINAL_STATUSES, JobStatus
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-TERMINAL = {"completed", "failed", "cancelled"}
 API_KEY = "bench-key"
 TENANT = "bench"
+
+
+class CorpusMissing(RuntimeError):
+    """A benchmark's corpus folder is absent or empty; the message says where it goes."""
 
 
 def corpus_dir() -> Path:
@@ -37,10 +41,23 @@ def corpus_dir() -> Path:
     return Path(os.environ.get("DOCPIPE_CORPUS", str(ROOT.parent / "shared" / "corpus"))).resolve()
 
 
+def corpus_files(folder: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """The corpus folder's files with one of the suffixes, sorted; CorpusMissing when none."""
+    path = corpus_dir() / folder
+    found = (
+        sorted(p for p in path.glob("*") if p.suffix.lower() in suffixes) if path.is_dir() else []
+    )
+    if not found:
+        raise CorpusMissing(
+            f"No {'/'.join(suffixes)} files in {path}: set DOCPIPE_CORPUS to the corpus folder."
+        )
+    return found
+
+
 def http_client() -> httpx.AsyncClient:
     """The benchmarks' HTTP client. Idle connections are dropped after 2 s, before uvicorn's
     5 s keep-alive closes them from its side: reusing a connection the server is closing at
-    that moment fails the request (an httpx.ReadError ended one benchmark run)."""
+    that moment fails the request (docs/decisions/0002)."""
     return httpx.AsyncClient(timeout=120, limits=httpx.Limits(keepalive_expiry=2.0))
 
 
@@ -73,7 +90,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     dists = ("pypdf", "pypdfium2", "tesserocr", "faststream", "aio-pika", "asyncpg", "fastapi")
     for dist in (*dists, "psutil"):
         try:
@@ -172,7 +189,7 @@ class BenchStack:
             # Wall clock to monotonic: both read now, so the offset is exact to microseconds.
             offset = time.monotonic() - time.time()
             for row in rows:
-                if row["status"] in TERMINAL and str(row["job_id"]) not in ended:
+                if row["status"] in TERMINAL_STATUSES and str(row["job_id"]) not in ended:
                     ended[str(row["job_id"])] = row["at"] + offset
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(ids) - len(ended)} jobs still running after {timeout} s")
@@ -192,7 +209,7 @@ class BenchStack:
 
     def check_job(self, what: str, status: str, text: str, baseline_has_text: bool) -> None:
         """A benchmark fails if a job fails, or returns no text where a baseline found some."""
-        if status != "completed":
+        if status != JobStatus.COMPLETED:
             self.failures.append(f"{what}: job ended {status}")
         elif baseline_has_text and not text.strip():
             self.failures.append(f"{what}: empty text where the baseline found text")
@@ -267,11 +284,11 @@ async def _drop(settings: Settings) -> None:
 
     try:
         await delete_bus(settings)
-    except Exception as exc:  # noqa: BLE001 - cleanup is best effort
+    except Exception as exc:  # cleanup is best effort
         print(f"[bench] could not delete the bus topology: {exc}")
     try:
         await drop_database(settings.database_url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"[bench] could not drop {settings.database_url}: {exc}")
     import shutil
 

@@ -18,19 +18,26 @@ from typing import Any
 import httpx
 import psutil
 
-from benchmarks.common import BenchStack, corpus_dir, distribution, http_client, target
+from benchmarks.common import BenchStack, corpus_files, distribution, http_client, target
 from benchmarks.text_throughput import build_long_pdf
+from shared.events import TERMINAL_STATUSES, JobPhase
 
 IDLE_P95_S = 0.25
 LOADED_P95_S = 1.0
 SMALL_JOB_P95_S = 3.0
 RSS_LIMIT_MB = 300.0
 
-STARTED = {"extracting", "ocr", "analyzing", "completed"}
+STARTED = {JobPhase.EXTRACTING, JobPhase.OCR, JobPhase.ANALYZING, JobPhase.COMPLETED}
+
+
+def text_pdfs() -> list[Path]:
+    return corpus_files("pdf_text", (".pdf",))
 
 
 def one_page_pdf() -> Path:
-    return corpus_dir() / "pdf_text" / "pypdf-crazyones.pdf"
+    """A one-page text PDF of the corpus (pypdf's crazyones when there)."""
+    files = text_pdfs()
+    return next((f for f in files if f.stem == "pypdf-crazyones"), files[0])
 
 
 async def time_to_first_progress(
@@ -46,7 +53,7 @@ async def first_progress(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     tries, queued = (2, 4) if smoke else (10, 50)
     data = one_page_pdf().read_bytes()
-    backlog_files = sorted((corpus_dir() / "pdf_text").glob("*.pdf"))
+    backlog_files = text_pdfs()
     async with http_client() as client:
         idle = []
         for i in range(tries):
@@ -120,11 +127,47 @@ class RssSampler:
             self._task.cancel()
 
 
+async def _big_and_concurrent(
+    bs: BenchStack, client: httpx.AsyncClient, long_pdf: Path, files: list[Path], concurrent: int
+) -> None:
+    """The long PDF and `concurrent` corpus PDFs at once, each checked when all have ended."""
+    big, _ = await bs.submit(client, long_pdf.read_bytes(), long_pdf.name)
+    others = await asyncio.gather(
+        *(
+            bs.submit(client, files[k % len(files)].read_bytes(), f"c{k}.pdf")
+            for k in range(concurrent)
+        )
+    )
+    loaded = [big] + [j for j, _ in others]
+    await bs.wait_all(loaded, timeout=900)
+    for job in loaded:
+        status, text = await bs.job_texts(job)
+        bs.check_job(f"load:{job}", status, text, True)
+
+
+async def _small_behind_one_big(
+    bs: BenchStack, client: httpx.AsyncClient, long_pdf: Path, small: bytes, i: int
+) -> tuple[float, bool]:
+    """Submit the long PDF, then the small one once the long one's extraction has started:
+    the small job's seconds from upload to end, and whether the big one was still running."""
+    big, _ = await bs.submit(client, long_pdf.read_bytes(), f"{i}-{long_pdf.name}")
+    await bs.first_ws_message(big, lambda m: m.get("stage") in STARTED, timeout=120)
+    job, accepted = await bs.submit(client, small, f"small-{i}.pdf")
+    ended = await bs.wait_all([job], timeout=120)
+    big_status = await bs.pool.fetchval("SELECT status FROM jobs WHERE job_id = $1::uuid", big)
+    status, text = await bs.job_texts(job)
+    bs.check_job(f"small-{i}", status, text, True)
+    await bs.wait_all([big], timeout=900)
+    status, text = await bs.job_texts(big)
+    bs.check_job(f"big:{big}", status, text, True)
+    return ended[job] - accepted, big_status not in TERMINAL_STATUSES
+
+
 async def small_behind_big(
     bs: BenchStack, work: Path, smoke: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     pages, tries, concurrent = (20, 2, 3) if smoke else (500, 5, 20)
-    files = sorted((corpus_dir() / "pdf_text").glob("*.pdf"))
+    files = text_pdfs()
     long_pdf = work / f"long-{pages}.pdf"
     if not long_pdf.exists():
         build_long_pdf(long_pdf, pages, files)
@@ -133,37 +176,15 @@ async def small_behind_big(
     overlapped = 0  # tries whose big PDF was still running when the small job ended
     with RssSampler(bs.service_pids()) as sampler:
         async with http_client() as client:
-            big, _ = await bs.submit(client, long_pdf.read_bytes(), long_pdf.name)
-            others = await asyncio.gather(
-                *(
-                    bs.submit(client, files[k % len(files)].read_bytes(), f"c{k}.pdf")
-                    for k in range(concurrent)
-                )
-            )
             # Target 6: memory while the big PDF and 20 concurrent jobs are processed.
-            loaded = [big] + [j for j, _ in others]
-            await bs.wait_all(loaded, timeout=900)
-            for job in loaded:
-                status, text = await bs.job_texts(job)
-                bs.check_job(f"load:{job}", status, text, True)
+            await _big_and_concurrent(bs, client, long_pdf, files, concurrent)
             # Target 5: a big PDF alone in progress, a small job submitted once it has
-            # started; a fresh big PDF for every try, so each small job meets one (extraction
-            # is fast enough that one big PDF would be done before the later tries).
+            # started; a fresh big PDF for every try, so each small job meets one still running
+            # (docs/decisions/0004).
             for i in range(tries):
-                big, _ = await bs.submit(client, long_pdf.read_bytes(), f"{i}-{long_pdf.name}")
-                await bs.first_ws_message(big, lambda m: m.get("stage") in STARTED, timeout=120)
-                job, accepted = await bs.submit(client, small, f"small-{i}.pdf")
-                ended = await bs.wait_all([job], timeout=120)
-                durations.append(ended[job] - accepted)
-                status = await bs.pool.fetchval(
-                    "SELECT status FROM jobs WHERE job_id = $1::uuid", big
-                )
-                overlapped += status not in ("completed", "failed", "cancelled")
-                status, text = await bs.job_texts(job)
-                bs.check_job(f"small-{i}", status, text, True)
-                await bs.wait_all([big], timeout=900)
-                status, text = await bs.job_texts(big)
-                bs.check_job(f"big:{big}", status, text, True)
+                duration, big_running = await _small_behind_one_big(bs, client, long_pdf, small, i)
+                durations.append(duration)
+                overlapped += big_running
         sampler.sample()
     dist = distribution(durations)
     peak = max(sampler.peak_mb.values()) if sampler.peak_mb else 0.0

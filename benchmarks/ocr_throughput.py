@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchStack, corpus_dir, http_client, target
+from benchmarks.common import BenchStack, corpus_files, http_client, target
 from services.ocr.tesseract import engine_pool, ocr_image
 from shared.settings import Settings
 from tests.quality import cer
@@ -24,8 +24,7 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
 def images(smoke: bool) -> list[Path]:
-    folder = corpus_dir() / "pdf_scanned"
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = corpus_files("pdf_scanned", IMAGE_SUFFIXES)
     if smoke:
         return [p for p in found if p.stem == "tess-phototest"] or found[:1]
     return found
@@ -53,6 +52,19 @@ async def tesseract_cli(path: Path) -> str:
     return out.decode("utf-8", "replace")
 
 
+async def cli_baseline(pages: list[Path]) -> tuple[list[str], dict[Path, float], float]:
+    """The tesseract CLI over the pages one after another: each page's text, the first run's
+    seconds per distinct image, and the total seconds."""
+    texts: list[str] = []
+    per_image: dict[Path, float] = {}
+    started = time.monotonic()
+    for p in pages:  # sequential, by definition
+        began = time.monotonic()
+        texts.append(await tesseract_cli(p))
+        per_image.setdefault(p, time.monotonic() - began)
+    return texts, per_image, time.monotonic() - started
+
+
 async def run(
     bs: BenchStack, work: Path, smoke: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -60,14 +72,7 @@ async def run(
     wanted = 2 if smoke else 40
     pages = [unique[i % len(unique)] for i in range(max(wanted, len(unique)))]
 
-    baseline_texts: list[str] = []
-    cli_seconds: dict[Path, float] = {}
-    started = time.monotonic()
-    for p in pages:  # sequential, by definition
-        began = time.monotonic()
-        baseline_texts.append(await tesseract_cli(p))
-        cli_seconds.setdefault(p, time.monotonic() - began)
-    baseline_s = time.monotonic() - started
+    baseline_texts, cli_seconds, baseline_s = await cli_baseline(pages)
 
     async with http_client() as client:
         started = time.monotonic()

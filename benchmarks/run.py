@@ -4,7 +4,9 @@ Starts a private stack (own database, bus prefix, blob dir and ports), runs ever
 against it, writes DIR/latest.json and DIR/latest.md, and stops the stack. Every figure is a
 ratio against a baseline measured in the same run, or a latency distribution. Exit status 1
 when a job failed, a job's text was empty where a baseline found text, or a benchmark crashed;
-missed targets are reported, not fatal.
+missed targets are reported, not fatal. Exit status 2, before any stack starts, when a
+selected benchmark's corpus folder is absent or empty: the message says where the corpus goes
+(DOCPIPE_CORPUS). `push` and `bus` need no corpus: they generate their own events.
 """
 
 from __future__ import annotations
@@ -16,24 +18,64 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from benchmarks import latency, ocr_throughput, synthetic, text_throughput
-from benchmarks.common import ROOT, BenchStack, bench_stack, machine
+from benchmarks.common import ROOT, BenchStack, bench_stack, corpus_dir, machine
 
 RESULTS = ROOT / "benchmarks" / "results"
 
-# Name -> coroutine factory, in running order (the throughput runs first, on an idle stack).
+Result = tuple[list[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: how it runs, and the corpus folders it reads (none: it generates its
+    own events)."""
+
+    run: Callable[[BenchStack, Path, bool], Awaitable[Result]]
+    corpus: tuple[str, ...] = ()
+
+
+# In running order (the throughput runs first, on an idle stack).
 BENCHMARKS = {
-    "text": lambda bs, work, smoke: text_throughput.run(bs, work, smoke),
-    "ocr": lambda bs, work, smoke: ocr_throughput.run(bs, work, smoke),
-    "push": lambda bs, work, smoke: synthetic.push_latency(bs, smoke),
-    "bus": lambda bs, work, smoke: synthetic.bus_efficiency(bs, smoke),
-    "first_progress": lambda bs, work, smoke: latency.first_progress(bs, smoke),
-    "small_jobs": lambda bs, work, smoke: latency.small_behind_big(bs, work, smoke),
+    "text": Benchmark(text_throughput.run, ("pdf_text",)),
+    "ocr": Benchmark(ocr_throughput.run, ("pdf_scanned",)),
+    "push": Benchmark(lambda bs, work, smoke: synthetic.push_latency(bs, smoke)),
+    "bus": Benchmark(lambda bs, work, smoke: synthetic.bus_efficiency(bs, smoke)),
+    "first_progress": Benchmark(
+        lambda bs, work, smoke: latency.first_progress(bs, smoke), ("pdf_text",)
+    ),
+    "small_jobs": Benchmark(latency.small_behind_big, ("pdf_text",)),
 }
+
+
+def missing_corpus(names: list[str]) -> str | None:
+    """A sentence saying where the corpus goes when a folder that one of the named benchmarks
+    reads is absent or empty; None when all of them can run."""
+    root = corpus_dir()
+    missing = sorted(
+        {
+            folder
+            for name in names
+            for folder in BENCHMARKS[name].corpus
+            if not any((root / folder).glob("*"))
+        }
+    )
+    if not missing:
+        return None
+    needing = [n for n in names if set(BENCHMARKS[n].corpus) & set(missing)]
+    without = [n for n, b in BENCHMARKS.items() if not b.corpus]
+    return (
+        f"No corpus for the benchmarks {', '.join(needing)}: {root} has no documents in "
+        f"{' or '.join(f + '/' for f in missing)}. Set DOCPIPE_CORPUS to the corpus folder "
+        f"(the one that holds MANIFEST.tsv, pdf_text/ and pdf_scanned/), or run only the "
+        f"benchmarks that generate their own events: --only {','.join(without)}."
+    )
 
 
 async def run_all(smoke: bool, only: list[str] | None) -> dict[str, Any]:
@@ -61,13 +103,13 @@ async def run_all(smoke: bool, only: list[str] | None) -> dict[str, Any]:
 
 
 async def _one(
-    report: dict[str, Any], bs: BenchStack, name: str, bench: Any, work: Path, smoke: bool
+    report: dict[str, Any], bs: BenchStack, name: str, bench: Benchmark, work: Path, smoke: bool
 ) -> None:
     print(f"[bench] {name} …", file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
-        targets, detail = await bench(bs, work, smoke)
-    except Exception as exc:  # noqa: BLE001 - one crashed benchmark is reported, the rest run
+        targets, detail = await bench.run(bs, work, smoke)
+    except Exception as exc:  # one crashed benchmark is reported, the rest run
         traceback.print_exc()
         report["failures"].append(f"{name}: crashed: {type(exc).__name__}: {exc}")
         return
@@ -128,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma list of: " + ", ".join(BENCHMARKS))
     args = parser.parse_args(argv)
     only = [o.strip() for o in args.only.split(",") if o.strip()] or None
+    unknown = sorted(set(only or ()) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmarks {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    # Checked before the stack starts: a missing corpus ends the run at once, with the reason.
+    problem = missing_corpus(only or list(BENCHMARKS))
+    if problem:
+        print(f"[bench] {problem}", file=sys.stderr)
+        return 2
     report = asyncio.run(run_all(args.smoke, only))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")

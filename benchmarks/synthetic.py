@@ -9,6 +9,7 @@ import multiprocessing
 import signal
 import time
 import uuid
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -124,7 +125,7 @@ def watch_jobs(urls: list[tuple[str, str]], conn: Connection) -> None:
 
     try:
         conn.send(asyncio.run(main()))
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the bench
+    except Exception as exc:  # reported to the parent, which fails the bench
         conn.send(exc)
     finally:
         conn.close()
@@ -141,12 +142,93 @@ async def _recv(conn: Connection, timeout: float) -> Any:
     return got
 
 
+# What the WebSocket clients' process returns: per job, every message as
+# (receive time, seq, extract done, final).
+Seen = list[tuple[str, list[tuple[float, int, int, bool]]]]
+
+
+@dataclass
+class PushScore:
+    """Latencies from publish of a job's k-th event to a client seeing extract.done >= k."""
+
+    latencies: list[float] = field(default_factory=list)
+    worst: list[tuple[float, float]] = field(default_factory=list)  # (latency, s after start)
+    lost: int = 0  # clients that missed an update or the final snapshot
+    disorder: int = 0  # clients that saw seq or done go backwards
+
+
+def score_push(
+    seen: Seen, sent: dict[uuid.UUID, list[float]], pages: int, start: float
+) -> PushScore:
+    """Match every client's messages against the publish times of its job's events."""
+    score = PushScore()
+    for job, messages in seen:
+        times = sent[uuid.UUID(job)]
+        seqs = [m[1] for m in messages]
+        dones = [m[2] for m in messages]
+        if any(b <= a for a, b in zip(seqs, seqs[1:], strict=False)) or any(
+            b < a for a, b in zip(dones, dones[1:], strict=False)
+        ):
+            score.disorder += 1
+        if any(b != a + 1 for a, b in zip(seqs[1:], seqs[2:], strict=False)):
+            score.lost += 1  # after the first (latest) snapshot every update must arrive
+        if not messages or not messages[-1][3] or dones[-1] != pages:
+            score.lost += 1
+        k = 0
+        for received, _seq, done, _final in messages:
+            while k < done and k < len(times):
+                score.latencies.append(max(0.0, received - times[k]))
+                score.worst.append((score.latencies[-1], times[k] - start))
+                k += 1
+    return score
+
+
+async def publish_on_schedule(
+    pub: Publisher, ids: list[uuid.UUID], pages: int, rate: float
+) -> tuple[dict[uuid.UUID, list[float]], float, float]:
+    """Publish `pages` PageExtracted events per job at `rate` events/s, without waiting for
+    each confirm (up to PUBLISH_IN_FLIGHT unconfirmed), as the services publish; returns each
+    job's publish times, the start (monotonic) and the seconds the schedule took."""
+    sent: dict[uuid.UUID, list[float]] = {j: [] for j in ids}
+    in_flight = asyncio.Semaphore(PUBLISH_IN_FLIGHT)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def publish(message: aio_pika.Message, route: str) -> None:
+        try:
+            await pub.send(message, route)
+        finally:
+            in_flight.release()
+
+    # Serialised before the clock starts: the publisher shares the two cores with the
+    # stack, and only the publish itself is part of the measurement.
+    schedule = [
+        (j, pub.message(event), event.route)
+        for page in range(1, pages + 1)
+        for j in ids
+        for event in [PageExtracted(job_id=j, page=page, text="x", has_text_layer=True)]
+    ]
+    interval = 1.0 / rate
+    start = time.monotonic()
+    for n, (j, message, route) in enumerate(schedule):
+        delay = start + n * interval - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await in_flight.acquire()
+        sent[j].append(time.monotonic())
+        # Tasks start in creation order, so one job's events go out in order.
+        task = asyncio.create_task(publish(message, route))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    publish_seconds = time.monotonic() - start
+    await asyncio.gather(*pending)
+    return sent, start, publish_seconds
+
+
 async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Target 3: `rate` PageExtracted events/s across `jobs` jobs, 2 WebSocket clients per job;
     latency = publish of the k-th event of a job -> a client sees extract.done >= k.
 
-    The clients run in a process of their own. The publisher keeps to the schedule without
-    waiting for each confirm (up to PUBLISH_IN_FLIGHT unconfirmed), as the services publish."""
+    The clients run in a process of their own (see watch_jobs)."""
     jobs, clients_per_job, rate, seconds = (4, 2, 100, 1.0) if smoke else (100, 2, 1000, 10.0)
     pages = int(rate * seconds / jobs)
     ids = await make_jobs(bs, jobs)
@@ -164,71 +246,17 @@ async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]
         watcher_process.start()
         try:
             assert await _recv(parent, 90) == "ready"
-            sent: dict[uuid.UUID, list[float]] = {j: [] for j in ids}
-            in_flight = asyncio.Semaphore(PUBLISH_IN_FLIGHT)
-            pending: set[asyncio.Task[None]] = set()
-
-            async def publish(message: aio_pika.Message, route: str) -> None:
-                try:
-                    await pub.send(message, route)
-                finally:
-                    in_flight.release()
-
-            # Serialised before the clock starts: the publisher shares the two cores with the
-            # stack, and only the publish itself is part of the measurement.
-            schedule = [
-                (j, pub.message(event), event.route)
-                for page in range(1, pages + 1)
-                for j in ids
-                for event in [PageExtracted(job_id=j, page=page, text="x", has_text_layer=True)]
-            ]
-
-            interval = 1.0 / rate
-            start = time.monotonic()
-            n = 0
-            for j, message, route in schedule:
-                due = start + n * interval
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await in_flight.acquire()
-                sent[j].append(time.monotonic())
-                # Tasks start in creation order, so one job's events go out in order.
-                task = asyncio.create_task(publish(message, route))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                n += 1
-            publish_seconds = time.monotonic() - start
-            await asyncio.gather(*pending)
-            seen: list[tuple[str, list[tuple[float, int, int, bool]]]] = await _recv(parent, 200)
+            sent, start, publish_seconds = await publish_on_schedule(pub, ids, pages, rate)
+            seen: Seen = await _recv(parent, 200)
         finally:
             watcher_process.join(10)
             if watcher_process.is_alive():
                 watcher_process.kill()
 
-    latencies: list[float] = []
-    worst: list[tuple[float, float]] = []  # (latency, seconds after the first publish)
-    lost = disorder = 0
-    for job, messages in seen:
-        times = sent[uuid.UUID(job)]
-        seqs = [m[1] for m in messages]
-        dones = [m[2] for m in messages]
-        if any(b <= a for a, b in zip(seqs, seqs[1:], strict=False)) or any(
-            b < a for a, b in zip(dones, dones[1:], strict=False)
-        ):
-            disorder += 1
-        if any(b != a + 1 for a, b in zip(seqs[1:], seqs[2:], strict=False)):
-            lost += 1  # after the first (latest) snapshot every update must arrive
-        if not messages or not messages[-1][3] or dones[-1] != pages:
-            lost += 1
-        k = 0
-        for received, _seq, done, _final in messages:
-            while k < done and k < len(times):
-                latencies.append(max(0.0, received - times[k]))
-                worst.append((latencies[-1], times[k] - start))
-                k += 1
-    dist = distribution(latencies)
-    ok = dist["p99"] <= PUSH_P99_TARGET_S and lost == 0 and disorder == 0
+    score = score_push(seen, sent, pages, start)
+    events = sum(len(times) for times in sent.values())
+    dist = distribution(score.latencies)
+    ok = dist["p99"] <= PUSH_P99_TARGET_S and score.lost == 0 and score.disorder == 0
     targets = [
         target(
             "progress_push_latency_p99_s",
@@ -237,14 +265,14 @@ async def push_latency(bs: BenchStack, smoke: bool) -> tuple[list[dict[str, Any]
             f"{len(urls)} clients; no update lost; order kept",
             ok,
             distribution=dist,
-            clients_missing_updates=lost,
-            clients_out_of_order=disorder,
-            achieved_publish_rate=round(n / publish_seconds, 1),
+            clients_missing_updates=score.lost,
+            clients_out_of_order=score.disorder,
+            achieved_publish_rate=round(events / publish_seconds, 1),
             # When the slowest updates were published: one moment means one stall.
-            slowest_at_s=sorted({round(t, 1) for _, t in sorted(worst)[-50:]}),
+            slowest_at_s=sorted({round(t, 1) for _, t in sorted(score.worst)[-50:]}),
         )
     ]
-    return targets, {"events": n, "jobs": jobs, "clients": len(urls)}
+    return targets, {"events": events, "jobs": jobs, "clients": len(urls)}
 
 
 async def raw_consume_rate(bs: BenchStack, count: int) -> float:

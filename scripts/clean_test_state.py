@@ -60,12 +60,12 @@ async def main() -> None:
         for queue in queues:
             try:
                 await channel.queue_delete(queue)
-            except Exception:  # noqa: BLE001 - gone meanwhile; the channel closes on error
+            except Exception:  # gone meanwhile; the channel closes on error
                 channel = await connection.channel()
         for exchange in exchanges:
             try:
                 await channel.exchange_delete(exchange)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 channel = await connection.channel()
     finally:
         await connection.close()

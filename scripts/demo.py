@@ -20,6 +20,7 @@ from rich.table import Table
 
 from docpipe_cli.follow import follow_jobs
 from scripts.stack import Stack
+from shared.events import JobStatus
 from shared.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +122,7 @@ async def main() -> int:
             rows = []
             for (job_id, name), final in ((j, finals.get(j[0], {})) for j in jobs.items()):
                 row: dict[str, Any] = {"document": name, "status": final.get("status", "?")}
-                if final.get("status") == "completed":
+                if final.get("status") == JobStatus.COMPLETED:
                     result = (
                         await client.get(
                             f"{api}/v1/jobs/{job_id}/result",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 SERVICES = ("ingest", "extractor", "ocr", "analyzer", "progress")
 PORT_SETTINGS = {
@@ -33,8 +34,8 @@ DEFAULT_PORTS = {"ingest": 8000, "progress": 8001, "extractor": 9101, "ocr": 910
 # Ports for stacks started by tests and benchmarks come from below Linux's ephemeral range
 # (32768-60999 by default). A port taken with bind(0) and released lies inside that range, so
 # any outgoing connection (to RabbitMQ, PostgreSQL, another service) may take it before the
-# service binds it, and two bind(0) calls in a row may hand out the same port: once, the OCR
-# service got the progress service's port and progress died at start-up.
+# service binds it, and two bind(0) calls in a row may hand out the same port
+# (docs/decisions/0003).
 _PORT_RANGE = (20000, 32000)
 
 
@@ -64,6 +65,16 @@ def free_port() -> int:
 def stack_ports() -> dict[str, str]:
     """A distinct free port for every service, as the environment variables that set them."""
     return dict(zip(PORT_SETTINGS.values(), map(str, free_ports(len(PORT_SETTINGS))), strict=True))
+
+
+# A service that exits after running this long is restarted after RESTART_DELAY; one that
+# exits sooner waits longer and longer between restarts (see Stack._watch).
+STABLE_SECONDS = 30.0
+RESTART_DELAY = 0.5
+
+
+class _ExitedEarly(Exception):
+    """A service exited less than STABLE_SECONDS after it started."""
 
 
 @dataclass
@@ -115,25 +126,47 @@ class Stack:
         )
 
     async def _watch(self, svc: ServiceProcess) -> None:
-        backoff = 0.5
+        """Restart the service whenever it exits, until the stack stops: RESTART_DELAY after
+        a run of STABLE_SECONDS or more, else after a wait that doubles from 1 s up to 10 s,
+        so a service that dies straight after starting (e.g. broker down) does not spin."""
         while True:
-            assert svc.proc is not None
-            started = time.monotonic()
-            rc = await svc.proc.wait()
-            if self._stopping:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_ExitedEarly),
+                wait=wait_exponential(multiplier=1, max=10),
+            ):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1 and not await self._restart(svc):
+                        return
+                    if not await self._ran_until_exit(svc):
+                        return
+            await asyncio.sleep(RESTART_DELAY)
+            if not await self._restart(svc):
                 return
-            svc.exits.append(rc)
-            print(f"[stack] {svc.name} exited with {rc}", file=sys.stderr, flush=True)
-            if not self.restart:
-                return
-            # Back off when a service dies straight after starting (e.g. broker down).
-            backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 10.0)
-            await asyncio.sleep(backoff)
-            if self._stopping:
-                return
-            svc.restarts += 1
-            print(f"[stack] restarting {svc.name} (restart #{svc.restarts})", file=sys.stderr)
-            await self._spawn(svc)
+
+    async def _ran_until_exit(self, svc: ServiceProcess) -> bool:
+        """Wait for the service to exit: False when it is not to be restarted (the stack is
+        stopping, or restarts are off), _ExitedEarly when it ran under STABLE_SECONDS."""
+        assert svc.proc is not None
+        started = time.monotonic()
+        rc = await svc.proc.wait()
+        if self._stopping:
+            return False
+        svc.exits.append(rc)
+        print(f"[stack] {svc.name} exited with {rc}", file=sys.stderr, flush=True)
+        if not self.restart:
+            return False
+        if time.monotonic() - started < STABLE_SECONDS:
+            raise _ExitedEarly(svc.name)
+        return True
+
+    async def _restart(self, svc: ServiceProcess) -> bool:
+        """Start the service again, unless the stack is stopping (then False)."""
+        if self._stopping:
+            return False
+        svc.restarts += 1
+        print(f"[stack] restarting {svc.name} (restart #{svc.restarts})", file=sys.stderr)
+        await self._spawn(svc)
+        return True
 
     async def start(self) -> None:
         for svc in self.services.values():

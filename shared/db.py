@@ -56,8 +56,9 @@ async def drop_database(database_url: str) -> None:
 
 
 def migration_files() -> list[tuple[str, str]]:
+    """(file name, SQL) of every migration, in the order of their names."""
     folder = resources.files("shared") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name, p.read_text()) for p in files]
 
 

@@ -92,7 +92,7 @@ async def ocr_engine() -> AsyncIterator[WarmPool]:
 async def _can_connect_pg(url: str) -> str | None:
     try:
         conn = await asyncio.wait_for(asyncpg.connect(url), 5)
-    except Exception as exc:  # noqa: BLE001 - any failure means unavailable
+    except Exception as exc:  # any failure means unavailable
         return f"{type(exc).__name__}: {exc}"
     await conn.close()
     return None
@@ -119,7 +119,7 @@ async def rabbit_available(test_settings: Settings) -> AsyncIterator[None]:
 
     try:
         conn = await asyncio.wait_for(aio_pika.connect(amqp_url()), 5)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         unavailable(f"RabbitMQ unreachable at {amqp_url()}: {type(exc).__name__}: {exc}")
         return
     await conn.close()
@@ -140,12 +140,12 @@ async def delete_bus(settings: Settings) -> None:
         for name in topo.all_queue_names():
             try:
                 await channel.queue_delete(name)
-            except Exception:  # noqa: BLE001 - already gone; that closes the channel
+            except Exception:  # already gone; that closes the channel
                 channel = await conn.channel()
         for name in (topo.exchange_name, topo.dlx_name):
             try:
                 await channel.exchange_delete(name)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 channel = await conn.channel()
     finally:
         await conn.close()

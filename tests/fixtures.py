@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -27,7 +28,7 @@ def text_image(
     return image
 
 
-def pdf_with_pages(path: Path, pages: list[str | Image.Image]) -> Path:
+def pdf_with_pages(path: Path, pages: Sequence[str | Image.Image]) -> Path:
     """A PDF whose pages are text (a real text layer) or images (no text layer: a scan)."""
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.utils import ImageReader

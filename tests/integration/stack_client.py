@@ -14,10 +14,8 @@ import websockets
 
 from scripts.stack import Stack
 from shared.bus import Bus
-from shared.events import Event
+from shared.events import TERMINAL_STATUSES, Event
 from shared.settings import Settings
-
-TERMINAL = {"completed", "failed", "cancelled"}
 
 
 async def publish_as_upstream(settings: Settings, event: Event) -> None:
@@ -90,8 +88,8 @@ class StackClient:
         """Poll until the job is terminal; returns its final GET /v1/jobs/{id} body."""
         deadline = time.monotonic() + timeout
         while True:
-            body = (await self.job(job_id)).json()
-            if body.get("status") in TERMINAL:
+            body: dict[str, Any] = (await self.job(job_id)).json()
+            if body.get("status") in TERMINAL_STATUSES:
                 return body
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {body.get('status')} after {timeout:g} s")
@@ -109,6 +107,6 @@ class StackClient:
             async for raw in conn:
                 msg = json.loads(raw)
                 messages.append(msg)
-                if msg.get("status") in TERMINAL:
+                if msg.get("status") in TERMINAL_STATUSES:
                     break
         return messages

@@ -77,7 +77,9 @@ async def assert_alive(client: StackClient, tmp_path: Path) -> None:
     assert not client.stack.deaths(), client.stack.deaths()
 
 
-async def test_too_many_pages_fails_with_a_reason(limited_stack: StackClient, tmp_path: Path):
+async def test_too_many_pages_fails_with_a_reason(
+    limited_stack: StackClient, tmp_path: Path
+) -> None:
     pdf = pdf_with_pages(tmp_path / "long.pdf", [f"Page {n}." for n in range(1, MAX_PAGES + 2)])
     final = await limited_stack.wait(await limited_stack.submit_ok(pdf), timeout=60)
     assert final["status"] == "failed"
@@ -87,7 +89,9 @@ async def test_too_many_pages_fails_with_a_reason(limited_stack: StackClient, tm
     await assert_alive(limited_stack, tmp_path)
 
 
-async def test_docx_bomb_stops_at_the_character_limit(limited_stack: StackClient, tmp_path: Path):
+async def test_docx_bomb_stops_at_the_character_limit(
+    limited_stack: StackClient, tmp_path: Path
+) -> None:
     # Highly compressible: ~1.2 MB of text in a DOCX of a few kilobytes.
     line = "All work and no play makes Jack a dull boy. " * 6
     bomb = docx_file(tmp_path / "bomb.docx", [line] * 5000)

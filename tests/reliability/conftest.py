@@ -23,13 +23,13 @@ import pytest
 
 from scripts.stack import Stack
 from shared.db import drop_database
+from shared.events import TERMINAL_STATUSES
 from shared.settings import Settings
 from shared.topology import Topology
 from tests.conftest import _can_connect_pg, base_database_url, delete_bus, unavailable
 from tests.integration.conftest import ARTIFACTS, stack_env
 from tests.integration.stack_client import StackClient
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 SHORT_RETRIES_MS = (200, 400, 800)
 PG_CLUSTER = ("15", "main")
 
@@ -69,7 +69,9 @@ class ReliabilityStack:
         while True:
             with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
                 statuses = await self.job_statuses(job_ids)
-            pending = [j for j in job_ids if statuses.get(j, ("?", None))[0] not in TERMINAL]
+            pending = [
+                j for j in job_ids if statuses.get(j, ("?", None))[0] not in TERMINAL_STATUSES
+            ]
             if not pending:
                 return statuses
             if time.monotonic() > deadline:
@@ -217,7 +219,7 @@ async def run(*argv: str, timeout: float = 60.0) -> str:
 async def rabbit_up(url: str) -> bool:
     try:
         conn = await asyncio.wait_for(aio_pika.connect(url), 5)
-    except Exception:  # noqa: BLE001 - any failure means down
+    except Exception:  # any failure means down
         return False
     await conn.close()
     return True

@@ -93,7 +93,7 @@ def mid_stage(stage: str) -> Condition:
         counts = snapshot["stages"][stage]
         if stage == "extract":  # extraction.started is the first event: the document is open
             return snapshot["pages_total"] is not None and counts["done"] < snapshot["pages_total"]
-        return counts["done"] < counts["total"]
+        return bool(counts["done"] < counts["total"])
 
     return condition
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
+from shared.events import ACTIVE_STATUSES, JobStatus
 from shared.topology import GROUPS
 from tests.fixtures import pdf_with_pages
 from tests.reliability.conftest import ReliabilityStack
@@ -111,8 +112,8 @@ class Capture:
 
 async def submit_all(rs: ReliabilityStack, load: list[tuple[str, Path]]) -> list[httpx.Response]:
     """Upload everything at once, as a careful client does: each upload carries an
-    Idempotency-Key and is sent again with it after a transport error (a connection reset in
-    the middle of the burst failed this test once), so a retry can never make a second job."""
+    Idempotency-Key and is sent again with it after a transport error (a connection can be
+    reset in the middle of the burst), so a retry can never make a second job."""
     limits = httpx.Limits(max_connections=32, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
 
@@ -156,6 +157,86 @@ async def settled_accounting(
         await asyncio.sleep(0.5)
 
 
+Accepted = dict[str, tuple[str, Path]]  # job id -> (kind, path) of the accepted uploads
+
+
+def sort_responses(
+    load: list[tuple[str, Path]], responses: list[httpx.Response]
+) -> tuple[Accepted, list[tuple[str, int, str]]]:
+    """The accepted uploads, and the refused ones (name, status, detail): only bad files may
+    be refused, with a 4xx and a sentence."""
+    accepted: Accepted = {}
+    refused: list[tuple[str, int, str]] = []
+    for (kind, path), response in zip(load, responses, strict=True):
+        if response.status_code == 202:
+            accepted[response.json()["job_id"]] = (kind, path)
+            continue
+        assert kind == "bad", (path.name, response.status_code, response.text)
+        assert 400 <= response.status_code < 500, (path.name, response.status_code)
+        detail = response.json().get("detail")
+        assert isinstance(detail, str) and len(detail) > 10, (path.name, detail)
+        refused.append((path.name, response.status_code, detail))
+    return accepted, refused
+
+
+def tally_outcomes(
+    accepted: Accepted, statuses: dict[str, tuple[str, str | None]]
+) -> tuple[Counter[tuple[str, str]], list[tuple[str, str, str, str | None]]]:
+    """The count of (kind, status), and the jobs that ended the wrong way: a good job that did
+    not complete, or a bad one that did not fail with a sentence (or failed with a traceback)."""
+    outcome: Counter[tuple[str, str]] = Counter()
+    wrong: list[tuple[str, str, str, str | None]] = []
+    for job_id, (status, error) in statuses.items():
+        kind, path = accepted[job_id]
+        outcome[(kind, status)] += 1
+        if kind == "bad":
+            explained = bool(error and len(error) > 15 and error[0].isupper())
+            if status != JobStatus.FAILED or not explained or "Traceback" in (error or ""):
+                wrong.append((kind, path.name, status, error))
+        elif status != JobStatus.COMPLETED:
+            wrong.append((kind, path.name, status, error))
+    return outcome, wrong
+
+
+def check_accounting(
+    capture: Capture, depths: dict[str, int], metrics: dict[str, Counter[tuple[str, str]]]
+) -> None:
+    """Every queue drained, and every group received what was published to it (plus its own
+    retries) and settled all of it, nothing dead-lettered, no event published twice."""
+    print(f"published by routing key: {dict(sorted(capture.by_key.items()))}")
+    assert not {q: n for q, n in depths.items() if n}, f"queues not drained: {depths}"
+    merged: Counter[tuple[str, str]] = sum(metrics.values(), Counter())
+    for group in GROUPS:
+        g = group.name
+        received, acked = merged[(g, "received")], merged[(g, "acked")]
+        retried, dead = merged[(g, "retried")], merged[(g, "dead_lettered")]
+        published = capture.published_to(g)
+        print(
+            f"{g}: published {published}, received {received} = acked {acked} + "
+            f"retried {retried} + dead-lettered {dead}"
+        )
+        assert received == published + retried, f"{g}: a message was lost or duplicated"
+        assert received == acked + retried + dead, f"{g}: a message was left unsettled"
+        assert dead == 0, f"{g}: {dead} dead-lettered"
+    duplicates = {m: n for m, n in capture.message_ids.items() if n > 1}
+    assert not duplicates, f"events published more than once: {len(duplicates)}"
+
+
+async def leftovers(rs: ReliabilityStack) -> tuple[int, int, int]:
+    """(open jobs, unpublished outbox rows, dead letters), straight from the database."""
+    conn = await asyncpg.connect(rs.settings.database_url)
+    try:
+        open_jobs = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE status = ANY($1::text[])",
+            [str(s) for s in ACTIVE_STATUSES],
+        )
+        unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
+    finally:
+        await conn.close()
+    return int(open_jobs), int(unpublished), int(dead_letters)
+
+
 async def test_two_hundred_mixed_jobs_all_end_and_every_message_is_accounted_for(
     private_stack: Any, corpus: Path, tmp_path: Path
 ) -> None:
@@ -168,31 +249,10 @@ async def test_two_hundred_mixed_jobs_all_end_and_every_message_is_accounted_for
             t0 = time.monotonic()
             responses = await submit_all(rs, load)
             submitted = time.monotonic() - t0
-            accepted: dict[str, tuple[str, Path]] = {}
-            refused: list[tuple[str, int, str]] = []
-            for (kind, path), response in zip(load, responses, strict=True):
-                if response.status_code == 202:
-                    accepted[response.json()["job_id"]] = (kind, path)
-                    continue
-                assert kind == "bad", (path.name, response.status_code, response.text)
-                assert 400 <= response.status_code < 500, (path.name, response.status_code)
-                detail = response.json().get("detail")
-                assert isinstance(detail, str) and len(detail) > 10, (path.name, detail)
-                refused.append((path.name, response.status_code, detail))
-
+            accepted, refused = sort_responses(load, responses)
             statuses = await rs.wait_all(list(accepted), timeout=300, poll=1.0)
             finished = time.monotonic() - t0
-            outcome: Counter[tuple[str, str]] = Counter()
-            wrong: list[tuple[str, str, str, str | None]] = []
-            for job_id, (status, error) in statuses.items():
-                kind, path = accepted[job_id]
-                outcome[(kind, status)] += 1
-                if kind == "bad":
-                    explained = bool(error and len(error) > 15 and error[0].isupper())
-                    if status != "failed" or not explained or "Traceback" in (error or ""):
-                        wrong.append((kind, path.name, status, error))
-                elif status != "completed":
-                    wrong.append((kind, path.name, status, error))
+            outcome, wrong = tally_outcomes(accepted, statuses)
             print(
                 f"{TOTAL_JOBS} jobs: uploads took {submitted:.1f} s, all ended after "
                 f"{finished:.1f} s; refused at upload: {len(refused)} "
@@ -201,45 +261,17 @@ async def test_two_hundred_mixed_jobs_all_end_and_every_message_is_accounted_for
             )
             assert not wrong, f"jobs that ended the wrong way: {sorted(set(wrong))}"
             assert sum(outcome.values()) + len(refused) == TOTAL_JOBS
-            assert outcome[("bad", "failed")] + len(refused) == BAD_JOBS
+            assert outcome[("bad", JobStatus.FAILED)] + len(refused) == BAD_JOBS
 
             depths, metrics = await settled_accounting(rs, capture)
         finally:
             await capture.stop()
 
-        print(f"published by routing key: {dict(sorted(capture.by_key.items()))}")
-        assert not {q: n for q, n in depths.items() if n}, f"queues not drained: {depths}"
-        merged: Counter[tuple[str, str]] = sum(metrics.values(), Counter())
-        for group in GROUPS:
-            g = group.name
-            received, acked = merged[(g, "received")], merged[(g, "acked")]
-            retried, dead = merged[(g, "retried")], merged[(g, "dead_lettered")]
-            published = capture.published_to(g)
-            print(
-                f"{g}: published {published}, received {received} = acked {acked} + "
-                f"retried {retried} + dead-lettered {dead}"
-            )
-            assert received == published + retried, f"{g}: a message was lost or duplicated"
-            assert received == acked + retried + dead, f"{g}: a message was left unsettled"
-            assert dead == 0, f"{g}: {dead} dead-lettered"
-        duplicates = {m: n for m, n in capture.message_ids.items() if n > 1}
-        assert not duplicates, f"events published more than once: {len(duplicates)}"
+        check_accounting(capture, depths, metrics)
         assert capture.by_key["document.uploaded"] == len(accepted)
         assert capture.by_key["job.completed"] == sum(
-            n for (kind, status), n in outcome.items() if status == "completed"
+            n for (_kind, status), n in outcome.items() if status == JobStatus.COMPLETED
         )
-        assert capture.by_key["job.failed"] == outcome[("bad", "failed")]
-
-        conn = await asyncpg.connect(rs.settings.database_url)
-        try:
-            open_jobs = await conn.fetchval(
-                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'processing')"
-            )
-            unpublished = await conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-            )
-            dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
-        finally:
-            await conn.close()
-        assert open_jobs == 0 and unpublished == 0 and dead_letters == 0
+        assert capture.by_key["job.failed"] == outcome[("bad", JobStatus.FAILED)]
+        assert await leftovers(rs) == (0, 0, 0), "(open jobs, unpublished outbox, dead letters)"
         assert not rs.stack.deaths(), f"a service process died: {rs.stack.deaths()}"

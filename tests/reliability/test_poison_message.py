@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,28 @@ async def dead_letter_count(rs: ReliabilityStack) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM dead_letters"))
     finally:
         await conn.close()
+
+
+async def settled(
+    rs: ReliabilityStack, timeout: float = 30.0
+) -> tuple[dict[str, int], Counter[tuple[str, str]]]:
+    """Wait until no queue holds a message and the progress service has settled everything it
+    received, after at least the poison's retries and the ghost JobFailed's (2 x the ladder);
+    returns the last queue depths and progress message counts either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        depths = await rs.queue_depths()
+        counts = (await rs.metrics())["progress"]
+        settled_count = sum(
+            counts[("progress", outcome)] for outcome in ("acked", "retried", "dead_lettered")
+        )
+        if (
+            not any(depths.values())
+            and counts[("progress", "received")] == settled_count
+            and counts[("progress", "retried")] >= 2 * len(SHORT_RETRIES_MS)
+        ) or time.monotonic() > deadline:
+            return depths, counts
+        await asyncio.sleep(0.1)
 
 
 async def test_poison_message_is_dead_lettered_and_blocks_nothing(
@@ -98,11 +121,9 @@ async def test_poison_message_is_dead_lettered_and_blocks_nothing(
 
         # The JobFailed announced for the ghost job is dropped, not dead-lettered; the queues
         # drain and every handled message is accounted for.
-        await asyncio.sleep(sum(SHORT_RETRIES_MS) / 1000 + 0.5)
-        depths = await rs.queue_depths()
+        depths, counts = await settled(rs)
         assert not {q: n for q, n in depths.items() if n}, depths
         assert await dead_letter_count(rs) == 1, "only the poison was dead-lettered"
-        counts = (await rs.metrics())["progress"]
         assert counts[("progress", "dead_lettered")] == 1
         assert counts[("progress", "retried")] >= 2 * len(SHORT_RETRIES_MS)
         assert counts[("progress", "received")] == (
