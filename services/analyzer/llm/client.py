@@ -5,6 +5,7 @@ errors into what the engine does about them."""
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,6 +81,11 @@ def classify_failure(exc: BaseException) -> CallFailure | None:
     """What an exception from a call means; None for anything that is not the server's answer."""
     if isinstance(exc, MissingUsage):
         return CallFailure(FailureKind.REJECTED, str(exc), maybe_billed=True)
+    if isinstance(exc, json.JSONDecodeError):
+        # A 200 whose body is not JSON: the work was probably done (and billed); ask again.
+        return CallFailure(
+            FailureKind.TRANSIENT, "the model server's answer was garbled", maybe_billed=True
+        )
     if isinstance(exc, openai.APITimeoutError):
         return CallFailure(FailureKind.TRANSIENT, "the model server timed out", maybe_billed=True)
     if isinstance(exc, openai.APIConnectionError):

@@ -59,7 +59,10 @@ class AnalysisOptions(BaseModel):
         if Task.EXTRACT in self.tasks:
             if self.json_schema is None:
                 raise ValueError("extract needs a JSON Schema of the fields")
-            jsonschema.Draft202012Validator.check_schema(self.json_schema)
+            try:
+                jsonschema.Draft202012Validator.check_schema(self.json_schema)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"the extract schema is not a JSON Schema: {exc.message}") from None
             if self.json_schema.get("type") != "object":
                 raise ValueError('extract needs a schema of "type": "object" (its fields)')
         return self
