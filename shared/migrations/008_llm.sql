@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS llm_budgets (
 -- (401/403: stop calling the model until an operator fixes its settings).
 CREATE TABLE IF NOT EXISTS llm_models (
     model               text PRIMARY KEY,
-    not_before          timestamptz NOT NULL DEFAULT '-infinity',
+    not_before          timestamptz NOT NULL DEFAULT 'epoch',
     misconfigured       text,
     misconfigured_at    timestamptz
 );

@@ -150,30 +150,58 @@ class ModelCaller:
     ) -> CallResult:
         if model in self.misconfigured:
             return CallResult(TaskStatus.FAILED, reason=self.misconfigured[model])
-        row, refused = await self._reserve(job, chunk_id, request, model)
-        if refused is not None:
-            await self.ledger.record(row, CallOutcome.OVER_BUDGET, f"{refused.scope} is spent")
-            metrics.LLM_CALLS.labels(model=model, outcome=CallOutcome.OVER_BUDGET).inc()
-            return CallResult(TaskStatus.OVER_BUDGET, call_id=row.call_id, refused_by=refused)
-        sent = False
-        try:
-            async with self.in_flight:
+        # Reserved only once a slot is free: calls queued in this process hold no budget.
+        # The outcome is settled before the slot is released, so a 401 marks the model
+        # misconfigured before the next waiting call is admitted.
+        async with self.in_flight:
+            row, refused = await self._reserve_shielded(job, chunk_id, request, model)
+            if refused is not None:
+                await self.ledger.record(row, CallOutcome.OVER_BUDGET, f"{refused.scope} is spent")
+                metrics.LLM_CALLS.labels(model=model, outcome=CallOutcome.OVER_BUDGET).inc()
+                return CallResult(TaskStatus.OVER_BUDGET, call_id=row.call_id, refused_by=refused)
+            try:
                 misconfigured = await self._admit(model, row.reserved_tokens)
-                if misconfigured is not None:
-                    await self._settle(row, Settlement(CallOutcome.FAILED, reason=misconfigured))
-                    return CallResult(TaskStatus.FAILED, call_id=row.call_id, reason=misconfigured)
-                sent = True
-                answer = await self.client.complete(
-                    model,
-                    request.messages,
-                    max_tokens=request.max_tokens,
-                    response_format=request.response_format,
+            except BaseException as exc:  # cancelled or the database failed: nothing was sent
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                settlement = Settlement(
+                    CallOutcome.CANCELLED if cancelled else CallOutcome.FAILED,
+                    reason="The job was cancelled" if cancelled else repr(exc),
                 )
+                await asyncio.shield(self._settle(row, settlement))
+                raise
+            if misconfigured is not None:
+                await self._settle(row, Settlement(CallOutcome.FAILED, reason=misconfigured))
+                return CallResult(TaskStatus.FAILED, call_id=row.call_id, reason=misconfigured)
+            return await self._send(row, request, final=final)
+
+    async def _reserve_shielded(
+        self, job: JobAnalysisContext, chunk_id: uuid.UUID, request: TaskRequest, model: str
+    ) -> tuple[CallRow, BudgetScope | None]:
+        """A cancel during the reservation lets it finish, then releases it (spent: $0)."""
+        reserving = asyncio.ensure_future(self._reserve(job, chunk_id, request, model))
+        try:
+            return await asyncio.shield(reserving)
         except asyncio.CancelledError:
-            cost = row.reserved_usd if sent else 0.0
-            await asyncio.shield(
-                self._settle(row, Settlement(CallOutcome.CANCELLED, cost_usd=cost))
+            row, refused = await reserving
+            if refused is None:
+                cancelled = Settlement(CallOutcome.CANCELLED, reason="The job was cancelled")
+                await self._settle(row, cancelled)
+            raise
+
+    async def _send(self, row: CallRow, request: TaskRequest, *, final: bool) -> CallResult:
+        try:
+            answer = await self.client.complete(
+                row.model,
+                request.messages,
+                max_tokens=request.max_tokens,
+                response_format=request.response_format,
             )
+        except asyncio.CancelledError:
+            # The server may finish (and bill) the answer nobody waits for: its worst case.
+            settlement = Settlement(
+                CallOutcome.CANCELLED, cost_usd=row.reserved_usd, reason="The job was cancelled"
+            )
+            await asyncio.shield(self._settle(row, settlement))
             raise
         except Exception as exc:
             return await self._failed(row, exc, final=final)
@@ -184,6 +212,8 @@ class ModelCaller:
         misconfigured (then nothing is sent)."""
         limits = self.settings.limits_for(model)
         while True:
+            if model in self.misconfigured:
+                return self.misconfigured[model]
             admission = await self.ledger.admit(
                 model, tokens, limits.requests_per_minute, limits.tokens_per_minute
             )

@@ -62,7 +62,9 @@ class AnalysisOptions(BaseModel):
             try:
                 jsonschema.Draft202012Validator.check_schema(self.json_schema)
             except jsonschema.SchemaError as exc:
-                raise ValueError(f"the extract schema is not a JSON Schema: {exc.message}") from None
+                raise ValueError(
+                    f"the extract schema is not a JSON Schema: {exc.message}"
+                ) from None
             if self.json_schema.get("type") != "object":
                 raise ValueError('extract needs a schema of "type": "object" (its fields)')
         return self
