@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,7 @@ from services.analyzer.llm import (
     Task,
     TaskStatus,
 )
+from services.analyzer.llm.ledger import AttemptTaken, CallRow, budget_scopes
 from shared.db import create_pool
 from shared.events import Chunk, PageSource
 from shared.settings import Settings
@@ -374,3 +376,65 @@ async def test_a_budget_shared_by_two_engines_is_never_overspent(
         for r in refused
     )
     assert cost.by_outcome["over_budget"] == len(refused)
+
+
+async def test_a_call_whose_answer_was_lost_stays_spent_at_its_worst_case(
+    db_pool: asyncpg.Pool, standin: OpenAIStandin, engines: list[LlmEngine]
+) -> None:
+    """A crash after the call and before the settlement: the reserved row is the spend."""
+    engine = await start_engine(engines, db_pool, make_settings(standin))
+    the_job = job(max_cost_usd=1.0)
+    row = CallRow(
+        job_id=the_job.job_id,
+        tenant=the_job.tenant,
+        task="summary",
+        chunk_id=uuid.uuid4(),
+        attempt=1,
+        model=engine.settings.model,
+        prompt_version="summary_chunk.v1",
+        reserved_tokens=500,
+        reserved_usd=0.3,
+        budget_scopes=budget_scopes(the_job.job_id, the_job.tenant, 1.0, None, None),
+    )
+    assert await engine.ledger.reserve(row) is None
+    with pytest.raises(AttemptTaken):  # the same attempt cannot be written twice
+        await engine.ledger.reserve(row)
+    cost = await engine.job_cost(the_job.job_id)
+    assert cost.cost_usd == pytest.approx(0.3) and cost.by_outcome == {"reserved": 1}
+    spent = await db_pool.fetchval(
+        "SELECT spent_usd FROM llm_budgets WHERE scope = $1", f"job:{the_job.job_id}"
+    )
+    assert float(spent) == pytest.approx(0.3)
+
+
+async def test_a_tenants_daily_budget_holds_across_jobs(
+    db_pool: asyncpg.Pool, standin: OpenAIStandin, engines: list[LlmEngine]
+) -> None:
+    engine = await start_engine(
+        engines, db_pool, make_settings(standin, tenant_daily_budget_usd=0.5, concurrency=2)
+    )
+    first = job()
+    second = JobAnalysisContext(job_id=uuid.uuid4(), tenant=first.tenant)
+    await engine.analyze_chunks(first, chunks(*(f"a{i}" for i in range(6))))
+    later = await engine.analyze_chunks(second, chunks(*(f"b{i}" for i in range(6))))
+    spent = sum([(await engine.job_cost(j.job_id)).cost_usd for j in (first, second)])
+    assert spent <= 0.5
+    refused = [o.results[Task.SUMMARY] for o in later]
+    assert all(r.status is TaskStatus.OVER_BUDGET for r in refused)
+    assert str(refused[0].reason).startswith("The tenant's daily budget of $0.50 was reached")
+    [usage] = await engine.usage(first.tenant, datetime.now(UTC) - timedelta(days=1))
+    assert usage.cost_usd == pytest.approx(spent)
+    assert usage.model == engine.settings.model
+
+
+async def test_requests_per_minute_are_admitted_in_a_shared_sliding_window(
+    db_pool: asyncpg.Pool, standin: OpenAIStandin, engines: list[LlmEngine]
+) -> None:
+    engine = await start_engine(engines, db_pool, make_settings(standin))
+    model = engine.settings.model
+    assert (await engine.ledger.admit(model, 10, rpm=2, tpm=100)).wait_seconds == 0
+    assert (await engine.ledger.admit(model, 10, rpm=2, tpm=100)).wait_seconds == 0
+    third = await engine.ledger.admit(model, 10, rpm=2, tpm=100)
+    assert 55 < third.wait_seconds <= 60.1
+    too_many_tokens = await engine.ledger.admit(model, 90, rpm=10, tpm=100)
+    assert too_many_tokens.wait_seconds > 55
