@@ -432,9 +432,9 @@ async def test_requests_per_minute_are_admitted_in_a_shared_sliding_window(
 ) -> None:
     engine = await start_engine(engines, db_pool, make_settings(standin))
     model = engine.settings.model
-    assert (await engine.ledger.admit(model, 10, rpm=2, tpm=100)).wait_seconds == 0
-    assert (await engine.ledger.admit(model, 10, rpm=2, tpm=100)).wait_seconds == 0
-    third = await engine.ledger.admit(model, 10, rpm=2, tpm=100)
+    assert (await engine.models.admit(model, 10, rpm=2, tpm=100)).wait_seconds == 0
+    assert (await engine.models.admit(model, 10, rpm=2, tpm=100)).wait_seconds == 0
+    third = await engine.models.admit(model, 10, rpm=2, tpm=100)
     assert 55 < third.wait_seconds <= 60.1
-    too_many_tokens = await engine.ledger.admit(model, 90, rpm=10, tpm=100)
+    too_many_tokens = await engine.models.admit(model, 90, rpm=10, tpm=100)
     assert too_many_tokens.wait_seconds > 55

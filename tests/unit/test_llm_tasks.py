@@ -11,7 +11,8 @@ import pytest
 
 from services.analyzer.llm import budget_sentence
 from services.analyzer.llm.client import FailureKind, classify_failure, retry_after_seconds
-from services.analyzer.llm.ledger import _window_wait, budget_scopes, call_id
+from services.analyzer.llm.ledger import budget_scopes, call_id
+from services.analyzer.llm.limiter import _window_wait
 from services.analyzer.llm.models import AnalysisOptions, Task
 from services.analyzer.llm.prompts import CURRENT, available, prompt
 from services.analyzer.llm.settings import LlmSettings, ModelPrice

@@ -37,6 +37,7 @@ from services.analyzer.llm.ledger import (
     Settlement,
     budget_scopes,
 )
+from services.analyzer.llm.limiter import ModelState
 from services.analyzer.llm.models import CallOutcome, JobAnalysisContext, TaskStatus
 from services.analyzer.llm.settings import LlmSettings
 from services.analyzer.llm.tasks import TaskRequest
@@ -70,8 +71,11 @@ class ModelUnavailable(Exception):
 
 
 class ModelCaller:
-    def __init__(self, ledger: Ledger, client: ModelClient, settings: LlmSettings) -> None:
+    def __init__(
+        self, ledger: Ledger, models: ModelState, client: ModelClient, settings: LlmSettings
+    ) -> None:
         self.ledger = ledger
+        self.models = models
         self.client = client
         self.settings = settings
         self.in_flight = asyncio.Semaphore(settings.concurrency)
@@ -214,7 +218,7 @@ class ModelCaller:
         while True:
             if model in self.misconfigured:
                 return self.misconfigured[model]
-            admission = await self.ledger.admit(
+            admission = await self.models.admit(
                 model, tokens, limits.requests_per_minute, limits.tokens_per_minute
             )
             if admission.misconfigured is not None:
@@ -258,14 +262,14 @@ class ModelCaller:
             outcome = CallOutcome.FAILED if final else CallOutcome.RETRIED
             await self._settle(row, Settlement(outcome, cost_usd=cost, reason=failure.reason))
             if failure.retry_after is not None:
-                await self.ledger.slow_down(row.model, failure.retry_after)
+                await self.models.slow_down(row.model, failure.retry_after)
             raise TransientFailure(failure) from exc
         await self._settle(
             row, Settlement(CallOutcome.FAILED, cost_usd=cost, reason=failure.reason)
         )
         if failure.kind is FailureKind.MISCONFIGURED:
             reason = f"The model {row.model} is misconfigured: {failure.reason}"
-            await self.ledger.mark_misconfigured(row.model, reason)
+            await self.models.mark_misconfigured(row.model, reason)
             self._note_misconfigured(row.model, reason)
             return CallResult(TaskStatus.FAILED, call_id=row.call_id, reason=reason)
         return CallResult(

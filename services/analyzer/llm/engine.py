@@ -15,6 +15,7 @@ import asyncpg
 from services.analyzer.llm.calls import CallResult, ModelCaller, ModelUnavailable
 from services.analyzer.llm.client import ModelClient
 from services.analyzer.llm.ledger import CallRow, Ledger
+from services.analyzer.llm.limiter import ModelState
 from services.analyzer.llm.models import (
     CallOutcome,
     ChunkOutcome,
@@ -82,12 +83,13 @@ class LlmEngine:
         self.settings = settings or LlmSettings()
         self.ledger = Ledger(pool)
         self.client = client or ModelClient(self.settings)
-        self.caller = ModelCaller(self.ledger, self.client, self.settings)
+        self.models = ModelState(pool)
+        self.caller = ModelCaller(self.ledger, self.models, self.client, self.settings)
 
     async def start(self) -> None:
         """A start with (possibly fixed) settings clears the deployment model's misconfigured
         flag; the first call tells again if the key is still refused."""
-        await self.ledger.clear_misconfigured(self.settings.model)
+        await self.models.clear_misconfigured(self.settings.model)
         self.caller.misconfigured.clear()
 
     async def close(self) -> None:
