@@ -147,6 +147,7 @@ class ModelClient:
             ),
         )
         self._server_tokenizer = settings.tokenizer == "server"
+        self._system_counts: dict[str, int] = {}
 
     async def close(self) -> None:
         await self.openai.close()
@@ -191,7 +192,14 @@ class ModelClient:
         alone (tokens never merge across the seams) plus the chat template's own tokens."""
         total = TOKENS_PER_PROMPT
         for message in messages:
-            total += TOKENS_PER_MESSAGE + await self._count_text(message["content"])
+            content = message["content"]
+            if message["role"] == "system":  # the same few texts on every call: counted once
+                if content not in self._system_counts:
+                    self._system_counts[content] = await self._count_text(content)
+                count = self._system_counts[content]
+            else:
+                count = await self._count_text(content)
+            total += TOKENS_PER_MESSAGE + count
         return total
 
     async def _count_text(self, text: str) -> int:

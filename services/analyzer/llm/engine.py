@@ -183,8 +183,8 @@ class LlmEngine:
             return await self._reuse(job, target, request, model, cached)
         solved, answer = await self._ask(job, target, request, model)
         if solved.status is TaskStatus.OK:
-            await self.ledger.cache_answer(job.tenant, key, answer, model)
-        if solved.status in (TaskStatus.OK, TaskStatus.FAILED) and model not in self.misconfigured:
+            return await self._save(job, target, request, model, solved, cache=(key, answer))
+        if solved.status is TaskStatus.FAILED and model not in self.misconfigured:
             return await self._save(job, target, request, model, solved)
         return solved
 
@@ -250,6 +250,7 @@ class LlmEngine:
         request: TaskRequest,
         model: str,
         solved: Solved,
+        cache: tuple[str, Any] | None = None,
     ) -> Solved:
         row = CallRow(
             job_id=job.job_id,
@@ -269,6 +270,7 @@ class LlmEngine:
             cost_usd=solved.cost_usd,
             page=chunk.page if chunk else None,
             chunk_index=chunk.index if chunk else None,
+            cache=cache,
         )
         first = _from_stored(stored)
         return Solved(first.status, first.value, first.reason, first.cost_usd, solved.from_cache)

@@ -141,9 +141,24 @@ class Ledger:
         cost_usd: float,
         page: int | None,
         chunk_index: int | None,
+        cache: tuple[str, Any] | None = None,
     ) -> Any:
-        """Insert the result unless one exists; returns the stored one (the first write wins)."""
-        async with self.pool.acquire() as conn:
+        """Insert the result unless one exists, and the answer into the tenant's cache (a
+        (key, answer) pair); returns the stored result (the first write wins).
+
+        Committed without waiting for the disk: a crash that loses this write loses nothing
+        but work: the call stays on the ledger and a redelivery analyses the chunk again."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO OFF")
+            if cache is not None:
+                await conn.execute(
+                    "INSERT INTO llm_cache (tenant, cache_key, answer, model)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    row.tenant,
+                    cache[0],
+                    cache[1],
+                    row.model,
+                )
             await conn.execute(
                 "INSERT INTO llm_results (job_id, chunk_id, task, tenant, page, chunk_index,"
                 " status, result, reason, model, prompt_version, cost_usd)"
@@ -197,16 +212,6 @@ class Ledger:
             "SELECT answer FROM llm_cache WHERE tenant = $1 AND cache_key = $2", tenant, key
         )
 
-    async def cache_answer(self, tenant: str, key: str, answer: Any, model: str) -> None:
-        await self.pool.execute(
-            "INSERT INTO llm_cache (tenant, cache_key, answer, model) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT DO NOTHING",
-            tenant,
-            key,
-            answer,
-            model,
-        )
-
     # --- the call ledger --------------------------------------------------------------------
 
     async def record(self, row: CallRow, outcome: CallOutcome, reason: str | None = None) -> None:
@@ -248,11 +253,18 @@ class Ledger:
         (the row is then not written; the caller records the refusal)."""
         amount = usd(row.reserved_usd)
         names = sorted(s.scope for s in row.budget_scopes)
+        if not names:  # no budget to take from: the row alone
+            status = await self.pool.execute(
+                _INSERT_CALL,
+                *self._call_values(row, CallOutcome.RESERVED, None, cost=amount, scopes=names),
+            )
+            if status.endswith(" 0"):
+                raise AttemptTaken(row.call_id)
+            return None
         async with self.pool.acquire() as conn, conn.transaction():
-            if names:
-                refused = await self._take_from_budgets(conn, row.budget_scopes, names, amount)
-                if refused is not None:
-                    return refused
+            refused = await self._take_from_budgets(conn, row.budget_scopes, names, amount)
+            if refused is not None:
+                return refused
             status = await conn.execute(
                 _INSERT_CALL,
                 *self._call_values(row, CallOutcome.RESERVED, None, cost=amount, scopes=names),
@@ -274,7 +286,7 @@ class Ledger:
             "INSERT INTO llm_budgets (scope, limit_usd) VALUES ($1, $2)"
             " ON CONFLICT (scope) DO UPDATE SET limit_usd = EXCLUDED.limit_usd"
             " WHERE llm_budgets.limit_usd <> EXCLUDED.limit_usd",
-            [(s.scope, usd(s.limit_usd)) for s in scopes],
+            [(s.scope, usd(s.limit_usd)) for s in sorted(scopes, key=lambda s: s.scope)],
         )
         # Locked in name order, so two processes reserving across the same budgets never deadlock.
         rows = await conn.fetch(
@@ -296,9 +308,14 @@ class Ledger:
 
     async def settle(self, call: uuid.UUID, settlement: Settlement) -> None:
         """Replace a reserved row's worst case with what the call really cost, in the row and in
-        every budget it reserved from. A row already settled is left alone."""
+        every budget it reserved from. A row already settled is left alone.
+
+        Committed without waiting for the disk: a crash that loses a settlement leaves the
+        row (and the budgets) at the reserved worst case, which never undercounts; the
+        reservation itself is committed durably before the call is sent."""
         cost = usd(settlement.cost_usd)
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO OFF")
             reserved = await conn.fetchrow(
                 "UPDATE llm_calls SET outcome = $2, reason = $3, input_tokens = $4,"
                 " output_tokens = $5, cached_tokens = $6, cost_usd = $7, latency_ms = $8,"
@@ -315,9 +332,11 @@ class Ledger:
                 settlement.latency_ms,
             )
             if reserved is not None and reserved["budget_scopes"]:
+                # Budget rows locked in name order, as reserve() locks them: no deadlock.
                 await conn.execute(
-                    "UPDATE llm_budgets SET spent_usd = spent_usd - $2 + $3, updated_at = now()"
-                    " WHERE scope = ANY($1)",
+                    "UPDATE llm_budgets b SET spent_usd = b.spent_usd - $2 + $3, updated_at = now()"
+                    " FROM (SELECT scope FROM llm_budgets WHERE scope = ANY($1)"
+                    " ORDER BY scope FOR UPDATE) locked WHERE b.scope = locked.scope",
                     sorted(reserved["budget_scopes"]),
                     reserved["reserved_usd"],
                     cost,

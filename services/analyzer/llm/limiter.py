@@ -17,6 +17,23 @@ class Admission:
     misconfigured: str | None = None
 
 
+_STATE = (
+    "SELECT misconfigured, extract(epoch FROM not_before - clock_timestamp())::float8 AS wait"
+    " FROM llm_models WHERE model = $1"
+)
+
+
+def _blocked(state: Any) -> Admission | None:
+    """Misconfigured, or slowed down by a 429; None when the model may be called."""
+    if state is None:
+        return None
+    if state["misconfigured"]:
+        return Admission(misconfigured=state["misconfigured"])
+    if state["wait"] is not None and state["wait"] > 0:
+        return Admission(wait_seconds=float(state["wait"]))
+    return None
+
+
 class ModelState:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -25,22 +42,17 @@ class ModelState:
 
     async def admit(self, model: str, tokens: int, rpm: int, tpm: int) -> Admission:
         """Admit one call under the model's shared limits, or say how long to wait."""
+        if not (rpm or tpm):  # nothing to count: one read of the model's state
+            state = await self.pool.fetchrow(_STATE, model)
+            return _blocked(state) or Admission()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO llm_models (model) VALUES ($1) ON CONFLICT DO NOTHING", model
             )
-            state = await conn.fetchrow(
-                "SELECT misconfigured,"
-                " extract(epoch FROM not_before - clock_timestamp())::float8 AS wait"
-                " FROM llm_models WHERE model = $1" + (" FOR UPDATE" if rpm or tpm else ""),
-                model,
-            )
-            if state["misconfigured"]:
-                return Admission(misconfigured=state["misconfigured"])
-            if state["wait"] is not None and state["wait"] > 0:
-                return Admission(wait_seconds=float(state["wait"]))
-            if not (rpm or tpm):
-                return Admission()
+            state = await conn.fetchrow(_STATE + " FOR UPDATE", model)
+            blocked = _blocked(state)
+            if blocked is not None:
+                return blocked
             return await self._admit_in_window(conn, model, tokens, rpm, tpm)
 
     async def _admit_in_window(
