@@ -5,6 +5,10 @@ answers, latency overlap and cancellation. The real model's tests are in test_ll
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +32,7 @@ from services.analyzer.llm.ledger import AttemptTaken, CallRow, budget_scopes
 from shared.db import create_pool
 from shared.events import Chunk, PageSource
 from shared.settings import Settings
+from tests.conftest import ROOT
 from tests.support.openai_standin import OpenAIStandin, Reply
 
 pytestmark = pytest.mark.integration
@@ -438,3 +443,67 @@ async def test_requests_per_minute_are_admitted_in_a_shared_sliding_window(
     assert 55 < third.wait_seconds <= 60.1
     too_many_tokens = await engine.models.admit(model, 90, rpm=10, tpm=100)
     assert too_many_tokens.wait_seconds > 55
+
+
+# Run in a child process: one engine analysing one chunk, killed by the test mid-call.
+_ANALYZER_CHILD = """
+import asyncio, json, os, sys, uuid
+from services.analyzer.llm import JobAnalysisContext, LlmEngine, LlmSettings
+from shared.db import create_pool
+from shared.events import Chunk, PageSource
+
+async def main() -> None:
+    spec = json.loads(os.environ["LLM_CHILD_SPEC"])
+    pool = await create_pool(spec["database_url"], max_size=2)
+    engine = LlmEngine(pool, LlmSettings.model_validate(spec["settings"]))
+    text = spec["text"]
+    chunk = Chunk(chunk_id=uuid.UUID(spec["chunk_id"]), page=1, index=0,
+                  source=PageSource.TEXT_LAYER, start=0, end=len(text), text=text)
+    job = JobAnalysisContext(job_id=uuid.UUID(spec["job_id"]), tenant=spec["tenant"])
+    await engine.analyze_chunks(job, [chunk])
+
+asyncio.run(main())
+"""
+
+
+async def test_killing_the_analyzer_mid_call_loses_and_doubles_no_cost(
+    db_pool: asyncpg.Pool, standin: OpenAIStandin, engines: list[LlmEngine], test_settings: Settings
+) -> None:
+    settings = make_settings(standin)
+    the_job, [piece] = job(), chunks("a chunk whose answer is lost")
+    standin.reset(Reply(delay=30))
+    spec = {
+        "database_url": test_settings.database_url,
+        "settings": settings.model_dump(mode="json"),
+        "text": piece.text,
+        "chunk_id": str(piece.chunk_id),
+        "job_id": str(the_job.job_id),
+        "tenant": the_job.tenant,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ANALYZER_CHILD],
+        cwd=ROOT,
+        env={**os.environ, "LLM_CHILD_SPEC": json.dumps(spec)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not standin.requests and time.monotonic() < deadline and child.poll() is None:
+            await asyncio.sleep(0.05)
+        assert standin.requests, "the child never called the model"
+    finally:
+        child.kill()
+        child.wait()
+    [lost] = await ledger_rows(db_pool, the_job.job_id)
+    assert lost["outcome"] == "reserved" and lost["cost_usd"] == lost["reserved_usd"] > 0
+
+    # The message is redelivered to another analyzer: one new call, a row of its own.
+    standin.reset(Reply())
+    engine = await start_engine(engines, db_pool, settings)
+    [outcome] = await engine.analyze_chunks(the_job, [piece])
+    assert outcome.results[Task.SUMMARY].status is TaskStatus.OK
+    rows = await ledger_rows(db_pool, the_job.job_id)
+    assert [(r["attempt"], r["outcome"]) for r in rows] == [(1, "reserved"), (2, "ok")]
+    cost = await engine.job_cost(the_job.job_id)
+    assert cost.cost_usd == pytest.approx(float(lost["reserved_usd"]) + CALL_COST)
+    await engine.analyze_chunks(the_job, [piece])  # and once more: nothing new
+    assert len(await ledger_rows(db_pool, the_job.job_id)) == 2
