@@ -83,7 +83,7 @@ class LlmEngine:
         self.settings = settings or LlmSettings()
         self.ledger = Ledger(pool)
         self.client = client or ModelClient(self.settings)
-        self.models = ModelState(pool)
+        self.models = ModelState(pool, self.settings.rate_window_seconds)
         self.caller = ModelCaller(self.ledger, self.models, self.client, self.settings)
 
     async def start(self) -> None:

@@ -34,9 +34,15 @@ def _blocked(state: Any) -> Admission | None:
     return None
 
 
+# An admission counts for the window plus this long, so the moments between admission and
+# the request's arrival never put more than the limit in any window measured at the server.
+ARRIVAL_MARGIN_SECONDS = 0.5
+
+
 class ModelState:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, window_seconds: float = 60.0) -> None:
         self.pool = pool
+        self.window_seconds = window_seconds
 
     # --- per-model state --------------------------------------------------------------------
 
@@ -58,18 +64,21 @@ class ModelState:
     async def _admit_in_window(
         self, conn: asyncpg.Connection, model: str, tokens: int, rpm: int, tpm: int
     ) -> Admission:
+        counted = self.window_seconds + ARRIVAL_MARGIN_SECONDS
         await conn.execute(
             "DELETE FROM llm_rate_admissions WHERE model = $1"
-            " AND admitted_at < clock_timestamp() - interval '61 seconds'",
+            " AND admitted_at < clock_timestamp() - make_interval(secs => $2)",
             model,
+            counted,
         )
         window = await conn.fetch(
-            "SELECT tokens, extract(epoch FROM admitted_at + interval '60 seconds'"
+            "SELECT tokens, extract(epoch FROM admitted_at + make_interval(secs => $2)"
             " - clock_timestamp())::float8 AS leaves_in"
             " FROM llm_rate_admissions WHERE model = $1"
-            " AND admitted_at > clock_timestamp() - interval '60 seconds'"
+            " AND admitted_at > clock_timestamp() - make_interval(secs => $2)"
             " ORDER BY admitted_at",
             model,
+            counted,
         )
         wait = _window_wait(window, tokens, rpm, tpm)
         if wait > 0:

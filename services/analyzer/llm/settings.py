@@ -67,6 +67,8 @@ class LlmSettings(BaseSettings):
 
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
     limits: dict[str, ModelLimits] = Field(default_factory=dict)
+    # The window the limits are counted over ("per minute"; tests shorten it).
+    rate_window_seconds: float = Field(default=60.0, gt=0)
 
     # Calls in flight per analyzer process (they overlap across chunks and jobs).
     concurrency: int = Field(default=8, ge=1)
