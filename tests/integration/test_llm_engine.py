@@ -232,7 +232,10 @@ async def test_malformed_extract_answer_is_asked_again_once_then_fails_with_a_re
     assert retry_messages[-2] == {"role": "assistant", "content": "{not json"}
     assert "not JSON" in retry_messages[-1]["content"]
     rows = await ledger_rows(db_pool, bad_job.job_id)
-    assert [r["outcome"] for r in rows] == ["retried", "failed"]
+    assert [(r["outcome"], r["prompt_version"]) for r in rows] == [
+        ("retried", "extract.v1"),
+        ("failed", "extract.v1+extract_retry.v1"),
+    ]
     # A recorded failure is a result: a redelivery does not call again.
     await engine.analyze_chunks(bad_job, [outcome_chunk(outcome.chunk_id, "Invoice A-7")])
     assert len(standin.requests) == 2

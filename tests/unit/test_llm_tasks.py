@@ -118,7 +118,7 @@ def test_retry_request_shows_the_rejected_answer_and_the_error() -> None:
     assert retry.messages[: len(first.messages)] == first.messages
     assert retry.messages[-2] == {"role": "assistant", "content": "{oops"}
     assert "the answer is not JSON" in retry.messages[-1]["content"]
-    assert retry.prompt.label == first.prompt.label
+    assert retry.prompt_version == "extract.v1+extract_retry.v1"
 
 
 def test_extracted_values_carry_page_chunk_and_page_offsets() -> None:

@@ -132,7 +132,7 @@ class ModelCaller:
                 chunk_id=chunk_id,
                 attempt=await self.ledger.next_attempt(job.job_id, chunk_id, request.task),
                 model=model,
-                prompt_version=request.prompt.label,
+                prompt_version=request.prompt_version,
                 reserved_tokens=prompt_tokens + request.max_tokens,
                 reserved_usd=price.cost_usd(prompt_tokens, request.max_tokens),
                 budget_scopes=scopes,

@@ -198,7 +198,7 @@ class LlmEngine:
             chunk_id=target.chunk_id,
             attempt=await self.ledger.next_attempt(job.job_id, target.chunk_id, request.task),
             model=model,
-            prompt_version=request.prompt.label,
+            prompt_version=request.prompt_version,
         )
         await self.ledger.record(row, CallOutcome.CACHE_HIT)
         value = _placed(request.task, answer, target)
@@ -259,7 +259,7 @@ class LlmEngine:
             chunk_id=target.chunk_id,
             attempt=0,
             model=model,
-            prompt_version=request.prompt.label,
+            prompt_version=request.prompt_version,
         )
         chunk = target.chunk
         stored = await self.ledger.save_result(

@@ -31,12 +31,20 @@ class TaskRequest:
     messages: list[dict[str, str]]
     max_tokens: int
     response_format: dict[str, Any] | None = None
+    followed_by: Prompt | None = None  # a follow-up template appended (the extract retry)
+
+    @property
+    def prompt_version(self) -> str:
+        """What the ledger records: "extract.v1", or "extract.v1+extract_retry.v1"."""
+        if self.followed_by is None:
+            return self.prompt.label
+        return f"{self.prompt.label}+{self.followed_by.label}"
 
     def cache_key(self, model: str) -> str:
         """Everything that decides the answer: model, prompt version, messages (text, labels,
         schema), the bound on the answer and its format."""
         material = json.dumps(
-            [model, self.prompt.label, self.messages, self.max_tokens, self.response_format],
+            [model, self.prompt_version, self.messages, self.max_tokens, self.response_format],
             sort_keys=True,
             ensure_ascii=False,
         )
@@ -104,6 +112,7 @@ def retry_request(request: TaskRequest, answer: str, error: str) -> TaskRequest:
         messages,
         request.max_tokens,
         request.response_format,
+        followed_by=retry,
     )
 
 
