@@ -209,6 +209,9 @@ async def test_401_marks_the_model_misconfigured_and_stops_calling_it(
     # the database and sends nothing either.
     other = LlmEngine(db_pool, settings)
     engines.append(other)
+    assert other.misconfigured == {}
+    assert settings.model in await other.refresh_misconfigured()  # what its /readyz reads
+    other.caller.misconfigured.clear()
     engines_before = len(standin.requests)
     again = await other.analyze_chunks(job(), chunks("e"))
     assert again[0].results[Task.SUMMARY].status is TaskStatus.FAILED

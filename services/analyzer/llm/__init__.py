@@ -15,6 +15,7 @@ API (one engine per analyzer process; every process shares one PostgreSQL)::
     cost = await engine.job_cost(job_id)                  # JobCost: totals by task/model/outcome
     lines = await engine.usage(tenant_or_None, since)     # UsageLine per tenant, day and model
     engine.misconfigured                                  # {model: reason}, for /readyz
+    await engine.refresh_misconfigured()                  # ... as every process sees it
     await engine.close()
 
 What the caller gets per chunk and task (TaskResult.status):
@@ -30,6 +31,10 @@ analyze_chunks raises ModelUnavailable when a call still failed transiently (429
 reset) after its retries; every other chunk's result is recorded first, so a redelivered
 message calls only the chunks without a result. A result is written once (the first write wins)
 and a redelivery makes no new call for it.
+
+Wiring notes: `is_cancelled` is any async callable (e.g. a read of the job's status); the
+metrics (docpipe_llm_*) are in metrics.py; the local model server is scripts/model_server.py
+(install: scripts/install_model_server.sh). Decisions: docs/decisions/0600-llm-engine.md.
 """
 
 from services.analyzer.llm.calls import ModelUnavailable

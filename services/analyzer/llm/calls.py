@@ -222,7 +222,7 @@ class ModelCaller:
                 model, tokens, limits.requests_per_minute, limits.tokens_per_minute
             )
             if admission.misconfigured is not None:
-                self._note_misconfigured(model, admission.misconfigured)
+                self.note_misconfigured(model, admission.misconfigured)
                 return admission.misconfigured
             if admission.wait_seconds <= 0:
                 return None
@@ -270,13 +270,13 @@ class ModelCaller:
         if failure.kind is FailureKind.MISCONFIGURED:
             reason = f"The model {row.model} is misconfigured: {failure.reason}"
             await self.models.mark_misconfigured(row.model, reason)
-            self._note_misconfigured(row.model, reason)
+            self.note_misconfigured(row.model, reason)
             return CallResult(TaskStatus.FAILED, call_id=row.call_id, reason=reason)
         return CallResult(
             TaskStatus.FAILED, call_id=row.call_id, reason=failure.reason, cost_usd=cost
         )
 
-    def _note_misconfigured(self, model: str, reason: str) -> None:
+    def note_misconfigured(self, model: str, reason: str) -> None:
         self.misconfigured[model] = reason
         metrics.LLM_MISCONFIGURED.labels(model=model).set(1)
 

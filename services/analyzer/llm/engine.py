@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from services.analyzer.llm import metrics
 from services.analyzer.llm.calls import CallResult, ModelCaller, ModelUnavailable
 from services.analyzer.llm.client import ModelClient
 from services.analyzer.llm.ledger import CallRow, Ledger
@@ -91,6 +92,7 @@ class LlmEngine:
         flag; the first call tells again if the key is still refused."""
         await self.models.clear_misconfigured(self.settings.model)
         self.caller.misconfigured.clear()
+        metrics.LLM_MISCONFIGURED.labels(model=self.settings.model).set(0)
 
     async def close(self) -> None:
         await self.client.close()
@@ -99,6 +101,12 @@ class LlmEngine:
     def misconfigured(self) -> dict[str, str]:
         """Models this process stopped calling, with the reason (for /readyz)."""
         return dict(self.caller.misconfigured)
+
+    async def refresh_misconfigured(self) -> dict[str, str]:
+        """The flags every process shares (a /readyz of a process that has not called yet)."""
+        for model, reason in (await self.models.misconfigured_models()).items():
+            self.caller.note_misconfigured(model, reason)
+        return self.misconfigured
 
     async def job_cost(self, job_id: uuid.UUID) -> JobCost:
         return await self.ledger.job_cost(job_id)
