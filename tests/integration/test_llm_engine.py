@@ -327,7 +327,7 @@ async def test_fixed_latency_calls_overlap_up_to_the_concurrency(
     arrivals = sorted(r.at for r in standin.requests)
     most_in_flight = max(sum(1 for b in arrivals if a <= b < a + 0.4) for a in arrivals)
     assert most_in_flight <= 4
-    assert 0.8 <= elapsed < 2.0, elapsed  # two waves of 0.4 s, not eight
+    assert 0.8 <= elapsed < 2.8, elapsed  # two waves of 0.4 s, not eight (3.2 s)
 
 
 async def test_cancel_aborts_calls_in_flight_within_two_seconds(
