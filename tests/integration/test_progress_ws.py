@@ -21,7 +21,7 @@ from services.progress.app import create_app
 from shared.bus import Bus
 from shared.settings import Settings
 from tests.conftest import delete_bus
-from tests.integration.test_progress_aggregate import three_page_job
+from tests.integration.test_progress_window import three_page_job
 
 pytestmark = pytest.mark.integration
 

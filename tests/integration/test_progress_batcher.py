@@ -25,7 +25,7 @@ from shared.events import (
     PageExtracted,
     PagesExtracted,
 )
-from tests.integration.test_progress_aggregate import (
+from tests.integration.test_progress_window import (
     T0,
     check_updates,
     job_state,
