@@ -28,10 +28,6 @@ from shared.events import (
     PageOcred,
 )
 
-# Events that only move counters or mark activity: safe to apply together in one window
-# with other jobs' and their own job's events, in any order.
-TERMINAL_EVENT_TYPES = (JobFailed, JobCancelled)
-
 
 @dataclass
 class JobState:

@@ -43,6 +43,7 @@ from services.progress.arithmetic import Counts, Snapshot, pages_done
 from services.progress.broker_stats import latest_queue_stats, latest_queue_stats_age
 from services.progress.deps import CtxDep, HubDep, PoolDep
 from services.progress.hub import Subscription
+from services.progress.models import AdminJobList
 from shared.auth import AdminDep, Principal, websocket_principal
 from shared.events import JobStatus
 
@@ -108,7 +109,12 @@ def job_item(row: asyncpg.Record, counts: Counts) -> dict[str, Any]:
     }
 
 
-@router.get("/jobs", summary="Every tenant's jobs, newest first, with per-stage counts")
+@router.get(
+    "/jobs",
+    summary="Every tenant's jobs, newest first, with per-stage counts",
+    response_model=None,
+    responses={200: {"model": AdminJobList, "description": "The jobs."}},
+)
 async def admin_jobs(
     _: AdminDep,
     pool: PoolDep,
