@@ -203,6 +203,13 @@ class WindowBatcher:
         task.add_done_callback(self._follow_ups.discard)
         WINDOW_SECONDS.observe(time.perf_counter() - started)
         WINDOW_EVENTS.observe(len(batch))
+        log.debug(
+            "progress window applied",
+            messages=len(batch) - len(result.errors),
+            jobs=len(result.jobs),
+            refused=len(result.errors),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
 
     async def _follow_up_and_settle(
         self, jobs: dict[uuid.UUID, JobResult], items: list[_Item]
