@@ -36,8 +36,6 @@ from services.progress.dead_letter_recorder import H_REPLAY
 from services.progress.deps import runtime_of
 from services.progress.hub import Hub
 from services.progress.lifecycle import JobWrite, save_one
-from services.progress.models import Outcome
-from services.progress.transitions import JobState
 from shared import topology
 from shared.auth import AdminDep
 from shared.bus import H_ATTEMPT, H_ERROR, H_EVENT, H_QUEUE, H_REASON, Bus
@@ -170,7 +168,7 @@ async def _revive_job(
         return None, None
     if DEAD_LETTER_FAILURE_MARK not in (row["error"] or ""):
         return None, None  # failed for another reason (bad input, deadline): replay cannot help
-    job = JobWrite(row, JobState.of(row), Outcome())
+    job = JobWrite.of(row)
     job.state.status = JobStatus.PROCESSING
     job.state.error = None
     job.state.finished_at = None

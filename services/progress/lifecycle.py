@@ -8,7 +8,7 @@ sweep_stalls, which runs its own short transactions.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -37,11 +37,18 @@ def utcnow() -> datetime:
 
 @dataclass
 class JobWrite:
-    """One locked job in a write: its row as read, the state it moves to, its outcome."""
+    """One locked job in a write: its row as read (and its state then), the state it moves
+    to, its outcome."""
 
     row: asyncpg.Record
+    before: JobState
     state: JobState
-    outcome: Outcome
+    outcome: Outcome = field(default_factory=Outcome)
+
+    @classmethod
+    def of(cls, row: asyncpg.Record, outcome: Outcome | None = None) -> JobWrite:
+        before = JobState.of(row)
+        return cls(row, before, replace(before), outcome or Outcome())
 
     @property
     def job_id(self) -> uuid.UUID:
@@ -52,9 +59,16 @@ class JobWrite:
 # --- snapshots ----------------------------------------------------------------------------
 
 
-def snapshot_of(row: asyncpg.Record, counts: Counts, *, now: datetime | None = None) -> Snapshot:
-    """The snapshot a job row and its counters describe (seq as stored)."""
-    state = JobState.of(row)
+def snapshot_of(
+    row: asyncpg.Record,
+    counts: Counts,
+    *,
+    now: datetime | None = None,
+    state: JobState | None = None,
+) -> Snapshot:
+    """The snapshot a job row and its counters describe (seq as stored). `state`: the row's
+    state, when the caller has it already."""
+    state = state or JobState.of(row)
     return build_snapshot(
         job_id=str(row["job_id"]),
         seq=row["seq"],
@@ -115,7 +129,7 @@ def plan_save(
     changed = (
         force
         or row["seq"] == 0
-        or snapshot_content(snapshot_of(row, old_counts)) != snapshot_content(new)
+        or snapshot_content(snapshot_of(row, old_counts, state=job.before)) != snapshot_content(new)
     )
     if not changed and not moved:
         return SAVE_NOTHING
@@ -278,7 +292,7 @@ async def sweep_stalls(
             row = await store.lock_stall_candidate(conn, job_id, stall_before, deadline_before)
             if row is None:
                 continue
-            job = JobWrite(row, JobState.of(row), outcome)
+            job = JobWrite.of(row, outcome)
             # A job revived by a dead-letter replay gets a fresh deadline.
             if (row["revived_at"] or row["created_at"]) < deadline_before:
                 job.state.status = JobStatus.FAILED

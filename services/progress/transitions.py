@@ -16,16 +16,19 @@ from typing import Any
 from services.progress.arithmetic import Counts, StageCount
 from shared.events import (
     TERMINAL_STATUSES,
+    ChunksAnalyzed,
     DocumentUploaded,
     Event,
     ExtractionAccepted,
     ExtractionStarted,
+    ImagesExtracted,
     JobCancelled,
     JobFailed,
     JobPhase,
     JobStatus,
     PageExtracted,
     PageOcred,
+    PagesExtracted,
 )
 
 
@@ -64,15 +67,27 @@ class JobState:
         return self.status in TERMINAL_STATUSES
 
 
+NO_CHANGE = Counts()
+# Events whose effect on the job row is only "it moved" (their items count in the store).
+# Looked up by exact type: isinstance on pydantic models is an ABC check, and this runs for
+# every event.
+_ACTIVITY_ONLY = frozenset(
+    {DocumentUploaded, ImagesExtracted, PageExtracted, PagesExtracted, PageOcred, ChunksAnalyzed}
+)
+
+
 def advance(state: JobState, event: Event, revived_at: datetime | None = None) -> Counts:
     """Apply what `event` says about the job itself to `state` (in place) and return the
     counter delta that follows from the job row alone (items move counters in the store).
     `revived_at`: when a dead-letter replay last brought the job back; a job.failed from
     before then is one the replay has undone."""
     if state.terminal:
-        return Counts()
-    if state.status == JobStatus.QUEUED and not isinstance(event, DocumentUploaded):
+        return NO_CHANGE
+    kind = type(event)
+    if state.status == JobStatus.QUEUED and kind is not DocumentUploaded:
         state.status = JobStatus.PROCESSING
+    if kind in _ACTIVITY_ONLY:
+        return NO_CHANGE
     match event:
         case ExtractionAccepted():
             state.format = state.format or event.format
@@ -92,9 +107,9 @@ def advance(state: JobState, event: Event, revived_at: datetime | None = None) -
             state.status = JobStatus.CANCELLED
             state.partial = True
             state.finished_at = state.finished_at or event.occurred_at
-        case _:  # uploads, images, pages, OCR, chunks: activity (items count in the store)
+        case _:
             pass
-    return Counts()
+    return NO_CHANGE
 
 
 def page_extracted_delta(ev: PageExtracted, *, ocred: bool, ocr_failed: bool) -> Counts:

@@ -18,9 +18,11 @@ batcher sends those events, uploads and retried messages as windows of one.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 import asyncpg
 
@@ -28,7 +30,7 @@ from services.progress import lifecycle, store
 from services.progress.arithmetic import Counts
 from services.progress.lifecycle import JobWrite, Settling, plan_save, utcnow
 from services.progress.models import Outcome
-from services.progress.transitions import JobState, advance, first_progress_seconds
+from services.progress.transitions import advance, first_progress_seconds
 from shared.errors import JobGone
 from shared.events import (
     TERMINAL_STATUSES,
@@ -98,7 +100,8 @@ async def apply_window(conn: asyncpg.Connection, incoming: Sequence[Incoming]) -
         elif row["status"] in TERMINAL_STATUSES:
             _note_ended(ended, row, inc)
         else:
-            live.setdefault(row["job_id"], JobWrite(row, JobState.of(row), Outcome()))
+            if row["job_id"] not in live:
+                live[row["job_id"]] = JobWrite.of(row)
             events.append(inc.event)
     now = utcnow()
     if live:
@@ -130,7 +133,7 @@ async def _create_uploaded_jobs(
     job's id (ensure_job raises JobGone) is dropped alone, in a savepoint of its own, so the
     rest of the window still applies."""
     for i, inc in enumerate(incoming):
-        if not isinstance(inc.event, DocumentUploaded):
+        if type(inc.event) is not DocumentUploaded:
             continue
         try:
             async with conn.transaction():
@@ -146,7 +149,7 @@ def _missing(inc: Incoming) -> Exception:
 
 
 def _note_ended(ended: dict[uuid.UUID, Settling], row: asyncpg.Record, inc: Incoming) -> None:
-    settling = ended.setdefault(row["job_id"], Settling(JobWrite(row, JobState.of(row), Outcome())))
+    settling = ended.setdefault(row["job_id"], Settling(JobWrite.of(row)))
     # job.completed is this service's own announcement: reading it back re-announces nothing.
     if inc.redelivered and not isinstance(inc.event, JobCompleted):
         settling.redelivered = True
@@ -165,16 +168,20 @@ def _latest_occurred(events: list[Event]) -> dict[uuid.UUID, datetime]:
 async def _write_items(conn: asyncpg.Connection, events: list[Event]) -> store.Deltas:
     """Write the pages, OCR results and chunks of every job, one statement per kind; returns
     the counter deltas of what was written first."""
+    # Sorted by exact type in one pass: isinstance on pydantic models is an ABC check, and
+    # this runs for every event of every window.
+    by_type: dict[type[Event], list[Event]] = defaultdict(list)
+    for ev in events:
+        by_type[type(ev)].append(ev)
     deltas: store.Deltas = {}
-    pages = [e for e in events if isinstance(e, PageExtracted)]
-    pages += [p for e in events if isinstance(e, PagesExtracted) for p in e.pages]
+    pages = cast(list[PageExtracted], by_type[PageExtracted])
+    for batch in cast(list[PagesExtracted], by_type[PagesExtracted]):
+        pages += batch.pages
     if pages:
         await store.write_pages_extracted(conn, pages, deltas)
-    ocred = [e for e in events if isinstance(e, PageOcred)]
-    if ocred:
+    if ocred := cast(list[PageOcred], by_type[PageOcred]):
         await store.write_pages_ocred(conn, ocred, deltas)
-    chunks = [e for e in events if isinstance(e, ChunksAnalyzed)]
-    if chunks:
+    if chunks := cast(list[ChunksAnalyzed], by_type[ChunksAnalyzed]):
         await store.write_chunks_analyzed(conn, chunks, deltas)
     return deltas
 
@@ -189,7 +196,7 @@ async def _apply_live(
         delta = advance(job.state, ev, job.row["revived_at"])
         if delta.nonzero:
             deltas[ev.job_id] = deltas.get(ev.job_id, Counts()).plus(delta)
-        if isinstance(ev, ImagesExtracted):
+        if type(ev) is ImagesExtracted:
             activity.add(ev.job_id)
     job_ids = sorted(jobs)
     counts = await store.move_counts(conn, job_ids, deltas)
@@ -199,7 +206,7 @@ async def _apply_live(
     saves, updates = [], []
     for j in job_ids:
         job, delta = jobs[j], deltas.get(j, Counts())
-        moved = delta.nonzero or j in activity or job.state != JobState.of(job.row)
+        moved = delta.nonzero or j in activity or job.state != job.before
         if moved:
             job.state.stalled = False
         job.outcome.first_progress_seconds = first_progress_seconds(job.row, job.state, now)

@@ -91,8 +91,8 @@ async def run_windows(pool: asyncpg.Pool, events: list[Event], rng: random.Rando
         assert rounds < 10_000
         size = rng.choice([1, 2, 3, 5, 8, 13, 40])
         taken, queue = queue[:size], queue[size:]
-        batchable = [e for e in taken if isinstance(e, BATCHABLE)]
-        windows = [[e] for e in taken if not isinstance(e, BATCHABLE)]
+        batchable = [e for e in taken if type(e) in BATCHABLE]
+        windows = [[e] for e in taken if type(e) not in BATCHABLE]
         for window in [*windows, batchable] if batchable else windows:
             async with pool.acquire() as conn, conn.transaction():
                 result = await apply_window(conn, [Incoming(e) for e in window])
