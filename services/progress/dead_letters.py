@@ -33,13 +33,14 @@ from pydantic import BaseModel, Field
 from services.progress import store
 from services.progress.arithmetic import Snapshot
 from services.progress.dead_letter_recorder import H_REPLAY
-from services.progress.deps import runtime_of
+from services.progress.deps import ctx_of, runtime_of
 from services.progress.hub import Hub
 from services.progress.lifecycle import JobWrite, save_one
 from shared import topology
 from shared.auth import AdminDep
 from shared.bus import H_ATTEMPT, H_ERROR, H_EVENT, H_QUEUE, H_REASON, Bus
 from shared.events import JobStatus
+from shared.service import ServiceContext
 from shared.topology import Topology
 
 log = structlog.get_logger(__name__)
@@ -62,8 +63,8 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _ctx(request: Request) -> Any:
-    return request.app.state.ctx
+def _ctx(request: Request) -> ServiceContext:
+    return ctx_of(request.app)
 
 
 def item_of(row: asyncpg.Record) -> dict[str, Any]:
