@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     small_job_priority: int = 5
     # Progress: events of every job arriving within this window (or until progress_batch_max
     # of them) are applied in one set-based transaction, with one coalesced update per job
-    # (see services/progress/batching.py).
+    # (see services/progress/batcher.py; 0: apply whatever is pending at once).
     progress_batch_window_ms: float = 5.0
     progress_batch_max: int = 512
 

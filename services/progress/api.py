@@ -2,11 +2,12 @@
 
 WS  /v1/jobs/{job_id}/events[?token=<key>][&after=<seq>]
     JSON text frames, one snapshot each, seq strictly increasing, until the final one
-    (status completed/failed/cancelled), then a normal close. Without `after` the first
-    frame is the latest snapshot (seq 0 if none was recorded yet); with `after` every
-    recorded update with a greater seq is replayed first. Close codes: 4401 no valid key,
-    4404 unknown job or another tenant's, 1013 the client fell behind (reconnect with
-    ?after=<last seq seen>).
+    (status completed/failed/cancelled), then a normal close. Each frame is a
+    shared.events.ProgressSnapshot. Without `after` the first frame is the latest snapshot
+    (seq 0 if none was recorded yet); with `after` every recorded update with a greater seq
+    is replayed first. Close codes: 4400 `after` is not a whole number from 0 to 2**63-1,
+    4401 no valid key, 4404 unknown job or another tenant's, 1013 the client fell behind
+    (reconnect with ?after=<last seq seen>).
 GET /v1/jobs/{job_id}/progress -> the latest snapshot; 404 unknown/other tenant's job.
 """
 
@@ -17,17 +18,22 @@ import contextlib
 import json
 import uuid
 from collections.abc import Awaitable
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, status
+from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, status
+from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from services.progress.aggregate import latest_snapshot, updates_after
+from services.progress import store
+from services.progress.arithmetic import Snapshot
+from services.progress.deps import HubDep, PoolDep
 from services.progress.hub import Hub, Subscription
+from services.progress.lifecycle import latest_snapshot
 from services.progress.metrics import PUSH_LAG, WEBSOCKET_CLIENTS
 from shared.auth import Principal, PrincipalDep, websocket_principal
+from shared.events import ProgressSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -37,17 +43,25 @@ router = APIRouter(prefix="/v1/jobs", tags=["progress"])
 # progress replica, whose hub this process does not see.
 POLL_SECONDS = 5.0
 
+WS_BAD_REQUEST = 4400
 WS_UNAUTHORIZED = 4401
 WS_NOT_FOUND = 4404
 WS_TRY_AGAIN_LATER = 1013
+# seq is a bigint: a larger `after` could never be compared with it.
+MAX_SEQ = 2**63 - 1
 
 
-def _pool(app: Any) -> asyncpg.Pool:
-    return app.state.ctx.pool
-
-
-def _hub(app: Any) -> Hub:
-    return app.state.ctx.state["hub"]
+def parse_after(raw: str | None) -> int | None:
+    """`?after=` as a seq, or ValueError with the sentence to close with."""
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("'after' must be a whole number.") from None
+    if not 0 <= value <= MAX_SEQ:
+        raise ValueError(f"'after' must be between 0 and {MAX_SEQ}.")
+    return value
 
 
 def _parse_id(job_id: str) -> uuid.UUID | None:
@@ -62,15 +76,20 @@ async def visible_job(pool: asyncpg.Pool, principal: Principal, job_id: str) -> 
     jid = _parse_id(job_id)
     if jid is None:
         return None
-    tenant = await pool.fetchval("SELECT tenant FROM jobs WHERE job_id = $1", jid)
+    tenant = await store.job_tenant(pool, jid)
     if tenant is None or not (principal.admin or principal.tenant == tenant):
         return None
     return jid
 
 
-@router.get("/{job_id}/progress", summary="Latest progress snapshot of a job")
-async def job_progress(job_id: str, principal: PrincipalDep, request: Request) -> dict[str, Any]:
-    pool = _pool(request.app)
+@router.get(
+    "/{job_id}/progress",
+    summary="Latest progress snapshot of a job",
+    response_class=JSONResponse,
+    responses={200: {"model": ProgressSnapshot, "description": "The latest snapshot."}},
+)
+async def job_progress(job_id: str, principal: PrincipalDep, pool: PoolDep) -> JSONResponse:
+    # Answered as stored (what the WebSocket sent), not re-serialised through the model.
     jid = await visible_job(pool, principal, job_id)
     if jid is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
@@ -78,7 +97,7 @@ async def job_progress(job_id: str, principal: PrincipalDep, request: Request) -
         snapshot = await latest_snapshot(conn, jid)
     if snapshot is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
-    return snapshot
+    return JSONResponse(snapshot)
 
 
 class _Stream:
@@ -94,7 +113,7 @@ class _Stream:
         self.last = -1
         self.done = False
 
-    async def send(self, update: dict[str, Any]) -> None:
+    async def send(self, update: Snapshot) -> None:
         if self.done or update["seq"] <= self.last:
             return
         text = json.dumps(update) if self.hub is None else self.hub.encode(update)
@@ -104,15 +123,15 @@ class _Stream:
             if lag is not None:
                 PUSH_LAG.observe(lag)
         self.last = update["seq"]
-        self.done = bool(update.get("final"))
+        self.done = bool(update["final"])
 
     async def catch_up(self) -> None:
-        for update in await updates_after(self.pool, self.job_id, max(self.last, 0)):
+        for update in await store.updates_after(self.pool, self.job_id, max(self.last, 0)):
             await self.send(update)
             if self.done:
                 return
 
-    async def offer(self, update: dict[str, Any]) -> None:
+    async def offer(self, update: Snapshot) -> None:
         """A live update: send it, or if earlier ones are missing, read them all in order."""
         if update["seq"] <= self.last:
             return
@@ -161,33 +180,28 @@ async def job_events(
     websocket: WebSocket,
     job_id: str,
     principal: Annotated[Principal | None, Depends(websocket_principal)],
-    after: Annotated[int | None, Query(ge=0)] = None,
+    pool: PoolDep,
+    hub: HubDep,
+    after: Annotated[str | None, Query(description="Replay updates after this seq.")] = None,
 ) -> None:
     # Accept first: a close before accepting would surface as HTTP 403, not our close code.
     await websocket.accept()
     if principal is None:
         await websocket.close(WS_UNAUTHORIZED, "A valid API key is required.")
         return
-    pool = _pool(websocket.app)
+    try:
+        after_seq = parse_after(after)
+    except ValueError as exc:
+        await websocket.close(WS_BAD_REQUEST, str(exc))
+        return
     jid = await visible_job(pool, principal, job_id)
     if jid is None:
         await websocket.close(WS_NOT_FOUND, "No such job.")
         return
-
     # Subscribe before reading the backlog, so nothing committed in between is missed.
-    hub = _hub(websocket.app)
     with WEBSOCKET_CLIENTS.track_inprogress(), hub.subscribe(jid) as sub:
         stream = _Stream(websocket, pool, jid, hub)
-        async with pool.acquire() as conn:
-            latest = await latest_snapshot(conn, jid)
-        if after is None:
-            if latest is not None:
-                await stream.send(latest)
-        else:
-            stream.last = after
-            await stream.catch_up()
-            if latest is not None and latest.get("final") and latest["seq"] <= stream.last:
-                stream.done = True  # the client has already seen the end
+        await _start(stream, after_seq)
         if not stream.done:
             error = await pump_until_disconnect(websocket, stream.pump(sub))
             if error is not None:
@@ -195,3 +209,17 @@ async def job_events(
         if stream.done:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await websocket.close(1000)
+
+
+async def _start(stream: _Stream, after: int | None) -> None:
+    """The first frames: the latest snapshot, or every update after `after`."""
+    async with stream.pool.acquire() as conn:
+        latest = await latest_snapshot(conn, stream.job_id)
+    if after is None:
+        if latest is not None:
+            await stream.send(latest)
+        return
+    stream.last = after
+    await stream.catch_up()
+    if latest is not None and latest["final"] and latest["seq"] <= stream.last:
+        stream.done = True  # the client has already seen the end

@@ -4,9 +4,10 @@ serves live progress over WebSocket (see api.py)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -15,11 +16,13 @@ from services.progress import api, dead_letters
 from services.progress import metrics as progress_metrics
 from services.progress.admin import api as admin_api
 from services.progress.admin import page as admin_page
-from services.progress.aggregate import Outcome, apply_event, sweep_stalls
-from services.progress.batching import WindowBatcher
+from services.progress.batcher import WindowBatcher
 from services.progress.broker_stats import broker_stats_loop
 from services.progress.dead_letter_recorder import subscribe_dead_letter_queues
+from services.progress.deps import ProgressRuntime
 from services.progress.hub import Hub
+from services.progress.lifecycle import sweep_stalls
+from services.progress.models import Outcome
 from shared import topology
 from shared.bus import Delivery
 from shared.events import Event, JobCompleted
@@ -28,17 +31,15 @@ from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# How often the stall/deadline sweep runs (DOCPIPE_STALL_CHECK_SECONDS overrides it).
-STALL_CHECK_SECONDS = 5.0
+Handler = Callable[[Event, Delivery], Awaitable[None]]
 
 
-def push(ctx: ServiceContext, outcome: Outcome, occurred_at: datetime | None = None) -> None:
+def push(runtime: ProgressRuntime, outcome: Outcome, occurred_at: datetime | None = None) -> None:
     """After commit: push the updates to local WebSocket clients (never waits).
     `occurred_at`: when the event behind the updates occurred (for the push-lag metric)."""
-    hub: Hub = ctx.state["hub"]
     for update in outcome.updates:
-        hub.publish(uuid.UUID(update["job_id"]), update, occurred_at)
-        if update.get("final"):
+        runtime.hub.publish(uuid.UUID(update["job_id"]), update, occurred_at)
+        if update["final"]:
             log.info(
                 "job finished", job_id=update["job_id"], status=update["status"], seq=update["seq"]
             )
@@ -52,57 +53,32 @@ async def follow_up(ctx: ServiceContext, outcome: Outcome) -> None:
     await asyncio.gather(*(ctx.bus.publish(event) for event in outcome.publish))
 
 
-async def deliver(
-    ctx: ServiceContext, outcome: Outcome, occurred_at: datetime | None = None
-) -> None:
-    push(ctx, outcome, occurred_at)
-    await follow_up(ctx, outcome)
-
-
 def own_announcement(event: Event) -> bool:
     """job.completed is published by this service after it committed the completion (and
-    pushed the final update), so reading it back changes nothing: it is acked unread rather
-    than costing a transaction per finished job (a burst of completions delayed the other
-    jobs' updates)."""
+    pushed the final update), so reading it back changes nothing: it is acked unread."""
     return isinstance(event, JobCompleted)
 
 
-def make_handler(ctx: ServiceContext) -> Any:
-    retries = len(ctx.settings.retry_delays_ms)
-    if ctx.settings.progress_batch_window_ms > 0:
-        # One set-based transaction for the events of every job arriving within a few ms,
-        # and one coalesced update per job per window (batching.py).
-        batcher = WindowBatcher(
-            ctx.pool,
-            lambda outcome, at: push(ctx, outcome, at),
-            lambda outcome: follow_up(ctx, outcome),
-            window=ctx.settings.progress_batch_window_ms / 1000,
-            max_batch=ctx.settings.progress_batch_max,
-            retries=retries,
-        )
-        ctx.state["batcher"] = batcher
+def make_handler(ctx: ServiceContext, runtime: ProgressRuntime) -> Handler:
+    """Every event goes through the window batcher (a window of 0 ms flushes at once)."""
+    batcher = WindowBatcher(
+        ctx.pool,
+        functools.partial(push, runtime),
+        functools.partial(follow_up, ctx),
+        window=max(0.0, ctx.settings.progress_batch_window_ms) / 1000,
+        max_batch=ctx.settings.progress_batch_max,
+        retries=len(ctx.settings.retry_delays_ms),
+    )
+    runtime.batcher = batcher
 
-        async def submit(event: Event, delivery: Delivery) -> None:
-            if not own_announcement(event):
-                await batcher.submit(event, delivery)
+    async def submit(event: Event, delivery: Delivery) -> None:
+        if not own_announcement(event):
+            await batcher.submit(event, delivery)
 
-        return submit
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        if own_announcement(event):
-            return
-        outcome = await apply_event(
-            ctx.pool,
-            event,
-            last_attempt=delivery.attempt >= retries,
-            redelivered=delivery.redelivered or delivery.attempt > 0,
-        )
-        await deliver(ctx, outcome, event.occurred_at)
-
-    return handle
+    return submit
 
 
-async def stall_loop(ctx: ServiceContext, interval: float = STALL_CHECK_SECONDS) -> None:
+async def stall_loop(ctx: ServiceContext, runtime: ProgressRuntime) -> None:
     while True:
         try:
             outcome = await sweep_stalls(
@@ -110,31 +86,42 @@ async def stall_loop(ctx: ServiceContext, interval: float = STALL_CHECK_SECONDS)
                 stall_seconds=ctx.settings.stall_seconds,
                 deadline_seconds=ctx.settings.job_deadline_seconds,
             )
-            await deliver(ctx, outcome)
+            push(runtime, outcome)
+            await follow_up(ctx, outcome)
         except asyncio.CancelledError:
             raise
         except Exception:  # keep sweeping; the next round retries
             log.exception("stall sweep failed")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(ctx.settings.stall_check_seconds)
 
 
-def setup(ctx: ServiceContext) -> None:
-    ctx.state["hub"] = Hub()
+def setup(ctx: ServiceContext, runtime: ProgressRuntime) -> None:
     # Batching needs many messages in flight at once to have something to group: room for
     # the window being applied and the next one filling.
     prefetch = max(ctx.settings.progress_prefetch, 2 * ctx.settings.progress_batch_max)
     # direct: aio-pika without FastStream's per-message machinery (most of the per-event CPU).
     ctx.bus.subscribe(
-        topology.PROGRESS, make_handler(ctx), prefetch=prefetch, direct=True, coalesce_acks=True
+        topology.PROGRESS,
+        make_handler(ctx, runtime),
+        prefetch=prefetch,
+        direct=True,
+        coalesce_acks=True,
     )
     subscribe_dead_letter_queues(ctx)
-    ctx.spawn(stall_loop(ctx, ctx.settings.stall_check_seconds), "stall-loop")
+    ctx.spawn(stall_loop(ctx, runtime), "stall-loop")
     ctx.spawn(progress_metrics.job_stats_loop(ctx.pool), "job-stats")
     ctx.spawn(broker_stats_loop(ctx.settings.amqp_url, ctx.bus.topology), "broker-stats")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = create_service_app("progress", setup, settings=settings, title="docpipe progress")
+    runtime = ProgressRuntime(hub=Hub())
+    app = create_service_app(
+        "progress",
+        functools.partial(setup, runtime=runtime),
+        settings=settings,
+        title="docpipe progress",
+    )
+    app.state.runtime = runtime
     app.include_router(api.router)
     app.include_router(dead_letters.router)
     app.include_router(admin_api.router)

@@ -1,13 +1,17 @@
 """Pure progress arithmetic: counts per stage, the completion predicate, percent, stage name,
-ETA and the snapshot pushed to clients. No I/O here, so every rule is unit-testable."""
+ETA and the snapshot pushed to clients. No I/O here, so every rule is unit-testable.
+
+Kept apart from transitions.py: these rules are about numbers (the admin listing and the
+snapshot use them too), while transitions are about what an event does to a job.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+from shared.events import TERMINAL_STATUSES, JobPhase, JobStatus, Stage
 
 # Stage weights of the overall percent; OCR only counts when the job has OCR work.
 WEIGHT_EXTRACT = 0.3
@@ -17,7 +21,7 @@ WEIGHT_ANALYZE = 0.3
 STARTED_FLOOR = 1.0
 # Below this percent an ETA is mostly noise.
 ETA_MIN_PERCENT = 5.0
-STAGES = ("extract", "ocr", "analyze")
+STAGES: tuple[Stage, ...] = (Stage.EXTRACT, Stage.OCR, Stage.ANALYZE)
 
 
 class StageCount(NamedTuple):
@@ -59,7 +63,11 @@ class Counts:
 
     @classmethod
     def from_mapping(cls, rows: dict[str, StageCount]) -> Counts:
-        return cls(**{s: rows.get(s, StageCount()) for s in STAGES})
+        return cls(**{s.value: rows.get(s, StageCount()) for s in STAGES})
+
+    def of(self, stage: Stage) -> StageCount:
+        count: StageCount = getattr(self, stage.value)
+        return count
 
     def plus(self, delta: Counts) -> Counts:
         return Counts(
@@ -77,14 +85,34 @@ class Counts:
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {
-            "extract": self.extract.as_dict(),
-            "ocr": self.ocr.as_dict(),
-            "analyze": self.analyze.as_dict(),
+            Stage.EXTRACT: self.extract.as_dict(),
+            Stage.OCR: self.ocr.as_dict(),
+            Stage.ANALYZE: self.analyze.as_dict(),
         }
 
     @property
     def nonzero(self) -> bool:
         return self.extract.nonzero or self.ocr.nonzero or self.analyze.nonzero
+
+
+class Snapshot(TypedDict):
+    """A snapshot as the hot path builds, stores and pushes it: the JSON form of
+    shared.events.ProgressSnapshot (a plain dict, so no model is validated per update;
+    tests/unit/test_progress_arithmetic.py validates it against the model)."""
+
+    seq: int
+    job_id: str
+    status: JobStatus
+    stage: JobPhase
+    percent: float
+    stages: dict[str, dict[str, int]]
+    pages_done: int
+    pages_total: int | None
+    eta_seconds: int | None
+    stalled: bool
+    error: str | None
+    updated_at: str | None
+    final: bool
 
 
 def pages_done(counts: Counts) -> int:
@@ -137,28 +165,30 @@ def raw_percent(pages_total: int | None, counts: Counts) -> float:
     return 100.0 * sum(w * f for w, f in parts) / weight
 
 
-def next_percent(status: str, previous: float, pages_total: int | None, counts: Counts) -> float:
+def next_percent(
+    status: JobStatus, previous: float, pages_total: int | None, counts: Counts
+) -> float:
     """The percent to show: never decreasing, 99 at most until completed, 100 only then;
     failed and cancelled jobs keep their last percent."""
     previous = round(previous, 1)
-    if status == "completed":
+    if status == JobStatus.COMPLETED:
         return 100.0
-    if status in TERMINAL:
+    if status in TERMINAL_STATUSES:
         return min(previous, 99.0)
-    if status == "queued":
+    if status == JobStatus.QUEUED:
         return previous
     value = max(STARTED_FLOOR, raw_percent(pages_total, counts))
     return min(99.0, max(previous, round(value, 1)))
 
 
-def stage_name(status: str, pages_total: int | None, counts: Counts) -> str:
-    if status in TERMINAL or status == "queued":
-        return status
+def stage_name(status: JobStatus, pages_total: int | None, counts: Counts) -> JobPhase:
+    if status in TERMINAL_STATUSES or status == JobStatus.QUEUED:
+        return JobPhase(status)
     if pages_total is None or counts.extract.done < pages_total:
-        return "extracting"
+        return JobPhase.EXTRACTING
     if counts.ocr.done < counts.ocr.total:
-        return "ocr"
-    return "analyzing"
+        return JobPhase.OCR
+    return JobPhase.ANALYZING
 
 
 def eta_seconds(elapsed_seconds: float | None, percent: float) -> int | None:
@@ -178,8 +208,8 @@ def build_snapshot(
     *,
     job_id: str,
     seq: int,
-    status: str,
-    stage: str,
+    status: JobStatus,
+    stage: JobPhase,
     percent: float,
     counts: Counts,
     pages_total: int | None,
@@ -188,8 +218,9 @@ def build_snapshot(
     updated_at: datetime | None,
     started_at: datetime | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> Snapshot:
     elapsed = (now - started_at).total_seconds() if now and started_at else None
+    terminal = status in TERMINAL_STATUSES
     return {
         "seq": seq,
         "job_id": job_id,
@@ -199,11 +230,11 @@ def build_snapshot(
         "stages": counts.as_dict(),
         "pages_done": max(0, pages_done(counts)),
         "pages_total": pages_total,
-        "eta_seconds": None if status in TERMINAL else eta_seconds(elapsed, percent),
+        "eta_seconds": None if terminal else eta_seconds(elapsed, percent),
         "stalled": stalled,
         "error": error,
         "updated_at": _iso(updated_at),
-        "final": status in TERMINAL,
+        "final": terminal,
     }
 
 
@@ -211,5 +242,5 @@ def build_snapshot(
 _JITTER = ("seq", "eta_seconds", "updated_at")
 
 
-def snapshot_content(snapshot: dict[str, Any]) -> dict[str, Any]:
+def snapshot_content(snapshot: Snapshot | dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in snapshot.items() if k not in _JITTER}

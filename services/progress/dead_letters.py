@@ -30,12 +30,17 @@ import structlog
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from services.progress.aggregate import JobState, read_counts, save_job
+from services.progress import store
+from services.progress.arithmetic import Snapshot
 from services.progress.dead_letter_recorder import H_REPLAY
+from services.progress.deps import ctx_of, runtime_of
 from services.progress.hub import Hub
+from services.progress.lifecycle import JobWrite, save_one
 from shared import topology
 from shared.auth import AdminDep
 from shared.bus import H_ATTEMPT, H_ERROR, H_EVENT, H_QUEUE, H_REASON, Bus
+from shared.events import JobStatus
+from shared.service import ServiceContext
 from shared.topology import Topology
 
 log = structlog.get_logger(__name__)
@@ -58,8 +63,8 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _ctx(request: Request) -> Any:
-    return request.app.state.ctx
+def _ctx(request: Request) -> ServiceContext:
+    return ctx_of(request.app)
 
 
 def item_of(row: asyncpg.Record) -> dict[str, Any]:
@@ -154,25 +159,25 @@ def replay_headers(stored: dict[str, Any], routing_key: str, token: str) -> dict
 
 async def _revive_job(
     conn: asyncpg.Connection, job_id: uuid.UUID, now: datetime
-) -> tuple[asyncpg.Record | None, dict[str, Any] | None]:
+) -> tuple[asyncpg.Record | None, Snapshot | None]:
     """Bring a job that failed because of a dead letter back to processing, inside the
     caller's transaction. Returns the job row as it was before (None when the job is not
     such a job) and the progress update to push."""
-    row = await conn.fetchrow("SELECT * FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
-    if row is None or row["status"] != "failed":
+    rows = await store.lock_jobs(conn, [job_id])
+    row = rows.get(job_id)
+    if row is None or row["status"] != JobStatus.FAILED:
         return None, None
     if DEAD_LETTER_FAILURE_MARK not in (row["error"] or ""):
         return None, None  # failed for another reason (bad input, deadline): replay cannot help
-    state = JobState.of(row)
-    state.status = "processing"
-    state.error = None
-    state.finished_at = None
-    state.stalled = False
-    await conn.execute("UPDATE jobs SET revived_at = $2 WHERE job_id = $1", job_id, now)
-    counts = await read_counts(conn, job_id)
-    update = await save_job(conn, row, state, counts, counts, moved=True, now=now)
+    job = JobWrite.of(row)
+    job.state.status = JobStatus.PROCESSING
+    job.state.error = None
+    job.state.finished_at = None
+    job.state.stalled = False
+    await store.set_revived(conn, job_id, now)
+    await save_one(conn, job, await store.read_counts(conn, job_id), now=now, force=True)
     log.info("job revived by a dead-letter replay", job_id=str(job_id))
-    return row, update
+    return row, (job.outcome.updates[0] if job.outcome.updates else None)
 
 
 async def replay_dead_letter(
@@ -255,21 +260,7 @@ async def _undo_replay(
             row["replay_count"],
         )
         if job_before is not None:
-            # Only if nothing has moved the job since the revive.
-            await conn.execute(
-                "UPDATE jobs SET status = $2, stage = $3, error = $4, finished_at = $5, "
-                "revived_at = $6, stalled = $7 "
-                "WHERE job_id = $1 AND status = 'processing' AND revived_at = $8 "
-                "AND updated_at = $8",
-                row["job_id"],
-                job_before["status"],
-                job_before["stage"],
-                job_before["error"],
-                job_before["finished_at"],
-                job_before["revived_at"],
-                job_before["stalled"],
-                at,
-            )
+            await store.undo_revive(conn, job_before, at)
 
 
 class BulkReplay(BaseModel):
@@ -344,7 +335,9 @@ async def replay_many(request: Request, _admin: AdminDep, body: BulkReplay) -> d
     revived: list[str] = []
     for dead_letter_id in dict.fromkeys(ids):  # once each, in the order given
         try:
-            item = await replay_dead_letter(ctx.pool, ctx.bus, ctx.state["hub"], dead_letter_id)
+            item = await replay_dead_letter(
+                ctx.pool, ctx.bus, runtime_of(request.app).hub, dead_letter_id
+            )
         except ReplayRefused as exc:
             failed.append({"id": dead_letter_id, "error": str(exc)})
             continue
@@ -371,7 +364,9 @@ async def get_dead_letter(request: Request, _admin: AdminDep, dead_letter_id: in
 async def replay_one(request: Request, _admin: AdminDep, dead_letter_id: int) -> Any:
     ctx = _ctx(request)
     try:
-        item = await replay_dead_letter(ctx.pool, ctx.bus, ctx.state["hub"], dead_letter_id)
+        item = await replay_dead_letter(
+            ctx.pool, ctx.bus, runtime_of(request.app).hub, dead_letter_id
+        )
     except ReplayRefused as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"The message could not be published: {exc}"

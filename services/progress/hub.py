@@ -13,7 +13,8 @@ import time
 import uuid
 from collections import OrderedDict, defaultdict
 from datetime import datetime
-from typing import Any
+
+from services.progress.arithmetic import Snapshot
 
 DEFAULT_QUEUE_SIZE = 256
 # How many (job, seq) -> event time entries are kept for measuring push lag.
@@ -26,10 +27,10 @@ class Subscription:
     def __init__(self, hub: Hub, job_id: uuid.UUID | None, maxsize: int) -> None:
         self.hub = hub
         self.job_id = job_id  # None: a fleet-wide subscription (every job)
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize)
         self.overflowed = False
 
-    def offer(self, update: dict[str, Any]) -> bool:
+    def offer(self, update: Snapshot) -> bool:
         """Queue without waiting; False (and dropped) when the client is not keeping up."""
         try:
             self.queue.put_nowait(update)
@@ -38,7 +39,7 @@ class Subscription:
             return False
         return True
 
-    async def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+    async def get(self, timeout: float | None = None) -> Snapshot | None:
         """The next update, or None after `timeout` seconds without one."""
         if not self.queue.empty():  # the common case under load: no timer, no extra task
             return self.queue.get_nowait()
@@ -91,7 +92,7 @@ class Hub:
             del self._subs[sub.job_id]
 
     def publish(
-        self, job_id: uuid.UUID, update: dict[str, Any], occurred_at: datetime | None = None
+        self, job_id: uuid.UUID, update: Snapshot, occurred_at: datetime | None = None
     ) -> None:
         if occurred_at is not None and job_id in self._subs:
             self._event_times[(job_id, update["seq"])] = occurred_at.timestamp()
@@ -104,7 +105,7 @@ class Hub:
             if not sub.offer(update):
                 self.unsubscribe(sub)
 
-    def encode(self, update: dict[str, Any]) -> str:
+    def encode(self, update: Snapshot) -> str:
         """The update as a JSON text frame; serialised once however many clients get it."""
         key = (update["job_id"], update["seq"])
         text = self._texts.get(key)
@@ -122,6 +123,3 @@ class Hub:
 
     def subscribers(self, job_id: uuid.UUID) -> int:
         return len(self._subs.get(job_id, ()))
-
-    def fleet_subscribers(self) -> int:
-        return len(self._fleet)

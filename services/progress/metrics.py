@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import structlog
 from prometheus_client import Gauge, Histogram
 
+from services.progress import store
+from services.progress.arithmetic import Snapshot
+from shared.events import TERMINAL_STATUSES, JobStatus
+
 log = structlog.get_logger(__name__)
 
-STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
-FINAL_STATUSES = ("completed", "failed", "cancelled")
 # How often the job counts are read from PostgreSQL.
 JOB_STATS_SECONDS = 15.0
 
@@ -42,10 +44,10 @@ PUSH_LAG = Histogram(
 )
 
 # Every status series exists from the start, so ratios and alerts see zeros, not gaps.
-for _status in STATUSES:
-    JOBS.labels(status=_status)
-for _status in FINAL_STATUSES:
-    JOB_DURATION.labels(status=_status)
+for _status in JobStatus:
+    JOBS.labels(status=_status.value)
+for _status in TERMINAL_STATUSES:
+    JOB_DURATION.labels(status=_status.value)
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
@@ -59,17 +61,14 @@ def observe_first_progress(seconds: float | None) -> None:
         TIME_TO_FIRST_PROGRESS.observe(seconds)
 
 
-async def observe_finished(pool: asyncpg.Pool, updates: list[dict[str, Any]]) -> None:
+async def observe_finished(pool: asyncpg.Pool, updates: Iterable[Snapshot]) -> None:
     """Observe the duration of every job whose final update is in `updates` (each final
     update is recorded and pushed exactly once, so each job is observed once)."""
     for update in updates:
-        if not update.get("final"):
+        if not update["final"]:
             continue
         try:
-            row = await pool.fetchrow(
-                "SELECT status, created_at, finished_at FROM jobs WHERE job_id = $1",
-                uuid.UUID(update["job_id"]),
-            )
+            row = await store.finished_job_times(pool, uuid.UUID(update["job_id"]))
         except Exception as exc:  # a metric must never fail the message it describes
             log.warning("could not read a finished job for metrics", error=repr(exc)[:300])
             continue
@@ -84,13 +83,10 @@ async def observe_finished(pool: asyncpg.Pool, updates: list[dict[str, Any]]) ->
 async def read_job_stats(pool: asyncpg.Pool) -> tuple[dict[str, int], int]:
     """Job counts by status, and how many unfinished jobs are stalled."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")
-        stalled = await conn.fetchval(
-            "SELECT count(*) FROM jobs WHERE stalled AND status IN ('queued', 'processing')"
-        )
-    counts = dict.fromkeys(STATUSES, 0)
-    counts.update({r["status"]: int(r["n"]) for r in rows})
-    return counts, int(stalled or 0)
+        by_status, stalled = await store.job_counts_by_status(conn)
+    counts = {status.value: 0 for status in JobStatus}
+    counts.update(by_status)
+    return counts, stalled
 
 
 async def job_stats_loop(pool: asyncpg.Pool, interval: float = JOB_STATS_SECONDS) -> None:

@@ -9,8 +9,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-TEXT_LAYER = "text-layer"
-OCR = "ocr"
+from shared.events import JobStatus, PageSource
+
+TEXT_LAYER = PageSource.TEXT_LAYER.value
+OCR = PageSource.OCR.value
 SOURCE_ORDER = {TEXT_LAYER: 0, OCR: 1}
 
 
@@ -81,7 +83,7 @@ def assemble_result(
     pages: Iterable[Mapping[str, Any]],
     chunks: Iterable[Mapping[str, Any]],
     *,
-    status: str,
+    status: JobStatus,
     finished_at: datetime | None,
     partial: bool = False,
 ) -> dict[str, Any]:

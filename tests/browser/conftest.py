@@ -36,7 +36,7 @@ async def browser() -> AsyncIterator[Any]:
             launched = await pw.chromium.launch(
                 executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
             )
-        except Exception as exc:  # noqa: BLE001 - any launch failure means unavailable
+        except Exception as exc:  # any launch failure means unavailable
             unavailable(f"chromium did not start: {type(exc).__name__}: {exc}")
         try:
             yield launched

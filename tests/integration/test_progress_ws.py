@@ -21,7 +21,7 @@ from services.progress.app import create_app
 from shared.bus import Bus
 from shared.settings import Settings
 from tests.conftest import delete_bus
-from tests.integration.test_progress_aggregate import three_page_job
+from tests.integration.test_progress_window import three_page_job
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +130,36 @@ async def test_progress_over_websocket(progress_service: tuple[str, Settings]):
         assert (await _watch(f"{base}?token={admin}"))[-1] == final
     finally:
         await bus.stop()
+
+
+async def _close(url: str) -> tuple[int, str]:
+    async with asyncio.timeout(10), connect(url) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def test_a_bad_after_is_refused_with_a_close_code(
+    progress_service: tuple[str, Settings], db_pool: asyncpg.Pool
+):
+    """?after= beyond int64, negative or not a number: accepted, then closed with 4400 and a
+    sentence (not an HTTP 403 at the handshake, nor a database error)."""
+    host, settings = progress_service
+    key = next(iter(settings.tenants_by_key))
+    job_id = uuid.uuid4()
+    await db_pool.execute(
+        "INSERT INTO jobs (job_id, tenant, document_uri) VALUES ($1, $2, 'blob://sha256/ab')",
+        job_id,
+        settings.tenants_by_key[key],
+    )
+    base = f"ws://{host}/v1/jobs/{job_id}/events?token={key}"
+    for bad in (str(2**63), "99999999999999999999999", "-1", "abc", "1.5"):
+        code, reason = await _close(f"{base}&after={bad}")
+        assert code == 4400, bad
+        assert "'after' must be" in reason, reason
+    # The largest seq there can be is fine: nothing after it, the stream stays open.
+    async with asyncio.timeout(10), connect(f"{base}&after={2**63 - 1}") as ws:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await ws.recv()

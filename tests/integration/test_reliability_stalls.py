@@ -20,7 +20,7 @@ import pytest
 import websockets
 
 from scripts.stack import Stack
-from services.progress.aggregate import deadline_reason
+from services.progress.transitions import deadline_reason
 from shared.settings import Settings
 from tests.conftest import delete_bus
 from tests.fixtures import pdf_with_pages, text_image

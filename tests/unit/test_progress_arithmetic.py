@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -22,6 +24,7 @@ from services.progress.arithmetic import (
     stage_name,
 )
 from services.progress.hub import Hub
+from shared.events import JobStatus, ProgressSnapshot
 
 
 def counts(ex=(0, 0, 0), ocr=(0, 0, 0), an=(0, 0, 0)) -> Counts:
@@ -170,3 +173,29 @@ async def test_hub_drops_a_slow_subscriber_without_blocking_others():
     assert hub.subscribers(job) == 0
     assert await fast.get(0.01) is None
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_snapshot_is_what_the_contract_describes(status: JobStatus):
+    """The hot path builds plain dicts; each is a valid ProgressSnapshot, and its JSON text
+    (what the WebSocket sends) reads back as the same model."""
+    c = counts(ex=(3, 2, 1), ocr=(1, 0, 0), an=(4, 1, 0))
+    now = datetime.now(UTC)
+    snapshot = build_snapshot(
+        job_id=str(uuid.uuid4()),
+        seq=7,
+        status=status,
+        stage=stage_name(status, 3, c),
+        percent=next_percent(status, 10.0, 3, c),
+        counts=c,
+        pages_total=3,
+        stalled=False,
+        error=None,
+        updated_at=now,
+        started_at=now - timedelta(seconds=30),
+        now=now,
+    )
+    model = ProgressSnapshot.model_validate(snapshot)
+    assert model.final is status.terminal and model.status is status
+    assert ProgressSnapshot.model_validate_json(json.dumps(snapshot)) == model
+    assert set(snapshot) == set(ProgressSnapshot.model_fields)

@@ -29,29 +29,41 @@ import contextlib
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, Query, Request, WebSocket
+from fastapi import APIRouter, Depends, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from services.progress import store
 from services.progress.api import pump_until_disconnect
-from services.progress.arithmetic import Counts, StageCount, pages_done
+from services.progress.arithmetic import Counts, Snapshot, pages_done
 from services.progress.broker_stats import latest_queue_stats, latest_queue_stats_age
-from services.progress.hub import Hub, Subscription
+from services.progress.deps import CtxDep, HubDep, PoolDep
+from services.progress.hub import Subscription
+from services.progress.models import AdminJobList
 from shared.auth import AdminDep, Principal, websocket_principal
-from shared.service import ServiceContext
+from shared.events import JobStatus
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
-StatusFilter = Literal[
-    "queued", "processing", "completed", "failed", "cancelled", "active", "stalled"
-]
-ACTIVE = ("queued", "processing")
-STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+
+class JobFilter(StrEnum):
+    """A job status, or active (queued or processing), or stalled (active and stalled)."""
+
+    QUEUED = JobStatus.QUEUED.value
+    PROCESSING = JobStatus.PROCESSING.value
+    COMPLETED = JobStatus.COMPLETED.value
+    FAILED = JobStatus.FAILED.value
+    CANCELLED = JobStatus.CANCELLED.value
+    ACTIVE = "active"
+    STALLED = "stalled"
+
+
 # Totals: the throughput window.
 WINDOW_MINUTES = 5
 # The live stream: how long to wait for an update before checking for a fallen-behind client,
@@ -67,47 +79,11 @@ WS_TRY_AGAIN_LATER = 1013
 WS_INTERNAL_ERROR = 1011
 
 
-def _ctx(app: Any) -> ServiceContext:
-    return app.state.ctx
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _like_pattern(term: str) -> str:
-    """`term` as a literal inside a LIKE pattern (escape character: backslash)."""
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 # --- jobs ---------------------------------------------------------------------------------
-
-_JOB_COLUMNS = """job_id, tenant, filename, status, stage, percent, seq, format, pages_total,
-stalled, error, partial, created_at, started_at, updated_at, finished_at"""
-
-
-def _job_filter(status_filter: str | None, q: str | None) -> tuple[str, list[Any]]:
-    conditions: list[str] = []
-    args: list[Any] = []
-    if status_filter == "active":
-        conditions.append("status IN ('queued', 'processing')")
-    elif status_filter == "stalled":
-        conditions.append("stalled AND status IN ('queued', 'processing')")
-    elif status_filter:
-        args.append(status_filter)
-        conditions.append(f"status = ${len(args)}")
-    term = (q or "").strip()
-    if term:
-        args.append(_like_pattern(term.lower()) + "%")
-        id_prefix = f"${len(args)}"
-        args.append("%" + _like_pattern(term) + "%")
-        part = f"${len(args)}"
-        conditions.append(
-            f"(job_id::text LIKE {id_prefix} ESCAPE '\\' OR filename ILIKE {part} ESCAPE '\\'"
-            f" OR tenant ILIKE {part} ESCAPE '\\')"
-        )
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    return where, args
 
 
 def job_item(row: asyncpg.Record, counts: Counts) -> dict[str, Any]:
@@ -133,65 +109,33 @@ def job_item(row: asyncpg.Record, counts: Counts) -> dict[str, Any]:
     }
 
 
-async def _stage_counts(conn: asyncpg.Connection, job_ids: list[uuid.UUID]) -> dict[Any, Counts]:
-    rows = await conn.fetch(
-        "SELECT job_id, stage, total, done, failed FROM job_progress WHERE job_id = ANY($1)",
-        job_ids,
-    )
-    by_job: dict[Any, dict[str, StageCount]] = {}
-    for r in rows:
-        count = StageCount(r["total"], r["done"], r["failed"])
-        by_job.setdefault(r["job_id"], {})[r["stage"]] = count
-    return {job_id: Counts.from_mapping(stages) for job_id, stages in by_job.items()}
-
-
-@router.get("/jobs", summary="Every tenant's jobs, newest first, with per-stage counts")
+@router.get(
+    "/jobs",
+    summary="Every tenant's jobs, newest first, with per-stage counts",
+    response_model=None,
+    responses={200: {"model": AdminJobList, "description": "The jobs."}},
+)
 async def admin_jobs(
     _: AdminDep,
-    request: Request,
-    status_filter: Annotated[StatusFilter | None, Query(alias="status")] = None,
+    pool: PoolDep,
+    status_filter: Annotated[JobFilter | None, Query(alias="status")] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    where, args = _job_filter(status_filter, q)
-    args.append(limit)
-    sql = (
-        f"SELECT {_JOB_COLUMNS} FROM jobs {where} "
-        f"ORDER BY created_at DESC, job_id DESC LIMIT ${len(args)}"
-    )
-    async with _ctx(request.app).pool.acquire() as conn:
-        rows = await conn.fetch(sql, *args)
-        counts = await _stage_counts(conn, [r["job_id"] for r in rows])
-    items = [job_item(r, counts.get(r["job_id"], Counts())) for r in rows]
+    async with pool.acquire() as conn:
+        rows = await store.admin_jobs(conn, status_filter, q, limit)
+        counts = await store.read_counts_many(conn, [r["job_id"] for r in rows])
+    items = [job_item(r, counts[r["job_id"]]) for r in rows]
     return {"items": items, "limit": limit}
 
 
 # --- totals -------------------------------------------------------------------------------
 
-_TOTALS = """
-SELECT status, count(*) AS jobs,
-       count(*) FILTER (WHERE stalled AND status IN ('queued', 'processing')) AS stalled,
-       min(created_at) FILTER (WHERE status IN ('queued', 'processing')) AS oldest_active_at
-FROM jobs GROUP BY status
-"""
-
-_WINDOW = """
-SELECT count(*) FILTER (WHERE created_at >= now() - make_interval(mins => $1)) AS submitted,
-       count(*) FILTER (WHERE status = 'completed' AND finished_at >= now() - make_interval(mins => $1)) AS completed,
-       count(*) FILTER (WHERE status = 'failed' AND finished_at >= now() - make_interval(mins => $1)) AS failed,
-       coalesce(sum(pages_total) FILTER (WHERE status = 'completed' AND finished_at >= now() - make_interval(mins => $1)), 0) AS pages
-FROM jobs
-WHERE created_at >= now() - make_interval(mins => $1)
-   OR finished_at >= now() - make_interval(mins => $1)
-"""  # noqa: E501
-
 
 @router.get("/totals", summary="Jobs by status and recent throughput")
-async def admin_totals(_: AdminDep, request: Request) -> dict[str, Any]:
-    async with _ctx(request.app).pool.acquire() as conn:
-        rows = await conn.fetch(_TOTALS)
-        window = await conn.fetchrow(_WINDOW, WINDOW_MINUTES)
-    by_status = dict.fromkeys(STATUSES, 0)
+async def admin_totals(_: AdminDep, pool: PoolDep) -> dict[str, Any]:
+    rows, window = await store.admin_totals(pool, WINDOW_MINUTES)
+    by_status = dict.fromkeys(JobStatus, 0)
     by_status.update({r["status"]: r["jobs"] for r in rows})
     oldest = [r["oldest_active_at"] for r in rows if r["oldest_active_at"] is not None]
     return {
@@ -214,11 +158,11 @@ async def admin_totals(_: AdminDep, request: Request) -> dict[str, Any]:
 
 
 @router.get("/queues", summary="Messages and consumers per queue")
-async def admin_queues(_: AdminDep, request: Request) -> dict[str, Any]:
+async def admin_queues(_: AdminDep, ctx: CtxDep) -> dict[str, Any]:
     age = latest_queue_stats_age()
     return {
         "queues": latest_queue_stats(),
-        "prefix": _ctx(request.app).settings.bus_prefix,
+        "prefix": ctx.settings.bus_prefix,
         "age_seconds": None if age is None else round(age, 1),
     }
 
@@ -251,7 +195,7 @@ class _FleetStream:
                 "created_at": _iso(r["created_at"]),
             }
 
-    async def send_batch(self, updates: list[dict[str, Any]]) -> None:
+    async def send_batch(self, updates: list[Snapshot]) -> None:
         await self._lookup({u["job_id"] for u in updates})
         for update in updates:
             await self.ws.send_text(json.dumps({**update, **self.meta.get(update["job_id"], {})}))
@@ -274,6 +218,8 @@ class _FleetStream:
 async def admin_events(
     websocket: WebSocket,
     principal: Annotated[Principal | None, Depends(websocket_principal)],
+    pool: PoolDep,
+    hub: HubDep,
 ) -> None:
     # Accept first: a close before accepting would surface as HTTP 403, not our close code.
     await websocket.accept()
@@ -283,10 +229,8 @@ async def admin_events(
     if not principal.admin:
         await websocket.close(WS_FORBIDDEN, "This needs an admin key.")
         return
-    ctx = _ctx(websocket.app)
-    hub: Hub = ctx.state["hub"]
     with hub.subscribe_all() as sub:
-        stream = _FleetStream(websocket, ctx.pool)
+        stream = _FleetStream(websocket, pool)
         error = await pump_until_disconnect(websocket, stream.pump(sub))
         if error is not None:
             log.warning("admin stream ended by an error", error=repr(error)[:500])

@@ -1,5 +1,6 @@
-"""Aggregation against the real database: the same events in order, shuffled and duplicated
-give the same completed job and byte-identical result."""
+"""The write path against the real database, one event at a time (windows of one): the same
+events in order, shuffled and duplicated give the same completed job and byte-identical
+result; failure, cancel, stalls and deadlines end jobs as they should."""
 
 from __future__ import annotations
 
@@ -10,13 +11,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from services.progress.aggregate import (
-    JobNotFoundYet,
-    Outcome,
-    apply_event,
-    deadline_reason,
-    sweep_stalls,
-)
+from services.progress.lifecycle import sweep_stalls
+from services.progress.models import Outcome
+from services.progress.transitions import deadline_reason
+from services.progress.window import JobNotFoundYet, apply_event
 from shared.events import (
     Analysis,
     AnalyzedChunk,
@@ -278,11 +276,44 @@ async def test_failure_is_final(db_pool: asyncpg.Pool):
     assert await db_pool.fetchval("SELECT count(*) FROM job_pages WHERE job_id = $1", job_id) == 1
 
 
-async def test_cancel_by_ingest_keeps_a_partial_result(db_pool: asyncpg.Pool):
+async def test_job_cancelled_ends_the_job_with_a_partial_result(db_pool: asyncpg.Pool):
+    """Only progress writes job status: ingest records the cancel request and publishes
+    job.cancelled; applying it sets status and stage, keeps a partial result and pushes the
+    final update, once however often it is delivered."""
     job_id = uuid.uuid4()
     events = three_page_job(job_id)
     await run_events(db_pool, events[:3])
-    # Ingest writes the status itself, then publishes job.cancelled.
+    assert await db_pool.fetchval("SELECT status FROM jobs WHERE job_id = $1", job_id) == (
+        "processing"
+    )
+    out = await apply_event(db_pool, JobCancelled(job_id=job_id, occurred_at=at(20)))
+    [final] = out.updates
+    assert final["status"] == "cancelled" and final["stage"] == "cancelled" and final["final"]
+    assert out.publish == []
+    again = await apply_event(
+        db_pool, JobCancelled(job_id=job_id, occurred_at=at(20)), redelivered=True
+    )
+    assert again.updates == [] and again.publish == []
+    state = await job_state(db_pool, job_id)
+    assert state["job"]["status"] == "cancelled" and state["job"]["stage"] == "cancelled"
+    assert state["job"]["partial"] is True and state["job"]["finished_at"] == at(20)
+    assert state["updates"][-1] == final
+    result = await db_pool.fetchval("SELECT result FROM job_results WHERE job_id = $1", job_id)
+    assert result["partial"] is True and result["status"] == "cancelled"
+    assert [p["number"] for p in result["pages"]] == [1]
+    # Work that arrives after the cancel is not recorded.
+    await run_events(db_pool, events[3:])
+    assert (await job_state(db_pool, job_id))["seqs"] == state["seqs"]
+    assert await db_pool.fetchval("SELECT count(*) FROM job_pages WHERE job_id = $1", job_id) == 1
+
+
+async def test_a_status_written_elsewhere_still_gets_its_final_update(db_pool: asyncpg.Pool):
+    """An ingest that still writes status = 'cancelled' itself (before this change, or
+    during a rolling deploy): the job.cancelled that follows records and pushes the final
+    update and the partial result, once."""
+    job_id = uuid.uuid4()
+    events = three_page_job(job_id)
+    await run_events(db_pool, events[:3])
     await db_pool.execute("UPDATE jobs SET status = 'cancelled' WHERE job_id = $1", job_id)
     out = await apply_event(db_pool, JobCancelled(job_id=job_id, occurred_at=at(20)))
     assert [u["status"] for u in out.updates] == ["cancelled"] and out.updates[0]["final"]
@@ -293,15 +324,6 @@ async def test_cancel_by_ingest_keeps_a_partial_result(db_pool: asyncpg.Pool):
     result = await db_pool.fetchval("SELECT result FROM job_results WHERE job_id = $1", job_id)
     assert result["partial"] is True and result["status"] == "cancelled"
     assert [p["number"] for p in result["pages"]] == [1]
-
-
-async def test_cancel_event_before_ingest_writes_status(db_pool: asyncpg.Pool):
-    job_id = uuid.uuid4()
-    await run_events(db_pool, three_page_job(job_id)[:3])
-    out = await apply_event(db_pool, JobCancelled(job_id=job_id, occurred_at=at(20)))
-    assert out.updates[-1]["status"] == "cancelled"
-    status = await db_pool.fetchval("SELECT status FROM jobs WHERE job_id = $1", job_id)
-    assert status == "cancelled"
 
 
 async def test_terminal_event_for_unknown_job_is_dropped_on_last_attempt(db_pool: asyncpg.Pool):

@@ -1,11 +1,13 @@
-"""The cross-job window path (services/progress/batching.py) against the real database: the
-same events applied in windows (shuffled, duplicated, split across windows in different ways)
-give the same final state and byte-identical results as applying them one by one; each job's
-updates keep seq strictly increasing and percent monotonic, and the final update is pushed."""
+"""Windows of many events of many jobs (services/progress/window.py and the batcher that
+forms them) against the real database: events grouped into windows in different ways end in
+the same final state and byte-identical results as windows of one; each job's updates keep
+seq strictly increasing and percent monotonic, and the final update is pushed. An event that
+cannot apply (its job is missing, or it must be dropped) fails alone, not its window."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -15,17 +17,21 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.progress.aggregate import JobNotFoundYet, Outcome, apply_event
-from services.progress.batching import BATCHABLE, WindowBatcher, apply_window
+from services.progress import window as window_module
+from services.progress.batcher import BATCHABLE, WindowBatcher
+from services.progress.models import Outcome
+from services.progress.window import Incoming, JobNotFoundYet, apply_event, apply_window
+from shared.errors import JobGone
 from shared.events import (
     DocumentUploaded,
     Event,
     ExtractionStarted,
     JobCompleted,
+    JobFailed,
     PageExtracted,
     PagesExtracted,
 )
-from tests.integration.test_progress_aggregate import (
+from tests.integration.test_progress_window import (
     T0,
     check_updates,
     job_state,
@@ -78,55 +84,23 @@ async def reset(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> None:
 
 async def run_windows(pool: asyncpg.Pool, events: list[Event], rng: random.Random) -> list[Outcome]:
     """Apply events in windows of random size like the batcher does: events that cannot be
-    batched, and those whose job is missing, go one by one (retried later if the job does not
-    exist yet)."""
+    batched go as windows of one, and those whose job is missing are retried later."""
     queue, outcomes, rounds = list(events), [], 0
     while queue:
         rounds += 1
         assert rounds < 10_000
         size = rng.choice([1, 2, 3, 5, 8, 13, 40])
-        window, queue = queue[:size], queue[size:]
-        batchable = [e for e in window if isinstance(e, BATCHABLE)]
-        for event in (e for e in window if not isinstance(e, BATCHABLE)):
-            try:
-                outcomes.append(await apply_event(pool, event))
-            except JobNotFoundYet:
-                queue.append(event)
-        if not batchable:
-            continue
-        async with pool.acquire() as conn, conn.transaction():
-            result = await apply_window(conn, batchable)
-        outcomes += [j.outcome for j in result.jobs.values()]
-        for i in result.leftover:
-            try:
-                outcomes.append(await apply_event(pool, batchable[i]))
-            except JobNotFoundYet:
-                queue.append(batchable[i])
+        taken, queue = queue[:size], queue[size:]
+        batchable = [e for e in taken if type(e) in BATCHABLE]
+        windows = [[e] for e in taken if type(e) not in BATCHABLE]
+        for window in [*windows, batchable] if batchable else windows:
+            async with pool.acquire() as conn, conn.transaction():
+                result = await apply_window(conn, [Incoming(e) for e in window])
+            outcomes += [j.outcome for j in result.jobs.values()]
+            for i, error in result.errors.items():
+                assert isinstance(error, JobNotFoundYet)
+                queue.append(window[i])
     return outcomes
-
-
-async def test_windows_give_the_same_state_as_one_by_one(db_pool: asyncpg.Pool):
-    ids, events = jobs_events(3)
-    await reset(db_pool, ids)
-    await run_events(db_pool, events)
-    reference = {j: final_of(await job_state(db_pool, j)) for j in ids}
-    assert all(r["job"]["status"] == "completed" for r in reference.values())
-
-    rng = random.Random(42)
-    twice = [e for e in events for _ in range(2)]
-    sequences = [events, rng.sample(events, len(events)), twice]
-    sequences += [rng.sample(twice, len(twice)) for _ in range(4)]
-    for sequence in sequences:
-        await reset(db_pool, ids)
-        outcomes = await run_windows(db_pool, sequence, rng)
-        completed = [e for o in outcomes for e in o.publish if isinstance(e, JobCompleted)]
-        assert sorted(e.job_id for e in completed) == sorted(ids), "one JobCompleted per job"
-        pushed = [u for o in outcomes for u in o.updates]
-        for j in ids:
-            state = await job_state(db_pool, j)
-            check_updates(state)
-            assert [u for u in pushed if u["job_id"] == str(j)] == state["updates"]
-            assert final_of(state) == reference[j]
 
 
 async def test_one_window_writes_one_update_per_job(db_pool: asyncpg.Pool):
@@ -149,8 +123,8 @@ async def test_one_window_writes_one_update_per_job(db_pool: asyncpg.Pool):
     ]
     window += window[:7]  # duplicates inside the window change nothing
     async with db_pool.acquire() as conn, conn.transaction():
-        result = await apply_window(conn, window)
-    assert not result.leftover and set(result.jobs) == set(ids)
+        result = await apply_window(conn, [Incoming(e) for e in window])
+    assert not result.errors and set(result.jobs) == set(ids)
     for j in ids:
         (update,) = result.jobs[j].outcome.updates
         assert update["stages"]["extract"]["done"] == 5
@@ -158,7 +132,7 @@ async def test_one_window_writes_one_update_per_job(db_pool: asyncpg.Pool):
         assert n == before[j] + 2  # one for ExtractionStarted, one for the whole window
     # The same window again (a redelivery): no counter moves, no update is written.
     async with db_pool.acquire() as conn, conn.transaction():
-        again = await apply_window(conn, window)
+        again = await apply_window(conn, [Incoming(e) for e in window])
     for j in ids:
         assert again.jobs[j].outcome.updates == []
         done = await db_pool.fetchval(
@@ -167,11 +141,56 @@ async def test_one_window_writes_one_update_per_job(db_pool: asyncpg.Pool):
         assert done == 5
 
 
-async def test_missing_job_is_left_for_the_per_event_path(db_pool: asyncpg.Pool):
-    missing = uuid.uuid4()
+async def test_a_missing_job_fails_only_its_own_events(db_pool: asyncpg.Pool):
+    missing, present = uuid.uuid4(), uuid.uuid4()
+    await run_events(db_pool, three_page_job(present)[:2])
+    window = [
+        Incoming(PageExtracted(job_id=missing, page=1, text="x")),
+        Incoming(PageExtracted(job_id=present, page=1, text="x", has_text_layer=True)),
+        Incoming(JobFailed(job_id=missing, stage="x", reason="Nope."), last_attempt=True),
+    ]
     async with db_pool.acquire() as conn, conn.transaction():
-        result = await apply_window(conn, [PageExtracted(job_id=missing, page=1, text="x")])
-    assert result.leftover == [0] and not result.jobs
+        result = await apply_window(conn, window)
+    assert isinstance(result.errors[0], JobNotFoundYet)
+    assert isinstance(result.errors[2], JobGone), "nothing can ever apply it: dropped"
+    assert set(result.errors) == {0, 2} and set(result.jobs) == {present}
+    [update] = result.jobs[present].outcome.updates
+    assert update["stages"]["extract"]["done"] == 1
+
+
+async def test_an_upload_that_reuses_a_job_id_is_dropped_alone(
+    db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+):
+    """ensure_job refuses an upload that names an existing job with another tenant or
+    document (JobGone): that event is dropped, the rest of its window applies."""
+    victim, fresh = uuid.uuid4(), uuid.uuid4()
+    await run_events(db_pool, three_page_job(victim)[:2])
+    real_ensure_job = window_module.ensure_job
+
+    async def refusing(conn: asyncpg.Connection, event: DocumentUploaded) -> None:
+        if event.job_id == victim:
+            # As the real check may: a statement that fails, then the refusal.
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute("SELECT 1/0")
+            raise JobGone("the job id belongs to another document")
+        await real_ensure_job(conn, event)
+
+    monkeypatch.setattr(window_module, "ensure_job", refusing)
+    hijack = DocumentUploaded(job_id=victim, tenant="other", document_uri="blob://sha256/cd")
+    window = [
+        Incoming(hijack),
+        Incoming(three_page_job(fresh)[0]),
+        Incoming(PageExtracted(job_id=victim, page=1, text="mine", has_text_layer=True)),
+    ]
+    async with db_pool.acquire() as conn, conn.transaction():
+        result = await apply_window(conn, window)
+    assert set(result.errors) == {0} and isinstance(result.errors[0], JobGone)
+    assert set(result.jobs) == {victim, fresh}
+    victim_row = await db_pool.fetchrow("SELECT * FROM jobs WHERE job_id = $1", victim)
+    assert victim_row["tenant"] == "dev" and victim_row["document_uri"] == "blob://sha256/ab"
+    assert await db_pool.fetchval("SELECT status FROM jobs WHERE job_id = $1", fresh) == "queued"
+    with pytest.raises(JobGone):
+        await apply_event(db_pool, hijack)
 
 
 async def test_batcher_pushes_every_jobs_final_update_in_order(db_pool: asyncpg.Pool):

@@ -1,0 +1,53 @@
+"""Shapes of the progress service: what applying events produced (to deliver after commit),
+and the bodies its HTTP API answers with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from services.progress.arithmetic import Snapshot
+from shared.events import Event, JobPhase, JobStatus, ProgressSnapshot, Stage, StageCounts
+
+
+@dataclass
+class Outcome:
+    """What a write did to one job, delivered only after its transaction committed."""
+
+    updates: list[Snapshot] = field(default_factory=list)  # push to clients
+    publish: list[Event] = field(default_factory=list)  # follow-up events
+    # Set when this write moved the job out of 'queued' for the first time (for metrics).
+    first_progress_seconds: float | None = None
+
+
+class AdminJob(BaseModel):
+    """A job as the admin listing shows it: its row, per-stage counts and seq."""
+
+    job_id: str
+    tenant: str
+    filename: str | None
+    status: JobStatus
+    stage: JobPhase
+    percent: float
+    seq: int
+    format: str | None
+    pages_total: int | None
+    pages_done: int
+    stages: dict[Stage, StageCounts]
+    stalled: bool
+    error: str | None
+    partial: bool
+    created_at: datetime | None
+    started_at: datetime | None
+    updated_at: datetime | None
+    finished_at: datetime | None
+
+
+class AdminJobList(BaseModel):
+    items: list[AdminJob]
+    limit: int
+
+
+__all__ = ["AdminJob", "AdminJobList", "Outcome", "ProgressSnapshot"]

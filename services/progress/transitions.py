@@ -1,0 +1,151 @@
+"""What an event does to a job, without a database: the job state progress keeps, the state
+change an event causes, and the counter delta an item's first write causes.
+
+Item writes are first-write-wins in the store; the store reports what it found beside the
+row it wrote (was the page already ocred? was the OCR result awaited?), and the functions
+here turn that into a counter delta. A duplicate writes nothing and so moves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.progress.arithmetic import Counts, StageCount
+from shared.events import (
+    TERMINAL_STATUSES,
+    ChunksAnalyzed,
+    DocumentUploaded,
+    Event,
+    ExtractionAccepted,
+    ExtractionStarted,
+    ImagesExtracted,
+    JobCancelled,
+    JobFailed,
+    JobPhase,
+    JobStatus,
+    PageExtracted,
+    PageOcred,
+    PagesExtracted,
+)
+
+
+@dataclass
+class JobState:
+    """The job columns progress writes."""
+
+    status: JobStatus
+    stage: JobPhase
+    percent: float
+    format: str | None
+    pages_total: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    partial: bool
+    stalled: bool
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> JobState:
+        return cls(
+            status=JobStatus(row["status"]),
+            stage=JobPhase(row["stage"]),
+            percent=round(float(row["percent"]), 1),
+            format=row["format"],
+            pages_total=row["pages_total"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            error=row["error"],
+            partial=row["partial"],
+            stalled=row["stalled"],
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+NO_CHANGE = Counts()
+# Events whose effect on the job row is only "it moved" (their items count in the store).
+# Looked up by exact type: isinstance on pydantic models is an ABC check, and this runs for
+# every event.
+_ACTIVITY_ONLY = frozenset(
+    {DocumentUploaded, ImagesExtracted, PageExtracted, PagesExtracted, PageOcred, ChunksAnalyzed}
+)
+
+
+def advance(state: JobState, event: Event, revived_at: datetime | None = None) -> Counts:
+    """Apply what `event` says about the job itself to `state` (in place) and return the
+    counter delta that follows from the job row alone (items move counters in the store).
+    `revived_at`: when a dead-letter replay last brought the job back; a job.failed from
+    before then is one the replay has undone."""
+    if state.terminal:
+        return NO_CHANGE
+    kind = type(event)
+    if state.status == JobStatus.QUEUED and kind is not DocumentUploaded:
+        state.status = JobStatus.PROCESSING
+    if kind in _ACTIVITY_ONLY:
+        return NO_CHANGE
+    match event:
+        case ExtractionAccepted():
+            state.format = state.format or event.format
+        case ExtractionStarted():
+            state.format = state.format or event.format
+            state.started_at = state.started_at or event.occurred_at
+            if state.pages_total is None:
+                state.pages_total = event.pages_total
+                return Counts(extract=StageCount(event.pages_total, 0, 0))
+        case JobFailed() if revived_at is not None and event.occurred_at <= revived_at:
+            pass  # a failure a dead-letter replay has since undone (a redelivered job.failed)
+        case JobFailed():
+            state.status = JobStatus.FAILED
+            state.error = event.reason
+            state.finished_at = state.finished_at or event.occurred_at
+        case JobCancelled():
+            state.status = JobStatus.CANCELLED
+            state.partial = True
+            state.finished_at = state.finished_at or event.occurred_at
+        case _:
+            pass
+    return NO_CHANGE
+
+
+def page_extracted_delta(ev: PageExtracted, *, ocred: bool, ocr_failed: bool) -> Counts:
+    """The counters a page's first extraction moves. `ocred`/`ocr_failed`: its OCR result
+    had already arrived (events of one page may come in either order)."""
+    ocr = StageCount()
+    if ev.ocr_pending:
+        ocr = StageCount(1, int(ocred), int(ocred and ocr_failed))
+    return Counts(
+        extract=StageCount(0, 1, int(ev.error is not None)),
+        ocr=ocr,
+        analyze=StageCount(ev.chunks_total, 0, 0),
+    )
+
+
+def page_ocred_delta(ev: PageOcred, *, awaited: bool) -> Counts:
+    """The counters a page's first OCR result moves. `awaited`: its extraction already
+    announced it needs OCR (else that extraction counts it when it comes)."""
+    ocr = StageCount(0, 1, int(ev.error is not None)) if awaited else StageCount()
+    return Counts(ocr=ocr, analyze=StageCount(ev.chunks_total, 0, 0))
+
+
+CHUNK_ANALYZED = Counts(analyze=StageCount(0, 1, 0))
+
+
+def deadline_reason(deadline_seconds: float) -> str:
+    return (
+        f"The job did not finish within the {deadline_seconds:g}-second deadline and was stopped."
+    )
+
+
+def first_progress_seconds(row: Mapping[str, Any], state: JobState, now: datetime) -> float | None:
+    """Seconds from creation to the job's first move out of 'queued', when this is it."""
+    if row["status"] != JobStatus.QUEUED or state.status == JobStatus.QUEUED:
+        return None
+    if row["first_progress_at"]:
+        return None
+    created: datetime = row["created_at"]
+    return max(0.0, (now - created).total_seconds())
