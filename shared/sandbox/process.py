@@ -1,0 +1,102 @@
+"""A sandboxed child process: the rlimits it starts under, and the reader of its stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+from collections.abc import Callable
+
+from shared.sandbox.protocol import STDERR_END_OF_JOB
+
+# A line of child output can hold a whole page of text.
+STREAM_LIMIT = 256 * 1024 * 1024
+# Stderr kept per job (the rest is read and dropped, so a chatty child never blocks).
+STDERR_KEEP = 64 * 1024
+# How long the parent waits for the stderr mark once the stdout mark is in: it was written
+# first, so it is normally there at once; a child whose mark does not come is not reused.
+STDERR_MARK_GRACE = 5.0
+
+
+def limits(cpu_seconds: int, memory_mb: int, cpu_hard: int | None = None) -> Callable[[], None]:
+    """The function the child runs before exec: its own process group and its rlimits."""
+    hard = cpu_seconds + 1 if cpu_hard is None else max(cpu_hard, cpu_seconds + 1)
+
+    def apply() -> None:
+        os.setsid()  # own process group, so a kill takes grandchildren too
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, hard))
+        mem = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the child's whole process group, unless it was reaped already."""
+    if proc.returncode is not None:
+        return  # reaped: its pid (and process group id) may belong to someone else by now
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Child:
+    """A sandboxed process and the reader of its stderr, which runs for the process's life:
+    the pipe is drained while the child is idle or busy, so the child never blocks on it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, *, serves_jobs: bool) -> None:
+        self.proc = proc
+        self.serves_jobs = serves_jobs
+        self.jobs = 0
+        self._kept = bytearray()
+        self._carry = b""  # the tail of the last read: it may hold the start of a mark
+        self._segments: asyncio.Queue[bytes] = asyncio.Queue()  # one per finished job
+        self._stderr_task = asyncio.ensure_future(self._read_stderr())
+
+    def _keep(self, data: bytes) -> None:
+        room = STDERR_KEEP - len(self._kept)
+        if room > 0 and data:
+            self._kept += data[:room]
+
+    async def _read_stderr(self) -> None:
+        stream = self.proc.stderr
+        if stream is None:
+            return
+        mark = STDERR_END_OF_JOB
+        while block := await stream.read(64 * 1024):
+            if not self.serves_jobs:
+                self._keep(block)
+                continue
+            data = self._carry + block
+            while (at := data.find(mark)) >= 0:
+                self._keep(data[:at])
+                self._segments.put_nowait(bytes(self._kept))
+                self._kept.clear()
+                data = data[at + len(mark) :]
+            cut = max(0, len(data) - len(mark) + 1)
+            self._keep(data[:cut])
+            self._carry = data[cut:]
+        self._keep(self._carry)
+        self._carry = b""
+
+    async def job_stderr(self) -> bytes | None:
+        """The stderr of the job that just ended (its mark is on stdout), None if it is late."""
+        try:
+            return await asyncio.wait_for(self._segments.get(), STDERR_MARK_GRACE)
+        except TimeoutError:
+            return None
+
+    async def retire(self) -> bytes:
+        """Kill the process (if alive), reap it; returns the stderr not yet handed out."""
+        kill(self.proc)
+        await self.proc.wait()
+        await asyncio.gather(self._stderr_task, return_exceptions=True)
+        rest = bytes(self._kept)
+        self._kept.clear()
+        return rest
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
