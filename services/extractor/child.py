@@ -21,9 +21,15 @@ import os
 import sys
 import warnings
 from collections.abc import Generator, Iterable
-from typing import IO, Any
+from typing import IO
 
-from services.extractor.spec import ExtractionFatal, ExtractSpec, fatal_record
+from services.extractor.spec import (
+    ChildRecord,
+    ExtractionFatal,
+    ExtractSpec,
+    FormatRecord,
+    fatal_record,
+)
 from shared.sandbox import apply_job_cpu_limit, private_stdout, serve_jobs, serving_jobs
 
 # How far a large document's child steps back for the CPU (see ExtractSpec.nice_above_pages).
@@ -37,17 +43,31 @@ LARGE_DOCUMENT_NICENESS = 10
 REUSE_MAX_RSS_MB = 120
 
 
-def run(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> int:
+def run(spec: ExtractSpec, records: Iterable[FormatRecord], out: IO[str]) -> int:
     """Stream records, enforcing the document-wide limits; returns the exit status."""
     run_job(spec, records, out)
     return 0
 
 
-def run_job(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> bool:
+def check_pages(spec: ExtractSpec, pages_total: int) -> None:
+    if pages_total > spec.max_pages:
+        raise ExtractionFatal(
+            f"The document has {pages_total} pages, more than the limit of {spec.max_pages}."
+        )
+
+
+def check_total_chars(spec: ExtractSpec, total_chars: int) -> None:
+    if total_chars > spec.max_extracted_chars:
+        raise ExtractionFatal(
+            f"The document has more text than the limit of {spec.max_extracted_chars} characters."
+        )
+
+
+def run_job(spec: ExtractSpec, records: Iterable[FormatRecord], out: IO[str]) -> bool:
     """Stream records, enforcing the document-wide limits. Returns whether this process may
     extract another document: not after a fatal record, nor after it lowered its priority."""
 
-    def emit(record: dict[str, Any]) -> None:
+    def emit(record: ChildRecord) -> None:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
 
@@ -56,21 +76,13 @@ def run_job(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) 
     try:
         for record in records:
             if record["type"] == "meta":
-                if record["pages_total"] > spec.max_pages:
-                    raise ExtractionFatal(
-                        f"The document has {record['pages_total']} pages, "
-                        f"more than the limit of {spec.max_pages}."
-                    )
+                check_pages(spec, record["pages_total"])
                 if 0 < spec.nice_above_pages < record["pages_total"]:
                     os.nice(LARGE_DOCUMENT_NICENESS)
                     reusable = False
-            if record["type"] == "page":
+            else:
                 total_chars += len(record["text"])
-                if total_chars > spec.max_extracted_chars:
-                    raise ExtractionFatal(
-                        "The document has more text than the limit of "
-                        f"{spec.max_extracted_chars} characters."
-                    )
+                check_total_chars(spec, total_chars)
             emit(record)
     except ExtractionFatal as exc:
         emit(fatal_record(exc.reason))
@@ -97,7 +109,7 @@ def preload() -> None:
     import services.extractor.formats.pdf  # noqa: F401
 
 
-def extract_records(spec: ExtractSpec) -> Generator[dict[str, Any], None, None]:
+def extract_records(spec: ExtractSpec) -> Generator[FormatRecord, None, None]:
     from services.extractor.formats import extract
 
     yield from extract(spec)

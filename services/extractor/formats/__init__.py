@@ -7,12 +7,12 @@ sandboxed child (services.extractor.child), never in the service's event loop.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from services.extractor.spec import ExtractionFatal, ExtractSpec
+from services.extractor.spec import ExtractionFatal, ExtractSpec, FormatRecord
 from shared.blobstore import BlobStore
 
-Record = dict[str, Any]
+# What every format extractor yields: a meta record, then page records.
+Record = FormatRecord
 
 
 def extract(spec: ExtractSpec) -> Iterator[Record]:

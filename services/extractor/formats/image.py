@@ -25,6 +25,7 @@ from services.extractor.formats import Record
 from services.extractor.spec import (
     ExtractionFatal,
     ExtractSpec,
+    ImageRecord,
     image_record,
     meta_record,
     page_record,
@@ -170,7 +171,8 @@ def extract_image(spec: ExtractSpec, blobs: BlobStore) -> Iterator[Record]:
             raise ExtractionFatal(
                 f"The image has {frames} pages, more than the limit of {spec.max_pages}."
             )
-        check_pixels(*image.size, spec)
+        width, height = image.size
+        check_pixels(width, height, spec)
         yield meta_record(spec.format, frames)
         if frames == 1:
             yield single_frame_page(image, spec, blobs)
@@ -204,7 +206,7 @@ def frame_page(image: Any, number: int, spec: ExtractSpec, blobs: BlobStore) -> 
         raise ExtractionFatal(f"The image is damaged and could not be read: {short(exc)}.") from exc
     width, height = image.size
     check_pixels(width, height, spec, number)
-    images: list[dict[str, Any]] = []
+    images: list[ImageRecord] = []
     error = None
     if spec.ocr != "never":
         try:

@@ -25,6 +25,7 @@ from services.extractor.normalize import (
 from services.extractor.spec import (
     ExtractionFatal,
     ExtractSpec,
+    ImageRecord,
     image_record,
     meta_record,
     page_record,
@@ -231,13 +232,13 @@ def drawn_xobjects(page: Any) -> set[str]:
 
 def embedded_images(
     page: Any, spec: ExtractSpec, blobs: BlobStore, seen: set[Any]
-) -> list[dict[str, Any]]:
+) -> list[ImageRecord]:
     """Large enough embedded images of a text page, stored as PNG; undecodable ones skipped.
 
     `seen` holds the image objects taken from earlier pages: a logo on every page, or a
     resource dictionary shared by all pages, is OCRed once, not once per page.
     """
-    out: list[dict[str, Any]] = []
+    out: list[ImageRecord] = []
     drawn = drawn_xobjects(page)
     for key in xobject_image_keys(page):
         if len(out) >= MAX_EMBEDDED_IMAGES_PER_PAGE:
@@ -538,7 +539,7 @@ def _extract_page(
         text_layer = page_has_text_layer(text, reader.pages[index])
     except Exception as exc:
         problems.append(f"its text could not be read ({short(exc)})")
-    images: list[dict[str, Any]] = []
+    images: list[ImageRecord] = []
     if spec.ocr == "always" or (spec.ocr == "auto" and not text_layer):
         try:
             png, width, height = pdfium.render_png(index, spec.ocr_dpi, spec.max_image_pixels)
