@@ -28,6 +28,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import IO, Any
 
+from services.ocr.records import ErrorRecord, OcrRecord, RefusalKind, TextRecord
 from shared.sandbox import apply_job_cpu_limit, private_stdout, serve_jobs, serving_jobs
 
 # A warm child that recognised a large page keeps some of that heap; past this it is replaced
@@ -50,7 +51,7 @@ _TESSDATA_GLOBS = (
 class OcrRefused(Exception):
     """The image or the language cannot be OCRed; the child itself is fine."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: RefusalKind, detail: str) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
@@ -120,18 +121,18 @@ def _decode_with_pillow(path: str) -> Any:
         raise OcrRefused("image", f"{type(exc).__name__}: {exc}") from exc
 
 
-def answer(engine: Engine, payload: bytes) -> tuple[dict[str, Any], bool]:
+def answer(engine: Engine, payload: bytes) -> tuple[OcrRecord, bool]:
     """One job's answer line and whether the child may go on."""
     try:
         job = json.loads(payload)
         text = engine.recognise(job["path"], job["lang"], int(job["psm"]), job.get("tessdata"))
     except OcrRefused as exc:
         print(f"OCR refused ({exc.kind}): {exc.detail}", file=sys.stderr)
-        return {"type": "error", "kind": exc.kind}, True
+        return ErrorRecord(type="error", kind=exc.kind), True
     except Exception:  # unexpected: reported, and this process does not take another image
         traceback.print_exc()
-        return {"type": "error", "kind": "failed"}, False
-    return {"type": "text", "text": text}, True
+        return ErrorRecord(type="error", kind="failed"), False
+    return TextRecord(type="text", text=text), True
 
 
 def serve(out: IO[str], preload: str | None) -> int:
