@@ -52,3 +52,11 @@ def check_chars(total: int, spec: ExtractSpec) -> None:
         raise ExtractionFatal(
             f"The document has more text than the limit of {spec.max_extracted_chars} characters."
         )
+
+
+def short(exc: BaseException, limit: int = 160) -> str:
+    """A one-line description of an exception for a person to read."""
+    detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    if len(detail) > limit:
+        detail = detail[: limit - 1] + "…"
+    return detail
