@@ -31,9 +31,8 @@ def normalize_text(text: str) -> str:
     return text.strip()
 
 
-# Counting letters and digits one character at a time (`ch.isalnum()` in a generator) cost
-# ~25 ns a character, several times per page. The functions below give the same answers with
-# passes in C: ASCII characters (nearly all of most text) are counted as bytes, and only the
+# The functions below count letters and digits with passes in C rather than one character at
+# a time (docs/decisions/0405-extraction-shortcuts.md): ASCII characters (nearly all of most text) are counted as bytes, and only the
 # others are looked at by the regex engine. In a str pattern `\w` is exactly `str.isalnum()`
 # plus "_", and `\s` exactly `str.isspace()` (sre uses the same Unicode tests as str), so
 # `[^\W_]` is exactly `str.isalnum()`; tests/unit/test_text_checks.py checks every code point.

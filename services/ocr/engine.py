@@ -1,16 +1,14 @@
 """The OCR child: tesseract in-process (tesserocr), one image after another.
 
 Run as `python -m services.ocr.engine [--preload LANG]` by a shared.sandbox.WarmPool that
-reuses its children (the job protocol in shared/sandbox.py). Why a long-lived child and not
-the `tesseract` CLI per image: the CLI loads its language model for every image (~0.1 s of
-CPU each), and tesserocr's build of tesseract is faster than the distribution's CLI. Together:
-0.74 of the CLI's time over the four corpus scans, the same text within a CER of 0.002.
-The child stays in the sandbox: address-space limit, a CPU allowance re-armed per image, the
-wall-clock timeout and kill-by-job, exactly as the CLI had.
+reuses its children (the job protocol in shared/sandbox/protocol.py), so the language model
+stays loaded between images (why not the `tesseract` CLI per image:
+docs/decisions/0402-ocr-in-process.md). The child stays in the sandbox: address-space limit,
+a CPU allowance re-armed per image, the wall-clock timeout and kill-by-job.
 
-A job's payload is JSON `{"path", "lang", "psm", "tessdata"}`; the answer is one JSON line,
-`{"type": "text", "text": ...}` or `{"type": "error", "kind": "language" | "image", ...}`,
-then the sandbox's end-of-job mark. The child goes on after a bad image or an unknown language
+A job's payload is JSON `{"path", "lang", "psm", "tessdata"}`; the answer is one JSON line, a
+records.OcrRecord (`{"type": "text", "text": ...}` or `{"type": "error", "kind": ...}`), then
+the sandbox's end-of-job mark. The child goes on after a bad image or an unknown language
 (nothing is left half-done in tesseract's state); after anything unexpected, or once it holds
 much memory, it says it must not be reused and exits.
 """

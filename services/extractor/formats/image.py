@@ -6,7 +6,7 @@ a plain TIFF) is not decoded at all: its page-scan record names the upload's own
 uploaded document is already in the content-addressed store, so no byte is copied), and
 tesseract reads exactly the file the `tesseract` CLI would, DPI included. Only the rest (the
 frames of a multi-frame image, modes or codecs tesseract may not read) is decoded and stored as
-a PNG (keeping the DPI). Saves 15-55 ms of CPU per scanned page against decoding everything.
+a PNG (keeping the DPI). What that saves: docs/decisions/0405-extraction-shortcuts.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 # before its job arrives): PIL otherwise imports all its ~40 plugins at the first TIFF (~25 ms).
 from PIL import Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
 
-from services.extractor.formats import Record
+from services.extractor.formats import Record, short
 from services.extractor.spec import (
     ExtractionFatal,
     ExtractSpec,
@@ -54,15 +54,6 @@ _TIFF_BITS_PER_SAMPLE = 258
 _TIFF_PLANAR_CONFIG = 284
 _TIFF_TILE_WIDTH = 322
 _TIFF_SAMPLE_FORMAT = 339
-
-
-def short(exc: BaseException, limit: int = 160) -> str:
-    """A one-line description of an exception for a person to read (as formats.pdf.short;
-    not imported from there, which would load pypdf, ~50 ms, into a child reading an image)."""
-    detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
-    if len(detail) > limit:
-        detail = detail[: limit - 1] + "…"
-    return detail
 
 
 def open_image(path: str, max_pixels: int) -> Any:

@@ -269,7 +269,7 @@ class UndecodableFonts:
 
     Decoding depends only on a font's encoding and ToUnicode map, so a later page drawn with
     the same font objects would give glyph names again: the careful engine is skipped there
-    (a report or a merged document repeats such pages by the dozen, ~15 ms of pypdf each).
+    (a report or a merged document repeats such pages by the dozen).
     """
 
     def __init__(self) -> None:
