@@ -125,6 +125,14 @@ class Settings(BaseSettings):
     def admin_key_set(self) -> set[str]:
         return {k.strip() for k in self.admin_keys.split(",") if k.strip()}
 
+    # Sandbox (typed): what extraction and OCR children may do besides CPU time and memory
+    # (shared.sandbox.ChildLimits). RLIMIT_FSIZE in MB, RLIMIT_NOFILE, RLIMIT_NPROC (counted per
+    # user, not enforced for root), and a network namespace of their own where the kernel allows.
+    sandbox_file_mb: int = 512
+    sandbox_open_files: int = 256
+    sandbox_processes: int = 256
+    sandbox_isolate_network: bool = True
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

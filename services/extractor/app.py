@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from services.extractor.scheduler import Scheduler
 from services.extractor.service import WARM_CHILD_ARGV, ExtractorRuntime, make_handler
 from shared import topology
-from shared.sandbox import WarmPool
+from shared.sandbox import ChildLimits, WarmPool
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
@@ -29,6 +29,7 @@ def build_runtime(settings: Settings) -> ExtractorRuntime:
             # As many children as ran at most before (the slots, one split PDF's second
             # child): an idle warm child never adds to the service's peak memory.
             max_children=settings.extractor_concurrency + 1,
+            child_limits=ChildLimits.from_settings(settings),
         )
     return ExtractorRuntime(scheduler=scheduler, warm_children=warm)
 

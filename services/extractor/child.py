@@ -30,7 +30,13 @@ from services.extractor.spec import (
     FormatRecord,
     fatal_record,
 )
-from shared.sandbox import apply_job_cpu_limit, private_stdout, serve_jobs, serving_jobs
+from shared.sandbox import (
+    apply_job_cpu_limit,
+    limit_reason,
+    private_stdout,
+    serve_jobs,
+    serving_jobs,
+)
 
 # How far a large document's child steps back for the CPU (see ExtractSpec.nice_above_pages).
 LARGE_DOCUMENT_NICENESS = 10
@@ -84,19 +90,26 @@ def run_job(spec: ExtractSpec, records: Iterable[FormatRecord], out: IO[str]) ->
                 total_chars += len(record["text"])
                 check_total_chars(spec, total_chars)
             emit(record)
-    except ExtractionFatal as exc:
-        emit(fatal_record(exc.reason))
-    except MemoryError:
-        emit(fatal_record("The document needs more memory to process than is allowed."))
-    except RecursionError:
-        emit(fatal_record("The document's structure is too deeply nested to read."))
-    except Exception as exc:  # unexpected: still a sentence, with the detail in stderr
-        logging.getLogger("extractor.child").exception("extraction failed")
-        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
-        emit(fatal_record(f"The document could not be read: {detail}."))
-    else:
-        return reusable
-    return False
+    except Exception as exc:
+        emit(fatal_record(fatal_reason(exc)))
+        return False
+    return reusable
+
+
+def fatal_reason(exc: Exception) -> str:
+    """The sentence for what stopped the extraction of a document."""
+    if isinstance(exc, ExtractionFatal):
+        return exc.reason
+    if isinstance(exc, MemoryError):
+        return "The document needs more memory to process than is allowed."
+    if isinstance(exc, RecursionError):
+        return "The document's structure is too deeply nested to read."
+    if isinstance(exc, OSError) and (reason := limit_reason(exc)) is not None:
+        return reason
+    # Unexpected: still a sentence, with the detail in stderr.
+    logging.getLogger("extractor.child").error("extraction failed", exc_info=exc)
+    detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return f"The document could not be read: {detail}."
 
 
 def preload() -> None:

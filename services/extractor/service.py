@@ -31,7 +31,7 @@ from shared.events import (
     derive_id,
 )
 from shared.jobs import ensure_job, require_active
-from shared.sandbox import SandboxOutcome, SandboxResult, WarmPool, run_sandboxed
+from shared.sandbox import ChildLimits, SandboxOutcome, SandboxResult, WarmPool, run_sandboxed
 from shared.service import ServiceContext
 from shared.settings import Settings
 from shared.sniff import sniff_path, unsupported_reason
@@ -290,6 +290,7 @@ async def run_child(
         memory_mb=settings.extract_memory_mb,
         stdin=spec.to_json(),
         on_line=run.on_line,
+        child_limits=ChildLimits.from_settings(settings),
     )
 
 

@@ -22,7 +22,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from services.ocr.engine import DEFAULT_PSM
 from services.ocr.records import FAILED, OcrRecord, RefusalKind
-from shared.sandbox import SandboxOutcome, WarmPool, run_sandboxed
+from shared.sandbox import ChildLimits, SandboxOutcome, WarmPool, run_sandboxed
 from shared.settings import Settings
 
 ENGINE_ARGV = (sys.executable, "-m", "services.ocr.engine")
@@ -53,6 +53,7 @@ def engine_pool(settings: Settings) -> WarmPool:
         memory_mb=settings.ocr_memory_mb,
         env=env,
         max_children=slots,
+        child_limits=ChildLimits.from_settings(settings),
     )
 
 

@@ -27,6 +27,7 @@ a reused child).
 from __future__ import annotations
 
 from shared.sandbox.pool import DEFAULT_JOBS_PER_CHILD, WARM_STARTUP_CPU_SECONDS, WarmPool
+from shared.sandbox.process import ChildLimits
 from shared.sandbox.protocol import (
     CPU_ENV,
     END_OF_JOB,
@@ -35,6 +36,7 @@ from shared.sandbox.protocol import (
     STDERR_END_OF_JOB,
     apply_job_cpu_limit,
     end_job,
+    limit_reason,
     private_stdout,
     read_job,
     rss_mb,
@@ -60,6 +62,7 @@ __all__ = [
     "REUSE_ENV",
     "STDERR_END_OF_JOB",
     "WARM_STARTUP_CPU_SECONDS",
+    "ChildLimits",
     "SandboxOutcome",
     "SandboxResult",
     "WarmPool",
@@ -68,6 +71,7 @@ __all__ = [
     "end_job",
     "judge",
     "kill_job",
+    "limit_reason",
     "private_stdout",
     "read_job",
     "rss_mb",

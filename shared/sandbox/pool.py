@@ -6,7 +6,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-from shared.sandbox.process import STREAM_LIMIT, Child, kill, limits
+from shared.sandbox.process import STREAM_LIMIT, Child, ChildLimits, kill, limits
 from shared.sandbox.protocol import CPU_ENV, REUSE_ENV
 
 # CPU time a warm child may spend starting (interpreter, imports) on top of its job's limit.
@@ -39,6 +39,7 @@ class WarmPool:
         startup_cpu_seconds: int = WARM_STARTUP_CPU_SECONDS,
         max_children: int | None = None,
         max_jobs_per_child: int = DEFAULT_JOBS_PER_CHILD,
+        child_limits: ChildLimits | None = None,
     ) -> None:
         """`max_children`: no child is kept or pre-started while this many children of the
         pool's users (warm or cold, counted in `busy`) plus idle ones would be alive: memory is
@@ -50,6 +51,7 @@ class WarmPool:
         self.env = env or {}
         self.startup_cpu_seconds = startup_cpu_seconds
         self.max_jobs_per_child = max(1, max_jobs_per_child)
+        self.child_limits = child_limits or ChildLimits()
         self._idle: list[Child] = []
         self._spawning = 0
         self._out = 0  # reusable children out on a job: they are expected back
@@ -92,7 +94,10 @@ class WarmPool:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=limits(
-                self.cpu_seconds + self.startup_cpu_seconds, self.memory_mb, cpu_hard
+                self.cpu_seconds + self.startup_cpu_seconds,
+                self.memory_mb,
+                cpu_hard,
+                self.child_limits,
             ),
             env=env,
             limit=STREAM_LIMIT,

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import os
 import resource
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.sandbox.protocol import STDERR_END_OF_JOB
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 # A line of child output can hold a whole page of text.
 STREAM_LIMIT = 256 * 1024 * 1024
@@ -20,18 +27,77 @@ STDERR_KEEP = 64 * 1024
 STDERR_MARK_GRACE = 5.0
 
 
-def limits(cpu_seconds: int, memory_mb: int, cpu_hard: int | None = None) -> Callable[[], None]:
+@dataclass(frozen=True)
+class ChildLimits:
+    """What a child may do besides using CPU time and memory (those are per job)."""
+
+    # RLIMIT_FSIZE: the largest file it may write (a rendered page is a few MB).
+    file_mb: int = 512
+    # RLIMIT_NOFILE: descriptors it may hold open at once.
+    open_files: int = 256
+    # RLIMIT_NPROC: processes and threads of the child's user at which it may not start more.
+    # The kernel counts every process of that user and does not enforce it for root.
+    processes: int = 256
+    # A network namespace of its own (no interface but a down loopback), where the kernel
+    # allows it (root or CAP_SYS_ADMIN); elsewhere the child keeps the service's network.
+    isolate_network: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChildLimits:
+        return cls(
+            file_mb=settings.sandbox_file_mb,
+            open_files=settings.sandbox_open_files,
+            processes=settings.sandbox_processes,
+            isolate_network=settings.sandbox_isolate_network,
+        )
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+@functools.cache
+def _unshare() -> Callable[[int], int] | None:
+    """libc's unshare(2), loaded in the parent: the child calls it between fork and exec."""
+    try:
+        function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).unshare
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+def limits(
+    cpu_seconds: int,
+    memory_mb: int,
+    cpu_hard: int | None = None,
+    extra: ChildLimits | None = None,
+) -> Callable[[], None]:
     """The function the child runs before exec: its own process group and its rlimits."""
     hard = cpu_seconds + 1 if cpu_hard is None else max(cpu_hard, cpu_seconds + 1)
+    extra = extra or ChildLimits()
+    unshare = _unshare() if extra.isolate_network else None
 
     def apply() -> None:
         os.setsid()  # own process group, so a kill takes grandchildren too
+        if unshare is not None:
+            unshare(_CLONE_NEWNET)  # refused without the privilege: the network stays
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, hard))
         mem = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        _lower(resource.RLIMIT_FSIZE, extra.file_mb * 1024 * 1024)
+        _lower(resource.RLIMIT_NOFILE, extra.open_files)
+        _lower(resource.RLIMIT_NPROC, extra.processes)
 
     return apply
+
+
+def _lower(kind: int, value: int) -> None:
+    """Set both limits to `value`, or to the hard limit already there when that is lower (an
+    unprivileged process cannot raise it)."""
+    _soft, hard = resource.getrlimit(kind)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(kind, (value, value))
 
 
 def kill(proc: asyncio.subprocess.Process) -> None:

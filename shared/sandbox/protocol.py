@@ -13,6 +13,7 @@ The job protocol of a reused child (the pool sets REUSE_ENV in its environment):
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import resource
@@ -105,3 +106,16 @@ def rss_mb() -> float:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def limit_reason(exc: OSError) -> str | None:
+    """In the child: the sentence for an error a sandbox limit caused, None for any other."""
+    if exc.errno == errno.EFBIG:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        return f"Processing wrote a file larger than the limit of {hard // 2**20} MB."
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return f"Processing needed more than the limit of {hard} open files."
+    if exc.errno == errno.EAGAIN and isinstance(exc, BlockingIOError):
+        return "Processing tried to start more processes than its limit allows."
+    return None

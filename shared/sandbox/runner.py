@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shared.sandbox.pool import WarmPool
-from shared.sandbox.process import STREAM_LIMIT, Child, kill, limits
+from shared.sandbox.process import STREAM_LIMIT, Child, ChildLimits, kill, limits
 from shared.sandbox.protocol import CPU_ENV, END_OF_JOB, END_OF_LAST_JOB
 
 CANCELLED = "The job was cancelled."
@@ -79,7 +79,14 @@ def _is_cancelled(job_id: uuid.UUID | None) -> bool:
     return job_id is not None and job_id in _cancelled
 
 
+# Signals by which a resource limit stops a child: CPU time (SIGXCPU), memory (the kernel's
+# SIGKILL), file size (SIGXFSZ; a Python child ignores it and gets an OSError instead).
+_LIMIT_SIGNALS = (-signal.SIGXCPU, -signal.SIGKILL, -signal.SIGXFSZ)
+
+
 def describe_exit(returncode: int, *, cpu_seconds: int, memory_mb: int) -> str:
+    if returncode == -signal.SIGXFSZ:
+        return "Processing was stopped: it wrote a file larger than its size limit."
     if returncode in (-signal.SIGXCPU, -signal.SIGKILL):
         return (
             f"Processing was stopped: it used more than its {cpu_seconds} s CPU-time limit "
@@ -110,7 +117,7 @@ def judge(
     if returncode == 0:
         return SandboxOutcome.OK, None
     sentence = describe_exit(returncode, cpu_seconds=cpu_seconds, memory_mb=memory_mb)
-    if returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+    if returncode in _LIMIT_SIGNALS:
         return SandboxOutcome.KILLED, sentence
     return SandboxOutcome.FAILED, sentence
 
@@ -131,6 +138,7 @@ class _Job:
     on_line: OnLine | None
     env: dict[str, str] | None
     stdin: bytes | None
+    child_limits: ChildLimits | None
 
     def result(self, returncode: int, stderr: bytes, *, timed_out: bool) -> SandboxResult:
         outcome, failure = judge(
@@ -154,6 +162,7 @@ async def run_sandboxed(
     env: dict[str, str] | None = None,
     stdin: bytes | None = None,
     warm: WarmPool | None = None,
+    child_limits: ChildLimits | None = None,
 ) -> SandboxResult:
     """Run argv; feed each stdout line to on_line as it arrives. Never raises for child failure.
 
@@ -161,10 +170,14 @@ async def run_sandboxed(
     limits). A pool that reuses its children gives the job to an idle one, or starts one for
     it, and takes the child back afterwards when it may serve again; a one-job-per-child pool
     hands out a ready child or, without one, the job runs in a new child of argv.
+    `child_limits` (default: ChildLimits()) are those of a child started for this job; a
+    pool's children have the pool's.
     """
     if _is_cancelled(job_id):
         return SandboxResult(-signal.SIGKILL, "", CANCELLED, SandboxOutcome.CANCELLED)
-    job = _Job(argv, job_id, timeout, cpu_seconds, memory_mb, on_line, env, stdin)
+    if child_limits is None and warm is not None:
+        child_limits = warm.child_limits
+    job = _Job(argv, job_id, timeout, cpu_seconds, memory_mb, on_line, env, stdin, child_limits)
     if warm is None:
         return await _run_once(None, job)
     warm.busy += 1  # counted against the pool's max_children until this job ends
@@ -259,7 +272,7 @@ async def _start(job: _Job) -> Child:
         stdin=asyncio.subprocess.PIPE if job.stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        preexec_fn=limits(job.cpu_seconds, job.memory_mb),
+        preexec_fn=limits(job.cpu_seconds, job.memory_mb, extra=job.child_limits),
         env={**os.environ, **(job.env or {}), CPU_ENV: str(job.cpu_seconds)},
         limit=STREAM_LIMIT,
     )

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from services.extractor.spec import ExtractionFatal, ExtractSpec, FormatRecord
 from shared.blobstore import BlobStore
+from shared.sandbox import limit_reason
 
 # What every format extractor yields: a meta record, then page records.
 Record = FormatRecord
@@ -60,3 +61,10 @@ def short(exc: BaseException, limit: int = 160) -> str:
     if len(detail) > limit:
         detail = detail[: limit - 1] + "…"
     return detail
+
+
+def fatal_if_limit(exc: BaseException) -> None:
+    """Raise ExtractionFatal when `exc` is a sandbox limit reached (a file too large, too many
+    open files): the document is over a limit, not one page damaged."""
+    if isinstance(exc, OSError) and (reason := limit_reason(exc)) is not None:
+        raise ExtractionFatal(reason) from exc

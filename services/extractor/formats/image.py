@@ -21,7 +21,7 @@ from typing import Any
 # before its job arrives): PIL otherwise imports all its ~40 plugins at the first TIFF (~25 ms).
 from PIL import Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
 
-from services.extractor.formats import Record, short
+from services.extractor.formats import Record, fatal_if_limit, short
 from services.extractor.spec import (
     ExtractionFatal,
     ExtractSpec,
@@ -179,6 +179,7 @@ def single_frame_page(image: Any, spec: ExtractSpec, blobs: BlobStore) -> Record
     try:
         uri = store_document(spec, blobs)
     except OSError as exc:
+        fatal_if_limit(exc)
         return page_record(
             1,
             "",
@@ -205,5 +206,6 @@ def frame_page(image: Any, number: int, spec: ExtractSpec, blobs: BlobStore) -> 
             uri = blobs.put_bytes(frame_png(image))
             images.append(image_record(uri, width, height, "page-scan"))
         except Exception as exc:
+            fatal_if_limit(exc)
             error = f"Page {number} of the image could not be decoded: {short(exc)}."
     return page_record(number, "", has_text_layer=False, images=images, error=error)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pypdf import PasswordType, PdfReader
 
-from services.extractor.formats import Record, short
+from services.extractor.formats import Record, fatal_if_limit, short
 from services.extractor.formats.pdf_images import embedded_images, image_keys, to_png
 from services.extractor.normalize import (
     content_chars,
@@ -413,11 +413,13 @@ def _extract_page(
             png, width, height = pdfium.render_png(index, spec.ocr_dpi, spec.max_image_pixels)
             images.append(image_record(blobs.put_bytes(png), width, height, "page-scan"))
         except Exception as exc:
+            fatal_if_limit(exc)
             problems.append(f"it could not be rendered for OCR ({short(exc)})")
     elif spec.ocr == "auto" and page_images_possible(reader.pages[index]):
         try:
             images = embedded_images(reader.pages[index], spec, blobs, seen_images)
         except Exception as exc:
+            fatal_if_limit(exc)
             log.warning("page %d: embedded images skipped: %s", number, short(exc))
     error = None
     if problems:

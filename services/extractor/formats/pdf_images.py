@@ -8,7 +8,7 @@ import logging
 import re
 from typing import Any
 
-from services.extractor.formats import short
+from services.extractor.formats import fatal_if_limit, short
 from services.extractor.spec import ExtractSpec, ImageRecord, image_record
 from shared.blobstore import BlobStore
 
@@ -135,5 +135,6 @@ def embedded_images(
             uri = blobs.put_bytes(to_png(image))
             out.append(image_record(uri, image.width, image.height, "embedded"))
         except Exception as exc:
+            fatal_if_limit(exc)
             log.warning("skipped an undecodable image %s: %s", key, short(exc))
     return out
