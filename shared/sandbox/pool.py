@@ -6,7 +6,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-from shared.sandbox.process import STREAM_LIMIT, Child, ChildLimits, kill, limits
+from shared.sandbox.process import Child, ChildLimits, kill, limits, start_child
 from shared.sandbox.protocol import CPU_ENV, REUSE_ENV
 
 # CPU time a warm child may spend starting (interpreter, imports) on top of its job's limit.
@@ -88,21 +88,12 @@ class WarmPool:
             # again. The soft limit (re-armed per job) is what stops a job that overruns.
             cpu_hard = self.startup_cpu_seconds + self.max_jobs_per_child * (self.cpu_seconds + 1)
             env[REUSE_ENV] = "1"
-        proc = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=limits(
-                self.cpu_seconds + self.startup_cpu_seconds,
-                self.memory_mb,
-                cpu_hard,
-                self.child_limits,
-            ),
-            env=env,
-            limit=STREAM_LIMIT,
+        preexec = limits(
+            self.cpu_seconds + self.startup_cpu_seconds, self.memory_mb, cpu_hard, self.child_limits
         )
-        return Child(proc, serves_jobs=self.reuses)
+        return await start_child(
+            self.argv, preexec=preexec, env=env, stdin=True, serves_jobs=self.reuses
+        )
 
     async def _refill(self) -> None:
         try:

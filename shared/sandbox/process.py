@@ -8,8 +8,10 @@ import ctypes
 import functools
 import os
 import resource
+import shutil
 import signal
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -108,13 +110,57 @@ def kill(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+async def start_child(
+    argv: Sequence[str],
+    *,
+    preexec: Callable[[], None],
+    env: dict[str, str],
+    stdin: bool,
+    serves_jobs: bool,
+) -> Child:
+    """Start a sandboxed process with a temporary folder of its own (TMPDIR), emptied after
+    each of its jobs and removed with it."""
+    tmpdir = tempfile.mkdtemp(prefix="docpipe-child-")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=preexec,
+            env={**env, "TMPDIR": tmpdir},
+            limit=STREAM_LIMIT,
+        )
+    except BaseException:
+        os.rmdir(tmpdir)
+        raise
+    return Child(proc, serves_jobs=serves_jobs, tmpdir=tmpdir)
+
+
+def _empty(folder: str, *, remove: bool) -> None:
+    """Delete what is in the folder (and the folder itself with remove=True)."""
+    if remove:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
 class Child:
     """A sandboxed process and the reader of its stderr, which runs for the process's life:
     the pipe is drained while the child is idle or busy, so the child never blocks on it."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, *, serves_jobs: bool) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, *, serves_jobs: bool, tmpdir: str | None = None
+    ) -> None:
         self.proc = proc
         self.serves_jobs = serves_jobs
+        self.tmpdir = tmpdir
         self.jobs = 0
         self._kept = bytearray()
         self._carry = b""  # the tail of the last read: it may hold the start of a mark
@@ -154,11 +200,23 @@ class Child:
         except TimeoutError:
             return None
 
+    async def clear_tmp(self) -> None:
+        """A job is over, whatever its outcome: the files it left in TMPDIR go."""
+        if self.tmpdir is None:
+            return
+        with os.scandir(self.tmpdir) as entries:
+            left = next(entries, None) is not None
+        if left:  # most jobs leave nothing: no thread for an empty folder
+            await asyncio.to_thread(_empty, self.tmpdir, remove=False)
+
     async def retire(self) -> bytes:
-        """Kill the process (if alive), reap it; returns the stderr not yet handed out."""
+        """Kill the process (if alive), reap it and remove its TMPDIR; returns the stderr not
+        yet handed out."""
         kill(self.proc)
         await self.proc.wait()
         await asyncio.gather(self._stderr_task, return_exceptions=True)
+        if self.tmpdir is not None:
+            await asyncio.to_thread(_empty, self.tmpdir, remove=True)
         rest = bytes(self._kept)
         self._kept.clear()
         return rest

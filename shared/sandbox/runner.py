@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shared.sandbox.pool import WarmPool
-from shared.sandbox.process import STREAM_LIMIT, Child, ChildLimits, kill, limits
+from shared.sandbox.process import Child, ChildLimits, kill, limits, start_child
 from shared.sandbox.protocol import CPU_ENV, END_OF_JOB, END_OF_LAST_JOB
 
 CANCELLED = "The job was cancelled."
@@ -254,7 +254,9 @@ async def _run_job(child: Child, job: _Job) -> tuple[SandboxResult, bool]:
         result = job.result(0, b"", timed_out=False)
         segment = await child.job_stderr()
         keep = mark and segment is not None and result.ok and child.alive
-        if not keep:
+        if keep:
+            await child.clear_tmp()
+        else:
             rest = await child.retire()
             if segment is None:
                 segment = rest
@@ -267,16 +269,13 @@ async def _run_job(child: Child, job: _Job) -> tuple[SandboxResult, bool]:
 
 
 async def _start(job: _Job) -> Child:
-    proc = await asyncio.create_subprocess_exec(
-        *job.argv,
-        stdin=asyncio.subprocess.PIPE if job.stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=limits(job.cpu_seconds, job.memory_mb, extra=job.child_limits),
+    return await start_child(
+        job.argv,
+        preexec=limits(job.cpu_seconds, job.memory_mb, extra=job.child_limits),
         env={**os.environ, **(job.env or {}), CPU_ENV: str(job.cpu_seconds)},
-        limit=STREAM_LIMIT,
+        stdin=job.stdin is not None,
+        serves_jobs=False,
     )
-    return Child(proc, serves_jobs=False)
 
 
 async def _run_once(child: Child | None, job: _Job) -> SandboxResult:

@@ -188,3 +188,73 @@ def test_the_limits_come_from_the_settings() -> None:
     )
     assert ChildLimits.from_settings(settings) == ChildLimits(7, 70, 77, False)
     assert ChildLimits.from_settings(Settings()) == ChildLimits()  # the defaults agree
+
+
+# A reused child that leaves a file in its TMPDIR on each job and reports what it found there.
+LITTERER = r"""
+import json, os, sys, tempfile, time
+from shared.sandbox import end_job, read_job
+
+out = os.fdopen(os.dup(1), "w", buffering=1)
+while (job := read_job(sys.stdin.buffer)) is not None:
+    tmp = tempfile.gettempdir()
+    found = sorted(os.listdir(tmp))
+    with tempfile.NamedTemporaryFile(delete=False, suffix=".page") as fh:
+        fh.write(b"rendered")
+    os.makedirs(os.path.join(tmp, "nested"), exist_ok=True)
+    out.write(json.dumps({"tmp": tmp, "found": found}) + "\n")
+    if json.loads(job[0]).get("hang"):
+        time.sleep(60)
+    end_job(out, reuse=True)
+"""
+
+
+async def test_a_jobs_temporary_files_go_when_it_ends_whatever_the_outcome() -> None:
+    pool = WarmPool((sys.executable, "-c", LITTERER), size=1, cpu_seconds=20, memory_mb=1024)
+    seen: list[dict[str, Any]] = []
+
+    async def on_line(line: bytes) -> None:
+        seen.append(json.loads(line))
+
+    async def job(cmd: dict[str, Any], timeout: float = 30) -> SandboxResult:
+        return await run_sandboxed(
+            ("false",), on_line=on_line, warm=pool, stdin=json.dumps(cmd).encode(),
+            **{**JOB, "timeout": timeout},
+        )  # fmt: skip
+
+    try:
+        assert (await job({})).ok
+        assert (await job({})).ok
+        first, second = seen
+        # The same child served both, in a folder of its own; the first job's files were gone
+        # before the second began.
+        assert first["tmp"] == second["tmp"] != tempfile_root()
+        assert first["found"] == [] and second["found"] == []
+        assert os.listdir(first["tmp"]) == []
+        # A job that is stopped takes its child, and the child's folder, with it.
+        assert (await job({"hang": True}, timeout=1)).outcome is SandboxOutcome.TIMEOUT
+        assert not os.path.exists(seen[-1]["tmp"])
+    finally:
+        await pool.close()
+
+
+async def test_a_one_job_childs_temporary_folder_goes_with_it() -> None:
+    code = (
+        "import tempfile; f = tempfile.NamedTemporaryFile(delete=False); "
+        "print(tempfile.gettempdir(), flush=True)"
+    )
+    lines: list[bytes] = []
+
+    async def on_line(line: bytes) -> None:
+        lines.append(line)
+
+    result = await run_sandboxed((sys.executable, "-c", code), on_line=on_line, **JOB)
+    assert result.ok and lines
+    folder = lines[0].decode().strip()
+    assert folder != tempfile_root() and not os.path.exists(folder)
+
+
+def tempfile_root() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
