@@ -51,6 +51,10 @@ from shared.sandbox.runner import (
     judge,
     kill_job,
     run_sandboxed,
+    running_children,
+)
+from shared.sandbox.runner import (
+    _running as _running,  # the children per job, read by tests: prefer running_children
 )
 
 __all__ = [
@@ -76,6 +80,7 @@ __all__ = [
     "read_job",
     "rss_mb",
     "run_sandboxed",
+    "running_children",
     "serve_jobs",
     "serving_jobs",
 ]

@@ -59,6 +59,11 @@ def kill_job(job_id: uuid.UUID) -> int:
     return len(procs)
 
 
+def running_children(job_id: uuid.UUID) -> int:
+    """How many children are working for the job right now."""
+    return len(_running.get(job_id, ()))
+
+
 def _register(job_id: uuid.UUID | None, proc: asyncio.subprocess.Process) -> None:
     if job_id is None:
         return
