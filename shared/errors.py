@@ -1,4 +1,8 @@
-"""The failure taxonomy every handler sorts its errors into."""
+"""The failure taxonomy every handler sorts its errors into.
+
+A handler that returns has done its work; `PermanentError` fails the job with its reason;
+`JobGone` drops the work quietly; anything else is retried, then dead-lettered.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,6 @@ class PermanentError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class TransientError(Exception):
-    """A hiccup (broker, database, HTTP, timeout): retry with growing delays."""
 
 
 class JobGone(Exception):

@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     log_json: bool = True
     corpus_dir: Path = Path("../shared/corpus")
 
+    # Sandbox (typed): what extraction and OCR children may do besides CPU time and memory
+    # (shared.sandbox.ChildLimits). RLIMIT_FSIZE in MB, RLIMIT_NOFILE, RLIMIT_NPROC (counted per
+    # user, not enforced for root), and a network namespace of their own where the kernel allows.
+    sandbox_file_mb: int = 512
+    sandbox_open_files: int = 256
+    sandbox_processes: int = 256
+    sandbox_isolate_network: bool = True
+
     @property
     def tenants_by_key(self) -> dict[str, str]:
         return parse_key_map(self.api_keys)

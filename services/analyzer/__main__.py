@@ -1,12 +1,9 @@
-"""`python -m services.analyzer`: the analyzer consumer with its ops HTTP endpoints."""
+"""`python -m services.analyzer`: the analyzer service on settings.analyzer_port."""
 
-from __future__ import annotations
-
-from services.analyzer.handler import setup
-from shared.service import create_service_app, run_service
+from services.analyzer.app import create_app
+from shared.service import run_service
 from shared.settings import get_settings
 
-app = create_service_app("analyzer", setup)
-
 if __name__ == "__main__":
-    run_service(app, get_settings().analyzer_port)
+    settings = get_settings()
+    run_service(create_app(settings), settings.analyzer_port, settings)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from services.analyzer import metrics
-from services.analyzer.interface import ChunkAnalyzer, get_analyzer
-from shared import topology
+from services.analyzer.interface import ChunkAnalyzer
 from shared.bus import Delivery, Handler
 from shared.events import (
     AnalyzedChunk,
@@ -41,9 +40,8 @@ def make_handler(ctx: ServiceContext, analyzer: ChunkAnalyzer) -> Handler:
         if not event.chunks:
             return  # nothing to analyse: progress counts no analysis for this page
         await require_active(ctx.pool, event.job_id)
-        # Built-in analysis of one bounded chunk (<= chunk_max_chars) takes well under a
-        # millisecond, a page of chunks a few milliseconds, so it runs inline rather than
-        # in a subprocess.
+        # Built-in analysis of a page's bounded chunks takes milliseconds: inline, not in a
+        # subprocess.
         items = await analyze_chunks(analyzer, event)
         source = PageSource.OCR if isinstance(event, PageOcred) else PageSource.TEXT_LAYER
         first_page = min(i.chunk.page for i in items)
@@ -54,16 +52,3 @@ def make_handler(ctx: ServiceContext, analyzer: ChunkAnalyzer) -> Handler:
         metrics.CHUNKS_ANALYZED.labels(analyzer=analyzer.name).inc(len(items))
 
     return handle
-
-
-def setup(ctx: ServiceContext) -> None:
-    analyzer = get_analyzer()
-    ctx.state["analyzer"] = analyzer
-    # Consumed with aio-pika directly, whose per-message cost is a fraction of FastStream's
-    # (same failure handling, see Bus.subscribe).
-    ctx.bus.subscribe(
-        topology.ANALYZER,
-        make_handler(ctx, analyzer),
-        prefetch=ctx.settings.analyzer_prefetch,
-        direct=True,
-    )

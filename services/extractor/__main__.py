@@ -1,10 +1,9 @@
 """`python -m services.extractor`: the extractor service on settings.extractor_port."""
 
-from services.extractor.service import setup
-from shared.service import create_service_app, run_service
+from services.extractor.app import create_app
+from shared.service import run_service
 from shared.settings import get_settings
 
-app = create_service_app("extractor", setup)
-
 if __name__ == "__main__":
-    run_service(app, get_settings().extractor_port)
+    settings = get_settings()
+    run_service(create_app(settings), settings.extractor_port, settings)

@@ -21,10 +21,22 @@ import os
 import sys
 import warnings
 from collections.abc import Generator, Iterable
-from typing import IO, Any
+from typing import IO
 
-from services.extractor.spec import ExtractionFatal, ExtractSpec, fatal_record
-from shared.sandbox import apply_job_cpu_limit, private_stdout, serve_jobs, serving_jobs
+from services.extractor.spec import (
+    ChildRecord,
+    ExtractionFatal,
+    ExtractSpec,
+    FormatRecord,
+    fatal_record,
+)
+from shared.sandbox import (
+    apply_job_cpu_limit,
+    limit_reason,
+    private_stdout,
+    serve_jobs,
+    serving_jobs,
+)
 
 # How far a large document's child steps back for the CPU (see ExtractSpec.nice_above_pages).
 LARGE_DOCUMENT_NICENESS = 10
@@ -37,17 +49,31 @@ LARGE_DOCUMENT_NICENESS = 10
 REUSE_MAX_RSS_MB = 120
 
 
-def run(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> int:
+def run(spec: ExtractSpec, records: Iterable[FormatRecord], out: IO[str]) -> int:
     """Stream records, enforcing the document-wide limits; returns the exit status."""
     run_job(spec, records, out)
     return 0
 
 
-def run_job(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) -> bool:
+def check_pages(spec: ExtractSpec, pages_total: int) -> None:
+    if pages_total > spec.max_pages:
+        raise ExtractionFatal(
+            f"The document has {pages_total} pages, more than the limit of {spec.max_pages}."
+        )
+
+
+def check_total_chars(spec: ExtractSpec, total_chars: int) -> None:
+    if total_chars > spec.max_extracted_chars:
+        raise ExtractionFatal(
+            f"The document has more text than the limit of {spec.max_extracted_chars} characters."
+        )
+
+
+def run_job(spec: ExtractSpec, records: Iterable[FormatRecord], out: IO[str]) -> bool:
     """Stream records, enforcing the document-wide limits. Returns whether this process may
     extract another document: not after a fatal record, nor after it lowered its priority."""
 
-    def emit(record: dict[str, Any]) -> None:
+    def emit(record: ChildRecord) -> None:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
 
@@ -56,35 +82,34 @@ def run_job(spec: ExtractSpec, records: Iterable[dict[str, Any]], out: IO[str]) 
     try:
         for record in records:
             if record["type"] == "meta":
-                if record["pages_total"] > spec.max_pages:
-                    raise ExtractionFatal(
-                        f"The document has {record['pages_total']} pages, "
-                        f"more than the limit of {spec.max_pages}."
-                    )
+                check_pages(spec, record["pages_total"])
                 if 0 < spec.nice_above_pages < record["pages_total"]:
                     os.nice(LARGE_DOCUMENT_NICENESS)
                     reusable = False
-            if record["type"] == "page":
+            else:
                 total_chars += len(record["text"])
-                if total_chars > spec.max_extracted_chars:
-                    raise ExtractionFatal(
-                        "The document has more text than the limit of "
-                        f"{spec.max_extracted_chars} characters."
-                    )
+                check_total_chars(spec, total_chars)
             emit(record)
-    except ExtractionFatal as exc:
-        emit(fatal_record(exc.reason))
-    except MemoryError:
-        emit(fatal_record("The document needs more memory to process than is allowed."))
-    except RecursionError:
-        emit(fatal_record("The document's structure is too deeply nested to read."))
-    except Exception as exc:  # unexpected: still a sentence, with the detail in stderr
-        logging.getLogger("extractor.child").exception("extraction failed")
-        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
-        emit(fatal_record(f"The document could not be read: {detail}."))
-    else:
-        return reusable
-    return False
+    except Exception as exc:
+        emit(fatal_record(fatal_reason(exc)))
+        return False
+    return reusable
+
+
+def fatal_reason(exc: Exception) -> str:
+    """The sentence for what stopped the extraction of a document."""
+    if isinstance(exc, ExtractionFatal):
+        return exc.reason
+    if isinstance(exc, MemoryError):
+        return "The document needs more memory to process than is allowed."
+    if isinstance(exc, RecursionError):
+        return "The document's structure is too deeply nested to read."
+    if isinstance(exc, OSError) and (reason := limit_reason(exc)) is not None:
+        return reason
+    # Unexpected: still a sentence, with the detail in stderr.
+    logging.getLogger("extractor.child").error("extraction failed", exc_info=exc)
+    detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return f"The document could not be read: {detail}."
 
 
 def preload() -> None:
@@ -97,7 +122,7 @@ def preload() -> None:
     import services.extractor.formats.pdf  # noqa: F401
 
 
-def extract_records(spec: ExtractSpec) -> Generator[dict[str, Any], None, None]:
+def extract_records(spec: ExtractSpec) -> Generator[FormatRecord, None, None]:
     from services.extractor.formats import extract
 
     yield from extract(spec)

@@ -31,12 +31,12 @@ def normalize_text(text: str) -> str:
     return text.strip()
 
 
-# Counting letters and digits one character at a time (`ch.isalnum()` in a generator) cost
-# ~25 ns a character, several times per page. The functions below give the same answers with
-# passes in C: ASCII characters (nearly all of most text) are counted as bytes, and only the
-# others are looked at by the regex engine. In a str pattern `\w` is exactly `str.isalnum()`
-# plus "_", and `\s` exactly `str.isspace()` (sre uses the same Unicode tests as str), so
-# `[^\W_]` is exactly `str.isalnum()`; tests/unit/test_text_checks.py checks every code point.
+# The functions below count letters and digits with passes in C rather than one character at
+# a time (docs/decisions/0405-extraction-shortcuts.md): ASCII characters (nearly all of most
+# text) are counted as bytes, and only the others are looked at by the regex engine. In a str
+# pattern `\w` is exactly `str.isalnum()` plus "_", and `\s` exactly `str.isspace()` (sre uses
+# the same Unicode tests as str), so `[^\W_]` is exactly `str.isalnum()`;
+# tests/unit/test_text_checks.py checks every code point.
 _NOT_ASCII_ALNUM = bytes(b for b in range(256) if not (b < 128 and chr(b).isalnum()))
 _ASCII_RUNS = re.compile(r"[\x00-\x7f]+")
 _NOT_ALNUM = re.compile(r"[\W_]+")

@@ -4,19 +4,17 @@ PageExtracted (with the page's chunks) out, as the sandboxed child produces each
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 from prometheus_client import Counter
 
 from services.extractor.fetch import resolve_document
+from services.extractor.records import parse_record
 from services.extractor.scheduler import Scheduler
-from services.extractor.spec import ExtractSpec
-from shared import topology
+from services.extractor.spec import ExtractSpec, MetaRecord, PageRecord
 from shared.bus import Bus, Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
@@ -33,7 +31,7 @@ from shared.events import (
     derive_id,
 )
 from shared.jobs import ensure_job, require_active
-from shared.sandbox import SandboxResult, WarmPool, run_sandboxed
+from shared.sandbox import ChildLimits, SandboxOutcome, SandboxResult, WarmPool, run_sandboxed
 from shared.service import ServiceContext
 from shared.settings import Settings
 from shared.sniff import sniff_path, unsupported_reason
@@ -78,21 +76,21 @@ def build_spec(path: Path, fmt: str, event: DocumentUploaded, settings: Settings
     )
 
 
-def page_events(event: DocumentUploaded, record: dict[str, Any], settings: Settings) -> list[Event]:
+def page_events(event: DocumentUploaded, record: PageRecord, settings: Settings) -> list[Event]:
     """The events one page record becomes, in publishing order: images, then the page."""
-    page = int(record["page"])
-    text = str(record.get("text") or "")
+    page = record["page"]
+    text = record["text"]
     chunks = make_chunks(event.job_id, page, PageSource.TEXT_LAYER, text, settings.chunk_max_chars)
     out: list[Event] = []
     images = [
         ImageRef(
             image_id=derive_id(event.job_id, "image", page, i),
             uri=img["uri"],
-            width=int(img["width"]),
-            height=int(img["height"]),
-            kind=img.get("kind", "embedded"),
+            width=img["width"],
+            height=img["height"],
+            kind=img["kind"],
         )
-        for i, img in enumerate(record.get("images") or [])
+        for i, img in enumerate(record["images"])
     ]
     if images:
         out.append(
@@ -103,10 +101,10 @@ def page_events(event: DocumentUploaded, record: dict[str, Any], settings: Setti
             job_id=event.job_id,
             page=page,
             text=text,
-            has_text_layer=bool(record.get("has_text_layer")),
+            has_text_layer=record["has_text_layer"],
             ocr_pending=bool(images),
             chunks=chunks,
-            error=record.get("error"),
+            error=record["error"],
         )
     )
     return out
@@ -128,14 +126,12 @@ class ExtractionRun:
 
     Publishing is pipelined: each batch of pages goes out as a task (its images first, then
     the pages, so a PageExtracted never announces an OCR that was not confirmed), with at
-    most `max_in_flight` batches waiting for broker confirms. Waiting for one confirm per
-    message in turn capped extraction at ~1,000 messages/s.
+    most `max_in_flight` batches waiting for broker confirms.
 
     A long document's pages are batched into pages.extracted messages of at most
-    `batch_pages` pages (~2% of the document, see batch_size) or `batch_seconds` of waiting:
-    one message per page cost more on the bus, in the analyzer and in progress than the
-    extraction itself. A short document's pages go one by one (a page.extracted each), so its
-    progress moves page by page.
+    `batch_pages` pages (~2% of the document, see batch_size) or `batch_seconds` of waiting.
+    A short document's pages go one by one (a page.extracted each), so its progress moves
+    page by page. (Why: docs/decisions/0401-extraction-publishing.md.)
 
     A large PDF is split: the first child extracts the first half and its meta record says
     so; the run then starts a second child on the rest, so both cores work on one document.
@@ -229,53 +225,57 @@ class ExtractionRun:
             raise self._errors[0]
 
     async def on_line(self, line: bytes) -> None:
-        try:
-            record = json.loads(line)
-            kind = record["type"]
-        except (ValueError, KeyError, TypeError):
+        record = parse_record(line)
+        if record is None:
             log.warning("ignored a malformed line from the child", line=line[:200])
             return
         if self.fatal is not None:
             return
-        if kind == "meta":
-            pages_total = int(record["pages_total"])
-            if self.pages_total is not None:
-                return  # the second child's meta: ExtractionStarted went out already
-            self.pages_total = pages_total
-            self.batch_pages = batch_size(pages_total, self.settings.extract_batch_max_pages)
-            if pages_total <= self.settings.small_job_pages:
-                # Small jobs overtake bulk ones in every downstream priority queue.
-                self.priority = max(self.priority, self.settings.small_job_priority)
-            # One small message per job that shows the job has started: it overtakes any
-            # backlog of chunk and page events in the downstream queues.
-            await self.bus.publish(
-                ExtractionStarted(
-                    job_id=self.event.job_id,
-                    format=str(record["format"]),
-                    pages_total=pages_total,
-                    document_uri=self.fetched_uri,
-                ),
-                priority=MAX_PRIORITY,
+        if record["type"] == "meta":
+            await self._on_meta(record)
+        elif record["type"] == "page":
+            await self._on_page(record)
+        else:
+            self.fatal = record["reason"] or "The document could not be read."
+
+    async def _on_meta(self, record: MetaRecord) -> None:
+        pages_total = record["pages_total"]
+        if self.pages_total is not None:
+            return  # the second child's meta: ExtractionStarted went out already
+        self.pages_total = pages_total
+        self.batch_pages = batch_size(pages_total, self.settings.extract_batch_max_pages)
+        if pages_total <= self.settings.small_job_pages:
+            # Small jobs overtake bulk ones in every downstream priority queue.
+            self.priority = max(self.priority, self.settings.small_job_priority)
+        # One small message per job that shows the job has started: it overtakes any
+        # backlog of chunk and page events in the downstream queues.
+        await self.bus.publish(
+            ExtractionStarted(
+                job_id=self.event.job_id,
+                format=record["format"],
+                pages_total=pages_total,
+                document_uri=self.fetched_uri,
+            ),
+            priority=MAX_PRIORITY,
+        )
+        last = record.get("last_page") or pages_total
+        if last < pages_total and self.spec is not None:
+            rest = replace(self.spec, page_start=last, page_stop=pages_total, split_pages=0)
+            self.second_child = asyncio.create_task(
+                run_child(self.event, self.settings, rest, self)
             )
-            last = int(record.get("last_page") or pages_total)
-            if last < pages_total and self.spec is not None:
-                rest = replace(self.spec, page_start=last, page_stop=pages_total, split_pages=0)
-                self.second_child = asyncio.create_task(
-                    run_child(self.event, self.settings, rest, self)
-                )
-        elif kind == "page":
-            self.chars += len(str(record.get("text") or ""))
-            if self.chars > self.settings.max_extracted_chars:
-                # Each child checks its own share; the document-wide limit is checked here.
-                self.fatal = (
-                    "The document has more text than the limit of "
-                    f"{self.settings.max_extracted_chars} characters."
-                )
-                return
-            await self._add_page(page_events(self.event, record, self.settings))
-            self.pages_done += 1
-        elif kind == "fatal":
-            self.fatal = str(record.get("reason") or "The document could not be read.")
+
+    async def _on_page(self, record: PageRecord) -> None:
+        self.chars += len(record["text"])
+        if self.chars > self.settings.max_extracted_chars:
+            # Each child checks its own share; the document-wide limit is checked here.
+            self.fatal = (
+                "The document has more text than the limit of "
+                f"{self.settings.max_extracted_chars} characters."
+            )
+            return
+        await self._add_page(page_events(self.event, record, self.settings))
+        self.pages_done += 1
 
 
 async def run_child(
@@ -290,20 +290,38 @@ async def run_child(
         memory_mb=settings.extract_memory_mb,
         stdin=spec.to_json(),
         on_line=run.on_line,
+        child_limits=ChildLimits.from_settings(settings),
     )
 
 
 def raise_failure(result: SandboxResult) -> None:
-    if result.failure is None:
+    """A child's job that did not end well, sorted into the failure taxonomy."""
+    if result.outcome is SandboxOutcome.OK:
         return
-    if "cancelled" in result.failure.lower():
-        raise JobGone(result.failure)
-    log.warning("extraction child failed", failure=result.failure, stderr=result.stderr[-2000:])
-    raise PermanentError(result.failure)
+    reason = result.failure or "The document could not be extracted."
+    if result.outcome is SandboxOutcome.CANCELLED:
+        raise JobGone(reason)
+    log.warning(
+        "extraction child failed",
+        outcome=result.outcome,
+        failure=reason,
+        stderr=result.stderr[-2000:],
+    )
+    raise PermanentError(reason)
+
+
+@dataclass
+class ExtractorRuntime:
+    """What the extractor's handler keeps for the life of the service."""
+
+    # Picks the next document when a slot frees (None: each document runs at once).
+    scheduler: Scheduler | None = None
+    # Pre-started children that take the work when ready (None: a child per document).
+    warm_children: WarmPool | None = None
 
 
 async def handle_document(
-    ctx: ServiceContext, event: DocumentUploaded, scheduler: Scheduler | None = None
+    ctx: ServiceContext, event: DocumentUploaded, runtime: ExtractorRuntime
 ) -> None:
     settings = ctx.settings
     await ensure_job(ctx.pool, event)
@@ -311,8 +329,9 @@ async def handle_document(
     doc = await resolve_document(event.document_uri, settings, ctx.blobs)
     fmt = await asyncio.to_thread(detect_format, doc.path)
     spec = build_spec(doc.path, fmt, event, settings)
+    scheduler = runtime.scheduler
     if scheduler is None:
-        await extract_document(ctx, event, spec, doc.fetched_uri)
+        await extract_document(ctx, event, spec, doc.fetched_uri, runtime.warm_children)
         return
     # Many documents wait here at once; the highest-priority, then smallest, runs next. Say
     # so at once, so a client sees the job move while it waits for a slot.
@@ -320,15 +339,17 @@ async def handle_document(
     size = await asyncio.to_thread(lambda: doc.path.stat().st_size)
     async with scheduler.slot(priority=event.priority, size=size):
         await require_active(ctx.pool, event.job_id)  # it may have been cancelled meanwhile
-        await extract_document(ctx, event, spec, doc.fetched_uri)
+        await extract_document(ctx, event, spec, doc.fetched_uri, runtime.warm_children)
 
 
 async def extract_document(
-    ctx: ServiceContext, event: DocumentUploaded, spec: ExtractSpec, fetched_uri: str | None
+    ctx: ServiceContext,
+    event: DocumentUploaded,
+    spec: ExtractSpec,
+    fetched_uri: str | None,
+    warm: WarmPool | None = None,
 ) -> None:
     settings = ctx.settings
-    fmt = spec.format
-    warm = ctx.state.get("warm_children")
     run = ExtractionRun(event, ctx.bus, settings, spec=spec, fetched_uri=fetched_uri, warm=warm)
     try:
         result = await run_child(event, settings, spec, run)
@@ -348,39 +369,12 @@ async def extract_document(
         raise PermanentError(
             f"Extraction stopped after {run.pages_done} of {run.pages_total or '?'} pages."
         )
-    log.info("document extracted", format=fmt, pages=run.pages_done)
+    log.info("document extracted", format=spec.format, pages=run.pages_done)
 
 
-def make_handler(ctx: ServiceContext, scheduler: Scheduler | None = None) -> Handler:
+def make_handler(ctx: ServiceContext, runtime: ExtractorRuntime) -> Handler:
     async def handler(event: Event, delivery: Delivery) -> None:
         assert isinstance(event, DocumentUploaded)
-        await handle_document(ctx, event, scheduler)
+        await handle_document(ctx, event, runtime)
 
     return handler
-
-
-async def setup(ctx: ServiceContext) -> None:
-    settings = ctx.settings
-    # At most extractor_concurrency documents are extracted at once; the prefetch lets many
-    # more wait in the local scheduler, which picks small and high-priority ones first.
-    scheduler = Scheduler(
-        settings.extractor_concurrency, aging_seconds=settings.extractor_aging_seconds
-    )
-    ctx.state["scheduler"] = scheduler
-    if settings.extract_warm_children > 0:
-        pool = WarmPool(
-            WARM_CHILD_ARGV,
-            size=settings.extract_warm_children,
-            cpu_seconds=settings.extract_cpu_seconds,
-            memory_mb=settings.extract_memory_mb,
-            # As many children as ran at most before (the slots, one split PDF's second
-            # child): an idle warm child never adds to the service's peak memory.
-            max_children=settings.extractor_concurrency + 1,
-        )
-        ctx.state["warm_children"] = pool
-        ctx.spawn(pool.keep_warm(), "extractor-warm-children")
-    ctx.bus.subscribe(
-        topology.EXTRACTOR,
-        make_handler(ctx, scheduler),
-        prefetch=max(settings.extractor_prefetch, settings.extractor_concurrency),
-    )

@@ -1,7 +1,9 @@
 """What the parent tells the extraction child, and the records the child sends back.
 
 The child reads one ExtractSpec as JSON on stdin and writes one JSON object per line:
-a meta record, then one page record per page in order, or a fatal record.
+a meta record, then one page record per page in order, or a fatal record. The records are
+TypedDicts tagged by "type" (`ChildRecord`): plain dicts in the child, checked against these
+types by the parent as each line arrives (services/extractor/records.py).
 
 A child of a pool that reuses its children reads one spec per job instead, framed by
 shared.sandbox's job protocol (a header line with the spec's length), and ends each job's
@@ -13,9 +15,56 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal, NotRequired
+
+# typing_extensions' TypedDict: pydantic validates it on Python 3.11 (typing's it refuses).
+from typing_extensions import TypedDict
 
 ImageKind = Literal["page-scan", "embedded"]
+
+
+class ImageRecord(TypedDict):
+    """An image of a page, stored as a blob, that OCR may read."""
+
+    uri: str
+    width: int
+    height: int
+    kind: ImageKind
+
+
+class MetaRecord(TypedDict):
+    """The first record: the document's format and length. first_page..last_page (1-based,
+    inclusive) are present only when this child sends part of the document."""
+
+    type: Literal["meta"]
+    format: str
+    pages_total: int
+    first_page: NotRequired[int]
+    last_page: NotRequired[int]
+
+
+class PageRecord(TypedDict):
+    """One page: its text layer and the images it needs OCRed; `error` when the page (not the
+    document) could not be read."""
+
+    type: Literal["page"]
+    page: int
+    text: str
+    has_text_layer: bool
+    images: list[ImageRecord]
+    error: str | None
+
+
+class FatalRecord(TypedDict):
+    """The document cannot be extracted; `reason` is shown to a person as it is."""
+
+    type: Literal["fatal"]
+    reason: str
+
+
+# What a format extractor yields, and what the child writes (the former plus a fatal record).
+FormatRecord = MetaRecord | PageRecord
+ChildRecord = MetaRecord | PageRecord | FatalRecord
 
 
 class ExtractionFatal(Exception):
@@ -60,17 +109,18 @@ class ExtractSpec:
 
 def meta_record(
     fmt: str, pages_total: int, *, first_page: int = 1, last_page: int | None = None
-) -> dict[str, Any]:
+) -> MetaRecord:
     """first_page..last_page (1-based, inclusive): the pages this child will send, present
     only when that is not the whole document."""
-    record: dict[str, Any] = {"type": "meta", "format": fmt, "pages_total": pages_total}
+    record = MetaRecord(type="meta", format=fmt, pages_total=pages_total)
     last = pages_total if last_page is None else last_page
     if (first_page, last) != (1, pages_total):
-        record |= {"first_page": first_page, "last_page": last}
+        record["first_page"] = first_page
+        record["last_page"] = last
     return record
 
 
-def image_record(uri: str, width: int, height: int, kind: ImageKind) -> dict[str, Any]:
+def image_record(uri: str, width: int, height: int, kind: ImageKind) -> ImageRecord:
     return {"uri": uri, "width": width, "height": height, "kind": kind}
 
 
@@ -79,9 +129,9 @@ def page_record(
     text: str,
     *,
     has_text_layer: bool,
-    images: list[dict[str, Any]] | None = None,
+    images: list[ImageRecord] | None = None,
     error: str | None = None,
-) -> dict[str, Any]:
+) -> PageRecord:
     return {
         "type": "page",
         "page": page,
@@ -92,5 +142,5 @@ def page_record(
     }
 
 
-def fatal_record(reason: str) -> dict[str, Any]:
+def fatal_record(reason: str) -> FatalRecord:
     return {"type": "fatal", "reason": reason}

@@ -1,12 +1,9 @@
-"""`python -m services.ocr`: the OCR consumer with its ops HTTP endpoints."""
+"""`python -m services.ocr`: the ocr service on settings.ocr_port."""
 
-from __future__ import annotations
-
-from services.ocr.handler import setup
-from shared.service import create_service_app, run_service
+from services.ocr.app import create_app
+from shared.service import run_service
 from shared.settings import get_settings
 
-app = create_service_app("ocr", setup)
-
 if __name__ == "__main__":
-    run_service(app, get_settings().ocr_port)
+    settings = get_settings()
+    run_service(create_app(settings), settings.ocr_port, settings)

@@ -1,16 +1,14 @@
 """The OCR child: tesseract in-process (tesserocr), one image after another.
 
 Run as `python -m services.ocr.engine [--preload LANG]` by a shared.sandbox.WarmPool that
-reuses its children (the job protocol in shared/sandbox.py). Why a long-lived child and not
-the `tesseract` CLI per image: the CLI loads its language model for every image (~0.1 s of
-CPU each), and tesserocr's build of tesseract is faster than the distribution's CLI. Together:
-0.74 of the CLI's time over the four corpus scans, the same text within a CER of 0.002.
-The child stays in the sandbox: address-space limit, a CPU allowance re-armed per image, the
-wall-clock timeout and kill-by-job, exactly as the CLI had.
+reuses its children (the job protocol in shared/sandbox/protocol.py), so the language model
+stays loaded between images (why not the `tesseract` CLI per image:
+docs/decisions/0402-ocr-in-process.md). The child stays in the sandbox: address-space limit,
+a CPU allowance re-armed per image, the wall-clock timeout and kill-by-job.
 
-A job's payload is JSON `{"path", "lang", "psm", "tessdata"}`; the answer is one JSON line,
-`{"type": "text", "text": ...}` or `{"type": "error", "kind": "language" | "image", ...}`,
-then the sandbox's end-of-job mark. The child goes on after a bad image or an unknown language
+A job's payload is JSON `{"path", "lang", "psm", "tessdata"}`; the answer is one JSON line, a
+records.OcrRecord (`{"type": "text", "text": ...}` or `{"type": "error", "kind": ...}`), then
+the sandbox's end-of-job mark. The child goes on after a bad image or an unknown language
 (nothing is left half-done in tesseract's state); after anything unexpected, or once it holds
 much memory, it says it must not be reused and exits.
 """
@@ -28,6 +26,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import IO, Any
 
+from services.ocr.records import ErrorRecord, OcrRecord, RefusalKind, TextRecord
 from shared.sandbox import apply_job_cpu_limit, private_stdout, serve_jobs, serving_jobs
 
 # A warm child that recognised a large page keeps some of that heap; past this it is replaced
@@ -50,7 +49,7 @@ _TESSDATA_GLOBS = (
 class OcrRefused(Exception):
     """The image or the language cannot be OCRed; the child itself is fine."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: RefusalKind, detail: str) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
@@ -120,18 +119,18 @@ def _decode_with_pillow(path: str) -> Any:
         raise OcrRefused("image", f"{type(exc).__name__}: {exc}") from exc
 
 
-def answer(engine: Engine, payload: bytes) -> tuple[dict[str, Any], bool]:
+def answer(engine: Engine, payload: bytes) -> tuple[OcrRecord, bool]:
     """One job's answer line and whether the child may go on."""
     try:
         job = json.loads(payload)
         text = engine.recognise(job["path"], job["lang"], int(job["psm"]), job.get("tessdata"))
     except OcrRefused as exc:
         print(f"OCR refused ({exc.kind}): {exc.detail}", file=sys.stderr)
-        return {"type": "error", "kind": exc.kind}, True
+        return ErrorRecord(type="error", kind=exc.kind), True
     except Exception:  # unexpected: reported, and this process does not take another image
         traceback.print_exc()
-        return {"type": "error", "kind": "failed"}, False
-    return {"type": "text", "text": text}, True
+        return ErrorRecord(type="error", kind="failed"), False
+    return TextRecord(type="text", text=text), True
 
 
 def serve(out: IO[str], preload: str | None) -> int:

@@ -8,23 +8,18 @@ succeed, so it fails the job.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
 from services.ocr import metrics
-from services.ocr.tesseract import engine_pool, join_page_text, ocr_image, valid_lang
-from shared import topology
-from shared.blobstore import BlobNotFound
+from services.ocr.tesseract import join_page_text, ocr_image, valid_lang
+from shared.blobstore import BlobNotFound, BlobStore
 from shared.bus import Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
-from shared.events import (
-    Event,
-    ImageRef,
-    ImagesExtracted,
-    PageOcred,
-    PageSource,
-)
+from shared.events import Event, ImageRef, ImagesExtracted, PageOcred, PageSource
 from shared.jobs import require_active
 from shared.sandbox import WarmPool
 from shared.service import ServiceContext
@@ -43,90 +38,110 @@ def too_small(image: ImageRef, settings: Settings) -> bool:
     )
 
 
-def make_handler(ctx: ServiceContext, engine: WarmPool) -> Handler:
-    """`engine`: the children that run tesseract (tesseract.engine_pool)."""
-    settings = ctx.settings
+def page_lang(event: ImagesExtracted, settings: Settings) -> str:
+    """The page's OCR language, or PermanentError when it is not a language code at all."""
+    lang = event.lang or settings.ocr_lang
+    if not valid_lang(lang):
+        raise PermanentError(f"'{lang}' is not a valid OCR language code.")
+    return lang
+
+
+def image_path(blobs: BlobStore, image: ImageRef, number: int, page: int) -> Path:
+    """Where the image's blob is, or PermanentError: a missing image never comes back."""
+    try:
+        return blobs.local_path(image.uri)
+    except (BlobNotFound, ValueError) as exc:
+        raise PermanentError(
+            f"Image {number} of page {page} is missing from storage, so the page cannot be OCRed."
+        ) from exc
+
+
+@dataclass
+class PageOcr:
+    """What OCR made of one page's images so far."""
+
+    texts: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    ocred: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    def event(self, images: ImagesExtracted, settings: Settings) -> PageOcred:
+        """The page.ocred that reports this page: its text, chunks, counts and errors."""
+        text = join_page_text(self.texts)
+        job_id, page = images.job_id, images.page
+        chunks = make_chunks(job_id, page, PageSource.OCR, text, settings.chunk_max_chars)
+        error = f"Page {page}: " + " ".join(self.errors) if self.errors else None
+        return PageOcred(
+            job_id=job_id,
+            page=page,
+            text=text,
+            chunks=chunks,
+            images_ocred=self.ocred,
+            images_skipped=self.skipped,
+            ocr_seconds=round(self.seconds, 3),
+            error=error,
+        )
+
+
+@dataclass(frozen=True)
+class OcrRuntime:
+    """What the OCR handler keeps for the life of the service."""
+
+    engine: WarmPool  # the children that run tesseract (tesseract.engine_pool)
     # At most ocr_concurrency tesseract processes per service process, whatever number of
     # messages the channel lets in at once (prefetch is the intended bound, this the guarantee).
-    tesseract_slots = asyncio.Semaphore(max(1, settings.ocr_concurrency))
+    slots: asyncio.Semaphore
+
+
+async def ocr_page(
+    ctx: ServiceContext, runtime: OcrRuntime, event: ImagesExtracted, lang: str
+) -> PageOcr:
+    """OCR each of the page's images that is worth it, one after another."""
+    settings = ctx.settings
+    page = PageOcr()
+    for number, image in enumerate(event.images, start=1):
+        if too_small(image, settings):
+            page.skipped += 1
+            continue
+        path = image_path(ctx.blobs, image, number, event.page)
+        async with runtime.slots:
+            result = await ocr_image(
+                path, lang=lang, settings=settings, job_id=event.job_id, engine=runtime.engine
+            )
+        page.seconds += result.seconds
+        if result.cancelled:
+            raise JobGone("cancelled while OCR was running")
+        if result.failure is not None:
+            # The job may have ended meanwhile; then there is nobody to report to.
+            await require_active(ctx.pool, event.job_id)
+            page.errors.append(f"OCR of image {number} failed: {result.failure}")
+            log.warning(
+                "image OCR failed",
+                page=event.page,
+                image=number,
+                why=result.failure,
+                outcome=result.outcome,
+                detail=result.detail,
+            )
+        else:
+            page.ocred += 1
+            metrics.IMAGES_OCRED.inc()
+        if result.text:
+            page.texts.append(result.text)
+    return page
+
+
+def make_handler(ctx: ServiceContext, engine: WarmPool) -> Handler:
+    """`engine`: the children that run tesseract (tesseract.engine_pool)."""
+    runtime = OcrRuntime(engine, asyncio.Semaphore(max(1, ctx.settings.ocr_concurrency)))
 
     async def handle(event: Event, delivery: Delivery) -> None:
         assert isinstance(event, ImagesExtracted)
         await require_active(ctx.pool, event.job_id)
-        lang = event.lang or settings.ocr_lang
-        if not valid_lang(lang):
-            raise PermanentError(f"'{lang}' is not a valid OCR language code.")
-
-        texts: list[str] = []
-        errors: list[str] = []
-        ocred = skipped = 0
-        seconds = 0.0
-        for number, image in enumerate(event.images, start=1):
-            if too_small(image, settings):
-                skipped += 1
-                continue
-            try:
-                path = ctx.blobs.local_path(image.uri)
-            except (BlobNotFound, ValueError) as exc:
-                raise PermanentError(
-                    f"Image {number} of page {event.page} is missing from storage, "
-                    "so the page cannot be OCRed."
-                ) from exc
-            async with tesseract_slots:
-                result = await ocr_image(
-                    path, lang=lang, settings=settings, job_id=event.job_id, engine=engine
-                )
-            seconds += result.seconds
-            if result.cancelled:
-                raise JobGone("cancelled while OCR was running")
-            if result.failure is not None:
-                # The job may have ended meanwhile; then there is nobody to report to.
-                await require_active(ctx.pool, event.job_id)
-                errors.append(f"OCR of image {number} failed: {result.failure}")
-                log.warning(
-                    "image OCR failed",
-                    page=event.page,
-                    image=number,
-                    why=result.failure,
-                    detail=result.detail,
-                )
-            else:
-                ocred += 1
-                metrics.IMAGES_OCRED.inc()
-            if result.text:
-                texts.append(result.text)
-
-        text = join_page_text(texts)
-        chunks = make_chunks(
-            event.job_id, event.page, PageSource.OCR, text, settings.chunk_max_chars
-        )
-        error = None
-        if errors:
-            error = f"Page {event.page}: " + " ".join(errors)
-        metrics.OCR_PAGE_SECONDS.observe(seconds)
-        await ctx.bus.publish(
-            PageOcred(
-                job_id=event.job_id,
-                page=event.page,
-                text=text,
-                chunks=chunks,
-                images_ocred=ocred,
-                images_skipped=skipped,
-                ocr_seconds=round(seconds, 3),
-                error=error,
-            ),
-            priority=delivery.priority,
-        )
+        lang = page_lang(event, ctx.settings)
+        page = await ocr_page(ctx, runtime, event, lang)
+        metrics.OCR_PAGE_SECONDS.observe(page.seconds)
+        await ctx.bus.publish(page.event(event, ctx.settings), priority=delivery.priority)
 
     return handle
-
-
-def setup(ctx: ServiceContext) -> None:
-    # One message more than there are tesseract slots: when a slot frees, its next image is
-    # already here instead of a confirm-ack-deliver round trip away (the semaphore in
-    # make_handler keeps the number of tesseracts at ocr_concurrency).
-    engine = engine_pool(ctx.settings)
-    ctx.spawn(engine.keep_warm(), "ocr-engine-children")
-    ctx.bus.subscribe(
-        topology.OCR, make_handler(ctx, engine), prefetch=ctx.settings.ocr_concurrency + 1
-    )

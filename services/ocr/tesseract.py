@@ -1,16 +1,10 @@
 """Tesseract, run in sandboxed, long-lived children (services/ocr/engine.py), and the clean-up
 of what it returns.
 
-PSM 3 (automatic page segmentation, tesseract's default) is the mode that meets the corpus
-quality bars: single-block modes (4, 6) garble multi-column and sparse pages (CER 0.75 on
-tess-8087_054.3B against 0.078 with PSM 3), and PSM 1 adds orientation detection for the
-same text at a higher cost.
-
-The OCR benchmark's baseline is `OMP_THREAD_LIMIT=1 tesseract <img> stdout -l eng --psm 3`,
-one process per image. The service gives the same settings to tesseract in-process
-(tesserocr), on the file the extractor stored (for most uploads the upload itself), in a child
-that keeps the language model loaded between images. Measured on the corpus scans: the same
-text within a CER of 0.002 of the CLI's, in 0.74 of the CLI's time (services/ocr/engine.py).
+Tesseract gets the settings of the OCR benchmark's baseline (`OMP_THREAD_LIMIT=1 tesseract
+<img> stdout -l eng --psm 3`), in-process (tesserocr), on the file the extractor stored (for
+most uploads the upload itself). Why PSM 3 and why in-process:
+docs/decisions/0402-ocr-in-process.md.
 """
 
 from __future__ import annotations
@@ -22,14 +16,18 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from services.ocr.engine import DEFAULT_PSM
-from shared.sandbox import CANCELLED, WarmPool, run_sandboxed
+from services.ocr.records import FAILED, OcrRecord, RefusalKind
+from shared.sandbox import ChildLimits, SandboxOutcome, WarmPool, run_sandboxed
 from shared.settings import Settings
 
 ENGINE_ARGV = (sys.executable, "-m", "services.ocr.engine")
-# The sandbox's failure sentence for a child killed because its job was cancelled.
-JOB_CANCELLED = CANCELLED
+
+_RECORD: TypeAdapter[OcrRecord] = TypeAdapter(Annotated[OcrRecord, Field(discriminator="type")])
 
 # Tesseract language codes: "eng", "chi_sim", combined as "eng+deu".
 _LANG = re.compile(r"^[A-Za-z][A-Za-z_]{1,31}(\+[A-Za-z][A-Za-z_]{1,31})*$")
@@ -55,6 +53,7 @@ def engine_pool(settings: Settings) -> WarmPool:
         memory_mb=settings.ocr_memory_mb,
         env=env,
         max_children=slots,
+        child_limits=ChildLimits.from_settings(settings),
     )
 
 
@@ -77,10 +76,12 @@ class OcrResult:
     seconds: float
     failure: str | None  # a sentence a person can read, or None on success
     detail: str = ""  # the end of tesseract's stderr, for the logs
+    # How the child's job ended; OK with a failure: the child refused the image or language.
+    outcome: SandboxOutcome = SandboxOutcome.OK
 
     @property
     def cancelled(self) -> bool:
-        return self.failure == JOB_CANCELLED
+        return self.outcome is SandboxOutcome.CANCELLED
 
 
 # Image signatures tesseract (leptonica) reads. Anything else is refused before tesseract sees
@@ -112,20 +113,17 @@ def looks_like_image(path: Path | str) -> bool:
     return any(head.startswith(magic) for magic in _IMAGE_MAGIC)
 
 
-def _answer_of(lines: list[bytes]) -> dict[str, str]:
+def _answer_of(lines: list[bytes]) -> OcrRecord:
     """The engine's answer record (its last line); a missing or garbled one is a failure."""
+    if not lines:
+        return FAILED
     try:
-        answer = json.loads(lines[-1])
-        if answer.get("type") == "text" and isinstance(answer.get("text"), str):
-            return answer
-        if answer.get("type") == "error":
-            return {"type": "error", "kind": str(answer.get("kind"))}
-    except (IndexError, ValueError, AttributeError):
-        pass
-    return {"type": "error", "kind": "failed"}
+        return _RECORD.validate_json(lines[-1])
+    except ValidationError:
+        return FAILED
 
 
-def describe_refusal(kind: str, lang: str) -> str:
+def describe_refusal(kind: RefusalKind, lang: str) -> str:
     """The sentence for an image the engine refused (see services/ocr/engine.py)."""
     if kind == "language":
         return f"The OCR language '{lang}' is not installed."
@@ -174,11 +172,11 @@ async def ocr_image(
     seconds = time.perf_counter() - started
     failure = result.failure
     text = ""
-    if failure is None:
+    if result.ok:
         answer = _answer_of(lines)
         if answer["type"] == "text":
             text = clean_ocr_text(answer["text"])
         else:
             failure = describe_refusal(answer["kind"], lang)
     detail = result.stderr[-500:] if failure else ""
-    return OcrResult(text=text, seconds=seconds, failure=failure, detail=detail)
+    return OcrResult(text, seconds, failure, detail, result.outcome)

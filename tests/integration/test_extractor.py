@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from faststream.rabbit import RabbitQueue
 
-from services.extractor.service import setup
+from services.extractor.app import setup
 from shared.blobstore import BlobStore
 from shared.bus import Bus
 from shared.events import DocumentUploaded, event_type_of

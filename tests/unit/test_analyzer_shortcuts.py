@@ -13,21 +13,23 @@ import numpy as np
 import phonenumbers
 import pytest
 
-from services.analyzer import builtin
+from services.analyzer import builtin, language
 from services.analyzer.builtin import (
     _URL,
     _URL_TRAILING,
     MAX_KEYWORDS,
-    MIN_LANGUAGE_CONFIDENCE,
-    MIN_LANGUAGE_WORDS,
     PHONE_REGION,
     STOPWORDS,
     analyze_text,
-    detect_language,
     find_entities,
     keywords,
     word_count,
     words,
+)
+from services.analyzer.language import (
+    MIN_LANGUAGE_CONFIDENCE,
+    MIN_LANGUAGE_WORDS,
+    detect_language,
 )
 
 # --- the plain ways --------------------------------------------------------------------
@@ -297,7 +299,7 @@ LANGUAGE_TEXTS = [
 
 
 def test_language_scores_same_as_the_library(stock_identifier) -> None:  # type: ignore[no-untyped-def]
-    ours = builtin._identifier()
+    ours = language._identifier()
     assert ours.nb_ptc.dtype == np.float32
     for text in LANGUAGE_TEXTS + TEXTS[:400]:
         assert np.array_equal(ours._decide(text), stock_identifier._decide(text)), text
@@ -324,8 +326,8 @@ def walk_samples() -> list[bytes]:
 def test_automaton_walk_same_as_the_library(stock_identifier) -> None:  # type: ignore[no-untyped-def]
     from py3langid.langid import visit_counts
 
-    ours = builtin._identifier()
-    assert 1 <= ours._depth <= builtin._MAX_AUTOMATON_DEPTH  # else it falls back (tested below)
+    ours = language._identifier()
+    assert 1 <= ours._depth <= language._MAX_AUTOMATON_DEPTH  # else it falls back (tested below)
     for data in walk_samples():
         expected = visit_counts(ours.tk_nextmove, ours._rowbase, ours.tk_output, data)
         found = ours._visit_counts(data)
@@ -338,8 +340,8 @@ def test_automaton_walk_same_as_the_library(stock_identifier) -> None:  # type: 
 def test_automaton_walk_falls_back_to_the_library(monkeypatch: pytest.MonkeyPatch) -> None:
     from py3langid.langid import visit_counts
 
-    monkeypatch.setattr(builtin, "_MAX_AUTOMATON_DEPTH", 0)
-    ours = builtin._identifier()
+    monkeypatch.setattr(language, "_MAX_AUTOMATON_DEPTH", 0)
+    ours = language._identifier()
     for data in walk_samples()[:50]:
         expected = visit_counts(ours.tk_nextmove, ours._rowbase, ours.tk_output, data)
         assert ours._visit_counts(data) == expected

@@ -171,3 +171,22 @@ def test_a_reused_child_stops_after_a_fatal_record_or_renicing(tmp_path: Path) -
     assert kinds(lines) == ["fatal", "last"]  # the second job is left for another child
     lines, _ = serve_jobs([spec_for(pdf, "pdf", tmp_path, nice_above_pages=1), fine])
     assert kinds(lines) == ["meta", "page", "page", "last"]
+
+
+def test_a_failed_child_is_sorted_by_its_outcome_not_its_sentence() -> None:
+    from services.extractor.service import raise_failure
+    from shared.errors import JobGone, PermanentError
+    from shared.sandbox import SandboxOutcome, SandboxResult
+
+    raise_failure(SandboxResult(0, "", None, SandboxOutcome.OK))
+    with pytest.raises(JobGone):
+        raise_failure(SandboxResult(0, "", "Stopped for the owner.", SandboxOutcome.CANCELLED))
+    # A sentence that mentions cancelling is not a cancel.
+    with pytest.raises(PermanentError) as failed:
+        raise_failure(
+            SandboxResult(3, "", "The scan was cancelled by its author.", SandboxOutcome.FAILED)
+        )
+    assert failed.value.reason == "The scan was cancelled by its author."
+    for outcome in (SandboxOutcome.TIMEOUT, SandboxOutcome.KILLED):
+        with pytest.raises(PermanentError):
+            raise_failure(SandboxResult(-9, "", "Stopped.", outcome))

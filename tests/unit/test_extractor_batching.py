@@ -9,6 +9,13 @@ import uuid
 from typing import Any
 
 from services.extractor.service import ExtractionRun
+from services.extractor.spec import (
+    ChildRecord,
+    fatal_record,
+    image_record,
+    meta_record,
+    page_record,
+)
 from shared.events import (
     DocumentUploaded,
     Event,
@@ -31,7 +38,7 @@ class RecordingBus:
         self.published.append(event)
 
 
-def line(record: dict[str, Any]) -> bytes:
+def line(record: ChildRecord) -> bytes:
     return json.dumps(record).encode()
 
 
@@ -39,13 +46,11 @@ async def run_pages(pages_total: int, texts: dict[int, str], **run_kw: Any) -> l
     bus = RecordingBus()
     event = DocumentUploaded(job_id=uuid.uuid4(), document_uri="blob://sha256/" + "0" * 64)
     run = ExtractionRun(event, bus, Settings(), **run_kw)  # type: ignore[arg-type]
-    await run.on_line(line({"type": "meta", "format": "pdf", "pages_total": pages_total}))
+    await run.on_line(line(meta_record("pdf", pages_total)))
     for n in range(1, pages_total + 1):
         text = texts.get(n, f"Page {n} says something about crates.")
-        record: dict[str, Any] = {"type": "page", "page": n, "text": text, "has_text_layer": True}
-        if n == 5:
-            record["images"] = [{"uri": "blob://sha256/" + "1" * 64, "width": 900, "height": 900}]
-        await run.on_line(line(record))
+        images = [image_record("blob://sha256/" + "1" * 64, 900, 900, "embedded")] if n == 5 else []
+        await run.on_line(line(page_record(n, text, has_text_layer=True, images=images)))
     await run.drain()
     return bus.published
 
@@ -90,9 +95,41 @@ async def test_a_page_never_waits_long_for_its_batch() -> None:
     bus = RecordingBus()
     event = DocumentUploaded(job_id=uuid.uuid4(), document_uri="blob://sha256/" + "0" * 64)
     run = ExtractionRun(event, bus, Settings(), batch_seconds=0.05)  # type: ignore[arg-type]
-    await run.on_line(line({"type": "meta", "format": "pdf", "pages_total": 1000}))
-    await run.on_line(line({"type": "page", "page": 1, "text": "Slow page.", "has_text_layer": 1}))
+    await run.on_line(line(meta_record("pdf", 1000)))
+    await run.on_line(line(page_record(1, "Slow page.", has_text_layer=True)))
     assert pages_of(bus.published) == []  # held for its batch of 20...
     await asyncio.sleep(0.2)
     assert pages_of(bus.published) == [[1]]  # ...but not for longer than batch_seconds
     await run.drain()
+
+
+async def test_lines_that_are_not_records_are_ignored() -> None:
+    """The child's records are checked as they cross the process boundary: a line that is not
+    one of them (garbled, an unknown type, a page without its fields) publishes nothing."""
+    bus = RecordingBus()
+    event = DocumentUploaded(job_id=uuid.uuid4(), document_uri="blob://sha256/" + "0" * 64)
+    run = ExtractionRun(event, bus, Settings())  # type: ignore[arg-type]
+    await run.on_line(line(meta_record("pdf", 2)))
+    await run.on_line(b"not json\n")
+    await run.on_line(b'{"type": "chapter", "page": 1}\n')
+    await run.on_line(b'{"type": "page", "page": 1, "text": "No other fields."}\n')
+    await run.on_line(
+        b'{"type": "page", "page": "one", "text": "", "has_text_layer": false,'
+        b' "images": [], "error": null}\n'
+    )
+    await run.drain()
+    assert [type(e) for e in bus.published] == [ExtractionStarted] and run.pages_done == 0
+    await run.on_line(line(page_record(1, "A real page.", has_text_layer=True)))
+    await run.drain()
+    assert pages_of(bus.published) == [[1]] and run.pages_done == 1
+
+
+async def test_a_fatal_record_stops_the_run() -> None:
+    bus = RecordingBus()
+    event = DocumentUploaded(job_id=uuid.uuid4(), document_uri="blob://sha256/" + "0" * 64)
+    run = ExtractionRun(event, bus, Settings())  # type: ignore[arg-type]
+    await run.on_line(line(meta_record("pdf", 2)))
+    await run.on_line(line(fatal_record("The document is encrypted.")))
+    await run.on_line(line(page_record(1, "After the end.", has_text_layer=True)))
+    await run.drain()
+    assert run.fatal == "The document is encrypted." and pages_of(bus.published) == []

@@ -14,7 +14,14 @@ from typing import Any
 
 from services.extractor.service import CHILD_ARGV, WARM_CHILD_ARGV
 from services.extractor.spec import ExtractSpec
-from shared.sandbox import SandboxResult, WarmPool, kill_job, run_sandboxed
+from shared.sandbox import (
+    SandboxOutcome,
+    SandboxResult,
+    WarmPool,
+    judge,
+    kill_job,
+    run_sandboxed,
+)
 from tests.unit.extractor_fixtures import text_pdf
 
 LIMITS: dict[str, Any] = {"cpu_seconds": 60, "memory_mb": 1536}
@@ -191,6 +198,7 @@ async def test_kill_job_kills_the_reused_child_at_work_on_it() -> None:
         assert kill_job(slow_job) == 1
         result, lines = await asyncio.wait_for(task, 5)
         assert result.failure == "The job was cancelled."
+        assert result.outcome is SandboxOutcome.CANCELLED
         assert pid_of(lines) == pid and time.monotonic() - started < 2
         assert not alive(pid)
         # The pool lost that child; the next job gets another one.
@@ -206,11 +214,14 @@ async def test_not_reused_after_a_timeout_a_crash_or_when_it_says_so() -> None:
     try:
         result, lines = await job(pool, {"sleep": 30}, timeout=0.5)
         assert result.failure is not None and "time limit" in result.failure
+        assert result.outcome is SandboxOutcome.TIMEOUT
         assert not alive(pid_of(lines))
         result, lines = await job(pool, {"exit": 3})
         assert result.failure == "Processing failed (exit status 3)." and result.returncode == 3
+        assert result.outcome is SandboxOutcome.FAILED
         result, lines = await job(pool, {"reuse": False})
         assert result.failure is None and result.returncode == 0
+        assert result.outcome is SandboxOutcome.OK
         assert not alive(pid_of(lines))
         pids = {pid_of(lines)}
         result, lines = await job(pool, {})
@@ -235,6 +246,7 @@ async def test_the_cpu_allowance_is_per_job() -> None:
         started = time.monotonic()
         result, lines = await job(pool, {"burn": 30}, **limits)
         assert result.failure is not None and "CPU-time limit" in result.failure, result
+        assert result.outcome is SandboxOutcome.KILLED
         assert time.monotonic() - started < 10 and pid_of(lines) in pids
         assert not alive(pid_of(lines))
     finally:
@@ -326,3 +338,60 @@ async def test_an_idle_child_exits_when_its_parent_closes_stdin() -> None:
     finally:
         await pool.close()
     assert os.environ.get("DOCPIPE_SANDBOX_REUSE") is None  # set for the child only
+
+
+ONE_JOB: dict[str, Any] = {"job_id": None, "timeout": 20, "cpu_seconds": 5, "memory_mb": 512}
+
+
+def python(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", code)
+
+
+async def test_a_one_job_child_says_how_it_ended() -> None:
+    """Each way a one-job child can end has its outcome; the sentence is for people."""
+    ok = await run_sandboxed(python("print('hi')"), **ONE_JOB)
+    assert ok.outcome is SandboxOutcome.OK and ok.ok and ok.failure is None
+    failed = await run_sandboxed(python("raise SystemExit(4)"), **ONE_JOB)
+    assert failed.outcome is SandboxOutcome.FAILED and failed.returncode == 4
+    crashed = await run_sandboxed(
+        python("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"), **ONE_JOB
+    )
+    assert crashed.outcome is SandboxOutcome.FAILED and "crashed" in (crashed.failure or "")
+    slow = await run_sandboxed(python("import time; time.sleep(30)"), **{**ONE_JOB, "timeout": 0.5})
+    assert slow.outcome is SandboxOutcome.TIMEOUT and not slow.ok
+    burn = await run_sandboxed(python("while True: pass"), **{**ONE_JOB, "cpu_seconds": 1})
+    assert burn.outcome is SandboxOutcome.KILLED and "CPU-time limit" in (burn.failure or "")
+    job_id = uuid.uuid4()
+    started = asyncio.Event()
+
+    async def on_line(_line: bytes) -> None:
+        started.set()
+
+    sleeper = python("import time; print('up', flush=True); time.sleep(30)")
+    task = asyncio.create_task(
+        run_sandboxed(sleeper, on_line=on_line, **{**ONE_JOB, "job_id": job_id})
+    )
+    await asyncio.wait_for(started.wait(), 10)  # the child is running its job
+    assert kill_job(job_id) == 1
+    cancelled = await task
+    assert (
+        cancelled.outcome is SandboxOutcome.CANCELLED
+        and cancelled.failure == "The job was cancelled."
+    )
+    # A job cancelled before it starts never starts.
+    later = await run_sandboxed(python("print('never')"), **{**ONE_JOB, "job_id": job_id})
+    assert later.outcome is SandboxOutcome.CANCELLED
+
+
+def test_judging_an_exit() -> None:
+    limits: dict[str, Any] = {"cpu_seconds": 3, "memory_mb": 100}
+    assert judge(0, timeout=None, cancelled=False, **limits) == (SandboxOutcome.OK, None)
+    assert judge(0, timeout=None, cancelled=True, **limits)[0] is SandboxOutcome.CANCELLED
+    # A timeout is what stopped the child, whatever else happened.
+    outcome, sentence = judge(-9, timeout=2.5, cancelled=True, **limits)
+    assert outcome is SandboxOutcome.TIMEOUT and sentence is not None and "2.5 s" in sentence
+    for signal_kill in (-9, -24):  # SIGKILL (memory, the kernel), SIGXCPU (CPU time)
+        outcome, sentence = judge(signal_kill, timeout=None, cancelled=False, **limits)
+        assert outcome is SandboxOutcome.KILLED and sentence is not None and "3 s" in sentence
+    assert judge(-11, timeout=None, cancelled=False, **limits)[0] is SandboxOutcome.FAILED
+    assert judge(2, timeout=None, cancelled=False, **limits)[0] is SandboxOutcome.FAILED

@@ -7,12 +7,13 @@ sandboxed child (services.extractor.child), never in the service's event loop.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from services.extractor.spec import ExtractionFatal, ExtractSpec
+from services.extractor.spec import ExtractionFatal, ExtractSpec, FormatRecord
 from shared.blobstore import BlobStore
+from shared.sandbox import limit_reason
 
-Record = dict[str, Any]
+# What every format extractor yields: a meta record, then page records.
+Record = FormatRecord
 
 
 def extract(spec: ExtractSpec) -> Iterator[Record]:
@@ -52,3 +53,18 @@ def check_chars(total: int, spec: ExtractSpec) -> None:
         raise ExtractionFatal(
             f"The document has more text than the limit of {spec.max_extracted_chars} characters."
         )
+
+
+def short(exc: BaseException, limit: int = 160) -> str:
+    """A one-line description of an exception for a person to read."""
+    detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    if len(detail) > limit:
+        detail = detail[: limit - 1] + "…"
+    return detail
+
+
+def fatal_if_limit(exc: BaseException) -> None:
+    """Raise ExtractionFatal when `exc` is a sandbox limit reached (a file too large, too many
+    open files): the document is over a limit, not one page damaged."""
+    if isinstance(exc, OSError) and (reason := limit_reason(exc)) is not None:
+        raise ExtractionFatal(reason) from exc

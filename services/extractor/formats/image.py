@@ -6,7 +6,7 @@ a plain TIFF) is not decoded at all: its page-scan record names the upload's own
 uploaded document is already in the content-addressed store, so no byte is copied), and
 tesseract reads exactly the file the `tesseract` CLI would, DPI included. Only the rest (the
 frames of a multi-frame image, modes or codecs tesseract may not read) is decoded and stored as
-a PNG (keeping the DPI). Saves 15-55 ms of CPU per scanned page against decoding everything.
+a PNG (keeping the DPI). What that saves: docs/decisions/0405-extraction-shortcuts.md.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from typing import Any
 # before its job arrives): PIL otherwise imports all its ~40 plugins at the first TIFF (~25 ms).
 from PIL import Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
 
-from services.extractor.formats import Record
+from services.extractor.formats import Record, fatal_if_limit, short
 from services.extractor.spec import (
     ExtractionFatal,
     ExtractSpec,
+    ImageRecord,
     image_record,
     meta_record,
     page_record,
@@ -53,15 +54,6 @@ _TIFF_BITS_PER_SAMPLE = 258
 _TIFF_PLANAR_CONFIG = 284
 _TIFF_TILE_WIDTH = 322
 _TIFF_SAMPLE_FORMAT = 339
-
-
-def short(exc: BaseException, limit: int = 160) -> str:
-    """A one-line description of an exception for a person to read (as formats.pdf.short;
-    not imported from there, which would load pypdf, ~50 ms, into a child reading an image)."""
-    detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
-    if len(detail) > limit:
-        detail = detail[: limit - 1] + "…"
-    return detail
 
 
 def open_image(path: str, max_pixels: int) -> Any:
@@ -170,7 +162,8 @@ def extract_image(spec: ExtractSpec, blobs: BlobStore) -> Iterator[Record]:
             raise ExtractionFatal(
                 f"The image has {frames} pages, more than the limit of {spec.max_pages}."
             )
-        check_pixels(*image.size, spec)
+        width, height = image.size
+        check_pixels(width, height, spec)
         yield meta_record(spec.format, frames)
         if frames == 1:
             yield single_frame_page(image, spec, blobs)
@@ -186,6 +179,7 @@ def single_frame_page(image: Any, spec: ExtractSpec, blobs: BlobStore) -> Record
     try:
         uri = store_document(spec, blobs)
     except OSError as exc:
+        fatal_if_limit(exc)
         return page_record(
             1,
             "",
@@ -204,7 +198,7 @@ def frame_page(image: Any, number: int, spec: ExtractSpec, blobs: BlobStore) -> 
         raise ExtractionFatal(f"The image is damaged and could not be read: {short(exc)}.") from exc
     width, height = image.size
     check_pixels(width, height, spec, number)
-    images: list[dict[str, Any]] = []
+    images: list[ImageRecord] = []
     error = None
     if spec.ocr != "never":
         try:
@@ -212,5 +206,6 @@ def frame_page(image: Any, number: int, spec: ExtractSpec, blobs: BlobStore) -> 
             uri = blobs.put_bytes(frame_png(image))
             images.append(image_record(uri, width, height, "page-scan"))
         except Exception as exc:
+            fatal_if_limit(exc)
             error = f"Page {number} of the image could not be decoded: {short(exc)}."
     return page_record(number, "", has_text_layer=False, images=images, error=error)

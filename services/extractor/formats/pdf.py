@@ -5,7 +5,6 @@ need OCR. A spec may name a page range, so two children can extract one large PD
 from __future__ import annotations
 
 import codecs
-import io
 import logging
 import math
 import re
@@ -15,7 +14,8 @@ from typing import Any
 
 from pypdf import PasswordType, PdfReader
 
-from services.extractor.formats import Record
+from services.extractor.formats import Record, fatal_if_limit, short
+from services.extractor.formats.pdf_images import embedded_images, image_keys, to_png
 from services.extractor.normalize import (
     content_chars,
     has_text_layer,
@@ -25,6 +25,7 @@ from services.extractor.normalize import (
 from services.extractor.spec import (
     ExtractionFatal,
     ExtractSpec,
+    ImageRecord,
     image_record,
     meta_record,
     page_record,
@@ -32,17 +33,6 @@ from services.extractor.spec import (
 from shared.blobstore import BlobStore
 
 log = logging.getLogger(__name__)
-
-MAX_EMBEDDED_IMAGES_PER_PAGE = 10
-_XOBJECT_DEPTH = 8
-
-
-def short(exc: BaseException, limit: int = 160) -> str:
-    """A one-line description of an exception for a person to read."""
-    detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
-    if len(detail) > limit:
-        detail = detail[: limit - 1] + "…"
-    return detail
 
 
 def damaged(exc: BaseException) -> ExtractionFatal:
@@ -148,127 +138,6 @@ class PdfiumPages:
     def close(self) -> None:
         if self._doc is not None:
             self._doc.close()
-
-
-def to_png(image: Any) -> bytes:
-    """Encode as PNG, converting modes PNG cannot hold (CMYK, YCbCr, 32-bit, float)."""
-    if image.mode in ("I", "F"):
-        image = image.convert("L")
-    elif image.mode not in ("1", "L", "LA", "RGB", "RGBA", "P", "I;16"):
-        image = image.convert("RGB")
-    buf = io.BytesIO()
-    # Level 1: the blob lives for one OCR pass; level 6 took ~3x longer for ~15% fewer bytes.
-    image.save(buf, format="PNG", optimize=False, compress_level=1)
-    return buf.getvalue()
-
-
-def _image_xobject(page: Any, key: str | list[str]) -> Any:
-    """The image XObject a pypdf image key (`/Im0`, or a path through forms) points at."""
-    path = [key] if isinstance(key, str) else list(key)
-    obj = page
-    for name in path[:-1]:
-        obj = obj["/Resources"].get_object()["/XObject"].get_object()[name].get_object()
-    return obj["/Resources"].get_object()["/XObject"].get_object()[path[-1]].get_object()
-
-
-def image_keys(page: Any) -> list[Any]:
-    try:
-        return list(page.images.keys())
-    except Exception as exc:  # a damaged resource tree only costs the images
-        log.warning("could not list images: %s", short(exc))
-        return []
-
-
-def xobject_image_keys(
-    obj: Any, ancestors: tuple[str, ...] = (), seen: set[Any] | None = None
-) -> list[Any]:
-    """Image XObject keys as pypdf's `page.images.keys()` names them (a str, or a path through
-    forms), without the inline images: pypdf finds those by parsing the whole content stream,
-    which costs more than extracting the page's text, and inline images are skipped anyway."""
-    seen = set() if seen is None else seen
-    ref = getattr(obj, "indirect_reference", None)
-    if ref is not None:
-        if (ref.idnum, ref.generation) in seen:
-            return []
-        seen.add((ref.idnum, ref.generation))
-    try:
-        resources = obj["/Resources"].get_object()
-        xobjects = resources["/XObject"].get_object()
-    except Exception:
-        return []
-    keys: list[Any] = []
-    for name in xobjects:
-        entry = xobjects[name].get_object()
-        path = (*ancestors, name)
-        if entry.get("/Subtype") == "/Image":
-            keys.append(name if not ancestors else list(path))
-        elif entry.get("/Subtype") == "/Form" and len(path) <= _XOBJECT_DEPTH:
-            keys.extend(xobject_image_keys(entry, path, seen))
-    return keys
-
-
-def decode_image(page: Any, key: Any) -> Any:
-    """The PIL image of an XObject key; pypdf's public `page.images[key]` would first list
-    every image, parsing the content stream again."""
-    getter = getattr(page, "_get_image", None)
-    file = getter(key) if getter is not None else page.images[key]
-    return file.image
-
-
-_DO = re.compile(rb"/([^\s/\[\]()<>{}%]+)\s*Do\b")
-
-
-def drawn_xobjects(page: Any) -> set[str]:
-    """Names of the XObjects the page's content stream paints (`/Name Do`)."""
-    try:
-        contents = page.get_contents()
-        data = contents.get_data() if contents is not None else b""
-    except Exception as exc:
-        log.warning("could not read the content stream: %s", short(exc))
-        return set()
-    return {"/" + m.group(1).decode("latin-1") for m in _DO.finditer(data)}
-
-
-def embedded_images(
-    page: Any, spec: ExtractSpec, blobs: BlobStore, seen: set[Any]
-) -> list[dict[str, Any]]:
-    """Large enough embedded images of a text page, stored as PNG; undecodable ones skipped.
-
-    `seen` holds the image objects taken from earlier pages: a logo on every page, or a
-    resource dictionary shared by all pages, is OCRed once, not once per page.
-    """
-    out: list[dict[str, Any]] = []
-    drawn = drawn_xobjects(page)
-    for key in xobject_image_keys(page):
-        if len(out) >= MAX_EMBEDDED_IMAGES_PER_PAGE:
-            break
-        if isinstance(key, str) and key.startswith("~"):
-            continue  # inline images are small by nature (the PDF spec advises < 4 KB)
-        if not isinstance(key, str) and len(key) > _XOBJECT_DEPTH:
-            continue
-        try:
-            xobj = _image_xobject(page, key)
-            ref = xobj.indirect_reference
-            identity = (ref.idnum, ref.generation) if ref is not None else None
-            if identity is not None and identity in seen:
-                continue
-            if (key if isinstance(key, str) else key[0]) not in drawn:
-                continue  # listed in a (often shared) resource dictionary but not drawn here
-            width, height = int(xobj["/Width"]), int(xobj["/Height"])
-            if min(width, height) < spec.ocr_min_image_side:
-                continue
-            if width * height < spec.ocr_min_image_area or width * height > spec.max_image_pixels:
-                continue
-            if identity is not None:
-                seen.add(identity)
-            image = decode_image(page, key)
-            if image is None:
-                continue
-            uri = blobs.put_bytes(to_png(image))
-            out.append(image_record(uri, image.width, image.height, "embedded"))
-        except Exception as exc:
-            log.warning("skipped an undecodable image %s: %s", key, short(exc))
-    return out
 
 
 # Scripts pdfium gets wrong and pypdf gets right: right-to-left text comes out in visual
@@ -400,7 +269,7 @@ class UndecodableFonts:
 
     Decoding depends only on a font's encoding and ToUnicode map, so a later page drawn with
     the same font objects would give glyph names again: the careful engine is skipped there
-    (a report or a merged document repeats such pages by the dozen, ~15 ms of pypdf each).
+    (a report or a merged document repeats such pages by the dozen).
     """
 
     def __init__(self) -> None:
@@ -538,17 +407,19 @@ def _extract_page(
         text_layer = page_has_text_layer(text, reader.pages[index])
     except Exception as exc:
         problems.append(f"its text could not be read ({short(exc)})")
-    images: list[dict[str, Any]] = []
+    images: list[ImageRecord] = []
     if spec.ocr == "always" or (spec.ocr == "auto" and not text_layer):
         try:
             png, width, height = pdfium.render_png(index, spec.ocr_dpi, spec.max_image_pixels)
             images.append(image_record(blobs.put_bytes(png), width, height, "page-scan"))
         except Exception as exc:
+            fatal_if_limit(exc)
             problems.append(f"it could not be rendered for OCR ({short(exc)})")
     elif spec.ocr == "auto" and page_images_possible(reader.pages[index]):
         try:
             images = embedded_images(reader.pages[index], spec, blobs, seen_images)
         except Exception as exc:
+            fatal_if_limit(exc)
             log.warning("page %d: embedded images skipped: %s", number, short(exc))
     error = None
     if problems:

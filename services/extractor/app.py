@@ -1,0 +1,50 @@
+"""The extractor service: its app and the setup that subscribes its handler."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.extractor.scheduler import Scheduler
+from services.extractor.service import WARM_CHILD_ARGV, ExtractorRuntime, make_handler
+from shared import topology
+from shared.sandbox import ChildLimits, WarmPool
+from shared.service import ServiceContext, create_service_app
+from shared.settings import Settings
+
+
+def build_runtime(settings: Settings) -> ExtractorRuntime:
+    """The scheduler and the warm children the handler uses for the life of the service."""
+    # At most extractor_concurrency documents are extracted at once; the prefetch lets many
+    # more wait in the local scheduler, which picks small and high-priority ones first.
+    scheduler = Scheduler(
+        settings.extractor_concurrency, aging_seconds=settings.extractor_aging_seconds
+    )
+    warm = None
+    if settings.extract_warm_children > 0:
+        warm = WarmPool(
+            WARM_CHILD_ARGV,
+            size=settings.extract_warm_children,
+            cpu_seconds=settings.extract_cpu_seconds,
+            memory_mb=settings.extract_memory_mb,
+            # As many children as ran at most before (the slots, one split PDF's second
+            # child): an idle warm child never adds to the service's peak memory.
+            max_children=settings.extractor_concurrency + 1,
+            child_limits=ChildLimits.from_settings(settings),
+        )
+    return ExtractorRuntime(scheduler=scheduler, warm_children=warm)
+
+
+async def setup(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    runtime = build_runtime(settings)
+    if runtime.warm_children is not None:
+        ctx.spawn(runtime.warm_children.keep_warm(), "extractor-warm-children")
+    ctx.bus.subscribe(
+        topology.EXTRACTOR,
+        make_handler(ctx, runtime),
+        prefetch=max(settings.extractor_prefetch, settings.extractor_concurrency),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app("extractor", setup, settings=settings)

@@ -1,0 +1,26 @@
+"""The OCR service: its app and the setup that subscribes its handler."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.ocr.handler import make_handler
+from services.ocr.tesseract import engine_pool
+from shared import topology
+from shared.service import ServiceContext, create_service_app
+from shared.settings import Settings
+
+
+def setup(ctx: ServiceContext) -> None:
+    # One message more than there are tesseract slots: when a slot frees, its next image is
+    # already here instead of a confirm-ack-deliver round trip away (the semaphore in
+    # make_handler keeps the number of tesseracts at ocr_concurrency).
+    engine = engine_pool(ctx.settings)
+    ctx.spawn(engine.keep_warm(), "ocr-engine-children")
+    ctx.bus.subscribe(
+        topology.OCR, make_handler(ctx, engine), prefetch=ctx.settings.ocr_concurrency + 1
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app("ocr", setup, settings=settings)
