@@ -12,7 +12,6 @@ from shared.bus import Delivery, Handler
 from shared.events import (
     AnalyzedChunk,
     ChunksAnalyzed,
-    Event,
     PageExtracted,
     PageOcred,
     PagesExtracted,
@@ -36,8 +35,7 @@ async def analyze_chunks(analyzer: ChunkAnalyzer, event: PageEvent) -> list[Anal
 
 
 def make_handler(ctx: ServiceContext, analyzer: ChunkAnalyzer) -> Handler:
-    async def handle(event: Event, delivery: Delivery) -> None:
-        assert isinstance(event, PageEvent)
+    async def handle(event: PageEvent, delivery: Delivery) -> None:
         if not event.chunks:
             return  # nothing to analyse: progress counts no analysis for this page
         await require_active(ctx.pool, event.job_id)
@@ -59,11 +57,10 @@ def make_handler(ctx: ServiceContext, analyzer: ChunkAnalyzer) -> Handler:
 def setup(ctx: ServiceContext) -> None:
     analyzer = get_analyzer()
     ctx.state["analyzer"] = analyzer
-    # Consumed with aio-pika directly, whose per-message cost is a fraction of FastStream's
-    # (same failure handling, see Bus.subscribe).
     ctx.bus.subscribe(
         topology.ANALYZER,
+        (PageExtracted, PagesExtracted, PageOcred),
         make_handler(ctx, analyzer),
         prefetch=ctx.settings.analyzer_prefetch,
-        direct=True,
+        publishes=(ChunksAnalyzed,),
     )

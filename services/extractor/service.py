@@ -352,8 +352,7 @@ async def extract_document(
 
 
 def make_handler(ctx: ServiceContext, scheduler: Scheduler | None = None) -> Handler:
-    async def handler(event: Event, delivery: Delivery) -> None:
-        assert isinstance(event, DocumentUploaded)
+    async def handler(event: DocumentUploaded, delivery: Delivery) -> None:
         await handle_document(ctx, event, scheduler)
 
     return handler
@@ -381,6 +380,14 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.spawn(pool.keep_warm(), "extractor-warm-children")
     ctx.bus.subscribe(
         topology.EXTRACTOR,
+        DocumentUploaded,
         make_handler(ctx, scheduler),
         prefetch=max(settings.extractor_prefetch, settings.extractor_concurrency),
+        publishes=(
+            ExtractionAccepted,
+            ExtractionStarted,
+            PageExtracted,
+            PagesExtracted,
+            ImagesExtracted,
+        ),
     )

@@ -19,7 +19,6 @@ from shared.bus import Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
 from shared.events import (
-    Event,
     ImageRef,
     ImagesExtracted,
     PageOcred,
@@ -50,8 +49,7 @@ def make_handler(ctx: ServiceContext, engine: WarmPool) -> Handler:
     # messages the channel lets in at once (prefetch is the intended bound, this the guarantee).
     tesseract_slots = asyncio.Semaphore(max(1, settings.ocr_concurrency))
 
-    async def handle(event: Event, delivery: Delivery) -> None:
-        assert isinstance(event, ImagesExtracted)
+    async def handle(event: ImagesExtracted, delivery: Delivery) -> None:
         await require_active(ctx.pool, event.job_id)
         lang = event.lang or settings.ocr_lang
         if not valid_lang(lang):
@@ -128,5 +126,9 @@ def setup(ctx: ServiceContext) -> None:
     engine = engine_pool(ctx.settings)
     ctx.spawn(engine.keep_warm(), "ocr-engine-children")
     ctx.bus.subscribe(
-        topology.OCR, make_handler(ctx, engine), prefetch=ctx.settings.ocr_concurrency + 1
+        topology.OCR,
+        ImagesExtracted,
+        make_handler(ctx, engine),
+        prefetch=ctx.settings.ocr_concurrency + 1,
+        publishes=(PageOcred,),
     )

@@ -22,7 +22,7 @@ from services.progress.dead_letter_recorder import subscribe_dead_letter_queues
 from services.progress.hub import Hub
 from shared import topology
 from shared.bus import Delivery
-from shared.events import Event, JobCompleted
+from shared.events import ALL_EVENTS, Event, JobCompleted
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
@@ -123,9 +123,13 @@ def setup(ctx: ServiceContext) -> None:
     # Batching needs many messages in flight at once to have something to group: room for
     # the window being applied and the next one filling.
     prefetch = max(ctx.settings.progress_prefetch, 2 * ctx.settings.progress_batch_max)
-    # direct: aio-pika without FastStream's per-message machinery (most of the per-event CPU).
     ctx.bus.subscribe(
-        topology.PROGRESS, make_handler(ctx), prefetch=prefetch, direct=True, coalesce_acks=True
+        topology.PROGRESS,
+        ALL_EVENTS,
+        make_handler(ctx),
+        prefetch=prefetch,
+        coalesce_acks=True,
+        publishes=(JobCompleted,),
     )
     subscribe_dead_letter_queues(ctx)
     ctx.spawn(stall_loop(ctx, ctx.settings.stall_check_seconds), "stall-loop")

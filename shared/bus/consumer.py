@@ -1,0 +1,174 @@
+"""Consuming from RabbitMQ with aio-pika: one robust connection, one channel per queue with
+its own prefetch, every message through its subscription's pipeline (see middleware.py), then
+acked (or, coalesced, acked together with its neighbours)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from shared.topology import Topology
+
+from .core import BusCore
+from .message import REQUEUED, InboundMessage, MessageContext, Next
+from .middleware import Transport
+
+log = structlog.get_logger("shared.bus")
+
+# A broadcast (job.cancelled) is small and rare: room for a burst of them.
+BROADCAST_PREFETCH = 32
+
+
+def inbound(raw: AbstractIncomingMessage) -> InboundMessage:
+    """The transport-neutral view of an aio-pika message."""
+    return InboundMessage(
+        raw.body,
+        raw.headers or {},
+        raw.routing_key or "",
+        message_id=raw.message_id,
+        correlation_id=raw.correlation_id,
+        content_type=raw.content_type,
+        priority=raw.priority or 0,
+        redelivered=bool(raw.redelivered),
+        raw=raw,
+    )
+
+
+class Consumer:
+    """Starts a consumer for every subscription of the bus. Queues are declared (not merely
+    looked up): a robust queue re-declares itself and restores its consumer when the
+    connection comes back after a broker restart."""
+
+    def __init__(self, amqp_url: str, topology: Topology, bus: BusCore, transport: Transport):
+        self.amqp_url = amqp_url
+        self.topology = topology
+        self.bus = bus
+        self.transport = transport
+        self.connection: AbstractRobustConnection | None = None
+
+    async def start(self) -> None:
+        bus, topo = self.bus, self.topology
+        if not (bus.groups or bus.broadcasts or bus.dead_letter_subscriptions):
+            return
+        self.connection = await aio_pika.connect_robust(self.amqp_url)
+        for sub in bus.groups.values():
+            work = topo.work_queue(sub.group)
+            acks = AckCoalescer() if sub.coalesce_acks else None
+            channel = await self.connection.channel()
+            await channel.set_qos(prefetch_count=sub.prefetch)
+            queue = await channel.declare_queue(work.name, durable=True, arguments=work.arguments)
+            await queue.consume(
+                _on_message(bus.group_pipeline(sub, self.transport), sub.group.name, acks)
+            )
+        for broadcast in bus.broadcasts:
+            channel = await self.connection.channel()
+            await channel.set_qos(prefetch_count=BROADCAST_PREFETCH)
+            name = f"{topo.prefix}.broadcast.{bus.service}.{uuid.uuid4().hex[:12]}"
+            queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+            await queue.bind(topo.exchange_name, routing_key=broadcast.event_type.routing_key)
+            await queue.consume(_on_message(bus.broadcast_pipeline(broadcast), "broadcast"))
+        for dead in bus.dead_letter_subscriptions:
+            spec = topo.dead_letter_queue(dead.group)
+            channel = await self.connection.channel()
+            await channel.set_qos(prefetch_count=dead.prefetch)
+            queue = await channel.declare_queue(spec.name, durable=True)
+            await queue.consume(_on_message(bus.dead_letter_pipeline(dead), spec.name))
+
+    async def stop(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
+
+
+def _on_message(
+    pipeline: Next, queue: str, acks: AckCoalescer | None = None
+) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    """The aio-pika callback: the message through the pipeline, then settled."""
+
+    async def on_message(raw: AbstractIncomingMessage) -> None:
+        if acks is not None:
+            acks.delivered(raw)
+        ctx = MessageContext(inbound(raw), queue)
+        await pipeline(ctx)
+        if ctx.settled == REQUEUED:
+            await raw.nack(requeue=True)
+        elif acks is not None:
+            acks.settle(raw)
+        else:
+            await raw.ack()
+
+    return on_message
+
+
+class AckCoalescer:
+    """Acks one consumer channel's deliveries with one basic.ack(multiple=True) per batch.
+
+    Every outcome of a work queue's pipeline ends in an ack (a retry or a dead letter is
+    published first), so "settled" means "may be acked". A message is acked only once every
+    message delivered before it on the channel is settled too: the ack covers the longest
+    settled prefix, so a message still being handled is never acked by a later one's ack.
+    The ack goes out on the next turn of the event loop, after every handler that a progress
+    window released at once has settled: a window of 512 events costs one ack frame, not 512.
+
+    Delivery tags belong to a channel: after a reconnect the coalescer starts over on the new
+    channel, and settlements of the old channel's messages are dropped (the broker redelivers
+    those; handlers are idempotent).
+    """
+
+    def __init__(self) -> None:
+        self._channel: object | None = None
+        self._order: deque[int] = deque()
+        self._settled: dict[int, AbstractIncomingMessage] = {}
+        self._flush_scheduled = False
+
+    def delivered(self, raw: AbstractIncomingMessage) -> None:
+        channel = _channel_of(raw)
+        if channel is not self._channel:
+            self._channel = channel
+            self._order.clear()
+            self._settled.clear()
+        if raw.delivery_tag is not None:
+            self._order.append(raw.delivery_tag)
+
+    def settle(self, raw: AbstractIncomingMessage) -> None:
+        channel = _channel_of(raw)
+        if channel is None or channel is not self._channel or raw.delivery_tag is None:
+            return  # a message of a channel that is gone: it will be redelivered
+        self._settled[raw.delivery_tag] = raw
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    @property
+    def pending(self) -> int:
+        """Delivered messages not acked yet (settled or not)."""
+        return len(self._order)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        last: AbstractIncomingMessage | None = None
+        while self._order and self._order[0] in self._settled:
+            last = self._settled.pop(self._order.popleft())
+        if last is not None:
+            task = asyncio.ensure_future(last.ack(multiple=True))
+            task.add_done_callback(_log_ack_failure)
+
+
+def _channel_of(raw: AbstractIncomingMessage) -> object | None:
+    """The channel the message came on, or None once that channel is closed."""
+    try:
+        return raw.channel
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        return None
+
+
+def _log_ack_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # The channel closed under us: the broker redelivers what was not acked.
+        log.warning("coalesced ack failed", error=str(task.exception())[:300])
