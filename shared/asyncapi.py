@@ -142,12 +142,17 @@ def _document_group(
     work = topo.work_queue(group)
     for key in group.binding_keys:
         broker.subscriber(
-            RabbitQueue(work.name, durable=True, routing_key=key, arguments=work.arguments),
+            RabbitQueue(work.name, durable=True, routing_key=key, arguments=_args(work.arguments)),
             exchange,
             # One channel per binding: a group bound by two keys gets two named channels.
             title=group.name if len(group.binding_keys) == 1 else f"{group.name}:{key}",
             description=description,
         )(_stub(models[0] if len(models) == 1 else Union[models]))  # noqa: UP007
+
+
+def _args(arguments: dict[str, Any]) -> Any:
+    """Queue arguments as FastStream's declaration takes them (its TypedDict)."""
+    return arguments
 
 
 def _stub(body_type: Any) -> Callable[..., Coroutine[Any, Any, None]]:

@@ -188,7 +188,7 @@ async def record_dead_letter(
     conn: asyncpg.Connection | asyncpg.Pool, letter: DeadLetter
 ) -> int | None:
     """Insert the dead letter; returns its id, or None when it was recorded before."""
-    return await conn.fetchval(
+    new_id: int | None = await conn.fetchval(
         _INSERT,
         letter.message_id,
         letter.dedupe_key,
@@ -203,6 +203,7 @@ async def record_dead_letter(
         letter.body,
         letter.headers,
     )
+    return new_id
 
 
 def subscribe_dead_letter_queues(ctx: ServiceContext) -> None:

@@ -86,6 +86,17 @@ class Bus(BusCore):
             body, routing_key, headers=headers, message_id=message_id, priority=priority
         )
 
+    async def publish_to_queue(
+        self,
+        body: bytes,
+        queue: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Publish bytes straight into one queue (a dead letter replayed where it died)."""
+        await self.publisher.publish_to_queue(body, queue, headers=headers, message_id=message_id)
+
     async def retry(
         self,
         message: InboundMessage,

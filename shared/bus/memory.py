@@ -148,6 +148,20 @@ class MemoryBus(Bus):
         )
         await self.deliver(message)
 
+    async def publish_to_queue(
+        self,
+        body: bytes,
+        queue: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        hdrs = dict(headers or {})
+        message = InboundMessage(body, hdrs, str(hdrs.get(H_EVENT) or ""), message_id=message_id)
+        for sub in self.groups.values():
+            if self.topology.queue_name(sub.group) == queue:
+                await self._run(sub, message)
+
     def events(self, event_type: type[E]) -> list[E]:
         """The events of this type published so far, in order."""
         return [p.event for p in self.published if isinstance(p.event, event_type)]

@@ -140,6 +140,26 @@ class Publisher:
         )
         await self._require(self._exchange).publish(message, routing_key, mandatory=False)
 
+    async def publish_to_queue(
+        self,
+        body: bytes,
+        queue: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Publish bytes straight into one queue (default exchange): a dead letter replayed
+        into the queue it died in, as a retry would."""
+        message = aio_pika.Message(
+            body,
+            delivery_mode=PERSISTENT,
+            message_id=message_id,
+            content_type=JSON,
+            headers=headers or {},
+            app_id=self.app_id,
+        )
+        await self.channel.default_exchange.publish(message, queue, mandatory=False)
+
     async def retry(
         self,
         message: InboundMessage,

@@ -119,11 +119,13 @@ class TestTopology:
     def test_every_work_queue_dead_letters_to_its_own_dlq(self) -> None:
         topo = Topology("dp", (1000, 10000))
         for group in GROUPS:
-            queue = topo.work_queue(group, group.binding_keys[0])
+            queue = topo.work_queue(group)
             assert queue.durable
             assert queue.arguments["x-dead-letter-exchange"] == "dp.dlx"
             assert queue.arguments["x-dead-letter-routing-key"] == group.name
+            assert queue.binding_keys == group.binding_keys
             assert topo.dead_letter_queue(group).name == f"dp.{group.name}.dlq"
+            assert topo.dead_letter_queue(group).binding_keys == (group.name,)
 
     def test_retry_queues_wait_then_return_to_the_work_queue_only(self) -> None:
         topo = Topology("dp", (1000, 10000))
