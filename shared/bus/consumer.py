@@ -18,6 +18,7 @@ from shared.topology import Topology
 from .core import BusCore
 from .message import REQUEUED, InboundMessage, MessageContext, Next
 from .middleware import Transport
+from .publisher import RECONNECT_SECONDS
 
 log = structlog.get_logger("shared.bus")
 
@@ -56,7 +57,9 @@ class Consumer:
         bus, topo = self.bus, self.topology
         if not (bus.groups or bus.broadcasts or bus.dead_letter_subscriptions):
             return
-        self.connection = await aio_pika.connect_robust(self.amqp_url)
+        self.connection = await aio_pika.connect_robust(
+            self.amqp_url, reconnect_interval=RECONNECT_SECONDS
+        )
         for sub in bus.groups.values():
             work = topo.work_queue(sub.group)
             acks = AckCoalescer() if sub.coalesce_acks else None

@@ -26,6 +26,8 @@ from .message import (
 
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 JSON = "application/json"
+# How soon a robust connection tries again after the broker went away.
+RECONNECT_SECONDS = 1.0
 
 
 class Publisher:
@@ -45,7 +47,9 @@ class Publisher:
     async def connect(self) -> None:
         if self.connection is not None:
             return
-        self.connection = await aio_pika.connect_robust(self.amqp_url)
+        self.connection = await aio_pika.connect_robust(
+            self.amqp_url, reconnect_interval=RECONNECT_SECONDS
+        )
         self._channel = await self.connection.channel(publisher_confirms=True)
         # Exchanges as objects, without declaring them (declare() does): a publisher that
         # only sends must not need configure rights.

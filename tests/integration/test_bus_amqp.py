@@ -273,3 +273,87 @@ async def test_the_correlation_id_travels_to_what_a_handler_publishes(
     await until(lambda: len(events) == 1)
     assert (events[0].headers or {})[H_CORRELATION] == "request-7"
     assert events[0].correlation_id == "request-7"
+
+
+class DroppingProxy:
+    """A TCP proxy in front of RabbitMQ that can cut every connection at once, the way a
+    broker restart does, while new connections get through."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_consumers_and_publisher_come_back_after_the_connection_drops(
+    settings: Settings,
+) -> None:
+    from urllib.parse import urlsplit
+
+    url = urlsplit(settings.amqp_url)
+    proxy = DroppingProxy(url.port or 5672)
+    await proxy.start()
+    proxied = settings.model_copy(
+        update={"amqp_url": settings.amqp_url.replace(f":{url.port or 5672}/", f":{proxy.port}/")}
+    )
+    got: list[int] = []
+
+    async def handle(event: PageExtracted, delivery: Delivery) -> None:
+        got.append(event.page)
+
+    bus = Bus(proxied, "progress")
+    bus.subscribe(topology.PROGRESS, PageExtracted, handle, prefetch=8, coalesce_acks=True)
+    try:
+        await bus.start()
+        job = uuid.uuid4()
+        await bus.publish(PageExtracted(job_id=job, page=1, text="before"))
+        await until(lambda: got == [1])
+        proxy.cut()
+        await asyncio.sleep(0.2)
+
+        async def publish_again() -> None:
+            while True:
+                try:
+                    await bus.publish(PageExtracted(job_id=job, page=2, text="after"))
+                    return
+                except Exception:
+                    await asyncio.sleep(0.2)
+
+        async with asyncio.timeout(30):
+            await publish_again()
+        await until(lambda: 2 in got, timeout=30)
+        assert await bus.ping()
+    finally:
+        await bus.stop()
+        await proxy.stop()
