@@ -33,9 +33,11 @@ class InboundMessage:
     """One received message, whichever transport brought it (`raw` is the transport's own)."""
 
     __slots__ = (
+        "attempt",
         "body",
         "content_type",
         "correlation_id",
+        "event_type",
         "headers",
         "message_id",
         "priority",
@@ -66,16 +68,10 @@ class InboundMessage:
         self.priority = priority
         self.redelivered = redelivered
         self.raw = raw
-
-    @property
-    def event_type(self) -> str:
-        """The event type the publisher named (header), else the routing key."""
-        return str(self.headers.get(H_EVENT) or self.routing_key or "")
-
-    @property
-    def attempt(self) -> int:
-        """How many retries came before this delivery (0 on the first)."""
-        return int(self.headers.get(H_ATTEMPT, 0) or 0)
+        # The event type the publisher named (header), else the routing key.
+        self.event_type = str(headers.get(H_EVENT) or routing_key or "")
+        # How many retries came before this delivery (0 on the first).
+        self.attempt = int(headers.get(H_ATTEMPT, 0) or 0)
 
 
 class Delivery:

@@ -249,7 +249,8 @@ class LogContext:
     async def __call__(self, ctx: MessageContext, call_next: Next) -> None:
         message, event = ctx.message, ctx.event
         assert event is not None  # set by Parse
-        cid = str(message.headers.get(H_CORRELATION) or message.correlation_id or event.job_id)
+        job_id = str(event.job_id)
+        cid = str(message.headers.get(H_CORRELATION) or message.correlation_id or job_id)
         token = correlation_id.set(cid)
         structlog.contextvars.clear_contextvars()
         # One bind for all five (each bind call costs per message, thousands a second).
@@ -257,7 +258,7 @@ class LogContext:
             event_type=message.event_type,
             message_id=message.message_id,
             queue=ctx.queue,
-            job_id=str(event.job_id),
+            job_id=job_id,
             correlation_id=cid,
         )
         started = time.perf_counter()
