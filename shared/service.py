@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,19 @@ def create_service_app(
     """Build the service's FastAPI app; `setup` subscribes handlers and adds routes/loops."""
     settings = settings or get_settings()
     configure_logging(name, settings.log_level, settings.log_json)
+    app = FastAPI(
+        title=title or f"docpipe {name}", lifespan=_lifespan(name, setup, settings, pool_size)
+    )
+    app.state.settings = settings
+    _add_ops_routes(app, name)
+    return app
+
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def _lifespan(name: str, setup: Setup, settings: Settings, pool_size: int) -> Lifespan:
+    """Start-up and shut-down: the pool, the bus, the service's setup, its background loops."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,8 +133,11 @@ def create_service_app(
             await bus.stop()
             await pool.close()
 
-    app = FastAPI(title=title or f"docpipe {name}", lifespan=lifespan)
-    app.state.settings = settings
+    return lifespan
+
+
+def _add_ops_routes(app: FastAPI, name: str) -> None:
+    """/healthz (the process answers), /readyz (database and broker reachable), /metrics."""
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -147,8 +163,6 @@ def create_service_app(
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 def run_service(app: FastAPI, port: int, settings: Settings | None = None) -> None:

@@ -5,13 +5,19 @@ acked (or, coalesced, acked together with its neighbours)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 
 from shared.topology import Topology
 
@@ -24,6 +30,8 @@ log = structlog.get_logger("shared.bus")
 
 # A broadcast (job.cancelled) is small and rare: room for a burst of them.
 BROADCAST_PREFETCH = 32
+# How long a stop waits for the messages being handled to finish.
+GRACEFUL_STOP_SECONDS = 30.0
 
 
 def inbound(raw: AbstractIncomingMessage) -> InboundMessage:
@@ -41,6 +49,32 @@ def inbound(raw: AbstractIncomingMessage) -> InboundMessage:
     )
 
 
+class InFlight:
+    """Counts the messages being handled, so a stop can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def exit(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
 class Consumer:
     """Starts a consumer for every subscription of the bus. Queues are declared (not merely
     looked up): a robust queue re-declares itself and restores its consumer when the
@@ -52,6 +86,8 @@ class Consumer:
         self.bus = bus
         self.transport = transport
         self.connection: AbstractRobustConnection | None = None
+        self.in_flight = InFlight()
+        self._consuming: list[tuple[AbstractQueue, str]] = []
 
     async def start(self) -> None:
         bus, topo = self.bus, self.topology
@@ -62,49 +98,72 @@ class Consumer:
         )
         for sub in bus.groups.values():
             work = topo.work_queue(sub.group)
-            acks = AckCoalescer() if sub.coalesce_acks else None
-            channel = await self.connection.channel()
-            await channel.set_qos(prefetch_count=sub.prefetch)
+            channel = await self._channel(sub.prefetch)
             queue = await channel.declare_queue(work.name, durable=True, arguments=work.arguments)
-            await queue.consume(
-                _on_message(bus.group_pipeline(sub, self.transport), sub.group.name, acks)
+            acks = AckCoalescer() if sub.coalesce_acks else None
+            await self._consume(
+                queue, bus.group_pipeline(sub, self.transport), sub.group.name, acks
             )
         for broadcast in bus.broadcasts:
-            channel = await self.connection.channel()
-            await channel.set_qos(prefetch_count=BROADCAST_PREFETCH)
+            channel = await self._channel(BROADCAST_PREFETCH)
             name = f"{topo.prefix}.broadcast.{bus.service}.{uuid.uuid4().hex[:12]}"
             queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
             await queue.bind(topo.exchange_name, routing_key=broadcast.event_type.routing_key)
-            await queue.consume(_on_message(bus.broadcast_pipeline(broadcast), "broadcast"))
+            await self._consume(queue, bus.broadcast_pipeline(broadcast), "broadcast")
         for dead in bus.dead_letter_subscriptions:
             spec = topo.dead_letter_queue(dead.group)
-            channel = await self.connection.channel()
-            await channel.set_qos(prefetch_count=dead.prefetch)
+            channel = await self._channel(dead.prefetch)
             queue = await channel.declare_queue(spec.name, durable=True)
-            await queue.consume(_on_message(bus.dead_letter_pipeline(dead), spec.name))
+            await self._consume(queue, bus.dead_letter_pipeline(dead), spec.name)
 
-    async def stop(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()
-            self.connection = None
+    async def _channel(self, prefetch: int) -> AbstractChannel:
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def _consume(
+        self, queue: AbstractQueue, pipeline: Next, name: str, acks: AckCoalescer | None = None
+    ) -> None:
+        callback = _on_message(pipeline, name, self.in_flight, acks)
+        self._consuming.append((queue, await queue.consume(callback)))
+
+    async def stop(self, graceful_seconds: float = GRACEFUL_STOP_SECONDS) -> None:
+        """Stop taking messages, let those being handled finish (up to `graceful_seconds`),
+        then close: what is still unacked then goes back to its queue."""
+        if self.connection is None:
+            return
+        for queue, tag in self._consuming:
+            with contextlib.suppress(Exception):  # a channel already gone takes nothing
+                await queue.cancel(tag)
+        self._consuming.clear()
+        if not await self.in_flight.wait_idle(graceful_seconds):
+            log.warning("stopping with messages still being handled", count=self.in_flight.count)
+        await asyncio.sleep(0)  # coalesced acks go out on the next turn of the loop
+        await self.connection.close()
+        self.connection = None
 
 
 def _on_message(
-    pipeline: Next, queue: str, acks: AckCoalescer | None = None
+    pipeline: Next, queue: str, in_flight: InFlight, acks: AckCoalescer | None = None
 ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
     """The aio-pika callback: the message through the pipeline, then settled."""
 
     async def on_message(raw: AbstractIncomingMessage) -> None:
         if acks is not None:
             acks.delivered(raw)
-        ctx = MessageContext(inbound(raw), queue)
-        await pipeline(ctx)
-        if ctx.settled == REQUEUED:
-            await raw.nack(requeue=True)
-        elif acks is not None:
-            acks.settle(raw)
-        else:
-            await raw.ack()
+        in_flight.enter()
+        try:
+            ctx = MessageContext(inbound(raw), queue)
+            await pipeline(ctx)
+            if ctx.settled == REQUEUED:
+                await raw.nack(requeue=True)
+            elif acks is not None:
+                acks.settle(raw)
+            else:
+                await raw.ack()
+        finally:
+            in_flight.exit()
 
     return on_message
 
