@@ -287,3 +287,44 @@ async def test_the_analyzer_takes_no_image_events(analyzer: tuple[MemoryBus, Fak
     bus, _pool = analyzer
     await bus.publish(ImagesExtracted(job_id=uuid.uuid4(), page=1, images=[]))
     assert bus.events(ChunksAnalyzed) == [] and bus.dead_letters == []
+
+
+# --- the dead-letter recorder, through its real subscription -------------------------------
+
+
+class RecordingPool:
+    """Answers the recorder's INSERT ... RETURNING id: a new id, or None for a repeat."""
+
+    def __init__(self, *, down: bool = False) -> None:
+        self.rows: dict[tuple[str, str, str], int] = {}
+        self.down = down
+
+    async def fetchval(self, query: str, *args: Any) -> int | None:
+        if self.down:
+            raise ConnectionError("database down")
+        assert query.lstrip().startswith("INSERT INTO dead_letters")
+        key = (args[3], args[1], args[2])  # queue, dedupe key, replay token
+        if key in self.rows:
+            return None
+        self.rows[key] = len(self.rows) + 1
+        return self.rows[key]
+
+
+async def test_the_recorder_keeps_each_dead_letter_once(tmp_path: Path) -> None:
+    from services.progress.dead_letter_recorder import subscribe_dead_letter_queues
+
+    settings = Settings.model_construct(retry_delays_ms=[10])
+    bus, pool = MemoryBus(settings, "progress"), RecordingPool()
+    ctx = ServiceContext("progress", settings, bus, cast(asyncpg.Pool, pool), BlobStore(tmp_path))
+    subscribe_dead_letter_queues(ctx)
+
+    async def handle(event: DocumentUploaded, delivery: Delivery) -> None:
+        pass
+
+    bus.subscribe(topology.EXTRACTOR, DocumentUploaded, handle, prefetch=1)
+    job = uuid.uuid4()
+    body = f'{{"job_id": "{job}", "password": "s3cret"}}'.encode()
+    await bus.publish_raw(body, "document.uploaded", message_id="m-1")
+    await bus.publish_raw(body, "document.uploaded", message_id="m-1")  # the same, again
+    assert list(pool.rows) == [(bus.topology.queue_name(topology.EXTRACTOR), "m-1", "")]
+    assert len(bus.dead_letters) == 2 and len(bus.job_failures()) == 2

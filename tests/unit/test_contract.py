@@ -154,3 +154,22 @@ class TestSettings:
 def test_checked_in_asyncapi_document_is_current() -> None:
     checked_in = json.loads((DOCS / "asyncapi.json").read_text())
     assert checked_in == build_spec(), "regenerate: python -m shared.asyncapi > docs/asyncapi.json"
+
+
+def test_asyncapi_describes_what_the_services_really_subscribe() -> None:
+    spec = build_spec()
+    channels = spec["channels"]
+    # Consumers: one channel per binding of each group, from the services' own setup.
+    analyzer = channels["analyzer:page.ocred.chunks"]
+    assert analyzer["address"] == "page.ocred.chunks"
+    assert analyzer["bindings"]["amqp"]["queue"]["name"] == "docpipe.analyzer"
+    assert "handles: page.extracted, pages.extracted, page.ocred" in analyzer["description"]
+    assert "handles: document.uploaded" in channels["extractor"]["description"]
+    # Every service process gets the cancel broadcast; progress records every group's DLQ.
+    for service in ("ingest", "extractor", "ocr", "analyzer", "progress"):
+        assert f"{service}:broadcast:job.cancelled" in channels
+    assert {f"dead-letters:{g.name}" for g in GROUPS} <= set(channels)
+    # Publishers: what each subscription declares, job.failed for every consuming group.
+    published = {name for name in channels if name.split(":")[-1] in events.EVENTS_BY_KEY}
+    assert {"ocr:page.ocred", "ocr:job.failed", "analyzer:chunks.analyzed"} <= published
+    assert {"progress:job.completed", "ingest:document.uploaded"} <= published
