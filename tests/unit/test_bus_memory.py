@@ -328,3 +328,25 @@ async def test_the_recorder_keeps_each_dead_letter_once(tmp_path: Path) -> None:
     await bus.publish_raw(body, "document.uploaded", message_id="m-1")  # the same, again
     assert list(pool.rows) == [(bus.topology.queue_name(topology.EXTRACTOR), "m-1", "")]
     assert len(bus.dead_letters) == 2 and len(bus.job_failures()) == 2
+
+
+async def test_publishing_into_one_queue_reaches_only_that_group(bus: MemoryBus) -> None:
+    seen: list[str] = []
+
+    def keeper(group: str) -> Any:
+        async def keep(event: DocumentUploaded, delivery: Delivery) -> None:
+            seen.append(group)
+
+        return keep
+
+    bus.subscribe(topology.EXTRACTOR, DocumentUploaded, keeper("extractor"), prefetch=1)
+    bus.subscribe(topology.PROGRESS, DocumentUploaded, keeper("progress"), prefetch=1)
+    body = uploaded().model_dump_json().encode()
+    await bus.publish_to_queue(
+        body,
+        bus.topology.queue_name(topology.EXTRACTOR),
+        headers={"x-event-type": "document.uploaded"},
+    )
+    assert seen == ["extractor"]
+    await bus.publish_raw(body, "document.uploaded")
+    assert seen == ["extractor", "extractor", "progress"]
