@@ -62,7 +62,8 @@ def render(document: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def _without_docpipe_env() -> Iterator[None]:
-    """Hide DOCPIPE_* variables (shared.asyncapi reads Settings() for the bus prefix)."""
+    """Hide DOCPIPE_* variables: the AsyncAPI document runs each service's setup, which may
+    read the environment (DOCPIPE_ANALYZER chooses the analyzer, for one)."""
     saved = {k: v for k, v in os.environ.items() if k.startswith("DOCPIPE_")}
     for key in saved:
         del os.environ[key]

@@ -1,7 +1,8 @@
 """Prometheus metrics shared by every service. Names start with docpipe_.
 
-The Bus reports each message's outcome and handling time through hooks (Bus.on_outcome,
-Bus.on_handled); create_service_app wires them to the functions here.
+The bus's pipeline reports each message's outcome and handling time through hooks
+(Bus.on_outcome, read by the CountOutcomes step; Bus.on_handled, by TimeHandler);
+create_service_app wires them to the functions here.
 """
 
 from __future__ import annotations

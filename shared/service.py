@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +17,9 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.blobstore import BlobStore
-from shared.bus import Bus
+from shared.bus import Bus, Delivery
 from shared.db import create_pool
-from shared.events import Event, JobCancelled
+from shared.events import JobCancelled
 from shared.jobs import forget_job
 from shared.logging import configure_logging
 from shared.metrics import count_outcome, init_consumer_metrics, observe_handler
@@ -31,20 +31,23 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class ServiceContext:
+    """What a service's setup gets: its settings and the shared runtime objects. A service
+    keeps its own runtime objects in a typed object of its own, not here."""
+
     name: str
     settings: Settings
     bus: Bus
     pool: asyncpg.Pool
     blobs: BlobStore
-    state: dict[str, Any] = field(default_factory=dict)
+    # Deprecated: being replaced by each service's own typed runtime object (issue 9).
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run a background loop for the life of the service."""
-        self.background.append(asyncio.ensure_future(coro))
+        self.background.append(asyncio.create_task(coro, name=name))
 
 
-async def _kill_cancelled_job(event: Event, _delivery: object) -> None:
+async def _kill_cancelled_job(event: JobCancelled, _delivery: Delivery) -> None:
     # Queued work of the job is dropped from now on, not after require_active's cache expires.
     forget_job(event.job_id)
     killed = kill_job(event.job_id)
@@ -67,6 +70,12 @@ async def database_unreachable(pool: asyncpg.Pool) -> bool:
 Setup = Callable[[ServiceContext], Awaitable[None] | None]
 
 
+def subscribe_runtime(ctx: ServiceContext) -> None:
+    """What every service process subscribes besides its own handlers."""
+    # Cancel must stop running work wherever it is: kill this process's children for the job.
+    ctx.bus.subscribe_broadcast(JobCancelled, _kill_cancelled_job)
+
+
 def create_service_app(
     name: str,
     setup: Setup,
@@ -78,6 +87,19 @@ def create_service_app(
     """Build the service's FastAPI app; `setup` subscribes handlers and adds routes/loops."""
     settings = settings or get_settings()
     configure_logging(name, settings.log_level, settings.log_json)
+    app = FastAPI(
+        title=title or f"docpipe {name}", lifespan=_lifespan(name, setup, settings, pool_size)
+    )
+    app.state.settings = settings
+    _add_ops_routes(app, name)
+    return app
+
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def _lifespan(name: str, setup: Setup, settings: Settings, pool_size: int) -> Lifespan:
+    """Start-up and shut-down: the pool, the bus, the service's setup, its background loops."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,8 +113,7 @@ def create_service_app(
         result = setup(ctx)
         if asyncio.iscoroutine(result):
             await result
-        # Cancel must stop running work wherever it is: kill this process's children for the job.
-        ctx.bus.subscribe_broadcast(JobCancelled.routing_key, _kill_cancelled_job)
+        subscribe_runtime(ctx)
         init_consumer_metrics(group.name for group in bus.subscribed)
         await bus.start()
         # Everything loaded so far (libraries, models, the app) lives as long as the process:
@@ -111,8 +132,11 @@ def create_service_app(
             await bus.stop()
             await pool.close()
 
-    app = FastAPI(title=title or f"docpipe {name}", lifespan=lifespan)
-    app.state.settings = settings
+    return lifespan
+
+
+def _add_ops_routes(app: FastAPI, name: str) -> None:
+    """/healthz (the process answers), /readyz (database and broker reachable), /metrics."""
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -128,7 +152,7 @@ def create_service_app(
         except Exception:
             checks["database"] = False
         try:
-            checks["broker"] = bool(await ctx.bus.broker.ping(timeout=2))
+            checks["broker"] = await ctx.bus.ping()
         except Exception:
             checks["broker"] = False
         ok = all(checks.values())
@@ -138,8 +162,6 @@ def create_service_app(
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 def run_service(app: FastAPI, port: int, settings: Settings | None = None) -> None:

@@ -14,8 +14,7 @@ sees the message again (republishing on the topic exchange would re-deliver to e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from faststream.rabbit import ExchangeType, RabbitExchange, RabbitQueue
+from typing import Any
 
 from shared.settings import Settings
 
@@ -41,6 +40,16 @@ ANALYZER = ConsumerGroup(
 PROGRESS = ConsumerGroup("progress", ("#",))
 
 GROUPS: tuple[ConsumerGroup, ...] = (EXTRACTOR, OCR, ANALYZER, PROGRESS)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue as declared: its name, its arguments, the routing keys that bind it."""
+
+    name: str
+    durable: bool = True
+    arguments: dict[str, Any] = field(default_factory=dict)
+    binding_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,34 +80,26 @@ class Topology:
         return f"{self.queue_name(group)}.retry.{delay_ms}"
 
     # --- declarations ------------------------------------------------------
-    @property
-    def exchange(self) -> RabbitExchange:
-        return RabbitExchange(self.exchange_name, type=ExchangeType.TOPIC, durable=True)
-
-    @property
-    def dlx(self) -> RabbitExchange:
-        return RabbitExchange(self.dlx_name, type=ExchangeType.DIRECT, durable=True)
-
-    def work_queue(self, group: ConsumerGroup, routing_key: str) -> RabbitQueue:
-        """The group's queue bound by one routing key (FastStream binds one key per object)."""
-        return RabbitQueue(
+    def work_queue(self, group: ConsumerGroup) -> QueueSpec:
+        """The group's queue: bound to the topic exchange by each of the group's keys, its
+        rejects dead-lettered to the group's dead-letter queue."""
+        return QueueSpec(
             self.queue_name(group),
-            durable=True,
-            routing_key=routing_key,
             arguments={
                 "x-dead-letter-exchange": self.dlx_name,
                 "x-dead-letter-routing-key": group.name,
                 "x-max-priority": MAX_PRIORITY,
             },
+            binding_keys=group.binding_keys,
         )
 
-    def dead_letter_queue(self, group: ConsumerGroup) -> RabbitQueue:
-        return RabbitQueue(self.dlq_name(group), durable=True, routing_key=group.name)
+    def dead_letter_queue(self, group: ConsumerGroup) -> QueueSpec:
+        """Bound to the dead-letter exchange by the group's name."""
+        return QueueSpec(self.dlq_name(group), binding_keys=(group.name,))
 
-    def retry_queue(self, group: ConsumerGroup, delay_ms: int) -> RabbitQueue:
-        return RabbitQueue(
+    def retry_queue(self, group: ConsumerGroup, delay_ms: int) -> QueueSpec:
+        return QueueSpec(
             self.retry_queue_name(group, delay_ms),
-            durable=True,
             arguments={
                 "x-message-ttl": delay_ms,
                 "x-dead-letter-exchange": "",

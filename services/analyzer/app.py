@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.analyzer.handler import make_handler
 from services.analyzer.interface import get_analyzer
 from shared import topology
+from shared.events import ChunksAnalyzed, PageExtracted, PageOcred, PagesExtracted
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
@@ -14,13 +15,12 @@ from shared.settings import Settings
 def setup(ctx: ServiceContext) -> None:
     # The backend (DOCPIPE_ANALYZER) is chosen once; the handler holds it for the service's life.
     analyzer = get_analyzer()
-    # Consumed with aio-pika directly, whose per-message cost is a fraction of FastStream's
-    # (same failure handling, see Bus.subscribe).
     ctx.bus.subscribe(
         topology.ANALYZER,
+        (PageExtracted, PagesExtracted, PageOcred),
         make_handler(ctx, analyzer),
         prefetch=ctx.settings.analyzer_prefetch,
-        direct=True,
+        publishes=(ChunksAnalyzed,),
     )
 
 

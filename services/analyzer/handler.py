@@ -11,7 +11,6 @@ from shared.bus import Delivery, Handler
 from shared.events import (
     AnalyzedChunk,
     ChunksAnalyzed,
-    Event,
     PageExtracted,
     PageOcred,
     PagesExtracted,
@@ -35,8 +34,7 @@ async def analyze_chunks(analyzer: ChunkAnalyzer, event: PageEvent) -> list[Anal
 
 
 def make_handler(ctx: ServiceContext, analyzer: ChunkAnalyzer) -> Handler:
-    async def handle(event: Event, delivery: Delivery) -> None:
-        assert isinstance(event, PageEvent)
+    async def handle(event: PageEvent, delivery: Delivery) -> None:
         if not event.chunks:
             return  # nothing to analyse: progress counts no analysis for this page
         await require_active(ctx.pool, event.job_id)

@@ -7,6 +7,14 @@ from fastapi import FastAPI
 from services.extractor.scheduler import Scheduler
 from services.extractor.service import WARM_CHILD_ARGV, ExtractorRuntime, make_handler
 from shared import topology
+from shared.events import (
+    DocumentUploaded,
+    ExtractionAccepted,
+    ExtractionStarted,
+    ImagesExtracted,
+    PageExtracted,
+    PagesExtracted,
+)
 from shared.sandbox import ChildLimits, WarmPool
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
@@ -41,8 +49,16 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.spawn(runtime.warm_children.keep_warm(), "extractor-warm-children")
     ctx.bus.subscribe(
         topology.EXTRACTOR,
+        DocumentUploaded,
         make_handler(ctx, runtime),
         prefetch=max(settings.extractor_prefetch, settings.extractor_concurrency),
+        publishes=(
+            ExtractionAccepted,
+            ExtractionStarted,
+            PageExtracted,
+            PagesExtracted,
+            ImagesExtracted,
+        ),
     )
 
 

@@ -373,8 +373,7 @@ async def extract_document(
 
 
 def make_handler(ctx: ServiceContext, runtime: ExtractorRuntime) -> Handler:
-    async def handler(event: Event, delivery: Delivery) -> None:
-        assert isinstance(event, DocumentUploaded)
+    async def handler(event: DocumentUploaded, delivery: Delivery) -> None:
         await handle_document(ctx, event, runtime)
 
     return handler

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.ocr.handler import make_handler
 from services.ocr.tesseract import engine_pool
 from shared import topology
+from shared.events import ImagesExtracted, PageOcred
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
@@ -18,7 +19,11 @@ def setup(ctx: ServiceContext) -> None:
     engine = engine_pool(ctx.settings)
     ctx.spawn(engine.keep_warm(), "ocr-engine-children")
     ctx.bus.subscribe(
-        topology.OCR, make_handler(ctx, engine), prefetch=ctx.settings.ocr_concurrency + 1
+        topology.OCR,
+        ImagesExtracted,
+        make_handler(ctx, engine),
+        prefetch=ctx.settings.ocr_concurrency + 1,
+        publishes=(PageOcred,),
     )
 
 

@@ -19,7 +19,7 @@ from shared.blobstore import BlobNotFound, BlobStore
 from shared.bus import Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
-from shared.events import Event, ImageRef, ImagesExtracted, PageOcred, PageSource
+from shared.events import ImageRef, ImagesExtracted, PageOcred, PageSource
 from shared.jobs import require_active
 from shared.sandbox import WarmPool
 from shared.service import ServiceContext
@@ -136,8 +136,7 @@ def make_handler(ctx: ServiceContext, engine: WarmPool) -> Handler:
     """`engine`: the children that run tesseract (tesseract.engine_pool)."""
     runtime = OcrRuntime(engine, asyncio.Semaphore(max(1, ctx.settings.ocr_concurrency)))
 
-    async def handle(event: Event, delivery: Delivery) -> None:
-        assert isinstance(event, ImagesExtracted)
+    async def handle(event: ImagesExtracted, delivery: Delivery) -> None:
         await require_active(ctx.pool, event.job_id)
         lang = page_lang(event, ctx.settings)
         page = await ocr_page(ctx, runtime, event, lang)

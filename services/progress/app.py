@@ -25,7 +25,7 @@ from services.progress.lifecycle import sweep_stalls
 from services.progress.models import Outcome
 from shared import topology
 from shared.bus import Delivery
-from shared.events import Event, JobCompleted
+from shared.events import ALL_EVENTS, Event, JobCompleted
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
@@ -99,13 +99,13 @@ def setup(ctx: ServiceContext, runtime: ProgressRuntime) -> None:
     # Batching needs many messages in flight at once to have something to group: room for
     # the window being applied and the next one filling.
     prefetch = max(ctx.settings.progress_prefetch, 2 * ctx.settings.progress_batch_max)
-    # direct: aio-pika without FastStream's per-message machinery (most of the per-event CPU).
     ctx.bus.subscribe(
         topology.PROGRESS,
+        ALL_EVENTS,
         make_handler(ctx, runtime),
         prefetch=prefetch,
-        direct=True,
         coalesce_acks=True,
+        publishes=(JobCompleted,),
     )
     subscribe_dead_letter_queues(ctx)
     ctx.spawn(stall_loop(ctx, runtime), "stall-loop")

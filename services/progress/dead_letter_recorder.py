@@ -1,14 +1,13 @@
-"""Record every dead letter in PostgreSQL: a plain consumer of each <prefix>.<group>.dlq queue.
+"""Record every dead letter in PostgreSQL: a raw consumer of each <prefix>.<group>.dlq queue.
 
-Not routed through Bus._handle: a dead letter is not an event to apply, and retrying or
-dead-lettering a dead letter would loop. The row is inserted first and the message acked
+A raw subscription (Bus.subscribe_dead_letters): a dead letter is not an event to apply, and
+retrying or dead-lettering a dead letter would loop. The row is inserted first and the message acked
 after, so a crash in between re-records it, which the unique key turns into a no-op. While
 the database is unreachable, messages go back to the queue (after a pause), never lost.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import decimal
@@ -20,16 +19,12 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aio_pika import IncomingMessage
-from faststream import AckPolicy
-from faststream.rabbit import Channel, RabbitMessage
 from prometheus_client import Counter
 
 from shared import topology
-from shared.bus import H_ATTEMPT, H_ERROR, H_EVENT, H_QUEUE, H_REASON
+from shared.bus import H_ATTEMPT, H_ERROR, H_EVENT, H_QUEUE, H_REASON, InboundMessage, RawHandler
 from shared.events import DocumentUploaded
 from shared.service import ServiceContext
-from shared.topology import ConsumerGroup, Topology
 
 log = structlog.get_logger(__name__)
 
@@ -213,50 +208,39 @@ async def record_dead_letter(
 
 def subscribe_dead_letter_queues(ctx: ServiceContext) -> None:
     """Consume every group's dead-letter queue (declared by the bus topology)."""
-    topo = Topology.from_settings(ctx.settings)
     for group in topology.GROUPS:
-        _subscribe_group(ctx, topo, group)
+        ctx.bus.subscribe_dead_letters(
+            group,
+            make_recorder(ctx.pool, ctx.bus.topology.queue_name(group)),
+            prefetch=RECORDER_PREFETCH,
+            requeue_pause_seconds=REQUEUE_PAUSE_SECONDS,
+        )
 
 
-def _subscribe_group(ctx: ServiceContext, topo: Topology, group: ConsumerGroup) -> None:
-    default_queue = topo.queue_name(group)
+def make_recorder(pool: asyncpg.Pool, default_queue: str) -> RawHandler:
+    """Records each dead letter of one queue. Raising (database down) puts the message back
+    on the queue after a pause (the bus's dead-letter policy)."""
 
-    async def consume(msg: RabbitMessage) -> None:
-        raw: IncomingMessage = msg.raw_message
-        try:
-            letter = describe_dead_letter(
-                raw.body, raw.headers, message_id=raw.message_id, default_queue=default_queue
+    async def record(message: InboundMessage) -> None:
+        letter = describe_dead_letter(
+            message.body, dict(message.headers), message_id=message.message_id,
+            default_queue=default_queue,
+        )  # fmt: skip
+        new_id = await record_dead_letter(pool, letter)
+        if new_id is None:
+            log.info(
+                "dead letter already recorded", queue=letter.queue, message_id=message.message_id
             )
-            new_id = await record_dead_letter(ctx.pool, letter)
-        except Exception as exc:  # database down or a bug: keep the message, try again later
-            log.warning(
-                "could not record a dead letter; it goes back to the queue",
-                queue=default_queue,
-                error=repr(exc)[:500],
-            )
-            await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
-            await msg.nack(requeue=True)
             return
-        if new_id is not None:
-            DEAD_LETTERS_RECORDED.labels(queue=letter.queue, reason=letter.reason).inc()
-            log.warning(
-                "dead letter recorded",
-                dead_letter_id=new_id,
-                queue=letter.queue,
-                event_type=letter.routing_key,
-                reason=letter.reason,
-                job_id=str(letter.job_id) if letter.job_id else None,
-                message_id=letter.message_id,
-            )
-        else:
-            log.info("dead letter already recorded", queue=letter.queue, message_id=raw.message_id)
-        await msg.ack()
+        DEAD_LETTERS_RECORDED.labels(queue=letter.queue, reason=letter.reason).inc()
+        log.warning(
+            "dead letter recorded",
+            dead_letter_id=new_id,
+            queue=letter.queue,
+            event_type=letter.routing_key,
+            reason=letter.reason,
+            job_id=str(letter.job_id) if letter.job_id else None,
+            message_id=letter.message_id,
+        )
 
-    ctx.bus.broker.subscriber(
-        topo.dead_letter_queue(group),
-        topo.dlx,
-        channel=Channel(prefetch_count=RECORDER_PREFETCH),
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-        title=f"dead-letters:{group.name}",
-    )(consume)
+    return record

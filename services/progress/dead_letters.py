@@ -229,14 +229,8 @@ async def _publish_replay(bus: Bus, row: asyncpg.Record, token: str) -> None:
     body = bytes(row["body"])
     if row["queue"] in work_queues:
         # Straight back into the queue it died in (default exchange), as a retry would.
-        await bus.broker.publish(
-            body,
-            queue=row["queue"],
-            persist=True,
-            message_id=row["message_id"],
-            content_type="application/json",
-            headers=headers,
-            mandatory=False,
+        await bus.publish_to_queue(
+            body, row["queue"], headers=headers, message_id=row["message_id"]
         )
     else:  # a queue docpipe does not know (renamed prefix?): route by event type
         await bus.publish_raw(

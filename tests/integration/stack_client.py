@@ -22,7 +22,7 @@ async def publish_as_upstream(settings: Settings, event: Event) -> None:
     """Publish one event the way an upstream app would: straight onto the bus, with the
     topology declared first."""
     bus = Bus(settings, "upstream-app")
-    await bus.broker.connect()
+    await bus.connect()
     try:
         await bus.declare()
         await bus.publish(event)

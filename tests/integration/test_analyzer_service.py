@@ -18,7 +18,7 @@ from services.analyzer.interface import get_analyzer
 from shared import topology
 from shared.blobstore import BlobStore
 from shared.bus import Bus
-from shared.events import Chunk, PageExtracted, PageOcred, PageSource, event_type_of
+from shared.events import Chunk, PageExtracted, PageOcred, PagesExtracted, PageSource, event_type_of
 from shared.service import ServiceContext
 from shared.settings import Settings
 from tests.conftest import delete_bus
@@ -48,7 +48,10 @@ async def harness(
     bus.on_outcome.append(lambda group, outcome: outcomes.append((group, outcome)))
     ctx = ServiceContext("analyzer", settings, bus, db_pool, BlobStore(settings.blob_dir))
     bus.subscribe(
-        topology.ANALYZER, make_handler(ctx, get_analyzer("builtin")), prefetch=settings.prefetch
+        topology.ANALYZER,
+        (PageExtracted, PagesExtracted, PageOcred),
+        make_handler(ctx, get_analyzer("builtin")),
+        prefetch=settings.prefetch,
     )
     await bus.start()
     messages: list[Message] = []

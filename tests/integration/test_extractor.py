@@ -12,7 +12,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from faststream.rabbit import RabbitQueue
 
 from services.extractor.app import setup
 from shared.blobstore import BlobStore
@@ -68,11 +67,10 @@ async def extractor(
     await setup(ctx)
     await bus.start()
     try:
-        exchange = await bus.broker.declare_exchange(bus.topology.exchange)
-        queue = await bus.broker.declare_queue(
-            RabbitQueue(f"{bus.topology.prefix}.tap.{uuid.uuid4().hex[:8]}", auto_delete=True)
+        queue = await bus.channel.declare_queue(
+            f"{bus.topology.prefix}.tap.{uuid.uuid4().hex[:8]}", auto_delete=True
         )
-        await queue.bind(exchange, routing_key="#")
+        await queue.bind(bus.topology.exchange_name, routing_key="#")
         yield bus, Tap(queue)
     finally:
         await bus.stop()

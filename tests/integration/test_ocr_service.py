@@ -65,7 +65,8 @@ async def harness(
     outcomes: list[tuple[str, str]] = []
     bus.on_outcome.append(lambda group, outcome: outcomes.append((group, outcome)))
     ctx = ServiceContext("ocr", settings, bus, db_pool, BlobStore(settings.blob_dir))
-    bus.subscribe(topology.OCR, make_handler(ctx, ocr_engine), prefetch=settings.ocr_concurrency)
+    handler = make_handler(ctx, ocr_engine)
+    bus.subscribe(topology.OCR, ImagesExtracted, handler, prefetch=settings.ocr_concurrency)
     await bus.start()
     capture = Capture()
     conn = await aio_pika.connect(settings.amqp_url)

@@ -168,7 +168,7 @@ class FlakyServer:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:  # the stdlib names it
                 outer.requests += 1
                 if not outer.healthy:
                     self.send_response(503)

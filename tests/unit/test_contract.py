@@ -119,11 +119,13 @@ class TestTopology:
     def test_every_work_queue_dead_letters_to_its_own_dlq(self) -> None:
         topo = Topology("dp", (1000, 10000))
         for group in GROUPS:
-            queue = topo.work_queue(group, group.binding_keys[0])
+            queue = topo.work_queue(group)
             assert queue.durable
             assert queue.arguments["x-dead-letter-exchange"] == "dp.dlx"
             assert queue.arguments["x-dead-letter-routing-key"] == group.name
+            assert queue.binding_keys == group.binding_keys
             assert topo.dead_letter_queue(group).name == f"dp.{group.name}.dlq"
+            assert topo.dead_letter_queue(group).binding_keys == (group.name,)
 
     def test_retry_queues_wait_then_return_to_the_work_queue_only(self) -> None:
         topo = Topology("dp", (1000, 10000))
@@ -152,3 +154,22 @@ class TestSettings:
 def test_checked_in_asyncapi_document_is_current() -> None:
     checked_in = json.loads((DOCS / "asyncapi.json").read_text())
     assert checked_in == build_spec(), "regenerate: python -m shared.asyncapi > docs/asyncapi.json"
+
+
+def test_asyncapi_describes_what_the_services_really_subscribe() -> None:
+    spec = build_spec()
+    channels = spec["channels"]
+    # Consumers: one channel per binding of each group, from the services' own setup.
+    analyzer = channels["analyzer:page.ocred.chunks"]
+    assert analyzer["address"] == "page.ocred.chunks"
+    assert analyzer["bindings"]["amqp"]["queue"]["name"] == "docpipe.analyzer"
+    assert "handles: page.extracted, pages.extracted, page.ocred" in analyzer["description"]
+    assert "handles: document.uploaded" in channels["extractor"]["description"]
+    # Every service process gets the cancel broadcast; progress records every group's DLQ.
+    for service in ("ingest", "extractor", "ocr", "analyzer", "progress"):
+        assert f"{service}:broadcast:job.cancelled" in channels
+    assert {f"dead-letters:{g.name}" for g in GROUPS} <= set(channels)
+    # Publishers: what each subscription declares, job.failed for every consuming group.
+    published = {name for name in channels if name.split(":")[-1] in events.EVENTS_BY_KEY}
+    assert {"ocr:page.ocred", "ocr:job.failed", "analyzer:chunks.analyzed"} <= published
+    assert {"progress:job.completed", "ingest:document.uploaded"} <= published

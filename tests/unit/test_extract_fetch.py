@@ -19,7 +19,7 @@ BODY = b"%PDF-1.4 pretend document body " * 100
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         if self.path == "/doc.pdf":
             self.send_response(200)
             self.send_header("Content-Length", str(len(BODY)))

@@ -1,0 +1,224 @@
+"""Publishing on RabbitMQ with aio-pika: persistent messages, publisher confirms, priorities
+and docpipe's headers; the topology's declaration; the retry and dead-letter publishes the
+failure policy makes."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from shared.events import Event
+from shared.topology import GROUPS, ConsumerGroup, Topology
+
+from .message import (
+    H_ATTEMPT,
+    H_CORRELATION,
+    H_ERROR,
+    H_EVENT,
+    H_QUEUE,
+    H_REASON,
+    InboundMessage,
+    correlation_id,
+)
+
+PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
+JSON = "application/json"
+# How soon a robust connection tries again after the broker went away.
+RECONNECT_SECONDS = 1.0
+
+
+class Publisher:
+    """One robust connection and one confirming channel: every publish waits for the broker's
+    confirm. Consumers use a connection of their own (a publisher blocked by the broker's
+    flow control must not stop the consumers that would drain it)."""
+
+    def __init__(self, amqp_url: str, topology: Topology, app_id: str) -> None:
+        self.amqp_url = amqp_url
+        self.topology = topology
+        self.app_id = app_id
+        self.connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._dlx: AbstractExchange | None = None
+
+    async def connect(self) -> None:
+        if self.connection is not None:
+            return
+        self.connection = await aio_pika.connect_robust(
+            self.amqp_url, reconnect_interval=RECONNECT_SECONDS
+        )
+        self._channel = await self.connection.channel(publisher_confirms=True)
+        # Exchanges as objects, without declaring them (declare() does): a publisher that
+        # only sends must not need configure rights.
+        self._exchange = await self._channel.get_exchange(self.topology.exchange_name, ensure=False)
+        self._dlx = await self._channel.get_exchange(self.topology.dlx_name, ensure=False)
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+        self.connection = self._channel = self._exchange = self._dlx = None
+
+    @property
+    def channel(self) -> AbstractChannel:
+        if self._channel is None:
+            raise RuntimeError("the bus is not connected")
+        return self._channel
+
+    def is_connected(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    async def declare(self) -> None:
+        """Declare the whole topology, so a publish never races a consumer's first start."""
+        topo = self.topology
+        assert self.connection is not None, "connect first"
+        async with self.connection.channel() as channel:
+            exchange = await channel.declare_exchange(
+                topo.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            dlx = await channel.declare_exchange(
+                topo.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            for group in GROUPS:
+                work = topo.work_queue(group)
+                queue = await channel.declare_queue(
+                    work.name, durable=True, arguments=work.arguments
+                )
+                for key in work.binding_keys:
+                    await queue.bind(exchange, routing_key=key)
+                dead = topo.dead_letter_queue(group)
+                dlq = await channel.declare_queue(dead.name, durable=True)
+                await dlq.bind(dlx, routing_key=group.name)
+                for delay in topo.retry_delays_ms:
+                    retry = topo.retry_queue(group, delay)
+                    await channel.declare_queue(retry.name, durable=True, arguments=retry.arguments)
+
+    # --- publishing --------------------------------------------------------
+    async def publish(
+        self,
+        event: Event,
+        *,
+        priority: int | None = None,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Publish the event on the topic exchange, persistently, and wait for the confirm."""
+        hdrs: dict[str, Any] = {H_EVENT: event.routing_key}
+        cid = correlation_id.get()
+        if cid:
+            hdrs[H_CORRELATION] = cid
+        if headers:
+            hdrs.update(headers)
+        message = aio_pika.Message(
+            event.model_dump_json().encode(),
+            delivery_mode=PERSISTENT,
+            message_id=message_id or event.message_id(),
+            correlation_id=cid or str(event.job_id),
+            content_type=JSON,
+            headers=hdrs,
+            priority=priority,
+            app_id=self.app_id,
+        )
+        await self._require(self._exchange).publish(message, event.route, mandatory=False)
+
+    async def publish_raw(
+        self,
+        body: bytes,
+        routing_key: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """Publish bytes as they are onto the topic exchange (outbox relay, DLQ replay)."""
+        message = aio_pika.Message(
+            body,
+            delivery_mode=PERSISTENT,
+            message_id=message_id,
+            content_type=JSON,
+            headers={H_EVENT: routing_key, **(headers or {})},
+            priority=priority,
+            app_id=self.app_id,
+        )
+        await self._require(self._exchange).publish(message, routing_key, mandatory=False)
+
+    async def publish_to_queue(
+        self,
+        body: bytes,
+        queue: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Publish bytes straight into one queue (default exchange): a dead letter replayed
+        into the queue it died in, as a retry would."""
+        message = aio_pika.Message(
+            body,
+            delivery_mode=PERSISTENT,
+            message_id=message_id,
+            content_type=JSON,
+            headers=headers or {},
+            app_id=self.app_id,
+        )
+        await self.channel.default_exchange.publish(message, queue, mandatory=False)
+
+    async def retry(
+        self,
+        message: InboundMessage,
+        group: ConsumerGroup,
+        attempt: int,
+        error: str,
+        delay_ms: int,
+    ) -> None:
+        """Into the group's delay queue for `delay_ms` (through the default exchange, so only
+        this group sees it again); the queue's TTL then sends it back to the work queue."""
+        # Jitter spreads a burst of failures; the queue TTL still bounds the wait.
+        expiration = max(1, int(delay_ms * random.uniform(0.8, 1.0))) / 1000
+        retried = aio_pika.Message(
+            message.body,
+            delivery_mode=PERSISTENT,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            content_type=message.content_type,
+            headers={**message.headers, H_ATTEMPT: attempt, H_ERROR: error[:1000]},
+            priority=message.priority,
+            expiration=expiration,
+            app_id=self.app_id,
+        )
+        queue = self.topology.retry_queue_name(group, delay_ms)
+        await self.channel.default_exchange.publish(retried, queue, mandatory=False)
+
+    async def dead_letter(
+        self,
+        message: InboundMessage,
+        group: ConsumerGroup,
+        reason: str,
+        error: str,
+        attempt: int,
+    ) -> None:
+        """Onto the dead-letter exchange with why, how often and from which queue."""
+        dead = aio_pika.Message(
+            message.body,
+            delivery_mode=PERSISTENT,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            content_type=message.content_type,
+            headers={
+                **message.headers,
+                H_EVENT: message.event_type,
+                H_ATTEMPT: attempt,
+                H_REASON: reason,
+                H_ERROR: error[:4000],
+                H_QUEUE: self.topology.queue_name(group),
+            },
+            app_id=self.app_id,
+        )
+        await self._require(self._dlx).publish(dead, group.name, mandatory=False)
+
+    @staticmethod
+    def _require(exchange: AbstractExchange | None) -> AbstractExchange:
+        if exchange is None:
+            raise RuntimeError("the bus is not connected")
+        return exchange
