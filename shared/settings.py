@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def parse_key_map(spec: str) -> dict[str, str]:
@@ -116,6 +117,19 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     corpus_dir: Path = Path("../shared/corpus")
+
+    # Security (issue 10): what a bus message may make the extractor read.
+    # file:// documents are read only below these folders ("/a,/b"); none: file:// is refused.
+    file_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Ports an http(s):// document may be fetched from ("80,443").
+    fetch_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
+
+    @field_validator("file_roots", "fetch_allowed_ports", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @property
     def tenants_by_key(self) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Resolving document URIs: blob://, file:// and http(s):// with its size cap and SSRF guard."""
+"""Resolving document URIs: blob://, file:// and http(s):// with its size cap and SSRF guard.
+(The address filter, the pinned connection and the file roots: test_security_fetch.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.extractor.fetch import is_public_address, resolve_document
+from services.extractor.fetch import LocalDocument
+from services.extractor.fetch import resolve_document as resolve_as_tenant
+from services.extractor.ssrf import is_public_address
 from shared.blobstore import BlobStore
 from shared.errors import PermanentError
 from shared.settings import Settings
@@ -19,7 +22,7 @@ BODY = b"%PDF-1.4 pretend document body " * 100
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         if self.path == "/doc.pdf":
             self.send_response(200)
             self.send_header("Content-Length", str(len(BODY)))
@@ -54,7 +57,17 @@ def server() -> Iterator[str]:
 
 
 def settings_for(tmp_path: Path, **kw: object) -> Settings:
+    kw.setdefault("file_roots", [tmp_path])
     return Settings(blob_dir=tmp_path / "blobs", http_fetch_timeout_seconds=5, **kw)
+
+
+async def owns_every_blob(tenant: str, uri: str) -> bool:
+    return True
+
+
+async def resolve_document(uri: str, settings: Settings, blobs: BlobStore) -> LocalDocument:
+    """As the tenant who uploaded every blob (ownership itself: test_security_fetch.py)."""
+    return await resolve_as_tenant(uri, settings, blobs, tenant="t", owns_blob=owns_every_blob)
 
 
 async def test_blob_and_file_uris(tmp_path: Path) -> None:
