@@ -24,9 +24,9 @@ def unbounded(schema: dict[str, Any], defs: dict[str, Any], path: str) -> list[s
         for i, option in enumerate(schema.get(key, [])):
             found += unbounded(option, defs, f"{path}|{i}")
     kind = schema.get("type")
-    if kind == "string" and "enum" not in schema and "const" not in schema:
-        if "format" not in schema and "maxLength" not in schema:  # uuid, date-time: fixed
-            found.append(path)
+    fixed = {"enum", "const", "format"} & schema.keys()  # a choice, a uuid, a date-time
+    if kind == "string" and not fixed and "maxLength" not in schema:
+        found.append(path)
     if kind == "array":
         if "maxItems" not in schema:
             found.append(path)
