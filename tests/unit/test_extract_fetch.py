@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,7 +57,7 @@ def server() -> Iterator[str]:
     httpd.shutdown()
 
 
-def settings_for(tmp_path: Path, **kw: object) -> Settings:
+def settings_for(tmp_path: Path, **kw: Any) -> Settings:
     kw.setdefault("file_roots", [tmp_path])
     return Settings(blob_dir=tmp_path / "blobs", http_fetch_timeout_seconds=5, **kw)
 

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ async def resolve(uri: str, settings: Settings, *, owner: bool = True) -> Path:
     return doc.path
 
 
-def settings_for(tmp_path: Path, **kw: object) -> Settings:
+def settings_for(tmp_path: Path, **kw: Any) -> Settings:
     return Settings(blob_dir=tmp_path / "blobs", http_fetch_timeout_seconds=5, **kw)
 
 
