@@ -111,3 +111,23 @@ async def test_a_bus_upload_cannot_write_into_another_tenants_job(
         assert time.monotonic() < deadline, "the refusal was not recorded"
         await asyncio.sleep(0.2)
     assert [tuple(r) for r in refused] == [(intruder, injected.as_uri())]
+
+
+async def test_no_key_in_the_logs_of_the_services(
+    stack: StackClient, test_settings: Settings, tmp_path: Path
+) -> None:
+    """A WebSocket follower passes its key as ?token= (uvicorn logs that path), an upload
+    sends it in a header: the services' log files carry neither key."""
+    doc = tmp_path / "followed.txt"
+    doc.write_text("A document followed over the WebSocket.\n")
+    job_id = await stack.submit_ok(doc)
+    messages = await stack.watch(job_id)
+    assert messages[-1]["status"] == "completed"
+    await stack.watch(job_id, after=1)
+    log_dir = stack.stack.log_dir
+    assert log_dir is not None
+    logs = {path.name: path.read_text(errors="replace") for path in log_dir.glob("*.log")}
+    assert "progress.log" in logs and f"{job_id}/events?token=[REDACTED]" in logs["progress.log"]
+    keys = [*test_settings.tenants_by_key, *test_settings.admin_key_set]
+    leaks = {(name, key) for name, text in logs.items() for key in keys if key in text}
+    assert leaks == set()
