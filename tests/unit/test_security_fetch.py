@@ -294,3 +294,94 @@ async def test_a_blob_of_another_tenant_reads_as_missing(tmp_path: Path) -> None
     assert (await resolve(uri, settings)).read_bytes() == b"another tenant's upload"
     with pytest.raises(PermanentError, match="is not in the blob store"):
         await resolve(uri, settings, owner=False)
+
+
+# --- TLS over the pinned connection: SNI and certificate checks use the host name ------------
+
+
+def certificate_files(tmp_path: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `host` (it is its own CA) and its key, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / f"{host}.pem", tmp_path / f"{host}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
+    """An HTTPS server on 127.0.0.1 with a certificate for pinned.test; records each SNI."""
+    import ssl
+
+    cert, key = certificate_files(tmp_path, "pinned.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names: list[str] = []
+
+    def record_sni(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        names.append(str(name))
+
+    context.sni_callback = record_sni
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield int(httpd.server_address[1]), cert, names
+    httpd.shutdown()
+
+
+async def test_tls_to_the_pinned_address_checks_the_host_name(
+    tls_server: tuple[int, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    import httpx
+
+    from services.extractor.ssrf import PinnedTransport
+
+    port, cert, names = tls_server
+
+    async def answers(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(ssrf, "resolve", answers)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    backend = PinnedBackend(allow_private=True, allowed_ports=[])
+    async with httpx.AsyncClient(transport=PinnedTransport(backend, trusted)) as client:
+        response = await client.get(f"https://pinned.test:{port}/doc.pdf")
+        assert response.content == BODY
+        # The same address under another name: the certificate does not match it.
+        with pytest.raises(httpx.ConnectError, match="certificate"):
+            await client.get(f"https://other.test:{port}/doc.pdf")
+    assert names[0] == "pinned.test"
+    assert [(h, a) for h, a, _ in backend.connected] == [
+        ("pinned.test", "127.0.0.1"),
+        ("other.test", "127.0.0.1"),
+    ]
