@@ -121,7 +121,8 @@ class Settings(BaseSettings):
     # Security (issue 10): what a bus message may make the extractor read.
     # file:// documents are read only below these folders ("/a,/b"); none: file:// is refused.
     file_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
-    # Ports an http(s):// document may be fetched from ("80,443").
+    # Ports an http(s):// document may be fetched from ("80,443"); allow_private_urls, a trusted
+    # network, lifts this as it lifts the address filter.
     fetch_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
 
     @field_validator("file_roots", "fetch_allowed_ports", mode="before")
