@@ -132,6 +132,16 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _tenants_fit_the_bus(cls, value: str) -> str:
+        from shared.events import TENANT_MAX
+
+        for tenant in parse_key_map(value).values():
+            if len(tenant) > TENANT_MAX:
+                raise ValueError(f"tenant {tenant[:80]!r} is longer than {TENANT_MAX} characters")
+        return value
+
     @property
     def tenants_by_key(self) -> dict[str, str]:
         return parse_key_map(self.api_keys)

@@ -116,3 +116,11 @@ def test_a_long_reason_is_cut_to_its_bound_not_refused() -> None:
     assert page.error is not None and len(page.error) == REASON_MAX
     short = events.JobFailed(job_id=job, stage="extractor", reason="The PDF is encrypted.")
     assert short.reason == "The PDF is encrypted."
+
+
+def test_a_configured_tenant_must_fit_the_bus() -> None:
+    from shared.settings import Settings
+
+    assert Settings(api_keys="k=" + "t" * 64).tenants_by_key == {"k": "t" * 64}
+    with pytest.raises(ValidationError, match="longer than 64 characters"):
+        Settings(api_keys="k=" + "t" * 65)
