@@ -8,6 +8,7 @@ again on every redirect, streamed into the blob store under the upload size cap.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -19,11 +20,14 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
+import structlog
 
 from services.extractor.ssrf import PinnedBackend, PinnedTransport
 from shared.blobstore import BlobNotFound, BlobStore
 from shared.errors import PermanentError
 from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 MAX_REDIRECTS = 5
 
@@ -44,11 +48,12 @@ async def resolve_document(
     scheme = urlsplit(uri).scheme.lower()
     if uri.startswith("blob://"):
         if not await owns_blob(tenant, uri):
+            log.warning("blob not uploaded by this tenant refused", tenant=tenant, uri=uri[:200])
             # The same sentence as a missing blob: whether another tenant has it is not told.
             raise PermanentError(blob_missing(uri))
         return LocalDocument(resolve_blob(uri, blobs))
     if scheme == "file":
-        return LocalDocument(resolve_file(uri, settings))
+        return LocalDocument(await asyncio.to_thread(resolve_file, uri, settings))
     if scheme in ("http", "https"):
         blob_uri = await fetch_http(uri, settings, blobs)
         return LocalDocument(blobs.local_path(blob_uri), blob_uri)

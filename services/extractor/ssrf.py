@@ -125,15 +125,15 @@ async def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-async def checked_address(host: str, port: int, *, allow_private: bool) -> str:
-    """The address to connect to: resolved once, and refused unless every answer is public
-    (a name with one private answer is refused whichever answer would be used)."""
+async def checked_addresses(host: str, port: int, *, allow_private: bool) -> list[str]:
+    """The addresses to connect to, in order: resolved once, and refused unless every answer
+    is public (a name with one private answer is refused whichever answer would be used)."""
     addresses = await resolve(host, port)
     if not addresses:
         raise ConnectionError(f"could not resolve {host}: no addresses")
     if not allow_private and not all(is_public_address(a) for a in addresses):
         raise PermanentError(refused_address_reason(host))
-    return addresses[0]
+    return addresses
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -154,9 +154,31 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        address = await checked_address(host, port, allow_private=self._allow_private)
+        addresses = await checked_addresses(host, port, allow_private=self._allow_private)
         if not self._allow_private:
             check_port(host, port, self._allowed_ports)
+        # Only checked addresses, each in turn: a name with an unreachable IPv6 answer still
+        # connects over IPv4, as an unpinned client would.
+        for address in addresses[:-1]:
+            try:
+                return await self._connect(
+                    host, address, port, timeout, local_address, socket_options
+                )
+            except httpcore.ConnectError:
+                continue
+        return await self._connect(
+            host, addresses[-1], port, timeout, local_address, socket_options
+        )
+
+    async def _connect(
+        self,
+        host: str,
+        address: str,
+        port: int,
+        timeout: float | None,
+        local_address: str | None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None,
+    ) -> httpcore.AsyncNetworkStream:
         self.connected.append((host, address, port))
         return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
 

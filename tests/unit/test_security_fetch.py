@@ -148,7 +148,7 @@ async def test_a_name_with_one_private_answer_is_refused(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(ssrf, "resolve", answers)
     with pytest.raises(PermanentError, match="private or local network"):
-        await ssrf.checked_address("mixed.test", 80, allow_private=False)
+        await ssrf.checked_addresses("mixed.test", 80, allow_private=False)
 
 
 async def test_ports_outside_the_allowed_list_are_refused(tmp_path: Path) -> None:
@@ -162,6 +162,21 @@ async def test_ports_outside_the_allowed_list_are_refused(tmp_path: Path) -> Non
 
 
 # --- the connection goes to the address that was checked ------------------------------------
+
+
+async def test_each_checked_address_is_tried_in_turn(
+    tmp_path: Path, server_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreachable first answer (nothing listens on [::1] at the server's port) does not
+    fail the download while another checked answer connects."""
+
+    async def answers(host: str, port: int) -> list[str]:
+        return ["::1", "127.0.0.1"] if host == "dual.test" else [host]
+
+    monkeypatch.setattr(ssrf, "resolve", answers)
+    settings = settings_for(tmp_path, allow_private_urls=True)
+    path = await resolve(f"http://dual.test:{server_port}/doc.pdf", settings)
+    assert path.read_bytes() == BODY
 
 
 async def test_connection_is_pinned_to_the_checked_address(
