@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _tenants_fit_the_bus(cls, value: str) -> str:
-        from shared.events import TENANT_MAX
+        from shared.bounds import TENANT_MAX
 
         for tenant in parse_key_map(value).values():
             if len(tenant) > TENANT_MAX:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared import events
-from shared.events import ALL_EVENTS, REASON_MAX, parse_event
+from shared import bounds, events
+from shared.bounds import REASON_MAX
+from shared.events import ALL_EVENTS, parse_event
 
 
 def unbounded(schema: dict[str, Any], defs: dict[str, Any], path: str) -> list[str]:
@@ -93,7 +94,7 @@ def test_page_and_chunk_text_are_bounded() -> None:
         "source": "text-layer",
         "start": 0,
         "end": 1,
-        "text": "x" * (events.CHUNK_TEXT_MAX + 1),
+        "text": "x" * (bounds.CHUNK_TEXT_MAX + 1),
     }
     with pytest.raises(ValidationError, match="text"):
         parse_event("page.extracted", {"job_id": str(job), "page": 1, "chunks": [chunk]})
@@ -101,7 +102,7 @@ def test_page_and_chunk_text_are_bounded() -> None:
         parse_event("extraction.accepted", {"job_id": str(job), "format": "p" * 33})
     with pytest.raises(ValidationError, match="pages"):
         page = {"job_id": str(job), "page": 1}
-        many = [page] * (events.PAGES_PER_MESSAGE_MAX + 1)
+        many = [page] * (bounds.PAGES_PER_MESSAGE_MAX + 1)
         parse_event("pages.extracted", {"job_id": str(job), "pages": many})
 
 
