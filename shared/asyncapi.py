@@ -31,12 +31,6 @@ from shared.settings import Settings
 # The services whose setup subscribes, in document order.
 SERVICES = ("ingest", "extractor", "ocr", "analyzer", "progress")
 # Where a service's setup lives until it has services/<name>/app.py (the agreed entry shape).
-LEGACY_SETUP_MODULES = {
-    "ingest": "services.ingest.main",
-    "extractor": "services.extractor.service",
-    "ocr": "services.ocr.handler",
-    "analyzer": "services.analyzer.handler",
-}
 # Ingest publishes from its HTTP routes and its outbox relay, not from a handler, so no
 # subscription names what it publishes.
 ENTRY_PUBLISHES: dict[str, tuple[type[events.Event], ...]] = {
@@ -58,10 +52,7 @@ class ServiceBus:
 
 
 def setup_of(service: str) -> Setup:
-    try:
-        module = importlib.import_module(f"services.{service}.app")
-    except ModuleNotFoundError:
-        module = importlib.import_module(LEGACY_SETUP_MODULES[service])
+    module = importlib.import_module(f"services.{service}.app")
     return cast(Setup, module.setup)
 
 

@@ -10,9 +10,28 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.bounds import (
+    CHUNK_TEXT_MAX,
+    CHUNKS_PER_MESSAGE_MAX,
+    CONTENT_TYPE_MAX,
+    ENTITIES_MAX,
+    FILENAME_MAX,
+    IMAGES_PER_PAGE_MAX,
+    KEYWORDS_MAX,
+    PAGE_TEXT_MAX,
+    PAGES_PER_MESSAGE_MAX,
+    PASSWORD_MAX,
+    URI_MAX,
+    Format,
+    Name,
+    Reason,
+    Tenant,
+    Uri,
+)
 
 # Namespace for every deterministic id docpipe derives.
 DOCPIPE_NS = uuid.UUID("6f1c1e34-5b8e-4d6b-9d0b-7c1a3c2f9a10")
@@ -107,14 +126,15 @@ class DocumentUploaded(Event):
     """A document is ready to process. Published by ingest, or straight onto the bus upstream."""
 
     routing_key: ClassVar[str] = "document.uploaded"
-    tenant: str = "bus"
-    document_uri: str  # blob://sha256/<hex>, file:///path or http(s)://...
-    filename: str | None = None
+    tenant: Tenant = "bus"
+    document_uri: Uri  # blob://sha256/<hex>, file:///path or http(s)://...
+    filename: str | None = Field(default=None, max_length=FILENAME_MAX)
     ocr: OcrMode = OcrMode.AUTO
-    password: str | None = None
+    password: str | None = Field(default=None, max_length=PASSWORD_MAX)
     priority: int = Field(default=0, ge=0, le=9)
-    size_bytes: int | None = None
-    content_type: str | None = None  # as sniffed by ingest; the extractor sniffs again
+    size_bytes: int | None = Field(default=None, ge=0)
+    # As sniffed by ingest; the extractor sniffs again.
+    content_type: str | None = Field(default=None, max_length=CONTENT_TYPE_MAX)
 
 
 class ExtractionAccepted(Event):
@@ -122,16 +142,17 @@ class ExtractionAccepted(Event):
     it as soon as an extraction slot is free (high priority and small documents first)."""
 
     routing_key: ClassVar[str] = "extraction.accepted"
-    format: str
+    format: Format
 
 
 class ExtractionStarted(Event):
     """The extractor opened the document and knows how many pages it has."""
 
     routing_key: ClassVar[str] = "extraction.started"
-    format: str
+    format: Format
     pages_total: int = Field(ge=0)
-    document_uri: str | None = None  # set when the extractor had to fetch the document itself
+    # Set when the extractor had to fetch the document itself.
+    document_uri: str | None = Field(default=None, max_length=URI_MAX)
 
 
 class Chunk(BaseModel):
@@ -145,7 +166,7 @@ class Chunk(BaseModel):
     source: PageSource
     start: int
     end: int
-    text: str
+    text: str = Field(max_length=CHUNK_TEXT_MAX)
 
     @staticmethod
     def make_id(job_id: uuid.UUID, page: int, source: PageSource, index: int) -> uuid.UUID:
@@ -192,11 +213,12 @@ class PageExtracted(CarriesChunks, Event):
 
     routing_key: ClassVar[str] = "page.extracted"
     page: int = Field(ge=1)
-    text: str = ""
+    text: str = Field(default="", max_length=PAGE_TEXT_MAX)
     has_text_layer: bool = False
     ocr_pending: bool = False  # an images.extracted was published; a page.ocred will follow
-    chunks: list[Chunk] = Field(default_factory=list)  # the text's chunks, source text-layer
-    error: str | None = None  # this page failed; the job may still complete
+    # The text's chunks, source text-layer.
+    chunks: list[Chunk] = Field(default_factory=list, max_length=CHUNKS_PER_MESSAGE_MAX)
+    error: Reason | None = None  # this page failed; the job may still complete
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
@@ -209,7 +231,7 @@ class PagesExtracted(CarriesChunks, Event):
     progress cost is per batch, not per page; a short document's pages go one by one."""
 
     routing_key: ClassVar[str] = "pages.extracted"
-    pages: list[PageExtracted] = Field(min_length=1)
+    pages: list[PageExtracted] = Field(min_length=1, max_length=PAGES_PER_MESSAGE_MAX)
 
     @model_validator(mode="after")
     def _one_job(self) -> PagesExtracted:
@@ -229,7 +251,7 @@ class ImageRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     image_id: uuid.UUID
-    uri: str
+    uri: Uri
     width: int
     height: int
     kind: Literal["page-scan", "embedded"] = "embedded"
@@ -240,8 +262,8 @@ class ImagesExtracted(Event):
 
     routing_key: ClassVar[str] = "images.extracted"
     page: int = Field(ge=1)
-    images: list[ImageRef]
-    lang: str = "eng"
+    images: list[ImageRef] = Field(max_length=IMAGES_PER_PAGE_MAX)
+    lang: Name = "eng"
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
@@ -252,12 +274,13 @@ class PageOcred(CarriesChunks, Event):
 
     routing_key: ClassVar[str] = "page.ocred"
     page: int = Field(ge=1)
-    text: str = ""
-    chunks: list[Chunk] = Field(default_factory=list)  # the OCR text's chunks, source ocr
+    text: str = Field(default="", max_length=PAGE_TEXT_MAX)
+    # The OCR text's chunks, source ocr.
+    chunks: list[Chunk] = Field(default_factory=list, max_length=CHUNKS_PER_MESSAGE_MAX)
     images_ocred: int = 0
     images_skipped: int = 0  # below the size threshold
     ocr_seconds: float = 0.0
-    error: str | None = None
+    error: Reason | None = None
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
@@ -267,7 +290,7 @@ class Entity(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["email", "url", "phone", "date", "money"]
-    text: str
+    text: str = Field(max_length=CHUNK_TEXT_MAX)
     start: int
     end: int
 
@@ -275,11 +298,13 @@ class Entity(BaseModel):
 class Analysis(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    analyzer: str  # which backend produced it, e.g. "builtin/1"
-    language: str | None
+    analyzer: Name  # which backend produced it, e.g. "builtin/1"
+    language: Name | None
     word_count: int
-    keywords: list[str]
-    entities: list[Entity]
+    keywords: list[Annotated[str, Field(max_length=CHUNK_TEXT_MAX)]] = Field(
+        max_length=KEYWORDS_MAX
+    )
+    entities: list[Entity] = Field(max_length=ENTITIES_MAX)
     cost_usd: float = 0.0  # built-in analysis is free; an LLM backend reports its spend here
 
 
@@ -297,7 +322,7 @@ class ChunksAnalyzed(Event):
     routing_key: ClassVar[str] = "chunks.analyzed"
     page: int = Field(ge=1)
     source: PageSource
-    items: list[AnalyzedChunk] = Field(min_length=1)
+    items: list[AnalyzedChunk] = Field(min_length=1, max_length=CHUNKS_PER_MESSAGE_MAX)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page, self.source.value, *sorted({i.chunk.page for i in self.items}))
@@ -307,20 +332,20 @@ class JobFailed(Event):
     """The job cannot complete. `reason` is a sentence a person can read."""
 
     routing_key: ClassVar[str] = "job.failed"
-    stage: str
-    reason: str
+    stage: Name
+    reason: Reason
 
 
 class JobCancelled(Event):
     routing_key: ClassVar[str] = "job.cancelled"
-    reason: str = "Cancelled by the client."
+    reason: Reason = "Cancelled by the client."
 
 
 class JobCompleted(Event):
     """Published by the progress service once it has assembled the result."""
 
     routing_key: ClassVar[str] = "job.completed"
-    tenant: str
+    tenant: Tenant
     pages_total: int
     chunks_total: int
 

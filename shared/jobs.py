@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 import asyncpg
+import structlog
 
 from shared.errors import JobGone
-from shared.events import DocumentUploaded
+from shared.events import TERMINAL_STATUSES, DocumentUploaded
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+log = structlog.get_logger(__name__)
+
+Db: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-async def ensure_job(conn: asyncpg.Connection | asyncpg.Pool, event: DocumentUploaded) -> None:
-    """Create the job row for an upload published straight onto the bus (no-op if it exists)."""
-    await conn.execute(
+class ForeignJobMessage(JobGone):
+    """A bus message claims a job that exists for another tenant or document: it is
+    recorded, and dropped (a JobGone), so nothing of it reaches the job."""
+
+
+FOREIGN_JOB_REASON = "the job exists with another tenant or document"
+
+
+async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
+    """Create the job row for an upload published straight onto the bus.
+
+    When the job already exists, the message is accepted only as a redelivery of that job's
+    own upload (same tenant, same document); otherwise it is recorded in refused_messages and
+    ForeignJobMessage is raised. Inside a transaction that the caller then rolls back, the
+    record goes with it; the extractor calls this outside one, so a refusal is kept once."""
+    inserted = await conn.fetchval(
         """
         INSERT INTO jobs (job_id, tenant, filename, document_uri, size_bytes, content_type,
                           ocr_mode, priority, created_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         ON CONFLICT (job_id) DO NOTHING
+        RETURNING true
         """,
         event.job_id,
         event.tenant,
@@ -32,10 +51,74 @@ async def ensure_job(conn: asyncpg.Connection | asyncpg.Pool, event: DocumentUpl
         event.priority,
         event.occurred_at,
     )
+    if inserted:
+        return
+    owner = await conn.fetchrow(
+        "SELECT tenant, document_uri FROM jobs WHERE job_id = $1", event.job_id
+    )
+    if owner is None or (owner["tenant"], owner["document_uri"]) == (
+        event.tenant,
+        event.document_uri,
+    ):
+        return  # the same upload again (or a job purged meanwhile: nothing to protect)
+    await record_refused(conn, event, FOREIGN_JOB_REASON)
+    raise ForeignJobMessage(f"refused: {FOREIGN_JOB_REASON}")
 
 
-async def job_status(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> str | None:
-    return await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1", job_id)
+async def record_refused(conn: Db, event: DocumentUploaded, reason: str) -> None:
+    """Log and store a refused bus message (its claims only, never its password)."""
+    log.warning(
+        "bus message refused",
+        job_id=str(event.job_id),
+        claimed_tenant=event.tenant,
+        routing_key=event.routing_key,
+        reason=reason,
+    )
+    await conn.execute(
+        """
+        INSERT INTO refused_messages (job_id, routing_key, claimed_tenant,
+                                      claimed_document_uri, reason)
+        VALUES ($1, $2, $3, $4, $5)
+        """,
+        event.job_id,
+        event.routing_key,
+        event.tenant,
+        event.document_uri,
+        reason,
+    )
+
+
+async def record_blob_owner(conn: Db, tenant: str, uri: str) -> None:
+    """`tenant` uploaded the blob `uri`: a bus upload of that tenant may name it."""
+    await conn.execute(
+        "INSERT INTO blob_owners (blob_uri, tenant) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        uri,
+        tenant,
+    )
+
+
+async def owns_blob(conn: Db, tenant: str, uri: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE blob_uri = $1 AND tenant = $2)",
+            uri,
+            tenant,
+        )
+    )
+
+
+def blob_owner_check(pool: Db) -> Callable[[str, str], Awaitable[bool]]:
+    """owns_blob bound to a pool: what services.extractor.fetch.resolve_document asks."""
+
+    async def check(tenant: str, uri: str) -> bool:
+        return await owns_blob(pool, tenant, uri)
+
+    return check
+
+
+async def job_status(conn: Db, job_id: uuid.UUID) -> str | None:
+    status: str | None = await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1", job_id)
+    return status
 
 
 # require_active runs once per message (every chunk, every page), so an "active" answer is
@@ -61,7 +144,7 @@ def clear_job_cache() -> None:
     _forgotten_at.clear()
 
 
-async def require_active(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> None:
+async def require_active(conn: Db, job_id: uuid.UUID) -> None:
     """Raise JobGone when the job was cancelled or has already ended, so workers skip it."""
     asked = time.monotonic()
     until = _active_until.get(job_id)

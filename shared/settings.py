@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def parse_key_map(spec: str) -> dict[str, str]:
@@ -124,6 +125,30 @@ class Settings(BaseSettings):
     sandbox_open_files: int = 256
     sandbox_processes: int = 256
     sandbox_isolate_network: bool = True
+
+    # Security (issue 10): what a bus message may make the extractor read.
+    # file:// documents are read only below these folders ("/a,/b"); none: file:// is refused.
+    file_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Ports an http(s):// document may be fetched from ("80,443"); allow_private_urls, a trusted
+    # network, lifts this as it lifts the address filter.
+    fetch_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
+
+    @field_validator("file_roots", "fetch_allowed_ports", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _tenants_fit_the_bus(cls, value: str) -> str:
+        from shared.bounds import TENANT_MAX
+
+        for tenant in parse_key_map(value).values():
+            if len(tenant) > TENANT_MAX:
+                raise ValueError(f"tenant {tenant[:80]!r} is longer than {TENANT_MAX} characters")
+        return value
 
     @property
     def tenants_by_key(self) -> dict[str, str]:

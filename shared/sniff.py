@@ -4,24 +4,44 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import struct
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from charset_normalizer import from_bytes
 
-SUPPORTED = ("pdf", "docx", "html", "csv", "txt", "png", "jpeg", "tiff")
 IMAGE_FORMATS = frozenset({"png", "jpeg", "tiff"})
 
 _HEAD = 64 * 1024
+ZIP_MAGIC = b"PK\x03\x04"
+OFFICE_MARKER = "[Content_Types].xml"  # every Office Open XML package has it
+DOCX_MAIN_PART = "word/document.xml"
+
+# What a ZIP container may declare before anything opens it (a DOCX of the corpus has ~20
+# entries, ~100 KB inflated, at ratios under 10).
+ZIP_MAX_ENTRIES = 10_000
+ZIP_MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
+# Inflated / compressed, for the archive and for any entry over 1 MiB: deflate tops out near
+# 1030 (zeros), while very repetitive text XML reaches ~200 (a valid DOCX, tested).
+ZIP_MAX_RATIO = 500
+_RATIO_MIN_BYTES = 1024 * 1024
 
 
 def sniff_bytes(head: bytes, *, zip_names: list[str] | None = None) -> str | None:
     """Format of a document given its first bytes (64 KiB is plenty), or None if unsupported.
 
     For ZIP containers pass the member names (see sniff_path); without them a ZIP is unsupported.
+    The container is judged before any marker inside it: an Office package is Office even
+    when `%PDF-` appears in its first KiB (a stored entry can begin with it).
     """
     if not head:
         return None
+    if head.startswith(ZIP_MAGIC) and zip_names:
+        names = set(zip_names)
+        if OFFICE_MARKER in names or DOCX_MAIN_PART in names:
+            return "docx" if DOCX_MAIN_PART in names else None  # xlsx, pptx: not supported
     if b"%PDF-" in head[:1024]:
         return "pdf"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -30,11 +50,8 @@ def sniff_bytes(head: bytes, *, zip_names: list[str] | None = None) -> str | Non
         return "jpeg"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return "tiff"
-    if head.startswith(b"PK\x03\x04"):
-        names = zip_names or []
-        if "word/document.xml" in names:
-            return "docx"
-        return None
+    if head.startswith(ZIP_MAGIC):
+        return None  # a ZIP that is not an Office package
     return _sniff_text(head)
 
 
@@ -82,13 +99,79 @@ def sniff_path(path: Path | str) -> str | None:
     with open(path, "rb") as fh:
         head = fh.read(_HEAD)
     names: list[str] | None = None
-    if head.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            names = []
+    if head.startswith(ZIP_MAGIC):
+        names = []
+        if zip_problem(path) is None:
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    names = zf.namelist()
+            except (zipfile.BadZipFile, OSError, ValueError):
+                pass
     return sniff_bytes(head, zip_names=names)
+
+
+def zip_declared_entries(path: Path | str) -> int | None:
+    """How many entries a ZIP's end-of-central-directory record declares (ZIP64 included),
+    read from its tail without parsing the directory; None when there is no such record."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - (65_535 + 22 + 20)))
+        tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 22:
+        return None
+    (entries,) = struct.unpack("<H", tail[at + 10 : at + 12])
+    if entries != 0xFFFF:
+        return int(entries)
+    locator = tail.rfind(b"PK\x06\x07", 0, at)
+    if locator < 0:
+        return int(entries)
+    (record_offset,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
+    with open(path, "rb") as fh:
+        fh.seek(record_offset)
+        record = fh.read(56)
+    if not record.startswith(b"PK\x06\x06") or len(record) < 40:
+        return None
+    (entries64,) = struct.unpack("<Q", record[32:40])
+    return int(entries64)
+
+
+def zip_sizes_problem(infos: Iterable[zipfile.ZipInfo]) -> str | None:
+    """A sentence when the entries' declared sizes make the archive a bomb, else None.
+    (zipfile never inflates an entry past its declared size, so these bound what is read.)"""
+    total = compressed = 0
+    for count, info in enumerate(infos, start=1):
+        total += info.file_size
+        compressed += info.compress_size
+        if count > ZIP_MAX_ENTRIES:
+            return f"The ZIP container has more than {ZIP_MAX_ENTRIES} entries."
+        if info.file_size > _RATIO_MIN_BYTES and info.file_size > ZIP_MAX_RATIO * max(
+            info.compress_size, 1
+        ):
+            return (
+                f"The ZIP container's entry {info.filename[:100]!r} inflates more than "
+                f"{ZIP_MAX_RATIO} times (a ZIP bomb?)."
+            )
+    if total > ZIP_MAX_UNCOMPRESSED_BYTES:
+        limit = ZIP_MAX_UNCOMPRESSED_BYTES // (1024 * 1024)
+        return f"The ZIP container inflates to more than {limit} MB."
+    if total > _RATIO_MIN_BYTES and total > ZIP_MAX_RATIO * max(compressed, 1):
+        return f"The ZIP container inflates more than {ZIP_MAX_RATIO} times (a ZIP bomb?)."
+    return None
+
+
+def zip_problem(path: Path | str) -> str | None:
+    """Why a ZIP container must not be opened (entry count, inflated size, ratio), or None.
+    The entry count is read first from the archive's last bytes, so a directory of millions
+    of entries is refused before zipfile parses it."""
+    try:
+        declared = zip_declared_entries(path)
+        if declared is not None and declared > ZIP_MAX_ENTRIES:
+            return f"The ZIP container has more than {ZIP_MAX_ENTRIES} entries."
+        with zipfile.ZipFile(path) as zf:
+            return zip_sizes_problem(zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, struct.error):
+        return None  # not a readable ZIP: whoever opens it says so
 
 
 MEDIA_TYPES = {
@@ -122,7 +205,10 @@ def unsupported_reason(path: Path | str) -> str:
             "This is an encrypted or legacy (pre-2007) Office file, which is not supported; "
             "remove the password or save it as DOCX or PDF."
         )
-    if head.startswith(b"PK\x03\x04"):
+    if head.startswith(ZIP_MAGIC):
+        problem = zip_problem(path)
+        if problem is not None:
+            return problem
         return (
             "The file is a ZIP archive but not a readable Word document "
             "(it may be damaged or truncated, or be another Office format)."

@@ -74,6 +74,7 @@ def test_settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Sett
         amqp_url=amqp_url(),
         bus_prefix=f"docpipe_test_{run_id}",
         blob_dir=tmp_path_factory.mktemp("blobs"),
+        file_roots=[tmp_path_factory.getbasetemp()],  # tests publish file:// of tmp_path files
         retry_delays_ms=[200, 500, 1000],
         log_json=True,
     )

@@ -25,6 +25,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "DOCPIPE_AMQP_URL": settings.amqp_url,
         "DOCPIPE_BUS_PREFIX": settings.bus_prefix,
         "DOCPIPE_BLOB_DIR": str(settings.blob_dir),
+        "DOCPIPE_FILE_ROOTS": ",".join(str(root) for root in settings.file_roots),
         "DOCPIPE_API_KEYS": settings.api_keys,
         "DOCPIPE_ADMIN_KEYS": settings.admin_keys,
         "DOCPIPE_RETRY_DELAYS_MS": "[200, 500, 1000]",

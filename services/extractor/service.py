@@ -30,7 +30,7 @@ from shared.events import (
     PageSource,
     derive_id,
 )
-from shared.jobs import ensure_job, require_active
+from shared.jobs import blob_owner_check, ensure_job, require_active
 from shared.sandbox import ChildLimits, SandboxOutcome, SandboxResult, WarmPool, run_sandboxed
 from shared.service import ServiceContext
 from shared.settings import Settings
@@ -326,7 +326,13 @@ async def handle_document(
     settings = ctx.settings
     await ensure_job(ctx.pool, event)
     await require_active(ctx.pool, event.job_id)
-    doc = await resolve_document(event.document_uri, settings, ctx.blobs)
+    doc = await resolve_document(
+        event.document_uri,
+        settings,
+        ctx.blobs,
+        tenant=event.tenant,
+        owns_blob=blob_owner_check(ctx.pool),
+    )
     fmt = await asyncio.to_thread(detect_format, doc.path)
     spec = build_spec(doc.path, fmt, event, settings)
     scheduler = runtime.scheduler

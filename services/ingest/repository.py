@@ -11,6 +11,7 @@ import asyncpg
 
 from services.ingest.outbox import enqueue
 from shared.events import DocumentUploaded, JobCancelled, JobStatus
+from shared.jobs import record_blob_owner
 
 JOB_COLUMNS = (
     "job_id, tenant, status, stage, percent, error, filename, format, ocr_mode, priority, "
@@ -59,6 +60,7 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
             ev.priority,
             job.idempotency_key,
         )
+        await record_blob_owner(conn, ev.tenant, ev.document_uri)
         return await enqueue(conn, ev, priority=ev.priority, headers=headers)
 
 

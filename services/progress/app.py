@@ -95,7 +95,10 @@ async def stall_loop(ctx: ServiceContext, runtime: ProgressRuntime) -> None:
         await asyncio.sleep(ctx.settings.stall_check_seconds)
 
 
-def setup(ctx: ServiceContext, runtime: ProgressRuntime) -> None:
+def setup(ctx: ServiceContext, runtime: ProgressRuntime | None = None) -> None:
+    """Subscribe the window handler and start the sweeps; `runtime` is what the HTTP routes
+    share with them (create_app passes its own; alone, e.g. for the AsyncAPI, a fresh one)."""
+    runtime = runtime or ProgressRuntime(hub=Hub())
     # Batching needs many messages in flight at once to have something to group: room for
     # the window being applied and the next one filling.
     prefetch = max(ctx.settings.progress_prefetch, 2 * ctx.settings.progress_batch_max)

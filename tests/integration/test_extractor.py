@@ -17,6 +17,7 @@ from services.extractor.app import setup
 from shared.blobstore import BlobStore
 from shared.bus import Bus
 from shared.events import DocumentUploaded, event_type_of
+from shared.jobs import record_blob_owner
 from shared.service import ServiceContext
 from shared.settings import Settings
 from tests.unit.extractor_fixtures import encrypted_pdf, text_pdf
@@ -81,6 +82,7 @@ async def test_two_page_pdf_becomes_page_and_chunk_events(
 ) -> None:
     bus, tap = extractor
     uri = BlobStore(test_settings.blob_dir).put_file(text_pdf(tmp_path / "two.pdf", PAGE_TEXTS))
+    await record_blob_owner(db_pool, "bus", uri)  # as ingest does for an upload
     job_id = uuid.uuid4()
     await bus.publish(DocumentUploaded(job_id=job_id, document_uri=uri, filename="two.pdf"))
 
@@ -108,12 +110,13 @@ async def test_two_page_pdf_becomes_page_and_chunk_events(
 
 
 async def test_encrypted_pdf_without_password_fails_the_job(
-    extractor: tuple[Bus, Tap], test_settings: Settings, tmp_path: Path
+    extractor: tuple[Bus, Tap], test_settings: Settings, db_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     bus, tap = extractor
     plain = text_pdf(tmp_path / "plain.pdf", PAGE_TEXTS)
     locked = encrypted_pdf(tmp_path / "locked.pdf", plain, "hunter2")
     uri = BlobStore(test_settings.blob_dir).put_file(locked)
+    await record_blob_owner(db_pool, "bus", uri)
     job_id = uuid.uuid4()
     await bus.publish(DocumentUploaded(job_id=job_id, document_uri=uri))
 
@@ -125,7 +128,7 @@ async def test_encrypted_pdf_without_password_fails_the_job(
 
 
 async def test_long_pdf_pages_travel_in_batches(
-    extractor: tuple[Bus, Tap], test_settings: Settings, tmp_path: Path
+    extractor: tuple[Bus, Tap], test_settings: Settings, db_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     """150 pages: batches of at most batch_size(150) = 3 pages, each page exactly once, and
     far fewer page messages than pages."""
@@ -134,6 +137,7 @@ async def test_long_pdf_pages_travel_in_batches(
     bus, tap = extractor
     texts = [f"Page {n} of the long report lists {n * 7} crates in Lisbon." for n in range(150)]
     uri = BlobStore(test_settings.blob_dir).put_file(text_pdf(tmp_path / "long.pdf", texts))
+    await record_blob_owner(db_pool, "bus", uri)
     job_id = uuid.uuid4()
     await bus.publish(DocumentUploaded(job_id=job_id, document_uri=uri, filename="long.pdf"))
     size = batch_size(150, test_settings.extract_batch_max_pages)

@@ -1,4 +1,5 @@
-"""Resolving document URIs: blob://, file:// and http(s):// with its size cap and SSRF guard."""
+"""Resolving document URIs: blob://, file:// and http(s):// with its size cap and SSRF guard.
+(The address filter, the pinned connection and the file roots: test_security_fetch.py.)"""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from services.extractor.fetch import is_public_address, resolve_document
+from services.extractor.fetch import LocalDocument
+from services.extractor.fetch import resolve_document as resolve_as_tenant
+from services.extractor.ssrf import is_public_address
 from shared.blobstore import BlobStore
 from shared.errors import PermanentError
 from shared.settings import Settings
@@ -53,8 +57,18 @@ def server() -> Iterator[str]:
     httpd.shutdown()
 
 
-def settings_for(tmp_path: Path, **kw: object) -> Settings:
+def settings_for(tmp_path: Path, **kw: Any) -> Settings:
+    kw.setdefault("file_roots", [tmp_path])
     return Settings(blob_dir=tmp_path / "blobs", http_fetch_timeout_seconds=5, **kw)
+
+
+async def owns_every_blob(tenant: str, uri: str) -> bool:
+    return True
+
+
+async def resolve_document(uri: str, settings: Settings, blobs: BlobStore) -> LocalDocument:
+    """As the tenant who uploaded every blob (ownership itself: test_security_fetch.py)."""
+    return await resolve_as_tenant(uri, settings, blobs, tenant="t", owns_blob=owns_every_blob)
 
 
 async def test_blob_and_file_uris(tmp_path: Path) -> None:

@@ -1,8 +1,13 @@
 """DOCX: body paragraphs and tables in document order, as one page.
 
 Word documents have no fixed pagination (page breaks depend on the renderer), so the whole
-document is page 1. python-docx parses with lxml set not to resolve entities or fetch
-anything, so an external entity in the XML (XXE) stays unresolved.
+document is page 1.
+
+The container is checked before it is opened (entry count, inflated size and ratio:
+shared.sniff.zip_problem). python-docx parses with lxml set not to resolve entities or fetch
+anything, so an entity (an external one, XXE, or an internal one, billion laughs) stays an
+unresolved reference node; those nodes are removed, keeping the text that follows them, which
+python-docx would otherwise drop (`BEFORE &x; AFTER` read as `BEFORE `).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 from services.extractor.formats import Record, check_chars
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
+from shared.sniff import DOCX_MAIN_PART, zip_problem
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 
@@ -54,14 +60,37 @@ def document_blocks(document: Any) -> Iterator[str]:
                 yield "\n".join(lines)
 
 
+def drop_entity_references(element: Any) -> int:
+    """Remove the unresolved entity references below `element`, keeping the text after each
+    (lxml holds it as the reference's tail); returns how many were removed."""
+    from lxml import etree
+
+    references = list(element.iter(etree.Entity))
+    for reference in references:
+        parent = reference.getparent()
+        tail = reference.tail or ""
+        previous = reference.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+        parent.remove(reference)
+    return len(references)
+
+
 def open_docx(path: str) -> Any:
     import docx
 
+    problem = zip_problem(path)
+    if problem is not None:
+        raise ExtractionFatal(problem)
     try:
         with zipfile.ZipFile(path) as zf:
-            if "word/document.xml" not in zf.namelist():
+            if DOCX_MAIN_PART not in zf.namelist():
                 raise ExtractionFatal("The file is a ZIP archive but not a Word document.")
-        return docx.Document(path)
+        document = docx.Document(path)
+        drop_entity_references(document.element)
+        return document
     except ExtractionFatal:
         raise
     except zipfile.BadZipFile as exc:

@@ -1,0 +1,43 @@
+"""Bounds of every field on the bus (shared.events): a message is validated before anything
+reads it, so an oversized field is refused there, never stored (a 50 MB filename once was)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+
+TENANT_MAX = 64
+URI_MAX = 4096
+FILENAME_MAX = 255  # as over HTTP (services.ingest.filenames)
+CONTENT_TYPE_MAX = 255
+PASSWORD_MAX = 1024  # as over HTTP (services.ingest.models)
+FORMAT_MAX = 32
+NAME_MAX = 64  # a stage, a language code, an analyzer's name
+REASON_MAX = 4000
+# Chunks are cut at chunk_max_chars (1200 by default): this leaves room for a larger setting.
+CHUNK_TEXT_MAX = 20_000
+# A page's text is at most the whole document's: the extractor's max_extracted_chars default.
+PAGE_TEXT_MAX = 20_000_000
+# Lists: far above what one message carries (a batch is at most extract_batch_max_pages).
+PAGES_PER_MESSAGE_MAX = 1000
+IMAGES_PER_PAGE_MAX = 10_000
+CHUNKS_PER_MESSAGE_MAX = 100_000
+KEYWORDS_MAX = 1000
+ENTITIES_MAX = CHUNK_TEXT_MAX  # never more entities than characters
+
+
+def _cut_to(limit: int) -> BeforeValidator:
+    def cut(value: object) -> object:
+        return value[: limit - 1] + "…" if isinstance(value, str) and len(value) > limit else value
+
+    return BeforeValidator(cut)
+
+
+# A sentence for a person (why a job or a page failed): cut to its bound rather than refused,
+# so reporting a failure can never fail.
+Reason = Annotated[str, _cut_to(REASON_MAX), Field(max_length=REASON_MAX)]
+Tenant = Annotated[str, Field(min_length=1, max_length=TENANT_MAX)]
+Uri = Annotated[str, Field(min_length=1, max_length=URI_MAX)]
+Format = Annotated[str, Field(max_length=FORMAT_MAX)]
+Name = Annotated[str, Field(max_length=NAME_MAX)]
