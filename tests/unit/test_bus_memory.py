@@ -11,7 +11,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from services.analyzer.handler import setup as analyzer_setup
+from services.analyzer.app import setup as analyzer_setup
 from shared import topology
 from shared.blobstore import BlobStore
 from shared.bus import H_QUEUE, H_REASON, Delivery, InboundMessage, MemoryBus
