@@ -135,6 +135,8 @@ class DocumentUploaded(Event):
     size_bytes: int | None = Field(default=None, ge=0)
     # As sniffed by ingest; the extractor sniffs again.
     content_type: str | None = Field(default=None, max_length=CONTENT_TYPE_MAX)
+    # The batch the job belongs to (batches.batch_id), if any; set by ingest.
+    batch_id: uuid.UUID | None = None
 
 
 class ExtractionAccepted(Event):
@@ -408,3 +410,6 @@ class ProgressSnapshot(BaseModel):
     error: str | None = None
     updated_at: datetime | None = None
     final: bool = False
+    # AI analysis spent so far (tokens in + out, and USD), live; 0 with the built-in analyzer.
+    tokens: int = 0
+    cost_usd: float = 0.0
