@@ -26,21 +26,19 @@ from typing import Any, TypeVar
 
 from shared.events import Event, JobFailed
 from shared.settings import Settings
-from shared.topology import ConsumerGroup
 
 from .amqp import Bus
 from .core import GroupSubscription
 from .message import (
     H_ATTEMPT,
-    H_CORRELATION,
     H_ERROR,
     H_EVENT,
-    H_QUEUE,
     H_REASON,
     InboundMessage,
     MessageContext,
     Next,
-    correlation_id,
+    Outbound,
+    Route,
 )
 
 E = TypeVar("E", bound=Event)
@@ -87,6 +85,10 @@ class MemoryBus(Bus):
         self.undeclared: list[tuple[str, str]] = []
         self.started = False
         self._pipelines: dict[str, Next] = {}
+        # The event publish() is sending, for send() to record with its final headers: pushed
+        # by publish() and popped by send() with no await between, so gathered publishes
+        # cannot take each other's.
+        self._publishing: list[tuple[Event, int | None, GroupSubscription | None]] = []
 
     # --- lifecycle: nothing to connect to ----------------------------------
     async def connect(self) -> None:
@@ -104,63 +106,53 @@ class MemoryBus(Bus):
     async def ping(self) -> bool:
         return True
 
-    # --- publishing --------------------------------------------------------
-    async def publish(
-        self,
-        event: Event,
-        *,
-        priority: int | None = None,
-        headers: dict[str, Any] | None = None,
-        message_id: str | None = None,
-    ) -> None:
+    # --- publishing: Publisher builds every message; send() delivers it here -------------
+    async def publish(self, event: Event, **options: Any) -> None:
+        """Record the event (and whether the handler publishing it declared it), then
+        publish it as the AMQP bus would."""
         by = _handling.get()
         if by is not None and type(event) not in by.publishes:
             self.undeclared.append((by.group.name, event.routing_key))
-        hdrs: dict[str, Any] = {H_EVENT: event.routing_key}
-        cid = correlation_id.get()
-        if cid:
-            hdrs[H_CORRELATION] = cid
-        hdrs.update(headers or {})
-        self.published.append(Published(event, priority, hdrs, by.group.name if by else None))
-        message = InboundMessage(
-            event.model_dump_json().encode(),
-            hdrs,
-            event.route,
-            message_id=message_id or event.message_id(),
-            correlation_id=cid or str(event.job_id),
-            priority=priority or 0,
-        )
-        await self.deliver(message)
+        self._publishing.append((event, options.get("priority"), by))
+        await super().publish(event, **options)
 
-    async def publish_raw(
-        self,
-        body: bytes,
-        routing_key: str,
-        *,
-        headers: dict[str, Any] | None = None,
-        message_id: str | None = None,
-        priority: int | None = None,
-    ) -> None:
-        self.raw_published.append((routing_key, body))
-        hdrs = {H_EVENT: routing_key, **(headers or {})}
-        message = InboundMessage(
-            body, hdrs, routing_key, message_id=message_id, priority=priority or 0
-        )
-        await self.deliver(message)
+    async def send(self, out: Outbound) -> None:
+        if out.route is Route.EXCHANGE:
+            await self._send_to_exchange(out)
+        elif out.route is Route.QUEUE:
+            message = out.as_inbound(str(out.headers.get(H_EVENT) or ""))
+            for sub in self.groups.values():
+                if self.topology.queue_name(sub.group) == out.key:
+                    await self._run(sub, message)
+        elif out.route is Route.RETRY:
+            assert out.group is not None and out.delay_ms is not None
+            message = out.as_inbound(str(out.headers.get(H_EVENT) or ""))
+            attempt, error = int(out.headers[H_ATTEMPT]), str(out.headers[H_ERROR])
+            retried = Retried(out.group, attempt, error, out.delay_ms, message)
+            self.retries.append(retried)
+            self.pending_retries.append(retried)
+        else:
+            await self._dead_letter(out)
 
-    async def publish_to_queue(
-        self,
-        body: bytes,
-        queue: str,
-        *,
-        headers: dict[str, Any] | None = None,
-        message_id: str | None = None,
-    ) -> None:
-        hdrs = dict(headers or {})
-        message = InboundMessage(body, hdrs, str(hdrs.get(H_EVENT) or ""), message_id=message_id)
-        for sub in self.groups.values():
-            if self.topology.queue_name(sub.group) == queue:
-                await self._run(sub, message)
+    async def _send_to_exchange(self, out: Outbound) -> None:
+        if self._publishing:
+            event, priority, by = self._publishing.pop()
+            group = by.group.name if by else None
+            self.published.append(Published(event, priority, out.headers, group))
+        else:
+            self.raw_published.append((out.key, out.body))
+        await self.deliver(out.as_inbound())
+
+    async def _dead_letter(self, out: Outbound) -> None:
+        assert out.group is not None
+        dead = out.as_inbound(str(out.headers.get(H_EVENT) or ""))
+        reason, error = str(out.headers[H_REASON]), str(out.headers[H_ERROR])
+        attempt = int(out.headers[H_ATTEMPT])
+        self.dead_letters.append(DeadLettered(out.group, reason, error, attempt, dead))
+        for sub in self.dead_letter_subscriptions:
+            if sub.group.name == out.group:
+                ctx = MessageContext(dead, self.topology.dlq_name(sub.group))
+                await self.dead_letter_pipeline(sub)(ctx)
 
     def events(self, event_type: type[E]) -> list[E]:
         """The events of this type published so far, in order."""
@@ -205,58 +197,8 @@ class MemoryBus(Bus):
             await self._run(self.groups[retry.group], retry.message)
         return len(waiting)
 
-    # --- the failure policy's transport -----------------------------------
-    async def retry(
-        self,
-        message: InboundMessage,
-        group: ConsumerGroup,
-        attempt: int,
-        error: str,
-        delay_ms: int,
-    ) -> None:
-        again = _copy(message, {H_ATTEMPT: attempt, H_ERROR: error[:1000]})
-        retried = Retried(group.name, attempt, error, delay_ms, again)
-        self.retries.append(retried)
-        self.pending_retries.append(retried)
-
-    async def dead_letter(
-        self,
-        message: InboundMessage,
-        group: ConsumerGroup,
-        reason: str,
-        error: str,
-        attempt: int,
-    ) -> None:
-        dead = _copy(
-            message,
-            {
-                H_EVENT: message.event_type,
-                H_ATTEMPT: attempt,
-                H_REASON: reason,
-                H_ERROR: error[:4000],
-                H_QUEUE: self.topology.queue_name(group),
-            },
-        )
-        self.dead_letters.append(DeadLettered(group.name, reason, error, attempt, dead))
-        for sub in self.dead_letter_subscriptions:
-            if sub.group.name == group.name:
-                ctx = MessageContext(dead, self.topology.dlq_name(group))
-                await self.dead_letter_pipeline(sub)(ctx)
-
     def job_failures(self) -> list[JobFailed]:
         return self.events(JobFailed)
-
-
-def _copy(message: InboundMessage, headers: dict[str, Any]) -> InboundMessage:
-    return InboundMessage(
-        message.body,
-        {**message.headers, **headers},
-        message.routing_key,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        content_type=message.content_type,
-        priority=message.priority,
-    )
 
 
 @functools.cache

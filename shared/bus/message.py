@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from shared.events import Event
@@ -27,6 +29,47 @@ ACKED = "acked"
 RETRIED = "retried"
 DEAD_LETTERED = "dead_lettered"
 REQUEUED = "requeued"
+
+
+class Route(Enum):
+    """Where an outbound message goes: the topic exchange (by routing key), one queue
+    (default exchange), a group's delay queue, or the dead-letter exchange."""
+
+    EXCHANGE = "exchange"
+    QUEUE = "queue"
+    RETRY = "retry"
+    DEAD_LETTER = "dead-letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message to send, whichever transport sends it. `key` is the routing key (EXCHANGE),
+    the queue name (QUEUE), the retry queue name (RETRY) or the group name (DEAD_LETTER);
+    `group` and `delay_ms` say whose retry or dead letter it is."""
+
+    route: Route
+    key: str
+    body: bytes
+    headers: dict[str, Any]
+    message_id: str | None = None
+    correlation_id: str | None = None
+    content_type: str | None = "application/json"
+    priority: int | None = None
+    expiration_seconds: float | None = None
+    group: str | None = None
+    delay_ms: int | None = None
+
+    def as_inbound(self, routing_key: str | None = None) -> InboundMessage:
+        """How a consumer of it would see it (the in-memory bus delivers it so)."""
+        return InboundMessage(
+            self.body,
+            self.headers,
+            self.key if routing_key is None else routing_key,
+            message_id=self.message_id,
+            correlation_id=self.correlation_id,
+            content_type=self.content_type,
+            priority=self.priority or 0,
+        )
 
 
 class InboundMessage:

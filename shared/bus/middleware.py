@@ -55,14 +55,7 @@ MALFORMED_BODY_BYTES = 1 << 20
 class Transport(Protocol):
     """What the failure policy needs of the bus it runs on (AMQP or in memory)."""
 
-    async def publish(
-        self,
-        event: Event,
-        *,
-        priority: int | None = None,
-        headers: dict[str, Any] | None = None,
-        message_id: str | None = None,
-    ) -> None: ...
+    async def publish(self, event: Event) -> None: ...
 
     async def retry(
         self,

@@ -5,6 +5,7 @@ failure policy makes."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import aio_pika
@@ -21,11 +22,12 @@ from .message import (
     H_QUEUE,
     H_REASON,
     InboundMessage,
+    Outbound,
+    Route,
     correlation_id,
 )
 
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
-JSON = "application/json"
 # How soon a robust connection tries again after the broker went away.
 RECONNECT_SECONDS = 1.0
 
@@ -95,7 +97,7 @@ class Publisher:
                     retry = topo.retry_queue(group, delay)
                     await channel.declare_queue(retry.name, durable=True, arguments=retry.arguments)
 
-    # --- publishing --------------------------------------------------------
+    # --- publishing: every kind of message is built here, then send() carries it ---------
     async def publish(
         self,
         event: Event,
@@ -109,116 +111,102 @@ class Publisher:
         cid = correlation_id.get()
         if cid:
             hdrs[H_CORRELATION] = cid
-        if headers:
-            hdrs.update(headers)
-        message = aio_pika.Message(
-            event.model_dump_json().encode(),
-            delivery_mode=PERSISTENT,
-            message_id=message_id or event.message_id(),
-            correlation_id=cid or str(event.job_id),
-            content_type=JSON,
-            headers=hdrs,
-            priority=priority,
-            app_id=self.app_id,
+        hdrs.update(headers or {})
+        body = event.model_dump_json().encode()
+        await self.send(
+            Outbound(
+                Route.EXCHANGE,
+                event.route,
+                body,
+                hdrs,
+                message_id=message_id or event.message_id(),
+                correlation_id=cid or str(event.job_id),
+                priority=priority,
+            )
         )
-        await self._require(self._exchange).publish(message, event.route, mandatory=False)
 
     async def publish_raw(
-        self,
-        body: bytes,
-        routing_key: str,
-        *,
-        headers: dict[str, Any] | None = None,
-        message_id: str | None = None,
-        priority: int | None = None,
+        self, body: bytes, routing_key: str, *, priority: int | None = None, **options: Any
     ) -> None:
-        """Publish bytes as they are onto the topic exchange (outbox relay, DLQ replay)."""
-        message = aio_pika.Message(
-            body,
-            delivery_mode=PERSISTENT,
-            message_id=message_id,
-            content_type=JSON,
-            headers={H_EVENT: routing_key, **(headers or {})},
-            priority=priority,
-            app_id=self.app_id,
-        )
-        await self._require(self._exchange).publish(message, routing_key, mandatory=False)
+        """Publish bytes as they are onto the topic exchange (outbox relay, DLQ replay);
+        `options`: headers, message_id."""
+        headers = {H_EVENT: routing_key, **(options.get("headers") or {})}
+        out = Outbound(Route.EXCHANGE, routing_key, body, headers, priority=priority)
+        await self.send(replace(out, message_id=options.get("message_id")))
 
-    async def publish_to_queue(
-        self,
-        body: bytes,
-        queue: str,
-        *,
-        headers: dict[str, Any] | None = None,
-        message_id: str | None = None,
-    ) -> None:
+    async def publish_to_queue(self, body: bytes, queue: str, **options: Any) -> None:
         """Publish bytes straight into one queue (default exchange): a dead letter replayed
-        into the queue it died in, as a retry would."""
-        message = aio_pika.Message(
-            body,
-            delivery_mode=PERSISTENT,
-            message_id=message_id,
-            content_type=JSON,
-            headers=headers or {},
-            app_id=self.app_id,
-        )
-        await self.channel.default_exchange.publish(message, queue, mandatory=False)
+        into the queue it died in, as a retry would; `options`: headers, message_id."""
+        headers = dict(options.get("headers") or {})
+        await self.send(Outbound(Route.QUEUE, queue, body, headers, options.get("message_id")))
 
     async def retry(
-        self,
-        message: InboundMessage,
-        group: ConsumerGroup,
-        attempt: int,
-        error: str,
-        delay_ms: int,
+        self, message: InboundMessage, group: ConsumerGroup, attempt: int, error: str, delay_ms: int
     ) -> None:
         """Into the group's delay queue for `delay_ms` (through the default exchange, so only
         this group sees it again); the queue's TTL then sends it back to the work queue."""
         # Jitter spreads a burst of failures; the queue TTL still bounds the wait.
         expiration = max(1, int(delay_ms * random.uniform(0.8, 1.0))) / 1000
-        retried = aio_pika.Message(
-            message.body,
-            delivery_mode=PERSISTENT,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            content_type=message.content_type,
-            headers={**message.headers, H_ATTEMPT: attempt, H_ERROR: error[:1000]},
-            priority=message.priority,
-            expiration=expiration,
-            app_id=self.app_id,
-        )
+        headers = {**message.headers, H_ATTEMPT: attempt, H_ERROR: error[:1000]}
         queue = self.topology.retry_queue_name(group, delay_ms)
-        await self.channel.default_exchange.publish(retried, queue, mandatory=False)
+        out = _resend(message, Route.RETRY, queue, headers, group.name)
+        await self.send(replace(out, expiration_seconds=expiration, delay_ms=delay_ms))
 
     async def dead_letter(
-        self,
-        message: InboundMessage,
-        group: ConsumerGroup,
-        reason: str,
-        error: str,
-        attempt: int,
+        self, message: InboundMessage, group: ConsumerGroup, reason: str, error: str, attempt: int
     ) -> None:
         """Onto the dead-letter exchange with why, how often and from which queue."""
-        dead = aio_pika.Message(
-            message.body,
+        headers = {
+            **message.headers,
+            H_EVENT: message.event_type,
+            H_ATTEMPT: attempt,
+            H_REASON: reason,
+            H_ERROR: error[:4000],
+            H_QUEUE: self.topology.queue_name(group),
+        }
+        out = _resend(message, Route.DEAD_LETTER, group.name, headers, group.name)
+        await self.send(replace(out, priority=None))
+
+    async def send(self, out: Outbound) -> None:
+        """Carry one message with aio-pika, persistently, and wait for the broker's confirm."""
+        message = aio_pika.Message(
+            out.body,
             delivery_mode=PERSISTENT,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            content_type=message.content_type,
-            headers={
-                **message.headers,
-                H_EVENT: message.event_type,
-                H_ATTEMPT: attempt,
-                H_REASON: reason,
-                H_ERROR: error[:4000],
-                H_QUEUE: self.topology.queue_name(group),
-            },
+            message_id=out.message_id,
+            correlation_id=out.correlation_id,
+            content_type=out.content_type,
+            headers=out.headers,
+            priority=out.priority,
+            expiration=out.expiration_seconds,
             app_id=self.app_id,
         )
-        await self._require(self._dlx).publish(dead, group.name, mandatory=False)
+        if out.route is Route.EXCHANGE:
+            exchange = self._require(self._exchange)
+        elif out.route is Route.DEAD_LETTER:
+            exchange = self._require(self._dlx)
+        else:
+            exchange = self.channel.default_exchange
+        await exchange.publish(message, out.key, mandatory=False)
 
     @staticmethod
     def _require(exchange: AbstractExchange | None) -> AbstractExchange:
         if exchange is None:
             raise RuntimeError("the bus is not connected")
         return exchange
+
+
+def _resend(
+    message: InboundMessage, route: Route, key: str, headers: dict[str, Any], group: str
+) -> Outbound:
+    """The received message again, with new headers (a retry or a dead letter)."""
+    return Outbound(
+        route,
+        key,
+        message.body,
+        headers,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        content_type=message.content_type,
+        priority=message.priority,
+        group=group,
+    )
