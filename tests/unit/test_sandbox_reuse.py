@@ -21,8 +21,10 @@ from shared.sandbox import (
     judge,
     kill_job,
     run_sandboxed,
+    running_children,
 )
 from tests.unit.extractor_fixtures import text_pdf
+from tests.waiting import wait_until
 
 LIMITS: dict[str, Any] = {"cpu_seconds": 60, "memory_mb": 1536}
 
@@ -190,7 +192,7 @@ async def test_kill_job_kills_the_reused_child_at_work_on_it() -> None:
         pid = pid_of(lines)
         slow_job = uuid.uuid4()
         task = asyncio.create_task(job(pool, {"sleep": 60}, job_id=slow_job))
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: running_children(slow_job) == 1, what="a child holds the job")
         # The child served done_job before: cancelling that job must not touch it now.
         assert kill_job(done_job) == 0
         assert not task.done() and alive(pid)
@@ -301,8 +303,7 @@ async def test_max_children_bounds_children_kept_for_reuse() -> None:
                 warm=pool,
             )  # fmt: skip
         )
-        await asyncio.sleep(0.2)
-        assert pool.busy == 1
+        await wait_until(lambda: pool.busy == 1, what="the other job holds its child")
         result, lines = await job(pool, {})
         assert result.failure is None
         # busy 1 (other) + 1 idle = 2: the job's child was not taken back.

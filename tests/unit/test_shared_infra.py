@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from shared.blobstore import BlobStore
-from shared.sandbox import kill_job, run_sandboxed
+from shared.sandbox import kill_job, run_sandboxed, running_children
 from shared.sniff import sniff_bytes
+from tests.waiting import wait_until
 
 
 class TestBlobStore:
@@ -74,7 +75,7 @@ class TestSandbox:
         task = asyncio.ensure_future(
             run_sandboxed(["sleep", "30"], job_id=job, timeout=30, cpu_seconds=10, memory_mb=256)
         )
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: running_children(job) == 1, what="the child runs the job")
         assert kill_job(job) == 1
         result = await asyncio.wait_for(task, 5)
         assert result.failure == "The job was cancelled."

@@ -17,8 +17,9 @@ from services.extractor.scheduler import Scheduler
 from services.extractor.service import CHILD_ARGV, WARM_CHILD_ARGV
 from services.extractor.spec import ExtractSpec
 from shared.jobs import clear_job_cache, forget_job, require_active
-from shared.sandbox import WarmPool, kill_job, run_sandboxed
+from shared.sandbox import WarmPool, kill_job, run_sandboxed, running_children
 from tests.unit.extractor_fixtures import text_pdf
+from tests.waiting import wait_until
 
 LIMITS: dict[str, Any] = {"cpu_seconds": 60, "memory_mb": 1536}
 
@@ -95,7 +96,7 @@ async def test_cancel_kills_the_warm_child_that_took_the_job() -> None:
         task = asyncio.create_task(
             run_sandboxed(("false",), job_id=job, timeout=60, stdin=b"{}", warm=pool, **LIMITS)
         )
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: running_children(job) == 1, what="a child holds the job")
         started = time.monotonic()
         assert kill_job(job) == 1
         result = await asyncio.wait_for(task, 5)
@@ -122,7 +123,7 @@ async def test_cpu_limit_counts_from_the_job_not_from_the_start() -> None:
     pool = WarmPool(script(code.format(job=0.3)), size=1, max_jobs_per_child=1, **limits)
     pool.fill()
     try:
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: pool.idle >= 1, what="the warm child is up")
         result = await run_warm(pool, limits)
         assert result.failure is None, result
     finally:
@@ -131,7 +132,7 @@ async def test_cpu_limit_counts_from_the_job_not_from_the_start() -> None:
     pool = WarmPool(script(code.format(job=30)), size=1, max_jobs_per_child=1, **limits)
     pool.fill()
     try:
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: pool.idle >= 1, what="the warm child is up")
         started = time.monotonic()
         result = await run_warm(pool, limits)
         assert result.failure is not None and "CPU-time limit" in result.failure
