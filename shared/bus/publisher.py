@@ -70,7 +70,10 @@ class Publisher:
         return self._channel
 
     def is_connected(self) -> bool:
-        return self.connection is not None and not self.connection.is_closed
+        """Whether the broker connection is up right now. A robust connection is never
+        "closed" while it reconnects, so its `connected` event is what tells."""
+        connection = self.connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
 
     async def declare(self) -> None:
         """Declare the whole topology, so a publish never races a consumer's first start."""
