@@ -31,7 +31,12 @@ from services.ingest.multipart import MultipartError
 from services.ingest.outbox import publish_many
 from services.ingest.runtime import IngestRuntime
 from services.ingest.submit import UploadRequest, refuse_unreadable_body
-from services.ingest.upload import ReceivedUpload, sniff_blob, with_read_timeout
+from services.ingest.upload import (
+    ReceivedUpload,
+    sniff_blob,
+    unsupported_upload_reason,
+    with_read_timeout,
+)
 from services.ingest.urls import filename_of_url, url_problem
 from shared.events import DocumentUploaded
 from shared.settings import Settings
@@ -133,7 +138,8 @@ async def _judged(runtime: IngestRuntime, upload: ReceivedUpload) -> _JudgedFile
         raise UploadRejected(f"The file {name} is empty.")
     fmt = await sniff_blob(runtime.blobs, upload.uri)
     if fmt is None:
-        raise UnsupportedFormat(f"The file {name} is in no format docpipe reads.")
+        reason = await unsupported_upload_reason(runtime.blobs, upload.uri)
+        raise UnsupportedFormat(f"{name}: {reason}")
     return _JudgedFile(upload, fmt)
 
 
@@ -196,6 +202,8 @@ async def _create(
         outbox_ids = await store.create_batch(
             conn, batch, jobs, {"x-correlation-id": correlation_id}
         )
+    # All at once, as a single upload's event: published a hundred at a time, a batch's jobs
+    # start sooner than the relay (one publish after another) would start them.
     await publish_many(runtime.pool, runtime.bus, outbox_ids)
     log.info("batch accepted", batch_id=str(batch_id), jobs=len(jobs))
     return SubmittedBatch(batch_id, body.name, body.labels, jobs)

@@ -119,7 +119,7 @@ def _created(request: Request, settings: Settings, batch: SubmittedBatch) -> Bat
         BatchJobCreated(
             job_id=job.event.job_id,
             filename=job.event.filename,
-            url=None if job.sha256 else job.event.document_uri,
+            url=None if job.event.document_uri.startswith("blob://") else job.event.document_uri,
         )
         for job in batch.jobs
     ]
