@@ -57,12 +57,11 @@ class BatchJobCreated(BaseModel):
 
 
 class BatchLinks(BaseModel):
-    self: str
+    status: str = Field(description="The batch's status and aggregate (the progress service).")
+    events: str = Field(description="The batch's WebSocket (the progress service).")
     jobs: str
     result: str
     cancel: str
-    progress: str
-    events: str
 
 
 class BatchCreated(BaseModel):

@@ -69,12 +69,11 @@ def _links(request: Request, settings: Settings, batch_id: uuid.UUID) -> BatchLi
     host = request.url.hostname or settings.host
     progress = f"{host}:{settings.progress_port}/v1/batches/{batch_id}"
     return BatchLinks(
-        self=f"/v1/batches/{batch_id}",
+        status=f"http://{progress}",
+        events=f"ws://{progress}/events",
         jobs=f"/v1/batches/{batch_id}/jobs",
         result=f"/v1/batches/{batch_id}/result",
         cancel=f"/v1/batches/{batch_id}/cancel",
-        progress=f"http://{progress}",
-        events=f"ws://{progress}/events",
     )
 
 
