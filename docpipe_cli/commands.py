@@ -231,9 +231,10 @@ def status(ctx: typer.Context, job: Annotated[str, typer.Argument(help="Job id."
     for field in (
         "job_id", "status", "stage", "percent", "filename", "format", "ocr", "priority",
         "pages_total", "stalled", "partial", "error", "created_at", "updated_at", "finished_at",
+        "batch_id", "labels",
     ):  # fmt: skip
         value = body.get(field)
-        if value is not None:
+        if value is not None and value != {}:
             table.add_row(f"[bold]{field}[/bold]", str(value))
     console.print(table)
 

@@ -20,6 +20,7 @@ from services.ingest.errors import (
     EmptyBatch,
     InvalidDocumentUrl,
     InvalidRequest,
+    NotABatchBody,
     NoTenant,
     TooManyInBatch,
     UnsupportedFormat,
@@ -27,7 +28,7 @@ from services.ingest.errors import (
 )
 from services.ingest.filenames import sanitize_filename
 from services.ingest.models import JobOptions
-from services.ingest.multipart import MultipartError
+from services.ingest.multipart import MultipartError, boundary_of
 from services.ingest.outbox import publish_many
 from services.ingest.runtime import IngestRuntime
 from services.ingest.submit import UploadRequest, refuse_unreadable_body
@@ -77,6 +78,8 @@ async def submit_batch_form(runtime: IngestRuntime, request: UploadRequest) -> S
     """A batch of uploaded files (and URLs) in one multipart form."""
     if request.tenant is None:
         raise NoTenant()
+    if boundary_of(request.content_type) is None:
+        raise NotABatchBody()
     settings = runtime.settings
     refuse_unreadable_body(request, settings.max_upload_bytes * settings.batch_max_files)
     assert request.content_type is not None  # refuse_unreadable_body checked it

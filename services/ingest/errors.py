@@ -139,6 +139,15 @@ class InvalidDocumentUrl(InvalidRequest):
         super().__init__([_validation_error("url", loc, sentence)])
 
 
+class NotABatchBody(InvalidRequest):
+    def __init__(self) -> None:
+        msg = (
+            "Send the batch as a JSON body (application/json, with urls) or as a "
+            "multipart/form-data form (files parts)."
+        )
+        super().__init__([_validation_error("missing", ("body",), msg)])
+
+
 class EmptyBatch(InvalidRequest):
     def __init__(self) -> None:
         msg = "The batch has no documents: send files (the files field) or urls."

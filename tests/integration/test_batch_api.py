@@ -158,6 +158,10 @@ async def test_batch_refusals_say_why(client: httpx.AsyncClient, db_pool: asyncp
         "/v1/batches", headers=auth(BATCH_KEY), json={"urls": ["http://docs.example.com:8080/x"]}
     )
     assert r.status_code == 422 and "port 8080" in r.text
+    r = await client.post(
+        "/v1/batches", headers={**auth(BATCH_KEY), "Content-Type": "text/plain"}, content=b"x"
+    )
+    assert r.status_code == 422 and "multipart/form-data" in r.text
     r = await client.post("/v1/batches", headers=auth(BATCH_KEY), json={"urls": []})
     assert r.status_code == 422 and "no documents" in r.text
     r = await client.post(
