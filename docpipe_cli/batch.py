@@ -6,18 +6,25 @@ connects, resumes a dropped connection with ?after=<last seq>, and renders."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import websockets
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TaskProgressColumn, TextColumn
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from docpipe_cli.follow import FATAL_CLOSE_CODES, MAX_CONNECT_FAILURES, RECONNECT_PAUSE_SECONDS
+from docpipe_cli.follow import (
+    FATAL_CLOSE_CODES,
+    IDLE_POLL_SECONDS,
+    MAX_CONNECT_FAILURES,
+    RECONNECT_PAUSE_SECONDS,
+)
 from docpipe_cli.views import STATUS_COLOURS, apply_update, describe, format_eta, is_final
 from shared.events import JobStatus
 
@@ -177,27 +184,52 @@ class BatchFollowError(Exception):
     """The batch could not be followed to its end (refused, or unreachable)."""
 
 
-async def read_batch(
-    ws_base: str,
-    key: str,
-    state: BatchState,
-    on_changes: Callable[[BatchState, Changes], None],
-    *,
-    max_failures: int = MAX_CONNECT_FAILURES,
-) -> BatchState:
-    """Fold the batch WebSocket's messages into `state` until its final message; a dropped
-    connection is resumed with ?after=<last seq>, up to `max_failures` failed connects in a
-    row. Raises BatchFollowError when refused or unreachable."""
-    failures = 0
-    while not state.final:
-        url = batch_events_url(ws_base, state.batch_id, key, state.last_seq)
-        seq_before = state.last_seq
+Poll = Callable[[], Awaitable[Snapshot | None]]
+
+
+@dataclass
+class _Reader:
+    """read_batch's connection loop, with the poll that notices a batch that ended while the
+    WebSocket was quiet or out of reach."""
+
+    ws_base: str
+    key: str
+    state: BatchState
+    on_changes: Callable[[BatchState, Changes], None]
+    poll: Poll | None
+    idle_seconds: float
+
+    async def polled_final(self) -> bool:
+        """Whether the batch's status, read over HTTP, says it has ended (then folded in)."""
+        if self.poll is None:
+            return False
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            status = await self.poll()
+            if status and is_final(status):
+                # Folded without its seq: a later connection still resumes where it was.
+                final = {k: v for k, v in status.items() if k != "seq"}
+                self.on_changes(self.state, self.state.fold({**final, "final": True}))
+                return True
+        return False
+
+    async def read_once(self) -> None:
+        """One connection: fold its messages until the final one or until it closes."""
+        url = batch_events_url(self.ws_base, self.state.batch_id, self.key, self.state.last_seq)
+        async with websockets.connect(url, open_timeout=10) as conn:
+            while not self.state.final:
+                try:
+                    raw = await asyncio.wait_for(conn.recv(), self.idle_seconds)
+                except TimeoutError:
+                    if await self.polled_final():
+                        return
+                    continue
+                _fold_raw(self.state, raw, self.on_changes)
+
+    async def attempt(self) -> None:
+        """read_once, with the answers that end following for good raised as
+        BatchFollowError and the ones worth another try swallowed."""
         try:
-            async with websockets.connect(url, open_timeout=10) as conn:
-                async for raw in conn:
-                    _fold_raw(state, raw, on_changes)
-                    if state.final:
-                        break
+            await self.read_once()
         except InvalidStatus as exc:
             code = exc.response.status_code
             if code in (401, 403, 404):
@@ -208,7 +240,29 @@ async def read_batch(
             if exc.rcvd and exc.rcvd.code in FATAL_CLOSE_CODES:
                 raise BatchFollowError(exc.rcvd.reason or f"closed ({exc.rcvd.code})") from None
         except (OSError, TimeoutError, websockets.WebSocketException):
-            pass
+            await self.polled_final()
+
+
+async def read_batch(
+    ws_base: str,
+    key: str,
+    state: BatchState,
+    on_changes: Callable[[BatchState, Changes], None],
+    *,
+    max_failures: int = MAX_CONNECT_FAILURES,
+    poll: Poll | None = None,
+    idle_seconds: float = IDLE_POLL_SECONDS,
+) -> BatchState:
+    """Fold the batch WebSocket's messages into `state` until its final message; a dropped
+    connection is resumed with ?after=<last seq>, up to `max_failures` connections in a row
+    that told nothing new. `poll` (the batch's status over HTTP) is asked while the socket is
+    out of reach or quiet for `idle_seconds`. Raises BatchFollowError when refused or
+    unreachable."""
+    reader = _Reader(ws_base, key, state, on_changes, poll, idle_seconds)
+    failures = 0
+    while not state.final:
+        seq_before = state.last_seq
+        await reader.attempt()
         # A connection that told nothing new counts as a failure, so a server that keeps
         # closing early (or cannot be reached) is not tried forever.
         failures = 0 if state.last_seq != seq_before else failures + 1
@@ -218,6 +272,22 @@ async def read_batch(
             raise BatchFollowError("Lost the connection to the progress service.")
         await asyncio.sleep(RECONNECT_PAUSE_SECONDS * min(failures + 1, 8))
     return state
+
+
+def batch_poll(ws_base: str, key: str, batch_id: str) -> Poll:
+    """GET /v1/batches/{id} on the progress service (the WebSocket's host, over HTTP): the
+    batch's status, or None when it cannot be read."""
+    base = ws_base.rstrip("/").replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+
+    async def poll() -> Snapshot | None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.get(
+                f"{base}/v1/batches/{batch_id}", headers={"Authorization": f"Bearer {key}"}
+            )
+        body = r.json() if r.status_code == 200 else None
+        return dict(body) if isinstance(body, dict) else None
+
+    return poll
 
 
 def _fold_raw(
@@ -245,7 +315,14 @@ async def follow_batch(
     state = BatchState(batch_id)
     with Progress(*BatchView.COLUMNS, console=console) as progress:
         view = BatchView(progress, title, labels)
-        await read_batch(ws_base, key, state, view.show, max_failures=max_failures)
+        await read_batch(
+            ws_base,
+            key,
+            state,
+            view.show,
+            max_failures=max_failures,
+            poll=batch_poll(ws_base, key, batch_id),
+        )
     return state
 
 

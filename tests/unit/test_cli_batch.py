@@ -24,6 +24,7 @@ from docpipe_cli.batch import (
     finished_line,
     follow_batch,
     format_cost,
+    read_batch,
 )
 from docpipe_cli.commands import documents_in, parse_labels
 
@@ -181,3 +182,45 @@ async def test_follow_batch_gives_up_when_nothing_listens() -> None:
             ),  # fmt: skip
             10,
         )
+
+
+async def test_a_quiet_socket_makes_the_follower_ask_over_http() -> None:
+    async def quiet(conn: Any) -> None:
+        await conn.send(json.dumps(STREAM[0]))
+        await conn.wait_closed()  # never a final message
+
+    polls: list[int] = []
+
+    async def poll() -> dict[str, Any] | None:
+        polls.append(1)
+        if len(polls) < 2:
+            return dict(aggregate(1))  # still running
+        return aggregate(7, status="completed", percent=100.0, jobs_completed=3)
+
+    async with websockets.serve(quiet, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        state = await asyncio.wait_for(
+            read_batch(
+                f"ws://127.0.0.1:{port}",
+                "k",
+                BatchState(BATCH),
+                lambda _s, _c: None,
+                poll=poll,
+                idle_seconds=0.1,
+            ),  # fmt: skip
+            10,
+        )
+    assert len(polls) == 2
+    assert state.final and state.aggregate["status"] == "completed" and not state.failed()
+    assert state.last_seq == 1  # the polled status carries no seq to resume from
+
+
+async def test_an_unreachable_socket_makes_the_follower_ask_over_http() -> None:
+    async def ended() -> dict[str, Any] | None:
+        return aggregate(9, status="cancelled", percent=40.0, jobs_cancelled=3)
+
+    state = await asyncio.wait_for(
+        read_batch("ws://127.0.0.1:9", "k", BatchState(BATCH), lambda _s, _c: None, poll=ended),
+        10,
+    )
+    assert state.final and state.failed()
