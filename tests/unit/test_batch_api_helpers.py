@@ -1,20 +1,32 @@
-"""The batch API's pure parts: URL checks at submit, labels and their filter, and a batch
-form's fields read as a BatchRequest."""
+"""The batch API's parts that need no server: URL checks at submit, labels and their filter,
+a batch form's fields read as a BatchRequest, and a batch form's files streamed to blobs."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from services.ingest.batch_upload import receive_batch_form
 from services.ingest.batches import batch_request_of_fields, check_urls
-from services.ingest.errors import InvalidDocumentUrl, InvalidRequest, TooManyInBatch
+from services.ingest.errors import (
+    InvalidDocumentUrl,
+    InvalidRequest,
+    TooManyInBatch,
+    UploadTooLarge,
+)
 from services.ingest.labels import (
     MAX_LABELS,
     InvalidLabelFilter,
     Labels,
     parse_label_filters,
 )
+from services.ingest.multipart import MAX_PARTS
 from services.ingest.urls import filename_of_url, url_problem
+from shared.blobstore import BlobStore
 from shared.events import OcrMode
 from shared.settings import Settings
 
@@ -114,3 +126,38 @@ def test_batch_form_fields() -> None:
     with pytest.raises(InvalidRequest) as refused:
         batch_request_of_fields({"priority": "12"})
     assert refused.value.errors[0]["loc"] == ("body", "options", "priority")
+
+
+def _form(parts: list[tuple[str, tuple[str, bytes]]], data: dict[str, str]) -> tuple[str, bytes]:
+    request = httpx.Request("POST", "http://x/v1/batches", files=parts, data=data)
+    return request.headers["content-type"], request.read()
+
+
+async def _chunks(body: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+async def test_a_batch_form_may_carry_more_parts_than_a_single_upload(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    parts = [("files", (f"{i}.txt", f"document {i}\n".encode())) for i in range(MAX_PARTS + 8)]
+    parts.append(("other", ("ignored.bin", b"not a batch file")))
+    content_type, body = _form(parts, {"name": "many"})
+    form = await receive_batch_form(
+        content_type, _chunks(body), store, max_bytes=1000, max_files=MAX_PARTS + 8
+    )
+    assert [f.client_filename for f in form.files] == [f"{i}.txt" for i in range(MAX_PARTS + 8)]
+    assert form.fields == {"name": "many"}
+    assert store.local_path(form.files[3].uri).read_bytes() == b"document 3\n"
+    assert form.files[3].size_bytes == len(b"document 3\n")
+
+
+async def test_a_batch_form_refuses_a_file_too_many_or_too_large(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    content_type, body = _form([("files", (f"{i}.txt", b"x")) for i in range(3)], {})
+    with pytest.raises(TooManyInBatch, match="at most 2 files"):
+        await receive_batch_form(content_type, _chunks(body), store, max_bytes=10, max_files=2)
+    content_type, body = _form([("files", ("big.txt", b"x" * 50))], {})
+    with pytest.raises(UploadTooLarge):
+        await receive_batch_form(content_type, _chunks(body), store, max_bytes=10, max_files=2)
+    assert not list(tmp_path.rglob(".incoming-*"))  # no partial blob left
