@@ -188,29 +188,43 @@ async def list_batches(
     return rows
 
 
-RESULT_ROWS_PER_FETCH = 50
+RESULT_ROWS_PER_PAGE = 100
+# A result may be megabytes of text: fewer of them are held at once.
+INLINE_RESULTS_PER_PAGE = 5
 
 
 async def batch_result_lines(
     pool: asyncpg.Pool, batch_id: uuid.UUID, inline: bool
 ) -> AsyncIterator[bytes]:
-    """One JSON line per job of the batch, in submitted order, read through a server-side
-    cursor (a few rows at a time), so a batch of any size streams in bounded memory."""
+    """One JSON line per job of the batch, in submitted order, read a page at a time (keyset
+    on created_at, job_id). Each page takes a connection and gives it back before its lines
+    are sent, so a slow reader holds no connection and a batch of any size streams in
+    bounded memory."""
     result_column = "r.result" if inline else "NULL::jsonb"
-    async with pool.acquire() as conn, conn.transaction():
-        cursor = conn.cursor(
+    page_size = INLINE_RESULTS_PER_PAGE if inline else RESULT_ROWS_PER_PAGE
+    after: tuple[datetime, uuid.UUID] | None = None
+    while True:
+        after_at, after_id = after if after else (None, None)
+        rows = await pool.fetch(
             f"""
-            SELECT j.job_id, j.status, j.error, j.filename, j.labels,
+            SELECT j.job_id, j.created_at, j.status, j.error, j.filename, j.labels,
                    (r.job_id IS NOT NULL) AS has_result, {result_column} AS result
             FROM jobs j LEFT JOIN job_results r ON r.job_id = j.job_id
             WHERE j.batch_id = $1
+              AND ($2::timestamptz IS NULL OR (j.created_at, j.job_id) > ($2, $3::uuid))
             ORDER BY j.created_at, j.job_id
+            LIMIT $4
             """,
             batch_id,
-            prefetch=RESULT_ROWS_PER_FETCH,
+            after_at,
+            after_id,
+            page_size,
         )
-        async for row in cursor:
+        for row in rows:
             yield (json.dumps(result_line(row, inline), ensure_ascii=False) + "\n").encode()
+        if len(rows) < page_size:
+            return
+        after = (rows[-1]["created_at"], rows[-1]["job_id"])
 
 
 def result_line(row: Any, inline: bool) -> dict[str, Any]:
