@@ -322,7 +322,9 @@ async def test_batch_result_streams_one_line_per_job(
     assert lines[3]["result_url"] == f"/v1/jobs/{done}/result"
     assert "result_url" not in lines[0] and lines[0]["status"] == "queued"
     r = await client.get(path, params={"inline": "true"}, headers=auth(BATCH_KEY))
-    assert json.loads(r.text.splitlines()[3])["result"] == {"pages": 1}
+    inline = [json.loads(line) for line in r.text.splitlines()]
+    assert [line["job_id"] for line in inline] == ids  # every page, in order
+    assert inline[3]["result"] == {"pages": 1} and "result" not in inline[0]
     assert (await client.get(path, headers=auth(OTHER_KEY))).status_code == 404
 
 
