@@ -159,6 +159,12 @@ class BatchView:
         for job_id in changes.jobs:
             self._show_job(job_id, state.jobs[job_id], job_id in changes.finished)
 
+    def clear_in_flight(self) -> None:
+        """Drop the bars of documents whose end was not told (the batch's end says it all)."""
+        for bar in self.bars.values():
+            self.progress.remove_task(bar)
+        self.bars.clear()
+
     def _show_job(self, job_id: str, job: Snapshot, finished: bool) -> None:
         label = self.labels.get(job_id) or job.get("filename") or job_id[:8]
         bar = self.bars.get(job_id)
@@ -323,6 +329,7 @@ async def follow_batch(
             max_failures=max_failures,
             poll=batch_poll(ws_base, key, batch_id),
         )
+        view.clear_in_flight()
     return state
 
 
