@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import typer
 from rich.table import Table
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from docpipe_cli.batch import BatchFollowError, batch_summary, follow_batch
 from docpipe_cli.dlq import dlq_app
 from docpipe_cli.follow import follow_jobs
 from docpipe_cli.views import (
@@ -107,25 +109,66 @@ def options(
     ctx.obj = Config(api.rstrip("/"), ws.rstrip("/"), key)
 
 
+def documents_in(paths: list[Path]) -> list[Path]:
+    """The files named, with each folder replaced by the files in it (sorted, hidden ones
+    and subfolders left out)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        else:
+            found.append(path)
+    return found
+
+
+def parse_labels(pairs: list[str]) -> dict[str, str]:
+    """`["project=alpha"]` -> {"project": "alpha"}."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"The label {pair!r} is not key=value (for example project=alpha).")
+        labels[key] = value
+    return labels
+
+
 @app.command()
 def submit(
     ctx: typer.Context,
     files: Annotated[
-        list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, help="Documents.")
+        list[Path],
+        typer.Argument(exists=True, readable=True, help="Documents, or folders of documents."),
     ],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Show live progress.")] = False,
+    batch: Annotated[
+        bool, typer.Option("--batch", "-b", help="Submit all the documents as one batch.")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="The batch's name (with --batch).")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="key=value; may be repeated.")
+    ] = None,
     ocr: Annotated[OcrMode, typer.Option(help="When to OCR pages.")] = OcrMode.AUTO,
     priority: Annotated[int, typer.Option(min=0, max=9, help="0 (default) to 9.")] = 0,
     password: Annotated[str | None, typer.Option(help="Password of encrypted PDFs.")] = None,
 ) -> None:
-    """Upload documents; print their job ids (and follow them with --follow)."""
+    """Upload documents; print their job ids (and follow them with --follow). With --batch,
+    they are one batch, followed with one overall bar."""
     cfg = _cfg(ctx)
+    paths = documents_in(files)
+    if not paths:
+        raise fail("There are no documents to submit.")
     form = {"ocr": ocr.value, "priority": str(priority)}
     if password is not None:
         form["password"] = password
+    labels = parse_labels(label or [])
+    if labels:
+        form["labels"] = json.dumps(labels)
+    if batch:
+        submit_batch(cfg, paths, form, name, follow)
+        return
     jobs: dict[str, str] = {}
     refused = 0
-    for path in files:
+    for path in paths:
         response = upload(cfg, path, form)
         if response.status_code in (200, 202):
             job_id = str(response.json()["job_id"])
@@ -140,6 +183,36 @@ def submit(
         if any(f.get("status") != JobStatus.COMPLETED for f in finals.values()):
             raise typer.Exit(1)
     if refused:
+        raise typer.Exit(1)
+
+
+def submit_batch(
+    cfg: Config, paths: list[Path], form: dict[str, str], name: str | None, follow: bool
+) -> None:
+    """POST /v1/batches with every document; print the batch id and each job id, then (with
+    follow) the batch's bars until it ends. Exit status 1 unless every document completed."""
+    fields = {**form, **({"name": name} if name else {})}
+    with contextlib.ExitStack() as stack:
+        parts = [("files", (path.name, stack.enter_context(path.open("rb")))) for path in paths]
+        response = _request(cfg, "POST", "/v1/batches", files=parts, data=fields)
+    if response.status_code != 202:
+        raise fail(http_error_message(response))
+    body = response.json()
+    batch_id = str(body["batch_id"])
+    labels = {str(j["job_id"]): str(j.get("filename") or j["job_id"]) for j in body["jobs"]}
+    console.print(f"batch {batch_id}  {len(labels)} documents")
+    for job_id, filename in labels.items():
+        console.print(f"{job_id}  {filename}")
+    if not follow:
+        return
+    try:
+        state = asyncio.run(
+            follow_batch(cfg.ws, cfg.key, batch_id, labels, console, title=name or "batch")
+        )
+    except BatchFollowError as exc:
+        raise fail(f"Could not follow batch {batch_id}: {exc}") from None
+    console.print(batch_summary(state))
+    if state.failed():
         raise typer.Exit(1)
 
 
@@ -158,9 +231,10 @@ def status(ctx: typer.Context, job: Annotated[str, typer.Argument(help="Job id."
     for field in (
         "job_id", "status", "stage", "percent", "filename", "format", "ocr", "priority",
         "pages_total", "stalled", "partial", "error", "created_at", "updated_at", "finished_at",
+        "batch_id", "labels",
     ):  # fmt: skip
         value = body.get(field)
-        if value is not None:
+        if value is not None and value != {}:
             table.add_row(f"[bold]{field}[/bold]", str(value))
     console.print(table)
 

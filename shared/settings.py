@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     upload_read_timeout_seconds: float = Field(default=30.0, gt=0)
     max_concurrent_uploads_per_tenant: int = Field(default=100, ge=1)
 
+    # Batches (issue 12, batch API): how many documents one POST /v1/batches may carry.
+    batch_max_files: int = Field(default=100, ge=1)
+    batch_max_urls: int = Field(default=1000, ge=1)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -167,8 +167,8 @@ def redirect_target(url: str, response: httpx.Response) -> str:
 async def save_response(response: httpx.Response, blobs: BlobStore, limit: int) -> str:
     if 400 <= response.status_code < 500:
         raise PermanentError(
-            f"The document could not be downloaded: the server answered "
-            f"{response.status_code} {response.reason_phrase}."
+            f"The document could not be downloaded from {response.request.url.host}: the "
+            f"server answered {response.status_code} {response.reason_phrase}."
         )
     response.raise_for_status()  # 5xx: retried
     declared = response.headers.get("content-length")

@@ -8,10 +8,11 @@ from fastapi import FastAPI
 from fastapi.openapi.constants import REF_TEMPLATE
 
 from services.ingest.api.errors import install_error_handlers
-from services.ingest.api.routes import jobs
+from services.ingest.api.routes import batches, jobs
+from services.ingest.batch_models import BatchRequest, BatchUploadForm
 from services.ingest.limits import UploadSlots
 from services.ingest.middleware import RequestIdMiddleware
-from services.ingest.models import UploadForm
+from services.ingest.models import UploadForm, UrlJobRequest
 from services.ingest.outbox import run_relay
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings, get_settings
@@ -22,9 +23,13 @@ def setup(ctx: ServiceContext) -> None:
 
 
 def upload_form_schemas() -> dict[str, Any]:
-    """UploadForm and the schemas it refers to, for the OpenAPI components."""
-    form = UploadForm.model_json_schema(ref_template=REF_TEMPLATE)
-    return {**form.pop("$defs", {}), UploadForm.__name__: form}
+    """The hand-read bodies' models (UploadForm, UrlJobRequest, the batch bodies) and the
+    schemas they refer to, for the OpenAPI components."""
+    schemas: dict[str, Any] = {}
+    for model in (UploadForm, UrlJobRequest, BatchRequest, BatchUploadForm):
+        schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+        schemas.update({**schema.pop("$defs", {}), model.__name__: schema})
+    return schemas
 
 
 def _with_upload_form(app: FastAPI) -> None:
@@ -49,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app("ingest", setup, settings=settings, title="docpipe ingest")
     app.state.upload_slots = UploadSlots(settings.max_concurrent_uploads_per_tenant)
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     _with_upload_form(app)

@@ -116,3 +116,46 @@ class IdempotencyConflict(InvalidRequest):
         )
         loc = ("header", "idempotency-key")
         super().__init__([_validation_error("idempotency_conflict", loc, msg)])
+
+
+# Batches and URL jobs (issue 12, batch API).
+class BatchNotFound(IngestError):
+    def __init__(self) -> None:
+        super().__init__("No such batch.")
+
+
+class TooManyInBatch(IngestError):
+    """More files or URLs than one batch may carry (413)."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(
+            f"A batch may carry at most {limit} {what}; split the documents into several batches."
+        )
+        self.limit = limit
+
+
+class InvalidDocumentUrl(InvalidRequest):
+    def __init__(self, loc: tuple[str, ...], sentence: str) -> None:
+        super().__init__([_validation_error("url", loc, sentence)])
+
+
+class NotABatchBody(InvalidRequest):
+    def __init__(self) -> None:
+        msg = (
+            "Send the batch as a JSON body (application/json, with urls) or as a "
+            "multipart/form-data form (files parts)."
+        )
+        super().__init__([_validation_error("missing", ("body",), msg)])
+
+
+class EmptyBatch(InvalidRequest):
+    def __init__(self) -> None:
+        msg = "The batch has no documents: send files (the files field) or urls."
+        super().__init__([_validation_error("missing", ("body", "files"), msg)])
+
+
+class BodyTooLarge(UploadTooLarge):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.detail = f"The JSON body is larger than the limit of {human_bytes(limit)}."
+        self.args = (self.detail,)

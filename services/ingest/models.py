@@ -6,17 +6,36 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from services.ingest.labels import Labels
 from shared.events import JobStatus, OcrMode
 
 
-class UploadOptions(BaseModel):
-    """The form fields sent with the file."""
+class JobOptions(BaseModel):
+    """How a document is processed (an upload's form fields, a URL job's or a batch's body)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     priority: int = Field(default=0, ge=0, le=9)
     ocr: OcrMode = OcrMode.AUTO
     password: str | None = Field(default=None, max_length=1024, description="for encrypted PDFs")
+
+
+class UploadOptions(JobOptions):
+    """The form fields sent with the file."""
+
+    labels: Labels = Field(
+        default_factory=dict,
+        description='Key/value labels, as a JSON object ({"project": "alpha"}); list jobs '
+        "by them with GET /v1/jobs?label=key:value.",
+    )
+
+
+class UrlJobRequest(UploadOptions):
+    """A document to download: POST /v1/jobs with a JSON body."""
+
+    url: str = Field(description="http(s) address of the document; the extractor downloads it.")
 
 
 # The body is streamed to the blob store by hand (services/ingest/upload.py), so FastAPI does
@@ -67,6 +86,8 @@ class JobView(BaseModel):
         description="When a cancel was requested; the status turns cancelled once the "
         "progress service has applied it, moments later.",
     )
+    labels: dict[str, str] = Field(default_factory=dict)
+    batch_id: uuid.UUID | None = Field(default=None, description="The batch it was submitted in.")
 
     @classmethod
     def from_row(cls, row: Any) -> JobView:
@@ -89,6 +110,8 @@ class JobView(BaseModel):
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
             cancel_requested_at=row["cancel_requested_at"],
+            labels=row["labels"],
+            batch_id=row["batch_id"],
         )
 
 

@@ -62,8 +62,9 @@ def boundary_of(content_type: str | None) -> bytes | None:
 class _Collector:
     """python-multipart's callbacks are synchronous: collect events, the caller awaits them."""
 
-    def __init__(self, charset: str) -> None:
+    def __init__(self, charset: str, max_parts: int = MAX_PARTS) -> None:
         self.charset = charset
+        self.max_parts = max_parts
         self.events: list[FormEvent] = []
         self.parts = 0
         self._header_name = b""
@@ -82,8 +83,8 @@ class _Collector:
 
     def on_part_begin(self) -> None:
         self.parts += 1
-        if self.parts > MAX_PARTS:
-            raise MultipartError(f"Too many form parts (at most {MAX_PARTS}).")
+        if self.parts > self.max_parts:
+            raise MultipartError(f"Too many form parts (at most {self.max_parts}).")
         self._headers = {}
         self._field = bytearray()
 
@@ -140,7 +141,9 @@ class _Collector:
         self.ended = True
 
 
-async def iter_form(content_type: str, stream: AsyncIterator[bytes]) -> AsyncIterator[FormEvent]:
+async def iter_form(
+    content_type: str, stream: AsyncIterator[bytes], max_parts: int = MAX_PARTS
+) -> AsyncIterator[FormEvent]:
     """Parse a multipart body incrementally into field, file-start/data/end events."""
     boundary = boundary_of(content_type)
     if boundary is None:
@@ -151,7 +154,7 @@ async def iter_form(content_type: str, stream: AsyncIterator[bytes]) -> AsyncIte
         charset = codecs.lookup(charset).name
     except LookupError:
         charset = "utf-8"
-    collector = _Collector(charset)
+    collector = _Collector(charset, max_parts)
     parser = MultipartParser(
         boundary,
         {

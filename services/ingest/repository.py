@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from shared.jobs import record_blob_owner
 JOB_COLUMNS = (
     "job_id, tenant, status, stage, percent, error, filename, format, ocr_mode, priority, "
     "size_bytes, sha256, pages_total, stalled, partial, created_at, updated_at, finished_at, "
-    "cancel_requested_at"
+    "cancel_requested_at, labels, batch_id"
 )
 CANCEL_REASON = "Cancelled by the client."
 
@@ -24,9 +24,10 @@ CANCEL_REASON = "Cancelled by the client."
 @dataclass(frozen=True)
 class NewJob:
     event: DocumentUploaded
-    sha256: str
-    format: str
+    sha256: str | None
+    format: str | None
     idempotency_key: str | None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 async def find_by_idempotency_key(
@@ -45,8 +46,8 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
         await conn.execute(
             """
             INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
-                              content_type, format, ocr_mode, priority, idempotency_key)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                              content_type, format, ocr_mode, priority, idempotency_key, labels)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             """,
             ev.job_id,
             ev.tenant,
@@ -59,8 +60,10 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
             ev.ocr.value,
             ev.priority,
             job.idempotency_key,
+            job.labels,
         )
-        await record_blob_owner(conn, ev.tenant, ev.document_uri)
+        if ev.document_uri.startswith("blob://"):
+            await record_blob_owner(conn, ev.tenant, ev.document_uri)
         return await enqueue(conn, ev, priority=ev.priority, headers=headers)
 
 
@@ -81,24 +84,33 @@ async def list_jobs(
     status: JobStatus | None,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
+    labels: dict[str, str] | None = None,
+    batch_id: uuid.UUID | None = None,
 ) -> list[asyncpg.Record]:
     """Newest first; `after` is the (created_at, job_id) of the last row already seen.
-    Fetches limit + 1 rows so the caller knows whether there is a next page."""
+    Fetches limit + 1 rows so the caller knows whether there is a next page. `labels`: only
+    jobs whose labels contain these; `batch_id`: only that batch's jobs."""
     after_at, after_id = after if after else (None, None)
+    params: list[Any] = [tenant, status.value if status else None, after_at, after_id, limit + 1]
+    # Added only when asked, so the planner sees a plain containment (GIN index) and a plain
+    # equality (batch index) rather than an "IS NULL OR" it cannot index.
+    extra = ""
+    if labels:
+        params.append(labels)
+        extra += f" AND labels @> ${len(params)}::jsonb"
+    if batch_id is not None:
+        params.append(batch_id)
+        extra += f" AND batch_id = ${len(params)}::uuid"
     rows: list[asyncpg.Record] = await conn.fetch(
         f"""
         SELECT {JOB_COLUMNS} FROM jobs
         WHERE ($1::text IS NULL OR tenant = $1)
           AND ($2::text IS NULL OR status = $2)
-          AND ($3::timestamptz IS NULL OR (created_at, job_id) < ($3, $4::uuid))
+          AND ($3::timestamptz IS NULL OR (created_at, job_id) < ($3, $4::uuid)){extra}
         ORDER BY created_at DESC, job_id DESC
         LIMIT $5
         """,
-        tenant,
-        status.value if status else None,
-        after_at,
-        after_id,
-        limit + 1,
+        *params,
     )
     return rows
 

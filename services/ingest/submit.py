@@ -186,7 +186,7 @@ async def _create_job(
         size_bytes=upload.size_bytes,
         content_type=MEDIA_TYPES[fmt],
     )
-    job = repo.NewJob(event, upload.sha256, fmt, request.idempotency_key)
+    job = repo.NewJob(event, upload.sha256, fmt, request.idempotency_key, options.labels)
     try:
         async with runtime.pool.acquire() as conn:
             outbox_id = await repo.create_job(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -94,3 +95,34 @@ async def test_clear_errors(api_url: str, tmp_path: Path) -> None:
 
     r = await docpipe("http://127.0.0.1:9", "status", "x")
     assert r.exit_code == 1 and "Cannot reach" in r.output
+
+
+async def test_submit_a_folder_as_one_batch(
+    api_url: str, tmp_path: Path, db_pool: asyncpg.Pool
+) -> None:
+    folder = tmp_path / "dealer"
+    folder.mkdir()
+    (folder / "a.txt").write_text("First document of the batch.\n")
+    (folder / "b.txt").write_text("Second document of the batch.\n")
+    (folder / ".DS_Store").write_bytes(b"\x00")
+    r = await docpipe(
+        api_url, "submit", str(folder), "--batch", "--name", "dealer 7", "--label", "dealer=7"
+    )
+    assert r.exit_code == 0, r.output
+    match = re.search(r"^batch ([0-9a-f-]{36})  2 documents$", r.output, re.MULTILINE)
+    assert match, r.output
+    jobs = re.findall(r"^([0-9a-f-]{36})  ([ab]\.txt)$", r.output, re.MULTILINE)
+    assert [name for _, name in jobs] == ["a.txt", "b.txt"]
+    rows = await db_pool.fetch(
+        "SELECT j.job_id::text, j.filename, j.labels, b.name FROM jobs j "
+        "JOIN batches b USING (batch_id) WHERE b.batch_id = $1 ORDER BY j.created_at",
+        uuid.UUID(match.group(1)),
+    )
+    assert [(r["job_id"], r["filename"]) for r in rows] == jobs
+    assert {r["name"] for r in rows} == {"dealer 7"}
+    assert all(r["labels"] == {"dealer": "7"} for r in rows)
+
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    r = await docpipe(api_url, "submit", str(empty), "--batch")
+    assert r.exit_code == 1 and "no documents" in r.output

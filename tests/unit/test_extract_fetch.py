@@ -127,7 +127,7 @@ async def test_http_download_into_blob_store(tmp_path: Path, server: str) -> Non
 async def test_http_errors(tmp_path: Path, server: str) -> None:
     settings = settings_for(tmp_path, allow_private_urls=True, max_upload_bytes=len(BODY) * 2)
     blobs = BlobStore(settings.blob_dir)
-    with pytest.raises(PermanentError, match="404"):
+    with pytest.raises(PermanentError, match="downloaded from 127.0.0.1: the server answered 404"):
         await resolve_document(f"{server}/nothing", settings, blobs)
     with pytest.raises(PermanentError, match="larger than the limit"):
         await resolve_document(f"{server}/chunked", settings, blobs)

@@ -8,11 +8,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from services.ingest.errors import (
+    BatchNotFound,
     IngestError,
     InvalidRequest,
     JobAlreadyEnded,
     JobNotFound,
     NoTenant,
+    TooManyInBatch,
     TooManyUploads,
     UnsupportedFormat,
     UploadRejected,
@@ -25,9 +27,11 @@ STATUS_OF: dict[type[IngestError], int] = {
     UploadRejected: status.HTTP_400_BAD_REQUEST,
     NoTenant: status.HTTP_403_FORBIDDEN,
     JobNotFound: status.HTTP_404_NOT_FOUND,
+    BatchNotFound: status.HTTP_404_NOT_FOUND,
     UploadTimedOut: status.HTTP_408_REQUEST_TIMEOUT,
     JobAlreadyEnded: status.HTTP_409_CONFLICT,
     UploadTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+    TooManyInBatch: status.HTTP_413_CONTENT_TOO_LARGE,
     UnsupportedFormat: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     InvalidRequest: status.HTTP_422_UNPROCESSABLE_CONTENT,
     TooManyUploads: status.HTTP_429_TOO_MANY_REQUESTS,

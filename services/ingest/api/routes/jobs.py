@@ -22,6 +22,8 @@ from services.ingest.api.deps import (
 )
 from services.ingest.cancel import request_cancel
 from services.ingest.errors import JobNotFound, UploadInterrupted
+from services.ingest.json_body import is_json, json_body
+from services.ingest.labels import InvalidLabelFilter, parse_label_filters
 from services.ingest.models import (
     CancelAccepted,
     JobCreated,
@@ -30,9 +32,11 @@ from services.ingest.models import (
     JobView,
     Problem,
     UploadForm,
+    UrlJobRequest,
 )
 from services.ingest.pagination import InvalidCursor, decode_cursor, encode_cursor
 from services.ingest.submit import SubmittedJob, UploadRequest, submit
+from services.ingest.url_submit import submit_url
 from shared.events import JobStatus
 from shared.settings import Settings
 
@@ -48,7 +52,11 @@ _UPLOAD_OPENAPI: dict[str, Any] = {
         "content": {
             "multipart/form-data": {
                 "schema": {"$ref": REF_TEMPLATE.format(model=UploadForm.__name__)}
-            }
+            },
+            # A document by address (services/ingest/url_submit.py).
+            "application/json": {
+                "schema": {"$ref": REF_TEMPLATE.format(model=UrlJobRequest.__name__)}
+            },
         },
     }
 }
@@ -65,7 +73,7 @@ def _links(request: Request, settings: Settings, job_id: uuid.UUID) -> JobLinks:
     )
 
 
-async def _body_of(request: Request) -> AsyncIterator[bytes]:
+async def body_of(request: Request) -> AsyncIterator[bytes]:
     try:
         async for chunk in request.stream():
             yield chunk
@@ -103,14 +111,23 @@ async def submit_job(
     request_id: RequestIdDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JobCreated:
-    """Upload a document; it is processed asynchronously (202, then follow the links).
-    An Idempotency-Key sent again with the same file and options answers 200 with that job;
-    with a different file or options, 422."""
+    """Upload a document (multipart form), or name one by URL (JSON body `{"url": ...}`: the
+    extractor downloads it); it is processed asynchronously (202, then follow the links).
+    An Idempotency-Key sent again with the same file (URL) and options answers 200 with that
+    job; with a different file or options, 422."""
+    if is_json(request.headers.get("content-type")):
+        body = await json_body(request, UrlJobRequest)
+        job = await submit_url(
+            runtime, principal.tenant, body, idempotency_key, correlation_id=request_id
+        )
+        if not job.created:
+            response.status_code = status.HTTP_200_OK
+        return _created(request, runtime.settings, job)
     upload = UploadRequest(
         tenant=principal.tenant,
         content_type=request.headers.get("content-type"),
         content_length=request.headers.get("content-length"),
-        body=_body_of(request),
+        body=body_of(request),
         idempotency_key=idempotency_key,
         correlation_id=request_id,
     )
@@ -139,11 +156,16 @@ async def list_jobs(
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    label: Annotated[
+        list[str] | None,
+        Query(max_length=400, description="key:value; repeat to require several labels."),
+    ] = None,
 ) -> JobPage:
     """The caller's jobs, newest first; pass next_cursor back as ?cursor= for the next page."""
     try:
         after = decode_cursor(cursor) if cursor else None
-    except InvalidCursor as exc:
+        labels = parse_label_filters(label or [])
+    except (InvalidCursor, InvalidLabelFilter) as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     rows = await repo.list_jobs(
         pool,
@@ -151,6 +173,7 @@ async def list_jobs(
         status=status_,
         limit=limit,
         after=after,
+        labels=labels,
     )
     items = [JobView.from_row(r) for r in rows[:limit]]
     next_cursor = None

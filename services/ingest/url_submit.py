@@ -1,0 +1,93 @@
+"""Submitting a document by URL (POST /v1/jobs with a JSON body): the URL is checked (scheme,
+length, port), the job and its DocumentUploaded recorded in one transaction; the extractor
+downloads it (services/extractor/fetch.py), and a failed download fails the job with a
+sentence."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import structlog
+
+from services.ingest import repository as repo
+from services.ingest.errors import IdempotencyConflict, InvalidDocumentUrl, NoTenant
+from services.ingest.models import UrlJobRequest
+from services.ingest.outbox import publish_now
+from services.ingest.runtime import IngestRuntime
+from services.ingest.submit import SubmittedJob
+from services.ingest.urls import filename_of_url, url_problem
+from shared.events import DocumentUploaded, JobStatus
+
+log = structlog.get_logger(__name__)
+
+
+async def submit_url(
+    runtime: IngestRuntime,
+    tenant: str | None,
+    body: UrlJobRequest,
+    idempotency_key: str | None = None,
+    correlation_id: str = "",
+) -> SubmittedJob:
+    if tenant is None:
+        raise NoTenant()
+    settings = runtime.settings
+    problem = url_problem(body.url, settings.fetch_allowed_ports, settings.allow_private_urls)
+    if problem is not None:
+        raise InvalidDocumentUrl(("body", "url"), problem)
+    if idempotency_key:
+        existing = await _existing(runtime, tenant, idempotency_key, body)
+        if existing is not None:
+            return existing
+    event = DocumentUploaded(
+        job_id=uuid.uuid4(),
+        tenant=tenant,
+        document_uri=body.url,
+        filename=filename_of_url(body.url),
+        ocr=body.ocr,
+        password=body.password,
+        priority=body.priority,
+    )
+    job = repo.NewJob(event, None, None, idempotency_key, body.labels)
+    try:
+        async with runtime.pool.acquire() as conn:
+            outbox_id = await repo.create_job(conn, job, {"x-correlation-id": correlation_id})
+    except asyncpg.UniqueViolationError:
+        existing = await _existing(runtime, tenant, idempotency_key or "", body)
+        if existing is None:
+            raise
+        return existing
+    if outbox_id is not None:
+        await publish_now(runtime.pool, runtime.bus, outbox_id)
+    log.info("url job accepted", job_id=str(event.job_id))
+    return SubmittedJob(
+        job_id=event.job_id,
+        status=JobStatus.QUEUED,
+        filename=event.filename,
+        format=None,
+        size_bytes=None,
+        sha256=None,
+        created=True,
+    )
+
+
+async def _existing(
+    runtime: IngestRuntime, tenant: str, key: str, body: UrlJobRequest
+) -> SubmittedJob | None:
+    """The job a reused Idempotency-Key names, if it was the same URL with the same options."""
+    row = await runtime.pool.fetchrow(
+        f"SELECT {repo.JOB_COLUMNS}, document_uri FROM jobs "
+        "WHERE tenant = $1 AND idempotency_key = $2",
+        tenant,
+        key,
+    )
+    if row is None:
+        return None
+    same = (
+        row["document_uri"] == body.url
+        and row["ocr_mode"] == body.ocr.value
+        and row["priority"] == body.priority
+    )
+    if not same:
+        raise IdempotencyConflict(row["job_id"])
+    return SubmittedJob.existing(row)
