@@ -17,6 +17,12 @@ class UploadOptions(BaseModel):
     priority: int = Field(default=0, ge=0, le=9)
     ocr: OcrMode = OcrMode.AUTO
     password: str | None = Field(default=None, max_length=1024, description="for encrypted PDFs")
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="An http(s) URL that receives a signed webhook when the job completes, "
+        "fails or is cancelled (Standard Webhooks; see GET /v1/jobs/{id}/webhooks).",
+    )
 
 
 # The body is streamed to the blob store by hand (services/ingest/upload.py), so FastAPI does

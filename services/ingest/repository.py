@@ -27,6 +27,7 @@ class NewJob:
     sha256: str
     format: str
     idempotency_key: str | None
+    callback_url: str | None = None
 
 
 async def find_by_idempotency_key(
@@ -45,8 +46,9 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
         await conn.execute(
             """
             INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
-                              content_type, format, ocr_mode, priority, idempotency_key)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                              content_type, format, ocr_mode, priority, idempotency_key,
+                              callback_url)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             """,
             ev.job_id,
             ev.tenant,
@@ -59,6 +61,7 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
             ev.ocr.value,
             ev.priority,
             job.idempotency_key,
+            job.callback_url,
         )
         await record_blob_owner(conn, ev.tenant, ev.document_uri)
         return await enqueue(conn, ev, priority=ev.priority, headers=headers)
