@@ -189,10 +189,24 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("webhook_defaults", "webhook_secrets")
+    @field_validator("webhook_defaults")
     @classmethod
-    def _webhook_maps(cls, value: str) -> str:
+    def _webhook_defaults(cls, value: str) -> str:
         parse_key_map(value)  # raises on a malformed item
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _webhook_secrets(cls, value: str) -> str:
+        from standardwebhooks.webhooks import Webhook
+
+        for tenant, secret in parse_key_map(value).items():
+            try:
+                Webhook(secret)
+            except Exception:
+                raise ValueError(
+                    f"the webhook secret of tenant {tenant!r} is not whsec_<base64>"
+                ) from None
         return value
 
 

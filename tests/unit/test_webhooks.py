@@ -176,3 +176,16 @@ async def test_a_tenant_without_a_secret_is_not_sent_to_and_says_why() -> None:
         attempt = await attempt_one(client, config(), delivery_row(tenant="other"))
     assert attempt.status == "pending" and attempt.status_code is None
     assert attempt.error is not None and "DOCPIPE_WEBHOOK_SECRETS" in attempt.error
+
+
+def test_a_malformed_secret_is_refused_by_the_settings() -> None:
+    with pytest.raises(ValueError, match="tenant 'dev'"):
+        Settings(webhook_secrets="dev=whsec_%%%")
+
+
+async def test_a_malformed_secret_is_recorded_not_raised() -> None:
+    broken = config(secrets={"dev": "whsec_%%%"})
+    async with pinned_client(broken) as client:
+        attempt = await attempt_one(client, broken, delivery_row())
+    assert attempt.status == "pending" and attempt.status_code is None
+    assert attempt.error is not None and "not valid" in attempt.error

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import httpx
 import structlog
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from services.extractor.ssrf import PinnedBackend, PinnedTransport
 from services.progress.store import webhooks as webhook_store
@@ -74,8 +75,12 @@ async def attempt_one(
         code, error, permanent = None, no_secret(row["tenant"]), False
     else:
         body = body_of(row, config.public_url)
-        headers = signed_headers(secret, webhook_id(row["delivery_id"]), body, started)
-        code, error, permanent = await post(client, row["url"], headers, body)
+        try:
+            headers = signed_headers(secret, webhook_id(row["delivery_id"]), body, started)
+        except (ValueError, EmptyWebhookSecretError):  # not base64, or empty
+            code, error, permanent = None, bad_secret(row["tenant"]), False
+        else:
+            code, error, permanent = await post(client, row["url"], headers, body)
     latency_ms = (time.perf_counter() - clock) * 1000
     step = step_after(
         ok=error is None,
@@ -103,6 +108,13 @@ def no_secret(tenant: str) -> str:
     )
 
 
+def bad_secret(tenant: str) -> str:
+    return (
+        f"The webhook signing secret of tenant {tenant!r} is not valid: expected "
+        "whsec_<base64> (DOCPIPE_WEBHOOK_SECRETS)."
+    )
+
+
 async def deliver_due(pool: asyncpg.Pool, config: WebhookConfig) -> int:
     """Claim the due deliveries (at most config.batch), send them concurrently and record
     each attempt; returns how many were claimed."""
@@ -110,7 +122,16 @@ async def deliver_due(pool: asyncpg.Pool, config: WebhookConfig) -> int:
     if not rows:
         return 0
     async with pinned_client(config) as client:
-        attempts = await asyncio.gather(*(attempt_one(client, config, row) for row in rows))
+        outcomes = await asyncio.gather(
+            *(attempt_one(client, config, row) for row in rows), return_exceptions=True
+        )
+    # One attempt's unexpected error must not lose the others' records (they were sent); its
+    # row comes due again when its lease runs out.
+    attempts = [a for a in outcomes if isinstance(a, webhook_store.Attempt)]
+    for error in (e for e in outcomes if isinstance(e, BaseException)):
+        if not isinstance(error, Exception):
+            raise error
+        log.error("webhook attempt failed unexpectedly", exc_info=error)
     for attempt in attempts:
         await webhook_store.record_attempt(pool, attempt)
         log.info(
