@@ -15,7 +15,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.progress.lifecycle import sweep_stalls
 from services.progress.store import webhooks as webhook_store
+from services.progress.transitions import deadline_reason
 from services.progress.webhooks.delivery import WebhookConfig, webhook_id
 from services.progress.webhooks.sender import deliver_due
 from services.progress.window import Incoming, apply_event, apply_window
@@ -137,6 +139,17 @@ async def test_a_job_without_a_url_uses_its_tenants_default_else_sends_nothing(
     finally:
         await webhook_store.sync_endpoints(pool, {})
     assert await pool.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
+
+
+async def test_a_job_failed_by_the_deadline_sweep_queues_its_event(pool: asyncpg.Pool) -> None:
+    job_id = await new_job(pool, "http://127.0.0.1:4/hooks")
+    await pool.execute(
+        "UPDATE jobs SET created_at = now() - interval '2 hours' WHERE job_id = $1", job_id
+    )
+    outcome = await sweep_stalls(pool, stall_seconds=10**6, deadline_seconds=3600)
+    assert any(u["job_id"] == str(job_id) and u["final"] for u in outcome.updates)
+    (row,) = await deliveries(pool, job_id=job_id)
+    assert (row["event_type"], row["data"]["error"]) == ("job.failed", deadline_reason(3600))
 
 
 async def test_a_batch_is_announced_once_when_its_last_job_ends(pool: asyncpg.Pool) -> None:
