@@ -9,6 +9,7 @@ A stack of its own runs with fast retries and private URLs allowed (the receiver
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,21 @@ async def test_a_callback_url_that_cannot_be_called_back_is_refused_at_submit(
     response = await submit(webhook_stack, doc, "ftp://example.com/hook")
     assert response.status_code == 422
     assert "http or https" in response.text
+
+
+async def test_a_batchs_webhooks_are_listed_only_to_its_tenant(
+    webhook_stack: StackClient, test_settings: Settings
+) -> None:
+    batch_id = uuid.uuid4()
+    conn = await asyncpg.connect(f"{test_settings.database_url}_wh")
+    try:
+        await conn.execute("INSERT INTO batches (batch_id, tenant) VALUES ($1, 'other')", batch_id)
+    finally:
+        await conn.close()
+    url = f"{webhook_stack.stack.url('progress')}/v1/batches/{batch_id}/webhooks"
+    async with httpx.AsyncClient(timeout=30) as http:
+        mine = await http.get(url, headers=webhook_stack.headers(webhook_stack.other_key))
+        assert mine.status_code == 200, mine.text
+        assert mine.json() == {"items": []}
+        theirs = await http.get(url, headers=webhook_stack.headers(webhook_stack.key))
+        assert theirs.status_code == 404

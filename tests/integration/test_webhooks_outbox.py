@@ -180,6 +180,9 @@ async def test_a_batch_is_announced_once_when_its_last_job_ends(pool: asyncpg.Po
     data = row["data"]
     assert (data["jobs_total"], data["jobs_failed"], data["jobs_cancelled"]) == (3, 1, 2)
     assert (data["status"], data["name"]) == ("failed", "march invoices")
+    (listed,) = await webhook_store.deliveries_of_batch(pool, batch_id)
+    assert (listed["event_type"], listed["history"]) == ("batch.completed", [])
+    assert await webhook_store.batch_tenant(pool, batch_id) == "dev"
 
 
 async def test_the_sender_retries_until_the_receiver_answers_200(

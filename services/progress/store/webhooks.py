@@ -180,7 +180,7 @@ async def redeliver(conn: Conn, delivery_id: uuid.UUID) -> asyncpg.Record | None
 
 # --- listings -----------------------------------------------------------------------------
 
-_LIST_FOR_JOB = """
+_LIST = """
 SELECT d.delivery_id, d.event_type, d.url, d.status, d.attempts, d.next_attempt_at,
        d.last_error, d.created_at, d.delivered_at,
        coalesce((SELECT jsonb_agg(jsonb_build_object(
@@ -190,19 +190,34 @@ SELECT d.delivery_id, d.event_type, d.url, d.status, d.attempts, d.next_attempt_
                  FROM webhook_attempts a WHERE a.delivery_id = d.delivery_id),
                 '[]'::jsonb) AS history
 FROM webhook_deliveries d
-WHERE d.job_id = $1
+WHERE {where}
 ORDER BY d.created_at, d.delivery_id
 """
 
 
 async def deliveries_of_job(conn: Conn, job_id: uuid.UUID) -> list[dict[str, Any]]:
     """A job's deliveries, oldest first, each with its attempts in order."""
-    return [dict(r) for r in await conn.fetch(_LIST_FOR_JOB, job_id)]
+    return [dict(r) for r in await conn.fetch(_LIST.format(where="d.job_id = $1"), job_id)]
+
+
+async def deliveries_of_batch(conn: Conn, batch_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A batch's own deliveries (batch.completed), as deliveries_of_job."""
+    where = "d.batch_id = $1 AND d.job_id IS NULL"
+    return [dict(r) for r in await conn.fetch(_LIST.format(where=where), batch_id)]
+
+
+async def batch_tenant(conn: Conn, batch_id: uuid.UUID) -> str | None:
+    tenant: str | None = await conn.fetchval(
+        "SELECT tenant FROM batches WHERE batch_id = $1", batch_id
+    )
+    return tenant
 
 
 __all__ = [
     "Attempt",
     "claim_due",
+    "batch_tenant",
+    "deliveries_of_batch",
     "deliveries_of_job",
     "enqueue_job_events",
     "record_attempt",

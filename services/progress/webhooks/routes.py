@@ -3,6 +3,7 @@
 GET  /v1/jobs/{job_id}/webhooks -> {"items": [delivery]}: the job's deliveries, oldest
      first, each with every attempt (status code, latency, error). 404 for an unknown job or
      another tenant's (admins see every tenant's).
+GET  /v1/batches/{batch_id}/webhooks -> the same for a batch's batch.completed.
 POST /v1/admin/webhooks/{delivery_id}/redeliver -> 202: queue one delivery again now, with a
      fresh retry schedule and the same webhook-id. Admin keys only; 404 unknown delivery.
 """
@@ -36,7 +37,9 @@ class WebhookAttempt(BaseModel):
 class WebhookDelivery(BaseModel):
     delivery_id: uuid.UUID
     webhook_id: str = Field(description="The webhook-id header: the same at every attempt.")
-    event_type: str = Field(description="job.completed, job.failed, job.cancelled")
+    event_type: str = Field(
+        description="job.completed, job.failed, job.cancelled or batch.completed"
+    )
     url: str
     status: str = Field(description="pending, delivered or failed (given up)")
     attempts: int
@@ -78,6 +81,21 @@ def delivery_view(row: dict[str, Any]) -> WebhookDelivery:
             "next_attempt_at": row["next_attempt_at"] if pending else None,
         }
     )
+
+
+@router.get(
+    "/v1/batches/{batch_id}/webhooks",
+    summary="A batch's own webhook deliveries (batch.completed) and their attempts",
+    response_model=WebhookDeliveryList,
+)
+async def batch_webhooks(
+    batch_id: uuid.UUID, principal: PrincipalDep, pool: PoolDep
+) -> WebhookDeliveryList:
+    tenant = await webhook_store.batch_tenant(pool, batch_id)
+    if tenant is None or not (principal.admin or principal.tenant == tenant):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such batch.")
+    rows = await webhook_store.deliveries_of_batch(pool, batch_id)
+    return WebhookDeliveryList(items=[delivery_view(row) for row in rows])
 
 
 @router.post(
