@@ -28,15 +28,27 @@ POST /v1/admin/webhooks/{id}/redeliver queues one again.
 from __future__ import annotations
 
 import asyncpg
+import structlog
+from tenacity import AsyncRetrying, wait_exponential
 
 from services.progress.store import webhooks as webhook_store
 from services.progress.webhooks.delivery import WebhookConfig
 from services.progress.webhooks.sender import sender_loop
 from shared.settings import Settings, parse_key_map
 
+log = structlog.get_logger(__name__)
+
 
 async def run(pool: asyncpg.Pool, settings: Settings) -> None:
     """The progress service's webhook task: take the tenants' default URLs from the
-    settings, then send until cancelled."""
-    await webhook_store.sync_endpoints(pool, parse_key_map(settings.webhook_defaults))
+    settings (until the database answers), then send until cancelled."""
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential(multiplier=0.5, max=30),
+        before_sleep=lambda state: log.warning(
+            "webhook endpoints not synced yet",
+            error=repr(state.outcome and state.outcome.exception()),
+        ),
+    ):
+        with attempt:
+            await webhook_store.sync_endpoints(pool, parse_key_map(settings.webhook_defaults))
     await sender_loop(pool, WebhookConfig.of(settings))
