@@ -168,6 +168,51 @@ class Settings(BaseSettings):
     batch_max_files: int = Field(default=100, ge=1)
     batch_max_urls: int = Field(default=1000, ge=1)
 
+    # Webhooks (issue 12, part 4; services/progress/webhooks). Default callback URLs per tenant
+    # ("tenant=https://...,...") and signing secrets per tenant ("tenant=whsec_<base64>,...";
+    # with DOCPIPE_ENV=dev a tenant without one gets a fixed dev secret). A failed delivery is
+    # retried after each of these delays in turn (default ~32 h in all), then given up.
+    # webhook_public_url: the ingest API's address as receivers reach it (result_url).
+    webhook_defaults: str = ""
+    webhook_secrets: str = ""
+    webhook_retry_delays_seconds: list[float] = Field(
+        default_factory=lambda: (
+            [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0] + [28800.0] * 3
+        )
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_batch: int = Field(default=20, ge=1)
+    webhook_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
+    webhook_public_url: str = ""
+
+    @field_validator("webhook_allowed_ports", mode="before")
+    @classmethod
+    def _webhook_ports(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("webhook_defaults")
+    @classmethod
+    def _webhook_defaults(cls, value: str) -> str:
+        parse_key_map(value)  # raises on a malformed item
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _webhook_secrets(cls, value: str) -> str:
+        from standardwebhooks.webhooks import Webhook
+
+        for tenant, secret in parse_key_map(value).items():
+            try:
+                Webhook(secret)
+            except Exception:
+                raise ValueError(
+                    f"the webhook secret of tenant {tenant!r} is not whsec_<base64>"
+                ) from None
+        return value
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -20,6 +20,12 @@ class JobOptions(BaseModel):
     priority: int = Field(default=0, ge=0, le=9)
     ocr: OcrMode = OcrMode.AUTO
     password: str | None = Field(default=None, max_length=1024, description="for encrypted PDFs")
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="An http(s) URL that receives a signed webhook when the job completes, "
+        "fails or is cancelled (Standard Webhooks; see GET /v1/jobs/{id}/webhooks).",
+    )
 
 
 class UploadOptions(JobOptions):

@@ -28,6 +28,7 @@ class NewJob:
     format: str | None
     idempotency_key: str | None
     labels: dict[str, str] = field(default_factory=dict)
+    callback_url: str | None = None
 
 
 async def find_by_idempotency_key(
@@ -46,8 +47,9 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
         await conn.execute(
             """
             INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
-                              content_type, format, ocr_mode, priority, idempotency_key, labels)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                              content_type, format, ocr_mode, priority, idempotency_key, labels,
+                              callback_url)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
             """,
             ev.job_id,
             ev.tenant,
@@ -61,6 +63,7 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
             ev.priority,
             job.idempotency_key,
             job.labels,
+            job.callback_url,
         )
         if ev.document_uri.startswith("blob://"):
             await record_blob_owner(conn, ev.tenant, ev.document_uri)

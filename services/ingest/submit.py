@@ -14,6 +14,7 @@ import structlog
 from pydantic import ValidationError
 
 from services.ingest import repository as repo
+from services.ingest.callbacks import check_callback_url
 from services.ingest.errors import (
     EmptyUpload,
     IdempotencyConflict,
@@ -88,6 +89,7 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
     with runtime.upload_slots.hold(tenant):
         upload = await _receive(runtime, request)
         options = parse_options(upload.fields)
+        await check_callback_url(options.callback_url, runtime.settings)
         if request.idempotency_key:
             existing = await repo.find_by_idempotency_key(
                 runtime.pool, tenant, request.idempotency_key
@@ -186,7 +188,14 @@ async def _create_job(
         size_bytes=upload.size_bytes,
         content_type=MEDIA_TYPES[fmt],
     )
-    job = repo.NewJob(event, upload.sha256, fmt, request.idempotency_key, options.labels)
+    job = repo.NewJob(
+        event,
+        upload.sha256,
+        fmt,
+        request.idempotency_key,
+        options.labels,
+        callback_url=options.callback_url,
+    )
     try:
         async with runtime.pool.acquire() as conn:
             outbox_id = await repo.create_job(

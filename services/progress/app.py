@@ -12,7 +12,7 @@ from datetime import datetime
 import structlog
 from fastapi import FastAPI
 
-from services.progress import api, dead_letters
+from services.progress import api, dead_letters, webhooks
 from services.progress import metrics as progress_metrics
 from services.progress.admin import api as admin_api
 from services.progress.admin import page as admin_page
@@ -23,6 +23,7 @@ from services.progress.deps import ProgressRuntime
 from services.progress.hub import Hub
 from services.progress.lifecycle import sweep_stalls
 from services.progress.models import Outcome
+from services.progress.webhooks import routes as webhook_routes
 from shared import topology
 from shared.bus import Delivery
 from shared.events import ALL_EVENTS, Event, JobCompleted
@@ -114,6 +115,7 @@ def setup(ctx: ServiceContext, runtime: ProgressRuntime | None = None) -> None:
     ctx.spawn(stall_loop(ctx, runtime), "stall-loop")
     ctx.spawn(progress_metrics.job_stats_loop(ctx.pool), "job-stats")
     ctx.spawn(broker_stats_loop(ctx.settings.amqp_url, ctx.bus.topology), "broker-stats")
+    ctx.spawn(webhooks.run(ctx.pool, ctx.settings), "webhooks")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -128,5 +130,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(dead_letters.router)
     app.include_router(admin_api.router)
+    app.include_router(webhook_routes.router)
     admin_page.mount(app)
     return app

@@ -26,6 +26,7 @@ from services.progress.arithmetic import (
 from services.progress.models import Outcome
 from services.progress.result import assemble_result, finished_at_of
 from services.progress.transitions import JobState, deadline_reason
+from services.progress.webhooks import hooks as webhooks
 from shared.events import JobCompleted, JobFailed, JobStatus
 
 SAVE_NOTHING = (None, None)
@@ -145,6 +146,7 @@ async def save_one(
     await store.save_jobs(conn, [args] if args else [], [update] if update else [], now)
     if update is not None:
         job.outcome.updates.append(update)
+        await webhooks.enqueue_ended(conn, [update])
 
 
 # --- results ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from services.progress.arithmetic import Counts
 from services.progress.lifecycle import JobWrite, Settling, plan_save, utcnow
 from services.progress.models import Outcome
 from services.progress.transitions import advance, first_progress_seconds
+from services.progress.webhooks import hooks as webhooks
 from shared.errors import JobGone
 from shared.events import (
     TERMINAL_STATUSES,
@@ -218,3 +219,4 @@ async def _apply_live(
             updates.append(update)
             job.outcome.updates.append(update)
     await store.save_jobs(conn, saves, updates, now)
+    await webhooks.enqueue_ended(conn, updates)
