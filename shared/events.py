@@ -413,3 +413,49 @@ class ProgressSnapshot(BaseModel):
     # AI analysis spent so far (tokens in + out, and USD), live; 0 with the built-in analyzer.
     tokens: int = 0
     cost_usd: float = 0.0
+
+
+class BatchSnapshot(BaseModel):
+    """A batch's aggregate: what GET /v1/batches/{id} answers and every `"type": "batch"`
+    message of WS /v1/batches/{id}/events carries.
+
+    `seq` is the batch stream's: it strictly increases over the batch's messages, job and
+    aggregate alike. `percent` is weighted by pages (a job whose page count is not known yet
+    counts as one page; an ended job's work counts as done), never decreases, and is 100 only
+    once every job has ended. `status`: queued until a job moves; processing; then, once every
+    job has ended, `completed` if any job completed (the counts tell the failed and cancelled
+    ones), else `cancelled` if the batch's cancel was requested or a job was cancelled, else
+    `failed`. A batch whose cancel was requested and that has cancelled jobs ends `cancelled`.
+    `final` is true on the last message a client will get for the batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["batch"] = "batch"
+    batch_id: uuid.UUID
+    seq: int = Field(ge=0)
+    status: JobStatus
+    jobs_total: int = Field(ge=0)
+    jobs_queued: int = Field(ge=0)
+    jobs_running: int = Field(ge=0)
+    jobs_completed: int = Field(ge=0)
+    jobs_failed: int = Field(ge=0)
+    jobs_cancelled: int = Field(ge=0)
+    pages_done: int = Field(ge=0)
+    pages_total: int = Field(ge=0)
+    percent: float = Field(ge=0, le=100)
+    eta_seconds: int | None = None
+    cost_usd: float = Field(default=0.0, ge=0)
+    updated_at: datetime | None = None
+    final: bool = False
+
+
+class BatchJobMessage(BaseModel):
+    """A `"type": "job"` message of WS /v1/batches/{id}/events: one job's change (its
+    progress snapshot, as WS /v1/jobs/{id}/events sends it), at the batch stream's `seq`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["job"] = "job"
+    batch_id: uuid.UUID
+    seq: int = Field(ge=1)
+    job: ProgressSnapshot
