@@ -186,7 +186,7 @@ def batch_percent(previous: float, sums: JobSums, status: JobStatus) -> float:
     if status in TERMINAL_STATUSES:
         return 100.0
     raw = 100.0 * sums.weighted_percent / (100.0 * sums.weight) if sums.weight > 0 else 0.0
-    return round(min(UNFINISHED_CAP, max(round(previous, 1), raw)), 1)
+    return round(max(round(previous, 1), min(UNFINISHED_CAP, raw)), 1)
 
 
 def next_aggregate(
