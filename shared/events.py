@@ -416,17 +416,8 @@ class ProgressSnapshot(BaseModel):
 
 
 class BatchSnapshot(BaseModel):
-    """A batch's aggregate: what GET /v1/batches/{id} answers and every `"type": "batch"`
-    message of WS /v1/batches/{id}/events carries.
-
-    `seq` is the batch stream's: it strictly increases over the batch's messages, job and
-    aggregate alike. `percent` is weighted by pages (a job whose page count is not known yet
-    counts as one page; an ended job's work counts as done), never decreases, and is 100 only
-    once every job has ended. `status`: queued until a job moves; processing; then, once every
-    job has ended, `completed` if any job completed (the counts tell the failed and cancelled
-    ones), else `cancelled` if the batch's cancel was requested or a job was cancelled, else
-    `failed`. A batch whose cancel was requested and that has cancelled jobs ends `cancelled`.
-    `final` is true on the last message a client will get for the batch."""
+    """A batch's aggregate (GET /v1/batches/{id}; `"type": "batch"` on its WebSocket): the rules
+    are in services/progress/batches.py. `seq` is the batch stream's, over both kinds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -450,11 +441,9 @@ class BatchSnapshot(BaseModel):
 
 
 class BatchJobMessage(BaseModel):
-    """A `"type": "job"` message of WS /v1/batches/{id}/events: one job's change (its
-    progress snapshot, as WS /v1/jobs/{id}/events sends it), at the batch stream's `seq`."""
+    """One job's change on the batch WebSocket (`"type": "job"`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
     type: Literal["job"] = "job"
     batch_id: uuid.UUID
     seq: int = Field(ge=1)
