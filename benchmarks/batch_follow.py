@@ -44,6 +44,7 @@ P99_TARGET_S = 0.100
 DOCUMENTS = 200
 SMOKE_DOCUMENTS = 10
 UPLOADS_IN_FLIGHT = 16
+JOBS_FOLLOWED = 5
 
 
 def documents(count: int) -> list[Path]:
@@ -113,6 +114,11 @@ def lags(messages: list[tuple[float, dict[str, Any]]]) -> list[float]:
     return out
 
 
+def job_lags(messages: list[tuple[float, dict[str, Any]]]) -> list[float]:
+    """The same measure on a job's own WebSocket (its messages are the snapshots)."""
+    return lags([(at, {"type": "job", "job": m}) for at, m in messages])
+
+
 async def lost_updates(
     bs: BenchStack, uploads: list[DocumentUploaded], stream: list[dict[str, Any]]
 ) -> int:
@@ -132,7 +138,14 @@ async def follow_batch(bs: BenchStack, docs: list[Path]) -> dict[str, Any]:
     url = f"{bs.ws}/v1/batches/{batch_id}/events?token={API_KEY}"
     follower = Follower(url)
     task = asyncio.create_task(follower.run(timeout=1800))
-    await asyncio.wait_for(follower.connected.wait(), 30)
+    # The baseline in the same run: a few of the same jobs followed on their own WebSockets.
+    job_followers = [
+        Follower(f"{bs.ws}/v1/jobs/{u.job_id}/events?token={API_KEY}")
+        for u in uploads[:: max(1, len(uploads) // JOBS_FOLLOWED)]
+    ]
+    job_tasks = [asyncio.create_task(f.run(timeout=1800)) for f in job_followers]
+    for f in (follower, *job_followers):
+        await asyncio.wait_for(f.connected.wait(), 30)
     bus = Bus(bs.settings, "bench-upstream")
     await bus.connect()
     try:
@@ -140,6 +153,7 @@ async def follow_batch(bs: BenchStack, docs: list[Path]) -> dict[str, Any]:
         await asyncio.gather(*(bus.publish(u) for u in uploads))
         await task
         wall = time.monotonic() - started
+        await asyncio.gather(*job_tasks)
     finally:
         await bus.stop()
     stream = [m for _, m in follower.messages[1:]]  # after the snapshot
@@ -149,6 +163,7 @@ async def follow_batch(bs: BenchStack, docs: list[Path]) -> dict[str, Any]:
     return {
         "wall_s": wall,
         "lags": lags(follower.messages[1:]),
+        "job_ws_lags": [lag for f in job_followers for lag in job_lags(f.messages[1:])],
         "lost": await lost_updates(bs, uploads, stream),
         "seq_gaps": sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1),
         "backwards": sum(1 for a, b in zip(percents, percents[1:], strict=False) if b < a),
@@ -189,6 +204,7 @@ async def run(
             f"p99 <= {P99_TARGET_S} s from a job's change to the batch client",
             d["p99"] <= P99_TARGET_S,
             distribution=d,
+            job_websocket_same_run=distribution(batch["job_ws_lags"]),
         ),
         target(
             "batch_updates_lost",
