@@ -167,3 +167,29 @@ async def test_batch_hub_drops_a_subscriber_that_falls_behind():
         assert await elsewhere.get(0.01) is None
     assert not hub._subs
     await asyncio.sleep(0)
+
+
+def test_only_jobs_with_a_batch_and_a_new_update_touch_it():
+    from types import SimpleNamespace
+
+    from services.progress.batch_refresh import _touched, _updates_of
+    from services.progress.models import Outcome
+
+    shared = Outcome()  # the sweep's: one outcome for several jobs
+    a, b = uuid.UUID(int=1), uuid.UUID(int=2)
+    update_a = {**_job_update(3), "job_id": str(a)}
+    update_b = {**_job_update(5), "job_id": str(b)}
+    shared.updates += [update_a, update_b]
+
+    def job(job_id: uuid.UUID, batch: uuid.UUID | None, outcome: Outcome) -> Any:
+        return SimpleNamespace(row={"batch_id": batch}, job_id=job_id, outcome=outcome)
+
+    in_batch = job(a, BATCH, shared)
+    other_batch = job(b, uuid.UUID(int=9), shared)
+    no_batch = job(uuid.UUID(int=3), None, Outcome(updates=[_job_update(1)]))
+    quiet = job(uuid.UUID(int=4), BATCH, Outcome())
+    touched = _touched([in_batch, other_batch, no_batch, quiet])
+    assert touched == {BATCH: [in_batch], uuid.UUID(int=9): [other_batch]}
+    # Each batch gets its own jobs' updates, not the others' in the shared outcome.
+    assert _updates_of(touched[BATCH]) == [update_a]
+    assert _updates_of([in_batch, in_batch]) == [update_a]
