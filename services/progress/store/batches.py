@@ -16,11 +16,12 @@ from services.progress.store.base import Conn
 
 # Locked after the window's job rows (ordered by id, so two windows cannot deadlock), and read
 # before the jobs are summed: the sums then see every job change committed before the lock.
+# NO KEY UPDATE: a job row inserted meanwhile (its foreign key takes KEY SHARE) is not held up.
 _LOCK_BATCHES = """
 SELECT batch_id, tenant, created_at, cancel_requested_at, status, jobs_total, jobs_queued,
        jobs_running, jobs_completed, jobs_failed, jobs_cancelled, pages_done, pages_total,
        percent, eta_seconds, cost_usd, seq, updated_at, finished_at
-FROM batches WHERE batch_id = ANY($1::uuid[]) ORDER BY batch_id FOR UPDATE
+FROM batches WHERE batch_id = ANY($1::uuid[]) ORDER BY batch_id FOR NO KEY UPDATE
 """
 
 # What each batch's jobs add up to, set-based for every batch of the window. A job weighs its
