@@ -413,3 +413,38 @@ class ProgressSnapshot(BaseModel):
     # AI analysis spent so far (tokens in + out, and USD), live; 0 with the built-in analyzer.
     tokens: int = 0
     cost_usd: float = 0.0
+
+
+class BatchSnapshot(BaseModel):
+    """A batch's aggregate (GET /v1/batches/{id}; `"type": "batch"` on its WebSocket): the rules
+    are in services/progress/batches.py. `seq` is the batch stream's, over both kinds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["batch"] = "batch"
+    batch_id: uuid.UUID
+    seq: int = Field(ge=0)
+    status: JobStatus
+    jobs_total: int = Field(ge=0)
+    jobs_queued: int = Field(ge=0)
+    jobs_running: int = Field(ge=0)
+    jobs_completed: int = Field(ge=0)
+    jobs_failed: int = Field(ge=0)
+    jobs_cancelled: int = Field(ge=0)
+    pages_done: int = Field(ge=0)
+    pages_total: int = Field(ge=0)
+    percent: float = Field(ge=0, le=100)
+    eta_seconds: int | None = None
+    cost_usd: float = Field(default=0.0, ge=0)
+    updated_at: datetime | None = None
+    final: bool = False
+
+
+class BatchJobMessage(BaseModel):
+    """One job's change on the batch WebSocket (`"type": "job"`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["job"] = "job"
+    batch_id: uuid.UUID
+    seq: int = Field(ge=1)
+    job: ProgressSnapshot

@@ -36,8 +36,10 @@ async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
     inserted = await conn.fetchval(
         """
         INSERT INTO jobs (job_id, tenant, filename, document_uri, size_bytes, content_type,
-                          ocr_mode, priority, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                          ocr_mode, priority, created_at, batch_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                -- only a batch of the job's own tenant
+                (SELECT batch_id FROM batches WHERE batch_id = $10 AND tenant = $2))
         ON CONFLICT (job_id) DO NOTHING
         RETURNING true
         """,
@@ -50,6 +52,7 @@ async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
         event.ocr.value,
         event.priority,
         event.occurred_at,
+        event.batch_id,
     )
     if inserted:
         return

@@ -12,9 +12,10 @@ from datetime import datetime
 import structlog
 from fastapi import FastAPI
 
-from services.progress import api, dead_letters, webhooks
+from services.progress import api, batch_api, dead_letters, webhooks
 from services.progress import metrics as progress_metrics
 from services.progress.admin import api as admin_api
+from services.progress.admin import batches as admin_batches
 from services.progress.admin import page as admin_page
 from services.progress.batcher import WindowBatcher
 from services.progress.broker_stats import broker_stats_loop
@@ -44,6 +45,8 @@ def push(runtime: ProgressRuntime, outcome: Outcome, occurred_at: datetime | Non
             log.info(
                 "job finished", job_id=update["job_id"], status=update["status"], seq=update["seq"]
             )
+    for message in outcome.batch_messages:
+        runtime.batch_hub.publish(message)
     progress_metrics.observe_first_progress(outcome.first_progress_seconds)
 
 
@@ -131,5 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dead_letters.router)
     app.include_router(admin_api.router)
     app.include_router(webhook_routes.router)
+    app.include_router(batch_api.router)
+    app.include_router(admin_batches.router)
     admin_page.mount(app)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import asyncpg
@@ -10,7 +10,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from services.progress.batcher import WindowBatcher
-from services.progress.hub import Hub
+from services.progress.hub import BatchHub, Hub
 from shared.service import ServiceContext
 
 
@@ -20,6 +20,7 @@ class ProgressRuntime:
 
     hub: Hub
     batcher: WindowBatcher | None = None
+    batch_hub: BatchHub = field(default_factory=BatchHub)
 
 
 def runtime_of(app: Any) -> ProgressRuntime:
@@ -47,3 +48,10 @@ def get_hub(conn: HTTPConnection) -> Hub:
 CtxDep = Annotated[ServiceContext, Depends(get_ctx)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+def get_batch_hub(conn: HTTPConnection) -> BatchHub:
+    return runtime_of(conn.app).batch_hub
+
+
+BatchHubDep = Annotated[BatchHub, Depends(get_batch_hub)]

@@ -15,6 +15,7 @@ from collections import OrderedDict, defaultdict
 from datetime import datetime
 
 from services.progress.arithmetic import Snapshot
+from services.progress.batches import StreamMessage
 
 DEFAULT_QUEUE_SIZE = 256
 # How many (job, seq) -> event time entries are kept for measuring push lag.
@@ -123,3 +124,63 @@ class Hub:
 
     def subscribers(self, job_id: uuid.UUID) -> int:
         return len(self._subs.get(job_id, ()))
+
+
+class BatchSubscription:
+    """One batch WebSocket's queue of the batch stream's messages."""
+
+    def __init__(self, hub: BatchHub, batch_id: uuid.UUID, maxsize: int) -> None:
+        self.hub = hub
+        self.batch_id = batch_id
+        self.queue: asyncio.Queue[StreamMessage] = asyncio.Queue(maxsize)
+        self.overflowed = False
+
+    async def get(self, timeout: float | None = None) -> StreamMessage | None:
+        """The next message, or None after `timeout` seconds without one."""
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def __enter__(self) -> BatchSubscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hub.unsubscribe(self)
+
+
+class BatchHub:
+    """The batch streams' fan-out, per batch, with the same rules as Hub: publishing never
+    waits, and a subscriber whose queue is full is dropped (it reconnects with ?after=)."""
+
+    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        self.queue_size = queue_size
+        self._subs: dict[uuid.UUID, set[BatchSubscription]] = defaultdict(set)
+
+    def subscribe(self, batch_id: uuid.UUID) -> BatchSubscription:
+        sub = BatchSubscription(self, batch_id, self.queue_size)
+        self._subs[batch_id].add(sub)
+        return sub
+
+    def unsubscribe(self, sub: BatchSubscription) -> None:
+        subs = self._subs.get(sub.batch_id)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._subs[sub.batch_id]
+
+    def publish(self, message: StreamMessage) -> None:
+        if not self._subs:
+            return
+        subs = self._subs.get(uuid.UUID(message["batch_id"]))
+        if not subs:
+            return
+        for sub in list(subs):
+            try:
+                sub.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                self.unsubscribe(sub)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.progress import store
+from services.progress import batch_refresh, store
 from services.progress.arithmetic import (
     Counts,
     Snapshot,
@@ -306,4 +306,5 @@ async def sweep_stalls(
             else:
                 job.state.stalled = True
             await save_one(conn, job, await store.read_counts(conn, job_id), now=now)
+            await batch_refresh.refresh(conn, [job], now)
     return outcome

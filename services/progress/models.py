@@ -9,6 +9,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from services.progress.arithmetic import Snapshot
+from services.progress.batches import StreamMessage
 from shared.events import Event, JobPhase, JobStatus, ProgressSnapshot, Stage, StageCounts
 
 
@@ -20,6 +21,8 @@ class Outcome:
     publish: list[Event] = field(default_factory=list)  # follow-up events
     # Set when this write moved the job out of 'queued' for the first time (for metrics).
     first_progress_seconds: float | None = None
+    # The batch streams' new messages (see batch_refresh), pushed with the updates.
+    batch_messages: list[StreamMessage] = field(default_factory=list)
 
 
 class AdminJob(BaseModel):

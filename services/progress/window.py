@@ -26,7 +26,7 @@ from typing import cast
 
 import asyncpg
 
-from services.progress import lifecycle, store
+from services.progress import batch_refresh, lifecycle, store
 from services.progress.arithmetic import Counts
 from services.progress.lifecycle import JobWrite, Settling, plan_save, utcnow
 from services.progress.models import Outcome
@@ -108,6 +108,7 @@ async def apply_window(conn: asyncpg.Connection, incoming: Sequence[Incoming]) -
     if live:
         await _apply_live(conn, live, events, now)
     await lifecycle.settle_terminal(conn, list(ended.values()), now)
+    await batch_refresh.refresh(conn, [*live.values(), *(s.job for s in ended.values())], now)
     latest = _latest_occurred(events)
     for job in [*live.values(), *(s.job for s in ended.values())]:
         result.jobs[job.job_id] = JobResult(job.outcome, latest.get(job.job_id))

@@ -1,0 +1,210 @@
+"""A batch's progress over HTTP and WebSocket (the batch rows and their jobs are ingest's
+POST /v1/batches; the aggregate is kept by progress, see batches.py).
+
+GET /v1/batches/{batch_id} -> shared.events.BatchSnapshot; 404 unknown/another tenant's batch.
+WS  /v1/batches/{batch_id}/events[?token=<key>][&after=<seq>]
+    The same rules as WS /v1/jobs/{id}/events: JSON text frames, `seq` strictly increasing
+    over the batch's messages, until the final aggregate (`final: true`, the batch ended),
+    then a normal close. Two kinds of message: `{"type": "batch", ...}` the aggregate
+    (shared.events.BatchSnapshot) and `{"type": "job", "batch_id", "seq", "job": <job
+    snapshot>}` one job's change (shared.events.BatchJobMessage). Without `after` the first
+    frame is the aggregate as it is now (at the batch's current seq; 0 before any job moved);
+    with `after` every recorded message with a greater seq is replayed first. Close codes:
+    4400 `after` is not a whole number from 0 to 2**63-1, 4401 no valid key, 4404 unknown
+    batch or another tenant's, 1013 the client fell behind (reconnect with ?after=<last seq>).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from typing import Annotated
+
+import asyncpg
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, status
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+from services.progress.api import (
+    POLL_SECONDS,
+    WS_BAD_REQUEST,
+    WS_NOT_FOUND,
+    WS_TRY_AGAIN_LATER,
+    WS_UNAUTHORIZED,
+    parse_after,
+    pump_until_disconnect,
+)
+from services.progress.arithmetic import eta_seconds
+from services.progress.batches import (
+    Aggregate,
+    BatchMessage,
+    StreamMessage,
+    batch_message,
+    next_aggregate,
+)
+from services.progress.deps import BatchHubDep, PoolDep
+from services.progress.hub import BatchSubscription
+from services.progress.lifecycle import utcnow
+from services.progress.store import batches as batch_store
+from services.progress.store.base import Conn
+from shared.auth import Principal, PrincipalDep, websocket_principal
+from shared.events import BatchSnapshot
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+NO_SUCH_BATCH = "No such batch."
+
+
+async def visible_batch(
+    pool: asyncpg.Pool, principal: Principal, batch_id: str
+) -> uuid.UUID | None:
+    """The batch's id if it exists and the principal may see it (admins see every tenant)."""
+    try:
+        bid = uuid.UUID(batch_id)
+    except ValueError:
+        return None
+    tenant = await batch_store.batch_tenant(pool, bid)
+    if tenant is None or not (principal.admin or principal.tenant == tenant):
+        return None
+    return bid
+
+
+async def current_snapshot(conn: Conn, batch_id: uuid.UUID) -> BatchMessage | None:
+    """The aggregate as it is now, at the batch's current seq. Before progress has seen any of
+    its jobs (seq 0) it is summed from the job rows; the ETA is extrapolated to now."""
+    row = await batch_store.read_batch(conn, batch_id)
+    if row is None:
+        return None
+    now = utcnow()
+    aggregate = Aggregate.of(row)
+    if row["seq"] == 0:
+        sums = (await batch_store.sum_jobs(conn, [batch_id]))[batch_id]
+        aggregate = next_aggregate(
+            aggregate,
+            sums,
+            cancel_requested=row["cancel_requested_at"] is not None,
+            created_at=row["created_at"],
+            now=now,
+        )
+    message = batch_message(batch_id, row["seq"], aggregate, row["updated_at"])
+    if not aggregate.final:
+        elapsed = (now - row["created_at"]).total_seconds()
+        message["eta_seconds"] = eta_seconds(elapsed, aggregate.percent)
+    return message
+
+
+@router.get(
+    "/{batch_id}",
+    summary="A batch's aggregate progress",
+    response_class=JSONResponse,
+    responses={
+        200: {"model": BatchSnapshot, "description": "The batch's aggregate."},
+        404: {"description": "No such batch, or another tenant's."},
+    },
+)
+async def batch_progress(batch_id: str, principal: PrincipalDep, pool: PoolDep) -> JSONResponse:
+    bid = await visible_batch(pool, principal, batch_id)
+    snapshot = None if bid is None else await current_snapshot(pool, bid)
+    if snapshot is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NO_SUCH_BATCH)
+    return JSONResponse(snapshot)
+
+
+class _BatchStream:
+    """Sends the batch's messages in seq order exactly once, filling any gap from
+    batch_updates."""
+
+    def __init__(self, websocket: WebSocket, pool: asyncpg.Pool, batch_id: uuid.UUID) -> None:
+        self.ws = websocket
+        self.pool = pool
+        self.batch_id = batch_id
+        self.last = -1
+        self.done = False
+
+    async def send(self, message: StreamMessage) -> None:
+        if self.done or message["seq"] <= self.last:
+            return
+        await self.ws.send_text(json.dumps(message))
+        self.last = message["seq"]
+        self.done = message["type"] == "batch" and bool(message.get("final"))
+
+    async def catch_up(self) -> None:
+        for message in await batch_store.batch_updates_after(
+            self.pool, self.batch_id, max(self.last, 0)
+        ):
+            await self.send(message)
+            if self.done:
+                return
+
+    async def offer(self, message: StreamMessage) -> None:
+        """A live message: send it, or if earlier ones are missing, read them all in order."""
+        if message["seq"] <= self.last:
+            return
+        if message["seq"] == self.last + 1:
+            await self.send(message)
+        else:
+            await self.catch_up()
+
+    async def pump(self, sub: BatchSubscription) -> None:
+        while not self.done:
+            message = await sub.get(POLL_SECONDS)
+            if sub.overflowed:
+                await self.ws.close(WS_TRY_AGAIN_LATER, "Too slow: reconnect with ?after=<seq>.")
+                return
+            if message is None:
+                await self.catch_up()
+            else:
+                await self.offer(message)
+
+    async def start(self, after: int | None) -> None:
+        """The first frames: the aggregate as it is now, or every message after `after`."""
+        async with self.pool.acquire() as conn:
+            latest = await current_snapshot(conn, self.batch_id)
+        if after is None:
+            if latest is not None:
+                await self.send(latest)
+            return
+        self.last = after
+        await self.catch_up()
+        if latest is not None and latest["final"] and latest["seq"] <= self.last:
+            self.done = True  # the client has already seen the end
+
+
+@router.websocket("/{batch_id}/events")
+async def batch_events(
+    websocket: WebSocket,
+    batch_id: str,
+    principal: Annotated[Principal | None, Depends(websocket_principal)],
+    pool: PoolDep,
+    hub: BatchHubDep,
+    after: Annotated[str | None, Query(description="Replay messages after this seq.")] = None,
+) -> None:
+    # Accept first: a close before accepting would surface as HTTP 403, not our close code.
+    await websocket.accept()
+    if principal is None:
+        await websocket.close(WS_UNAUTHORIZED, "A valid API key is required.")
+        return
+    try:
+        after_seq = parse_after(after)
+    except ValueError as exc:
+        await websocket.close(WS_BAD_REQUEST, str(exc))
+        return
+    bid = await visible_batch(pool, principal, batch_id)
+    if bid is None:
+        await websocket.close(WS_NOT_FOUND, NO_SUCH_BATCH)
+        return
+    # Subscribe before reading the backlog, so nothing committed in between is missed.
+    with hub.subscribe(bid) as sub:
+        stream = _BatchStream(websocket, pool, bid)
+        await stream.start(after_seq)
+        if not stream.done:
+            error = await pump_until_disconnect(websocket, stream.pump(sub))
+            if error is not None:
+                log.warning("batch stream ended by an error", error=repr(error)[:500])
+        if stream.done:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await websocket.close(1000)

@@ -1,0 +1,292 @@
+"""Pure batch rules: a batch's aggregate from its jobs' sums, its status, its percent (weighted
+by pages, never decreasing), its ETA, and the messages of the batch stream. No I/O here; the
+SQL is in store/batches.py and the hook that runs it after each window in batch_refresh.py.
+
+A batch's status: `queued` until one of its jobs moves; `processing` while any job has not
+ended; once every job has ended, `completed` if at least one job completed (the counts tell
+the failed and cancelled ones: a batch of 200 with 3 failures is a completed batch with
+`jobs_failed: 3`), else `cancelled` if the batch's cancel was requested or a job was
+cancelled, else `failed` (every job failed). A batch whose cancel was requested and that has
+cancelled jobs ends `cancelled` even when some of its jobs completed before the cancel.
+
+Percent is the share of the batch's work that is over, weighted by pages: a job weighs its
+page count (1 while its page count is unknown, and at least 1), counts its own percent while
+it runs and 100 once it has ended (failed and cancelled work is over too). The shown percent
+never decreases (a job learning that it has 300 pages would otherwise pull the batch back),
+stays at most 99 until every job has ended, and is 100 then.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict
+
+from services.progress.arithmetic import Snapshot, eta_seconds
+from shared.events import TERMINAL_STATUSES, JobStatus
+
+# The percent shown before every job has ended, at most (the job rule too).
+UNFINISHED_CAP = 99.0
+
+
+class BatchMessage(TypedDict):
+    """An aggregate message (`"type": "batch"`): the JSON form of shared.events.BatchSnapshot,
+    as a plain dict (built per window, never validated on the hot path)."""
+
+    type: str
+    batch_id: str
+    seq: int
+    status: JobStatus
+    jobs_total: int
+    jobs_queued: int
+    jobs_running: int
+    jobs_completed: int
+    jobs_failed: int
+    jobs_cancelled: int
+    pages_done: int
+    pages_total: int
+    percent: float
+    eta_seconds: int | None
+    cost_usd: float
+    updated_at: str | None
+    final: bool
+
+
+class JobMessage(TypedDict):
+    """A job's change on the batch stream: shared.events.BatchJobMessage."""
+
+    type: str
+    batch_id: str
+    seq: int
+    job: Snapshot
+
+
+StreamMessage = BatchMessage | JobMessage
+
+
+@dataclass(frozen=True)
+class JobSums:
+    """What the batch's jobs add up to (store.batches.sum_jobs reads it, one row per batch)."""
+
+    jobs_total: int = 0
+    jobs_queued: int = 0
+    jobs_running: int = 0
+    jobs_completed: int = 0
+    jobs_failed: int = 0
+    jobs_cancelled: int = 0
+    pages_done: int = 0
+    pages_total: int = 0
+    # Sum over jobs of weight x percent, and of weight (see the module docstring).
+    weighted_percent: float = 0.0
+    weight: float = 0.0
+    cost_usd: float = 0.0
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any] | None) -> JobSums:
+        if row is None or not row["jobs_total"]:
+            return cls()
+        return cls(
+            jobs_total=int(row["jobs_total"]),
+            jobs_queued=int(row["jobs_queued"]),
+            jobs_running=int(row["jobs_running"]),
+            jobs_completed=int(row["jobs_completed"]),
+            jobs_failed=int(row["jobs_failed"]),
+            jobs_cancelled=int(row["jobs_cancelled"]),
+            pages_done=int(row["pages_done"]),
+            pages_total=int(row["pages_total"]),
+            weighted_percent=float(row["weighted_percent"]),
+            weight=float(row["weight"]),
+            cost_usd=float(row["cost_usd"]),
+        )
+
+    @property
+    def ended(self) -> int:
+        return self.jobs_completed + self.jobs_failed + self.jobs_cancelled
+
+    @property
+    def all_ended(self) -> bool:
+        return self.jobs_total > 0 and self.ended == self.jobs_total
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The aggregate columns of a batch row, as progress writes them (seq apart)."""
+
+    status: JobStatus = JobStatus.QUEUED
+    jobs_total: int = 0
+    jobs_queued: int = 0
+    jobs_running: int = 0
+    jobs_completed: int = 0
+    jobs_failed: int = 0
+    jobs_cancelled: int = 0
+    pages_done: int = 0
+    pages_total: int = 0
+    percent: float = 0.0
+    eta_seconds: int | None = None
+    cost_usd: float = 0.0
+    finished_at: datetime | None = None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Aggregate:
+        """The aggregate a batch row holds."""
+        return cls(
+            status=JobStatus(row["status"]),
+            jobs_total=row["jobs_total"],
+            jobs_queued=row["jobs_queued"],
+            jobs_running=row["jobs_running"],
+            jobs_completed=row["jobs_completed"],
+            jobs_failed=row["jobs_failed"],
+            jobs_cancelled=row["jobs_cancelled"],
+            pages_done=row["pages_done"],
+            pages_total=row["pages_total"],
+            percent=round(float(row["percent"]), 1),
+            eta_seconds=row["eta_seconds"],
+            cost_usd=float(row["cost_usd"]),
+            finished_at=row["finished_at"],
+        )
+
+    def content(self) -> tuple[Any, ...]:
+        """What a client sees change: everything but the ETA and times, which move alone."""
+        return (
+            self.status,
+            self.jobs_total,
+            self.jobs_queued,
+            self.jobs_running,
+            self.jobs_completed,
+            self.jobs_failed,
+            self.jobs_cancelled,
+            self.pages_done,
+            self.pages_total,
+            self.percent,
+            self.cost_usd,
+        )
+
+    @property
+    def final(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def batch_status(sums: JobSums, *, cancel_requested: bool) -> JobStatus:
+    """The status the batch's jobs give it (see the module docstring)."""
+    if not sums.all_ended:
+        return JobStatus.QUEUED if sums.jobs_queued == sums.jobs_total else JobStatus.PROCESSING
+    if sums.jobs_cancelled and cancel_requested:
+        return JobStatus.CANCELLED
+    if sums.jobs_completed:
+        return JobStatus.COMPLETED
+    if cancel_requested or sums.jobs_cancelled:
+        return JobStatus.CANCELLED
+    return JobStatus.FAILED
+
+
+def batch_percent(previous: float, sums: JobSums, status: JobStatus) -> float:
+    """The percent to show: never decreasing, at most 99 until every job has ended, 100 then."""
+    if status in TERMINAL_STATUSES:
+        return 100.0
+    raw = 100.0 * sums.weighted_percent / (100.0 * sums.weight) if sums.weight > 0 else 0.0
+    return round(max(round(previous, 1), min(UNFINISHED_CAP, raw)), 1)
+
+
+def next_aggregate(
+    previous: Aggregate,
+    sums: JobSums,
+    *,
+    cancel_requested: bool,
+    created_at: datetime,
+    now: datetime,
+) -> Aggregate:
+    """The batch's new aggregate from its jobs' sums and its previous aggregate."""
+    status = batch_status(sums, cancel_requested=cancel_requested)
+    percent = batch_percent(previous.percent, sums, status)
+    final = status in TERMINAL_STATUSES
+    elapsed = (now - created_at).total_seconds()
+    return Aggregate(
+        status=status,
+        jobs_total=sums.jobs_total,
+        jobs_queued=sums.jobs_queued,
+        jobs_running=sums.jobs_running,
+        jobs_completed=sums.jobs_completed,
+        jobs_failed=sums.jobs_failed,
+        jobs_cancelled=sums.jobs_cancelled,
+        pages_done=min(sums.pages_done, sums.pages_total),
+        pages_total=sums.pages_total,
+        percent=percent,
+        eta_seconds=None if final else eta_seconds(elapsed, percent),
+        cost_usd=round(sums.cost_usd, 6),
+        finished_at=(previous.finished_at or now) if final else None,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def batch_message(
+    batch_id: uuid.UUID, seq: int, aggregate: Aggregate, updated_at: datetime | None
+) -> BatchMessage:
+    return {
+        "type": "batch",
+        "batch_id": str(batch_id),
+        "seq": seq,
+        "status": aggregate.status,
+        "jobs_total": aggregate.jobs_total,
+        "jobs_queued": aggregate.jobs_queued,
+        "jobs_running": aggregate.jobs_running,
+        "jobs_completed": aggregate.jobs_completed,
+        "jobs_failed": aggregate.jobs_failed,
+        "jobs_cancelled": aggregate.jobs_cancelled,
+        "pages_done": aggregate.pages_done,
+        "pages_total": aggregate.pages_total,
+        "percent": aggregate.percent,
+        "eta_seconds": aggregate.eta_seconds,
+        "cost_usd": aggregate.cost_usd,
+        "updated_at": _iso(updated_at),
+        "final": aggregate.final,
+    }
+
+
+def job_message(batch_id: uuid.UUID, seq: int, update: Snapshot) -> JobMessage:
+    return {"type": "job", "batch_id": str(batch_id), "seq": seq, "job": update}
+
+
+@dataclass
+class BatchChange:
+    """What one refresh writes for one batch: its new aggregate and seq, and the stream
+    messages in seq order (the jobs' changes, then the aggregate's if it changed)."""
+
+    batch_id: uuid.UUID
+    aggregate: Aggregate
+    seq: int
+    messages: list[StreamMessage]
+
+
+def plan_change(
+    batch_id: uuid.UUID,
+    row: Mapping[str, Any],
+    sums: JobSums,
+    job_updates: list[Snapshot],
+    now: datetime,
+) -> BatchChange | None:
+    """The messages and row a refresh writes for one batch (`row`: the locked batch row);
+    None when neither a job nor the aggregate changed what a client sees."""
+    previous = Aggregate.of(row)
+    aggregate = next_aggregate(
+        previous,
+        sums,
+        cancel_requested=row["cancel_requested_at"] is not None,
+        created_at=row["created_at"],
+        now=now,
+    )
+    seq: int = row["seq"]
+    messages: list[StreamMessage] = []
+    for update in job_updates:
+        seq += 1
+        messages.append(job_message(batch_id, seq, update))
+    if aggregate.content() != previous.content() or row["seq"] == 0:
+        seq += 1
+        messages.append(batch_message(batch_id, seq, aggregate, now))
+    if not messages:
+        return None
+    return BatchChange(batch_id, aggregate, seq, messages)
