@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.constants import REF_TEMPLATE
 
 from services.ingest.api.errors import install_error_handlers
-from services.ingest.api.routes import jobs
+from services.ingest.api.routes import deletion, jobs
 from services.ingest.limits import UploadSlots
 from services.ingest.middleware import RequestIdMiddleware
 from services.ingest.models import UploadForm
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app("ingest", setup, settings=settings, title="docpipe ingest")
     app.state.upload_slots = UploadSlots(settings.max_concurrent_uploads_per_tenant)
     app.include_router(jobs.router)
+    app.include_router(deletion.router)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     _with_upload_form(app)

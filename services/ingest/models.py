@@ -17,6 +17,18 @@ class UploadOptions(BaseModel):
     priority: int = Field(default=0, ge=0, le=9)
     ocr: OcrMode = OcrMode.AUTO
     password: str | None = Field(default=None, max_length=1024, description="for encrypted PDFs")
+    # Duplicates and retention (services/ingest/dedup.py, shared/purge.py).
+    force: bool = Field(
+        default=False,
+        description="Process the document again even when an identical one (same bytes and "
+        "options) has completed or is running for this tenant; by default the job reuses "
+        "that result and completes at once (deduplicated_from).",
+    )
+    keep_images: bool = Field(
+        default=False,
+        description="Keep the page images rendered for OCR; by default they are deleted once "
+        "their OCR is recorded.",
+    )
 
 
 # The body is streamed to the blob store by hand (services/ingest/upload.py), so FastAPI does
@@ -42,6 +54,11 @@ class JobCreated(BaseModel):
     size_bytes: int | None
     sha256: str | None
     links: JobLinks
+    deduplicated_from: uuid.UUID | None = Field(
+        default=None,
+        description="The identical job whose result this one reuses: it completes at once "
+        "(or when that job completes) and costs nothing.",
+    )
 
 
 class JobView(BaseModel):
@@ -67,6 +84,9 @@ class JobView(BaseModel):
         description="When a cancel was requested; the status turns cancelled once the "
         "progress service has applied it, moments later.",
     )
+    deduplicated_from: uuid.UUID | None = Field(
+        default=None, description="The identical job whose result this one reuses."
+    )
 
     @classmethod
     def from_row(cls, row: Any) -> JobView:
@@ -89,6 +109,7 @@ class JobView(BaseModel):
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
             cancel_requested_at=row["cancel_requested_at"],
+            deduplicated_from=row.get("deduplicated_from"),
         )
 
 

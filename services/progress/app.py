@@ -23,6 +23,7 @@ from services.progress.deps import ProgressRuntime
 from services.progress.hub import Hub
 from services.progress.lifecycle import sweep_stalls
 from services.progress.models import Outcome
+from services.progress.retention import retention_loop
 from shared import topology
 from shared.bus import Delivery
 from shared.events import ALL_EVENTS, Event, JobCompleted
@@ -112,6 +113,7 @@ def setup(ctx: ServiceContext, runtime: ProgressRuntime | None = None) -> None:
     )
     subscribe_dead_letter_queues(ctx)
     ctx.spawn(stall_loop(ctx, runtime), "stall-loop")
+    ctx.spawn(retention_loop(ctx), "retention")
     ctx.spawn(progress_metrics.job_stats_loop(ctx.pool), "job-stats")
     ctx.spawn(broker_stats_loop(ctx.settings.amqp_url, ctx.bus.topology), "broker-stats")
 

@@ -14,6 +14,8 @@ CREATE INDEX IF NOT EXISTS jobs_dedup ON jobs (tenant, dedup_key) WHERE dedup_ke
 CREATE INDEX IF NOT EXISTS jobs_followers ON jobs (deduplicated_from)
     WHERE deduplicated_from IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_updates_untrimmed ON jobs (finished_at)
+    WHERE finished_at IS NOT NULL AND NOT updates_trimmed;
 
 -- The blobs a job references besides its document: the images the extractor rendered or cut
 -- out of it (recorded by progress from images.extracted). The blob store is content-addressed,
