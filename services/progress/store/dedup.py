@@ -20,24 +20,24 @@ async def read_source(conn: Conn, job_id: uuid.UUID) -> asyncpg.Record | None:
 
 _COPY_COUNTS = """
 INSERT INTO job_progress (job_id, stage, total, done, failed)
-SELECT $1, stage, total, done, failed FROM job_progress WHERE job_id = $2
+SELECT $1::uuid, stage, total, done, failed FROM job_progress WHERE job_id = $2::uuid
 ON CONFLICT (job_id, stage) DO NOTHING
 """
 
 # The source's result under the duplicate's own id, name and times; it cost nothing.
 _COPY_RESULT = """
 INSERT INTO job_results (job_id, result)
-SELECT $1, result || jsonb_build_object(
-    'job_id', $1::text,
+SELECT $1::uuid, result || jsonb_build_object(
+    'job_id', $1::uuid::text,
     'filename', $3::text,
-    'deduplicated_from', $2::text,
+    'deduplicated_from', $2::uuid::text,
     'cost', jsonb_build_object('total_usd', 0),
     'timings', jsonb_build_object(
         'created_at', to_jsonb($4::timestamptz), 'started_at', to_jsonb($5::timestamptz),
         'finished_at', to_jsonb($5::timestamptz), 'queued_seconds',
         round(extract(epoch FROM $5::timestamptz - $4::timestamptz)::numeric, 3),
         'processing_seconds', 0, 'ocr_seconds', 0))
-FROM job_results WHERE job_id = $2
+FROM job_results WHERE job_id = $2::uuid
 ON CONFLICT (job_id) DO NOTHING
 RETURNING coalesce(jsonb_array_length(result->'chunks'), 0)
 """
