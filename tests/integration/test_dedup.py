@@ -52,9 +52,10 @@ async def result_of(stack: StackClient, job_id: str) -> dict[str, Any]:
 
 
 async def pages_recorded(pool: asyncpg.Pool, job_id: str) -> int:
-    return await pool.fetchval(
+    count: int = await pool.fetchval(
         "SELECT count(*) FROM job_pages WHERE job_id = $1", uuid.UUID(job_id)
     )
+    return count
 
 
 def text_pdf(path: Path, label: str, pages: int = 3) -> bytes:

@@ -143,10 +143,11 @@ async def test_delete_erases_the_job_and_spares_jobs_sharing_its_blobs(
 
 
 async def ocred_pages(pool: asyncpg.Pool, job_id: str) -> int:
-    return await pool.fetchval(
+    count: int = await pool.fetchval(
         "SELECT count(*) FROM job_pages WHERE job_id = $1 AND ocred_at IS NOT NULL",
         uuid.UUID(job_id),
     )
+    return count
 
 
 async def test_deleting_a_running_job_cancels_it_and_late_messages_recreate_nothing(
