@@ -169,6 +169,35 @@ async def _judge_format(runtime: IngestRuntime, upload: ReceivedUpload) -> str:
     return fmt
 
 
+def new_job(
+    request: UploadRequest,
+    tenant: str,
+    upload: ReceivedUpload,
+    options: UploadOptions,
+    fmt: str,
+) -> repo.NewJob:
+    """The job to record for an accepted upload, with its DocumentUploaded event."""
+    event = DocumentUploaded(
+        job_id=uuid.uuid4(),
+        tenant=tenant,
+        document_uri=upload.uri,
+        filename=sanitize_filename(upload.client_filename) or f"upload.{fmt}",
+        ocr=options.ocr,
+        password=options.password,
+        priority=options.priority,
+        size_bytes=upload.size_bytes,
+        content_type=MEDIA_TYPES[fmt],
+    )
+    return repo.NewJob(
+        event,
+        upload.sha256,
+        fmt,
+        request.idempotency_key,
+        dedup_key=dedup_key(upload.sha256, options),
+        keep_images=options.keep_images,
+    )
+
+
 async def _create_job(
     runtime: IngestRuntime,
     request: UploadRequest,
@@ -177,26 +206,8 @@ async def _create_job(
     options: UploadOptions,
     fmt: str,
 ) -> SubmittedJob:
-    filename = sanitize_filename(upload.client_filename) or f"upload.{fmt}"
-    event = DocumentUploaded(
-        job_id=uuid.uuid4(),
-        tenant=tenant,
-        document_uri=upload.uri,
-        filename=filename,
-        ocr=options.ocr,
-        password=options.password,
-        priority=options.priority,
-        size_bytes=upload.size_bytes,
-        content_type=MEDIA_TYPES[fmt],
-    )
-    job = repo.NewJob(
-        event,
-        upload.sha256,
-        fmt,
-        request.idempotency_key,
-        dedup_key=dedup_key(upload.sha256, options),
-        keep_images=options.keep_images,
-    )
+    job = new_job(request, tenant, upload, options, fmt)
+    event, filename = job.event, job.event.filename
     try:
         async with runtime.pool.acquire() as conn:
             created = await create_job_or_reuse(
