@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
+from services.progress.dead_letter_recorder import DeadLetter, record_dead_letter
 from shared.blobstore import BlobStore
 from shared.events import DocumentUploaded
 from shared.purge import job_tables
@@ -187,3 +188,24 @@ async def test_deleting_a_running_job_cancels_it_and_late_messages_recreate_noth
     assert await db_pool.fetchval(
         "SELECT count(*) FROM deleted_jobs WHERE job_id = $1", uuid.UUID(job_id)
     )
+
+
+async def test_a_dead_letter_of_a_deleted_job_is_not_recorded(db_pool: asyncpg.Pool) -> None:
+    deleted, live = uuid.uuid4(), uuid.uuid4()
+    await db_pool.execute("INSERT INTO deleted_jobs (job_id) VALUES ($1)", deleted)
+
+    def letter(job_id: uuid.UUID) -> DeadLetter:
+        return DeadLetter(
+            message_id=str(uuid.uuid4()), dedupe_key=str(uuid.uuid4()), replay_token="",
+            queue="test.ocr", routing_key="images.extracted", reason="retries-exhausted",
+            error="boom", attempts=3, job_id=job_id, payload={"job_id": str(job_id)},
+            body=b"{}", headers={},
+        )  # fmt: skip
+
+    assert await record_dead_letter(db_pool, letter(deleted)) is None
+    assert await record_dead_letter(db_pool, letter(live)) is not None
+    count = await db_pool.fetchval(
+        "SELECT count(*) FROM dead_letters WHERE job_id = ANY($1::uuid[])", [deleted, live]
+    )
+    assert count == 1
+    await db_pool.execute("DELETE FROM dead_letters WHERE job_id = $1", live)
