@@ -19,6 +19,7 @@ from services.progress.admin import page as admin_page
 from services.progress.batcher import WindowBatcher
 from services.progress.broker_stats import broker_stats_loop
 from services.progress.dead_letter_recorder import subscribe_dead_letter_queues
+from services.progress.deduplicated import settle_followers
 from services.progress.deps import ProgressRuntime
 from services.progress.hub import Hub
 from services.progress.lifecycle import sweep_stalls
@@ -86,6 +87,7 @@ async def stall_loop(ctx: ServiceContext, runtime: ProgressRuntime) -> None:
                 ctx.pool,
                 stall_seconds=ctx.settings.stall_seconds,
                 deadline_seconds=ctx.settings.job_deadline_seconds,
+                on_ended=settle_followers,
             )
             push(runtime, outcome)
             await follow_up(ctx, outcome)

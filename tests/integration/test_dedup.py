@@ -14,6 +14,8 @@ import asyncpg
 import httpx
 import pytest
 
+from services.progress.deduplicated import settle_followers
+from services.progress.lifecycle import sweep_stalls
 from tests.fixtures import pdf_with_pages, text_image
 from tests.integration.stack_client import StackClient
 
@@ -136,3 +138,36 @@ async def test_followers_of_a_cancelled_source_fail_with_a_sentence(
     # A new submission after the cancel is processed, not attached to the cancelled job.
     fresh = await submit(stack, data)
     assert fresh["deduplicated_from"] is None
+
+
+async def test_followers_of_a_source_failed_by_its_deadline_fail_with_it(
+    db_pool: asyncpg.Pool,
+) -> None:
+    source, follower = uuid.uuid4(), uuid.uuid4()
+    await db_pool.execute(
+        "INSERT INTO jobs (job_id, tenant, document_uri, status, created_at) "
+        "VALUES ($1, 'dedup-test', 'blob://none', 'processing', now() - interval '2 hours')",
+        source,
+    )
+    await db_pool.execute(
+        "INSERT INTO jobs (job_id, tenant, document_uri, deduplicated_from) "
+        "VALUES ($1, 'dedup-test', 'blob://none', $2)",
+        follower,
+        source,
+    )
+    outcome = await sweep_stalls(
+        db_pool, stall_seconds=10**6, deadline_seconds=3600, on_ended=settle_followers
+    )
+    rows = {
+        r["job_id"]: r
+        for r in await db_pool.fetch(
+            "SELECT job_id, status, error FROM jobs WHERE job_id = ANY($1::uuid[])",
+            [source, follower],
+        )
+    }
+    assert rows[source]["status"] == "failed"
+    assert rows[follower]["status"] == "failed"
+    assert rows[follower]["error"] == (
+        f"The identical document processed by job {source} failed: {rows[source]['error']}"
+    )
+    assert {u["job_id"] for u in outcome.updates if u["final"]} == {str(source), str(follower)}
