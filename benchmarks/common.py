@@ -158,13 +158,16 @@ class BenchStack:
         *,
         ocr: str = "never",
         priority: int = 0,
+        force: bool = True,
     ) -> tuple[str, float]:
-        """Upload; returns the job id and the monotonic time the upload was accepted."""
+        """Upload; returns the job id and the monotonic time the upload was accepted.
+        `force`: process it even when the same document was processed before (benchmarks
+        measure processing, not the reuse of a duplicate's result)."""
         response = await client.post(
             f"{self.api}/v1/jobs",
             headers=self.headers,
             files={"file": (name, data)},
-            data={"ocr": ocr, "priority": str(priority)},
+            data={"ocr": ocr, "priority": str(priority), "force": str(force).lower()},
         )
         accepted = time.monotonic()
         if response.status_code != 202:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -83,3 +84,16 @@ class BlobStore:
             return self.path_for(self.digest_of(uri)).exists()
         except ValueError:
             return False
+
+    def delete(self, uri: str, *, min_age_seconds: float = 0.0) -> bool:
+        """Remove the blob's file; True when it was removed. A file written less than
+        `min_age_seconds` ago is left (its writer may not have recorded it yet): every write
+        renames a fresh file into place, so its mtime is the last write's time."""
+        path = self.path_for(self.digest_of(uri))
+        try:
+            if min_age_seconds > 0 and time.time() - path.stat().st_mtime < min_age_seconds:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

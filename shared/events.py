@@ -352,6 +352,16 @@ class JobCompleted(Event):
     chunks_total: int
 
 
+class JobDeduplicated(Event):
+    """Published by ingest for a submission identical to another job of its tenant (same
+    content hash and processing options): the job reuses `source_job_id`'s result instead of
+    being processed. The progress service completes it at once when the source has completed,
+    or when the source completes (it waits as a follower while the source runs)."""
+
+    routing_key: ClassVar[str] = "job.deduplicated"
+    source_job_id: uuid.UUID
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     DocumentUploaded,
     ExtractionAccepted,
@@ -364,6 +374,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     JobFailed,
     JobCancelled,
     JobCompleted,
+    JobDeduplicated,
 )
 EVENTS_BY_KEY: dict[str, type[Event]] = {e.routing_key: e for e in ALL_EVENTS}
 

@@ -37,9 +37,11 @@ async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
         """
         INSERT INTO jobs (job_id, tenant, filename, document_uri, size_bytes, content_type,
                           ocr_mode, priority, created_at, batch_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                -- only a batch of the job's own tenant
-                (SELECT batch_id FROM batches WHERE batch_id = $10 AND tenant = $2))
+        SELECT $1::uuid, $2::text, $3::text, $4::text, $5::bigint, $6::text, $7::text,
+               $8::smallint, $9::timestamptz,
+               -- only a batch of the job's own tenant
+               (SELECT batch_id FROM batches WHERE batch_id = $10 AND tenant = $2::text)
+        WHERE NOT EXISTS (SELECT 1 FROM deleted_jobs WHERE job_id = $1)
         ON CONFLICT (job_id) DO NOTHING
         RETURNING true
         """,
@@ -59,11 +61,13 @@ async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
     owner = await conn.fetchrow(
         "SELECT tenant, document_uri FROM jobs WHERE job_id = $1", event.job_id
     )
-    if owner is None or (owner["tenant"], owner["document_uri"]) == (
+    if owner is None:
+        raise JobGone("the job was deleted")  # shared.purge left its tombstone
+    if (owner["tenant"], owner["document_uri"]) == (
         event.tenant,
         event.document_uri,
     ):
-        return  # the same upload again (or a job purged meanwhile: nothing to protect)
+        return  # the same upload again
     await record_refused(conn, event, FOREIGN_JOB_REASON)
     raise ForeignJobMessage(f"refused: {FOREIGN_JOB_REASON}")
 
@@ -124,6 +128,13 @@ async def job_status(conn: Db, job_id: uuid.UUID) -> str | None:
     return status
 
 
+async def is_deleted(conn: Db, job_id: uuid.UUID) -> bool:
+    """The job was deleted (shared.purge): its late messages are dropped."""
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM deleted_jobs WHERE job_id = $1)", job_id)
+    )
+
+
 # require_active runs once per message (every chunk, every page), so an "active" answer is
 # kept for ACTIVE_TTL_SECONDS per process. A job.cancelled broadcast forgets the job at once
 # (shared.service calls forget_job), so the next message of a cancelled job asks the database
@@ -154,6 +165,8 @@ async def require_active(conn: Db, job_id: uuid.UUID) -> None:
     if until is not None and asked < until:
         return
     status = await job_status(conn, job_id)
+    if status is None and await is_deleted(conn, job_id):
+        raise JobGone("job was deleted")
     if status in TERMINAL_STATUSES:
         _active_until.pop(job_id, None)
         raise JobGone(f"job is {status}")

@@ -213,6 +213,19 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    # Retention (issue 12, dedup-retention; services/progress/retention.py). Finished jobs older
+    # than retention_days are purged (None: kept for ever), retention_batch per transaction;
+    # page images are deleted image_keep_seconds after their OCR is recorded (unless the job
+    # asked keep_images); sent outbox rows, the updates of finished jobs but the final one,
+    # and the tombstones of deleted jobs are trimmed after their keep times.
+    retention_days: float | None = Field(default=None, gt=0)
+    retention_check_seconds: float = Field(default=60.0, gt=0)
+    retention_batch: int = Field(default=100, ge=1)
+    image_keep_seconds: float = Field(default=300.0, ge=0)
+    outbox_keep_seconds: float = Field(default=3600.0, ge=0)
+    job_updates_keep_seconds: float = Field(default=3600.0, ge=0)
+    deleted_jobs_keep_days: float = Field(default=7.0, gt=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.constants import REF_TEMPLATE
 
 from services.ingest.api.errors import install_error_handlers
-from services.ingest.api.routes import batches, jobs
+from services.ingest.api.routes import batches, deletion, jobs
 from services.ingest.batch_models import BatchRequest, BatchUploadForm
 from services.ingest.limits import UploadSlots
 from services.ingest.middleware import RequestIdMiddleware
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.upload_slots = UploadSlots(settings.max_concurrent_uploads_per_tenant)
     app.include_router(jobs.router)
     app.include_router(batches.router)
+    app.include_router(deletion.router)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     _with_upload_form(app)

@@ -20,6 +20,18 @@ class JobOptions(BaseModel):
     priority: int = Field(default=0, ge=0, le=9)
     ocr: OcrMode = OcrMode.AUTO
     password: str | None = Field(default=None, max_length=1024, description="for encrypted PDFs")
+    # Duplicates and retention (services/ingest/dedup.py, shared/purge.py).
+    force: bool = Field(
+        default=False,
+        description="Process the document again even when an identical one (same bytes and "
+        "options) has completed or is running for this tenant; by default the job reuses "
+        "that result and completes at once (deduplicated_from).",
+    )
+    keep_images: bool = Field(
+        default=False,
+        description="Keep the page images rendered for OCR; by default they are deleted once "
+        "their OCR is recorded.",
+    )
     callback_url: str | None = Field(
         default=None,
         max_length=2048,
@@ -67,6 +79,11 @@ class JobCreated(BaseModel):
     size_bytes: int | None
     sha256: str | None
     links: JobLinks
+    deduplicated_from: uuid.UUID | None = Field(
+        default=None,
+        description="The identical job whose result this one reuses: it completes at once "
+        "(or when that job completes) and costs nothing.",
+    )
 
 
 class JobView(BaseModel):
@@ -94,6 +111,9 @@ class JobView(BaseModel):
     )
     labels: dict[str, str] = Field(default_factory=dict)
     batch_id: uuid.UUID | None = Field(default=None, description="The batch it was submitted in.")
+    deduplicated_from: uuid.UUID | None = Field(
+        default=None, description="The identical job whose result this one reuses."
+    )
 
     @classmethod
     def from_row(cls, row: Any) -> JobView:
@@ -118,6 +138,7 @@ class JobView(BaseModel):
             cancel_requested_at=row["cancel_requested_at"],
             labels=row["labels"],
             batch_id=row["batch_id"],
+            deduplicated_from=row.get("deduplicated_from"),
         )
 
 

@@ -16,7 +16,7 @@ from shared.jobs import record_blob_owner
 JOB_COLUMNS = (
     "job_id, tenant, status, stage, percent, error, filename, format, ocr_mode, priority, "
     "size_bytes, sha256, pages_total, stalled, partial, created_at, updated_at, finished_at, "
-    "cancel_requested_at, labels, batch_id"
+    "cancel_requested_at, labels, batch_id, deduplicated_from"
 )
 CANCEL_REASON = "Cancelled by the client."
 
@@ -29,6 +29,9 @@ class NewJob:
     idempotency_key: str | None
     labels: dict[str, str] = field(default_factory=dict)
     callback_url: str | None = None
+    # Duplicates and retention (services/ingest/dedup.py): None leaves the job out of reuse.
+    dedup_key: str | None = None
+    keep_images: bool = False
 
 
 async def find_by_idempotency_key(
@@ -44,30 +47,41 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
     outbox id. Raises asyncpg.UniqueViolationError when the idempotency key is taken."""
     ev = job.event
     async with conn.transaction():
-        await conn.execute(
-            """
-            INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
-                              content_type, format, ocr_mode, priority, idempotency_key, labels,
-                              callback_url)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-            """,
-            ev.job_id,
-            ev.tenant,
-            ev.filename,
-            ev.document_uri,
-            job.sha256,
-            ev.size_bytes,
-            ev.content_type,
-            job.format,
-            ev.ocr.value,
-            ev.priority,
-            job.idempotency_key,
-            job.labels,
-            job.callback_url,
-        )
+        await insert_job(conn, job)
         if ev.document_uri.startswith("blob://"):
             await record_blob_owner(conn, ev.tenant, ev.document_uri)
         return await enqueue(conn, ev, priority=ev.priority, headers=headers)
+
+
+async def insert_job(
+    conn: asyncpg.Connection, job: NewJob, *, deduplicated_from: uuid.UUID | None = None
+) -> None:
+    """The job row alone (the caller's transaction adds its event)."""
+    ev = job.event
+    await conn.execute(
+        """
+        INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
+                          content_type, format, ocr_mode, priority, idempotency_key,
+                          dedup_key, keep_images, deduplicated_from, labels, callback_url)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+        """,
+        ev.job_id,
+        ev.tenant,
+        ev.filename,
+        ev.document_uri,
+        job.sha256,
+        ev.size_bytes,
+        ev.content_type,
+        job.format,
+        ev.ocr.value,
+        ev.priority,
+        job.idempotency_key,
+        job.dedup_key,
+        job.keep_images,
+        deduplicated_from,
+        job.labels,
+        job.callback_url,
+    )
 
 
 async def get_job(

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from services.ingest import repository as repo
 from services.ingest.callbacks import check_callback_url
+from services.ingest.dedup import create_job_or_reuse, dedup_key
 from services.ingest.errors import (
     EmptyUpload,
     IdempotencyConflict,
@@ -66,6 +67,7 @@ class SubmittedJob:
     size_bytes: int | None
     sha256: str | None
     created: bool  # False: the Idempotency-Key named a job that already existed
+    deduplicated_from: uuid.UUID | None = None  # the identical job whose result it reuses
 
     @classmethod
     def existing(cls, row: asyncpg.Record) -> SubmittedJob:
@@ -77,6 +79,7 @@ class SubmittedJob:
             size_bytes=row["size_bytes"],
             sha256=row["sha256"],
             created=False,
+            deduplicated_from=row.get("deduplicated_from"),
         )
 
 
@@ -168,6 +171,37 @@ async def _judge_format(runtime: IngestRuntime, upload: ReceivedUpload) -> str:
     return fmt
 
 
+def new_job(
+    request: UploadRequest,
+    tenant: str,
+    upload: ReceivedUpload,
+    options: UploadOptions,
+    fmt: str,
+) -> repo.NewJob:
+    """The job to record for an accepted upload, with its DocumentUploaded event."""
+    event = DocumentUploaded(
+        job_id=uuid.uuid4(),
+        tenant=tenant,
+        document_uri=upload.uri,
+        filename=sanitize_filename(upload.client_filename) or f"upload.{fmt}",
+        ocr=options.ocr,
+        password=options.password,
+        priority=options.priority,
+        size_bytes=upload.size_bytes,
+        content_type=MEDIA_TYPES[fmt],
+    )
+    return repo.NewJob(
+        event,
+        upload.sha256,
+        fmt,
+        request.idempotency_key,
+        options.labels,
+        callback_url=options.callback_url,
+        dedup_key=dedup_key(upload.sha256, options),
+        keep_images=options.keep_images,
+    )
+
+
 async def _create_job(
     runtime: IngestRuntime,
     request: UploadRequest,
@@ -176,30 +210,16 @@ async def _create_job(
     options: UploadOptions,
     fmt: str,
 ) -> SubmittedJob:
-    filename = sanitize_filename(upload.client_filename) or f"upload.{fmt}"
-    event = DocumentUploaded(
-        job_id=uuid.uuid4(),
-        tenant=tenant,
-        document_uri=upload.uri,
-        filename=filename,
-        ocr=options.ocr,
-        password=options.password,
-        priority=options.priority,
-        size_bytes=upload.size_bytes,
-        content_type=MEDIA_TYPES[fmt],
-    )
-    job = repo.NewJob(
-        event,
-        upload.sha256,
-        fmt,
-        request.idempotency_key,
-        options.labels,
-        callback_url=options.callback_url,
-    )
+    job = new_job(request, tenant, upload, options, fmt)
+    event, filename = job.event, job.event.filename
     try:
         async with runtime.pool.acquire() as conn:
-            outbox_id = await repo.create_job(
-                conn, job, {"x-correlation-id": request.correlation_id}
+            created = await create_job_or_reuse(
+                conn,
+                job,
+                {"x-correlation-id": request.correlation_id},
+                force=options.force,
+                blobs=runtime.blobs,
             )
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same Idempotency-Key won the race.
@@ -209,9 +229,15 @@ async def _create_job(
         if existing is None:
             raise
         return replay(existing, upload, options)
-    if outbox_id is not None:
-        await publish_now(runtime.pool, runtime.bus, outbox_id)
-    log.info("job accepted", job_id=str(event.job_id), format=fmt, size=upload.size_bytes)
+    if created.outbox_id is not None:
+        await publish_now(runtime.pool, runtime.bus, created.outbox_id)
+    log.info(
+        "job accepted",
+        job_id=str(event.job_id),
+        format=fmt,
+        size=upload.size_bytes,
+        deduplicated_from=str(created.deduplicated_from) if created.deduplicated_from else None,
+    )
     return SubmittedJob(
         job_id=event.job_id,
         status=JobStatus.QUEUED,
@@ -220,4 +246,5 @@ async def _create_job(
         size_bytes=upload.size_bytes,
         sha256=upload.sha256,
         created=True,
+        deduplicated_from=created.deduplicated_from,
     )

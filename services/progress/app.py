@@ -20,10 +20,12 @@ from services.progress.admin import page as admin_page
 from services.progress.batcher import WindowBatcher
 from services.progress.broker_stats import broker_stats_loop
 from services.progress.dead_letter_recorder import subscribe_dead_letter_queues
+from services.progress.deduplicated import settle_followers
 from services.progress.deps import ProgressRuntime
 from services.progress.hub import Hub
 from services.progress.lifecycle import sweep_stalls
 from services.progress.models import Outcome
+from services.progress.retention import retention_loop
 from services.progress.webhooks import routes as webhook_routes
 from shared import topology
 from shared.bus import Delivery
@@ -89,6 +91,7 @@ async def stall_loop(ctx: ServiceContext, runtime: ProgressRuntime) -> None:
                 ctx.pool,
                 stall_seconds=ctx.settings.stall_seconds,
                 deadline_seconds=ctx.settings.job_deadline_seconds,
+                on_ended=settle_followers,
             )
             push(runtime, outcome)
             await follow_up(ctx, outcome)
@@ -116,6 +119,7 @@ def setup(ctx: ServiceContext, runtime: ProgressRuntime | None = None) -> None:
     )
     subscribe_dead_letter_queues(ctx)
     ctx.spawn(stall_loop(ctx, runtime), "stall-loop")
+    ctx.spawn(retention_loop(ctx), "retention")
     ctx.spawn(progress_metrics.job_stats_loop(ctx.pool), "job-stats")
     ctx.spawn(broker_stats_loop(ctx.settings.amqp_url, ctx.bus.topology), "broker-stats")
     ctx.spawn(webhooks.run(ctx.pool, ctx.settings), "webhooks")

@@ -178,7 +178,10 @@ def describe_dead_letter(
 _INSERT = """
 INSERT INTO dead_letters (message_id, dedupe_key, replay_token, queue, routing_key, reason,
                           error, attempts, job_id, payload, body, headers)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::int,
+       $9::uuid, $10::jsonb, $11::bytea, $12::jsonb
+-- Nothing of a deleted job is kept (shared.purge), not even a message of it that died.
+WHERE $9::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM deleted_jobs WHERE job_id = $9::uuid)
 ON CONFLICT (queue, dedupe_key, replay_token) DO NOTHING
 RETURNING id
 """

@@ -8,6 +8,7 @@ sweep_stalls, which runs its own short transactions.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +31,8 @@ from services.progress.webhooks import hooks as webhooks
 from shared.events import JobCompleted, JobFailed, JobStatus
 
 SAVE_NOTHING = (None, None)
+# Called with jobs a sweep ended, in the transaction that ended them.
+EndedHook = Callable[[asyncpg.Connection, "list[JobWrite]", datetime], Awaitable[None]]
 
 
 def utcnow() -> datetime:
@@ -282,9 +285,11 @@ async def sweep_stalls(
     deadline_seconds: float,
     batch: int = 100,
     now: datetime | None = None,
+    on_ended: EndedHook | None = None,
 ) -> Outcome:
     """Mark processing jobs without activity for stall_seconds as stalled, and fail jobs past
-    their deadline. Jobs locked by an event in flight are skipped (they are moving)."""
+    their deadline. Jobs locked by an event in flight are skipped (they are moving).
+    `on_ended`: called in the transaction that failed a job (its duplicates end with it)."""
     now = now or utcnow()
     stall_before = now - timedelta(seconds=stall_seconds)
     deadline_before = now - timedelta(seconds=deadline_seconds)
@@ -306,5 +311,7 @@ async def sweep_stalls(
             else:
                 job.state.stalled = True
             await save_one(conn, job, await store.read_counts(conn, job_id), now=now)
+            if on_ended is not None and job.state.terminal:
+                await on_ended(conn, [job], now)
             await batch_refresh.refresh(conn, [job], now)
     return outcome

@@ -26,10 +26,11 @@ from typing import cast
 
 import asyncpg
 
-from services.progress import batch_refresh, lifecycle, store
+from services.progress import batch_refresh, deduplicated, lifecycle, store
 from services.progress.arithmetic import Counts
 from services.progress.lifecycle import JobWrite, Settling, plan_save, utcnow
 from services.progress.models import Outcome
+from services.progress.store import retention as retention_store
 from services.progress.transitions import advance, first_progress_seconds
 from services.progress.webhooks import hooks as webhooks
 from shared.errors import JobGone
@@ -41,12 +42,13 @@ from shared.events import (
     ImagesExtracted,
     JobCancelled,
     JobCompleted,
+    JobDeduplicated,
     JobFailed,
     PageExtracted,
     PageOcred,
     PagesExtracted,
 )
-from shared.jobs import ensure_job
+from shared.jobs import ensure_job, is_deleted
 
 # A terminal event for a job that does not exist, on its last attempt: nothing can ever
 # apply it, so it is dropped rather than dead-lettered.
@@ -97,7 +99,7 @@ async def apply_window(conn: asyncpg.Connection, incoming: Sequence[Incoming]) -
             continue
         row = rows.get(inc.event.job_id)
         if row is None:
-            result.errors[i] = _missing(inc)
+            result.errors[i] = await _missing(conn, inc)
         elif row["status"] in TERMINAL_STATUSES:
             _note_ended(ended, row, inc)
         else:
@@ -144,9 +146,11 @@ async def _create_uploaded_jobs(
             errors[i] = exc
 
 
-def _missing(inc: Incoming) -> Exception:
+async def _missing(conn: asyncpg.Connection, inc: Incoming) -> Exception:
     if inc.last_attempt and isinstance(inc.event, TERMINAL_EVENTS):
         return JobGone("the job does not exist")
+    if await is_deleted(conn, inc.event.job_id):
+        return JobGone("the job was deleted")  # a late message: nothing of it is kept
     return JobNotFoundYet(f"job {inc.event.job_id} not found (yet) for {inc.event.routing_key}")
 
 
@@ -185,6 +189,8 @@ async def _write_items(conn: asyncpg.Connection, events: list[Event]) -> store.D
         await store.write_pages_ocred(conn, ocred, deltas)
     if chunks := cast(list[ChunksAnalyzed], by_type[ChunksAnalyzed]):
         await store.write_chunks_analyzed(conn, chunks, deltas)
+    if images := cast(list[ImagesExtracted], by_type[ImagesExtracted]):
+        await retention_store.record_image_blobs(conn, images)
     return deltas
 
 
@@ -203,6 +209,10 @@ async def _apply_live(
     job_ids = sorted(jobs)
     counts = await store.move_counts(conn, job_ids, deltas)
     moved_counts = dict(counts)  # as the window's events moved them, before any recount
+    for ev in events:
+        if type(ev) is JobDeduplicated:
+            copied = await deduplicated.resolve(conn, jobs[ev.job_id], ev.source_job_id, now)
+            counts[ev.job_id] = copied or counts[ev.job_id]
     await lifecycle.complete_many(conn, list(jobs.values()), counts)
     await lifecycle.keep_cancelled(conn, list(jobs.values()))
     saves, updates = [], []
@@ -221,3 +231,4 @@ async def _apply_live(
             job.outcome.updates.append(update)
     await store.save_jobs(conn, saves, updates, now)
     await webhooks.enqueue_ended(conn, updates)
+    await deduplicated.settle_followers(conn, jobs.values(), now)

@@ -146,6 +146,7 @@ def _created(request: Request, settings: Settings, job: SubmittedJob) -> JobCrea
         size_bytes=job.size_bytes,
         sha256=job.sha256,
         links=_links(request, settings, job.job_id),
+        deduplicated_from=job.deduplicated_from,
     )
 
 

@@ -1,0 +1,43 @@
+"""DELETE /v1/jobs/{id} and DELETE /v1/batches/{id}: erase a job, or a batch and its jobs,
+with everything they own (services/ingest/deletion.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response, status
+
+from services.ingest.api.deps import PrincipalDep, RuntimeDep, visible_tenant
+from services.ingest.deletion import delete_batch, delete_job
+from services.ingest.models import Problem
+
+router = APIRouter()
+
+
+@router.delete(
+    "/v1/jobs/{job_id}",
+    tags=["jobs"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={404: {"model": Problem}},
+)
+async def delete_job_route(job_id: uuid.UUID, principal: PrincipalDep, runtime: RuntimeDep) -> None:
+    """Erase the job and everything it owns: its rows in every table (progress, pages,
+    chunks, result, updates, dead letters, outbox, LLM ledger), and the blobs no other job
+    references (the upload, rendered page images, embedded images). A running job is
+    cancelled. Afterwards the job answers 404 to everyone."""
+    await delete_job(runtime, job_id, visible_tenant(principal))
+
+
+@router.delete(
+    "/v1/batches/{batch_id}",
+    tags=["batches"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={404: {"model": Problem}},
+)
+async def delete_batch_route(
+    batch_id: uuid.UUID, principal: PrincipalDep, runtime: RuntimeDep
+) -> None:
+    """Erase the batch and every job in it, as DELETE /v1/jobs/{id} does for one job."""
+    await delete_batch(runtime, batch_id, visible_tenant(principal))
