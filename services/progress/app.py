@@ -12,9 +12,10 @@ from datetime import datetime
 import structlog
 from fastapi import FastAPI
 
-from services.progress import api, dead_letters
+from services.progress import api, dead_letters, tickets
 from services.progress import metrics as progress_metrics
 from services.progress.admin import api as admin_api
+from services.progress.admin import audit as admin_audit
 from services.progress.admin import page as admin_page
 from services.progress.batcher import WindowBatcher
 from services.progress.broker_stats import broker_stats_loop
@@ -24,6 +25,7 @@ from services.progress.hub import Hub
 from services.progress.lifecycle import sweep_stalls
 from services.progress.models import Outcome
 from shared import topology
+from shared.auth import requiring_keys
 from shared.bus import Delivery
 from shared.events import ALL_EVENTS, Event, JobCompleted
 from shared.service import ServiceContext, create_service_app
@@ -120,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = ProgressRuntime(hub=Hub())
     app = create_service_app(
         "progress",
-        functools.partial(setup, runtime=runtime),
+        requiring_keys(functools.partial(setup, runtime=runtime)),
         settings=settings,
         title="docpipe progress",
     )
@@ -128,5 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(dead_letters.router)
     app.include_router(admin_api.router)
+    app.include_router(admin_audit.router)
+    app.include_router(tickets.router)
     admin_page.mount(app)
     return app
