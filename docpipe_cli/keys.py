@@ -22,6 +22,7 @@ from rich.table import Table
 from docpipe_cli.views import console, err_console, fail
 from shared import keys as key_store
 from shared.db import migrate
+from shared.logging import configure_logging
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/docpipe"
 
@@ -50,6 +51,8 @@ def keys_options(
     ] = DEFAULT_DATABASE_URL,
 ) -> None:
     ctx.obj = database_url
+    # The audit lines are for the services' logs; here stdout carries the new key alone.
+    configure_logging("docpipe-cli", "WARNING", json_output=False)
 
 
 def _run(ctx: typer.Context, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -111,7 +114,7 @@ def list_(
     rows = _run(ctx, lambda conn: key_store.list_keys(conn, include_revoked=include_revoked))
     if as_json:
         for row in rows:
-            console.print_json(json.dumps(row.as_dict()))
+            typer.echo(json.dumps(row.as_dict()))
         return
     table = Table("id", "tenant", "scopes", "label", "created", "revoked")
     for row in rows:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -178,7 +178,7 @@ NOT_EVERY_TENANT = (
     "an admin key for all tenants."
 )
 
-ScopeCheck = Callable[[Principal], Awaitable[Principal]]
+ScopeCheck = Callable[[Principal], Coroutine[Any, Any, Principal]]
 
 
 def require_scope(scope: Scope, *, every_tenant: bool = False) -> ScopeCheck:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -36,6 +37,19 @@ class Scope(StrEnum):
 
 
 ALL_SCOPES = frozenset(Scope)
+
+
+Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
+
+
+@asynccontextmanager
+async def _transaction(db: Db) -> AsyncIterator[asyncpg.Connection]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db
 
 
 class KeyChangeRefused(ValueError):
@@ -152,7 +166,7 @@ async def _insert(
 
 
 async def add_key(
-    conn: asyncpg.Connection,
+    db: Db,
     *,
     tenant: str | None,
     scopes: frozenset[Scope],
@@ -161,7 +175,7 @@ async def add_key(
 ) -> tuple[str, StoredKey]:
     """A new key (returned once, in clear: only its digest is kept) and its row, audited."""
     _check_new_key(tenant, scopes, label)
-    async with conn.transaction():
+    async with _transaction(db) as conn:
         key, stored = await _insert(conn, tenant, scopes, label, actor)
         await audit.record(
             conn,
@@ -169,25 +183,25 @@ async def add_key(
             action=audit.Action.KEY_ADD,
             target=stored.key_id,
             tenant=tenant,
-            detail={"scopes": sorted(scopes), "label": label},
+            detail={"scopes": [scope.value for scope in sorted(scopes)], "label": label},
         )
     return key, stored
 
 
-async def list_keys(conn: asyncpg.Connection, *, include_revoked: bool = False) -> list[StoredKey]:
+async def list_keys(conn: Db, *, include_revoked: bool = False) -> list[StoredKey]:
     where = "" if include_revoked else " WHERE revoked_at IS NULL"
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM api_keys{where} ORDER BY created_at, key_id")
     return [_stored(r) for r in rows]
 
 
-async def get_key(conn: asyncpg.Connection, key_id: str) -> StoredKey | None:
+async def get_key(conn: Db, key_id: str) -> StoredKey | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = $1", key_id)
     return None if row is None else _stored(row)
 
 
-async def revoke_key(conn: asyncpg.Connection, key_id: str, *, actor: str) -> StoredKey:
+async def revoke_key(db: Db, key_id: str, *, actor: str) -> StoredKey:
     """Revoke a key at once (processes stop honouring it within their cache time)."""
-    async with conn.transaction():
+    async with _transaction(db) as conn:
         row = await conn.fetchrow(
             f"UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL"
             f" RETURNING {_COLUMNS}",
@@ -206,12 +220,10 @@ async def revoke_key(conn: asyncpg.Connection, key_id: str, *, actor: str) -> St
     return stored
 
 
-async def rotate_key(
-    conn: asyncpg.Connection, key_id: str, *, actor: str
-) -> tuple[str, StoredKey, StoredKey]:
+async def rotate_key(db: Db, key_id: str, *, actor: str) -> tuple[str, StoredKey, StoredKey]:
     """Replace a key by a new one with the same tenant, scopes and label, and revoke the old
     one: (the new key, its row, the old row)."""
-    async with conn.transaction():
+    async with _transaction(db) as conn:
         old = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL FOR UPDATE",
             key_id,
@@ -238,21 +250,21 @@ async def rotate_key(
     return key, stored, _stored(revoked)
 
 
-async def _why_not_active(conn: asyncpg.Connection, key_id: str) -> str:
+async def _why_not_active(conn: Db, key_id: str) -> str:
     existing = await get_key(conn, key_id)
     if existing is None:
         return f"No key with id {key_id[:40]!r}."
     return f"The key {key_id} was revoked at {existing.revoked_at:%Y-%m-%d %H:%M:%S %Z}."
 
 
-async def find_active(conn: asyncpg.Pool | asyncpg.Connection, digest: bytes) -> StoredKey | None:
+async def find_active(conn: Db, digest: bytes) -> StoredKey | None:
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL", digest
     )
     return None if row is None else _stored(row)
 
 
-async def any_active(conn: asyncpg.Pool | asyncpg.Connection) -> bool:
+async def any_active(conn: Db) -> bool:
     return bool(
         await conn.fetchval("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")
     )

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from fastapi import HTTPException
+from pydantic import SecretStr
 
 from shared import tickets
 from shared.auth import (
@@ -156,7 +157,7 @@ def test_a_forged_or_mangled_ticket_is_refused() -> None:
 
 
 def test_issued_tickets_carry_the_principals_view_for_a_minute() -> None:
-    settings = Settings(env="dev", ticket_secret="configured")
+    settings = Settings(env="dev", ticket_secret=SecretStr("configured"))
     principal = Principal("k9", "acme", frozenset({Scope.READ}))
     text, expires_at = issue_ticket(settings, principal, tickets.SubjectKind.JOB, "j")
     claims = tickets.verify(
