@@ -199,10 +199,12 @@ def require_scope(scope: Scope, *, every_tenant: bool = False) -> ScopeCheck:
 # --- WebSockets ---------------------------------------------------------------------------
 
 
+# Close reasons fit a close frame's 123 bytes.
 TOKEN_REFUSED = (
-    "A long-lived key in the URL (?token=) is refused outside development: send it in the "
-    "Authorization header, or pass a ticket from POST .../ws-ticket as ?ticket=."
+    "A key in the URL (?token=) is refused outside dev: send it in a header, or use a ticket "
+    "(POST .../ws-ticket)."
 )
+WS_NOT_EVERY_TENANT = "This admin key is limited to one tenant; this stream covers every tenant."
 
 
 def _ticket_principal(ticket: tickets.Ticket) -> Principal:
@@ -256,7 +258,7 @@ async def accept_websocket(
         await websocket.close(WS_FORBIDDEN, missing_scope(scope))
         return None
     if every_tenant and not caller.all_tenants:
-        await websocket.close(WS_FORBIDDEN, NOT_EVERY_TENANT)
+        await websocket.close(WS_FORBIDDEN, WS_NOT_EVERY_TENANT)
         return None
     return caller
 

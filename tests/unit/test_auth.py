@@ -12,6 +12,9 @@ from pydantic import SecretStr
 
 from shared import tickets
 from shared.auth import (
+    NO_KEYS,
+    TOKEN_REFUSED,
+    WS_NOT_EVERY_TENANT,
     KeyResolver,
     Principal,
     issue_ticket,
@@ -183,3 +186,13 @@ def test_tickets_and_keys_are_redacted_from_log_lines() -> None:
     assert redact_text(f"/v1/admin/events?token={key}") == "/v1/admin/events?token=[REDACTED]"
     assert key not in redact_text(json.dumps({"authorization": f"Bearer {key}"}))
     assert redact_text(f"revoked {key}!") == "revoked [REDACTED]!"
+
+
+def test_close_reasons_fit_a_close_frame() -> None:
+    reasons = [TOKEN_REFUSED, WS_NOT_EVERY_TENANT, *(missing_scope(s) for s in Scope)]
+    reasons += [
+        "A valid API key or ticket is required.",
+        "The ticket is for another batch, not this one.",
+    ]
+    assert all(len(reason.encode()) <= 123 for reason in reasons)
+    assert "DOCPIPE_ENV=dev" in NO_KEYS and "docpipe keys add" in NO_KEYS
