@@ -19,6 +19,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from docpipe_cli.batch import BatchFollowError, batch_summary, follow_batch
 from docpipe_cli.dlq import dlq_app
 from docpipe_cli.follow import follow_jobs
+from docpipe_cli.keys import keys_app
 from docpipe_cli.views import (
     console,
     detail_of,
@@ -42,6 +43,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(dlq_app)
+app.add_typer(keys_app)
 
 
 @dataclass(frozen=True)

@@ -78,11 +78,11 @@ class _Follower:
         """A connection resuming after the last seq; None when, unreachable, the job turned
         out to have ended. Raises _Refused for good, _Unreachable to try again."""
         last = self.snapshot.get("seq")
-        url = events_url(
-            self.ws_base, self.job_id, self.key, last if isinstance(last, int) else None
-        )
+        url = events_url(self.ws_base, self.job_id, last if isinstance(last, int) else None)
         try:
-            return await websockets.connect(url, open_timeout=10)
+            return await websockets.connect(
+                url, open_timeout=10, additional_headers={"Authorization": f"Bearer {self.key}"}
+            )
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403, 404):

@@ -106,9 +106,10 @@ def describe(label: str, snapshot: dict[str, Any]) -> str:
     return f"{label} [dim]{stage}[/dim]"
 
 
-def events_url(ws_base: str, job_id: str, key: str, after: int | None = None) -> str:
-    url = f"{ws_base.rstrip('/')}/v1/jobs/{job_id}/events?token={quote(key, safe='')}"
-    return f"{url}&after={after}" if after else url
+def events_url(ws_base: str, job_id: str, after: int | None = None) -> str:
+    """The job's progress WebSocket; the key goes in a header, never in the URL."""
+    url = f"{ws_base.rstrip('/')}/v1/jobs/{quote(job_id, safe='')}/events"
+    return f"{url}?after={after}" if after else url
 
 
 def summarize_result(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Run the five services as separate processes, restart any that dies, stop them all cleanly.
 
 `python -m scripts.stack` is what `make up` runs (Ctrl-C stops everything). The test suite and
-the demo use the Stack class directly, with their own environment and log files.
+the demo use the Stack class directly, with their own environment and log files. A stack is a
+development stack: DOCPIPE_ENV is dev (the development keys) unless the environment says
+otherwise.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Stack:
         log_dir: Path | None = None,
         restart: bool = True,
     ) -> None:
-        self.env = {**os.environ, **(env or {})}
+        self.env = {"DOCPIPE_ENV": "dev", **os.environ, **(env or {})}
         self.services = {name: ServiceProcess(name) for name in services}
         self.log_dir = log_dir
         self.restart = restart

@@ -45,11 +45,15 @@ _HEADER_SECRET = re.compile(
     r"(?i)((?:proxy-)?authorization|x-api-key|cookie)(['\"]?\s*[:=,]\s*(?:b?['\"])?)"
     r"(?:(?:bearer|basic|token)\s+)?[^\s'\",;}\]]+"
 )
+# A key made by `docpipe keys` (shared/keys.py), wherever it appears.
+_STORED_KEY = re.compile(r"dpk_[A-Za-z0-9]+_[A-Za-z0-9_-]{16,}")
 _MAX_DEPTH = 4
 
 
 def redact_text(text: str) -> str:
     """The text with secret query parameters and header values replaced."""
+    if "dpk_" in text:
+        text = _STORED_KEY.sub(REDACTED, text)
     if "=" in text:
         text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
     if ":" in text or "," in text or "=" in text:

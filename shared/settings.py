@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -24,6 +24,11 @@ def parse_key_map(spec: str) -> dict[str, str]:
     return mapping
 
 
+# The development keys: live only with DOCPIPE_ENV=dev.
+DEV_API_KEYS = "dev-key=dev,dev-key-2=other"
+DEV_ADMIN_KEYS = "admin-key"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DOCPIPE_", extra="ignore")
 
@@ -34,9 +39,10 @@ class Settings(BaseSettings):
     # Prefix of every exchange and queue name, so a test run can own a private topology.
     bus_prefix: str = "docpipe"
 
-    # Auth: "key=tenant,..." for the job API, and a comma list of admin keys.
-    api_keys: str = "dev-key=dev,dev-key-2=other"
-    admin_keys: str = "admin-key"
+    # Auth: "key=tenant,..." for the job API, and a comma list of admin keys. None by
+    # default: DOCPIPE_ENV=dev alone fills in the development keys (see the keys block below).
+    api_keys: str = ""
+    admin_keys: str = ""
 
     # Network
     host: str = "127.0.0.1"
@@ -225,6 +231,29 @@ class Settings(BaseSettings):
     outbox_keep_seconds: float = Field(default=3600.0, ge=0)
     job_updates_keep_seconds: float = Field(default=3600.0, ge=0)
     deleted_jobs_keep_days: float = Field(default=7.0, gt=0)
+
+    # Keys, scopes, WebSocket tickets (issue 10, "keys"; shared/auth.py, shared/tickets.py).
+    # env "dev" (make up, the demo, the benchmarks, the tests) turns on the development keys
+    # and long-lived keys in WebSocket URLs (?token=); anywhere else there is neither, and
+    # ingest and progress refuse to start without a key. Keys added with `docpipe keys` are
+    # looked up again after key_cache_seconds, so a revocation takes effect within that time.
+    env: str = "production"
+    key_cache_seconds: float = Field(default=5.0, ge=0)
+    # Signs WebSocket tickets; unset: a random secret per process (tickets then work only on
+    # the progress replica that issued them).
+    ticket_secret: SecretStr = SecretStr("")
+    ticket_ttl_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env.strip().lower() == "dev"
+
+    @model_validator(mode="after")
+    def _dev_keys(self) -> Settings:
+        if self.is_dev:
+            self.api_keys = self.api_keys or DEV_API_KEYS
+            self.admin_keys = self.admin_keys or DEV_ADMIN_KEYS
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,9 @@ from shared.sandbox import WarmPool
 from shared.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The tests run against development settings (the development keys, ?token= on WebSockets);
+# tests of what holds outside dev start their services with DOCPIPE_ENV=production.
+os.environ.setdefault("DOCPIPE_ENV", "dev")
 ROOT = Path(__file__).resolve().parent.parent
 
 

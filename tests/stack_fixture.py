@@ -28,6 +28,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "DOCPIPE_FILE_ROOTS": ",".join(str(root) for root in settings.file_roots),
         "DOCPIPE_API_KEYS": settings.api_keys,
         "DOCPIPE_ADMIN_KEYS": settings.admin_keys,
+        "DOCPIPE_ENV": settings.env,
         "DOCPIPE_RETRY_DELAYS_MS": "[200, 500, 1000]",
         "DOCPIPE_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",

@@ -14,6 +14,7 @@ from services.ingest.limits import UploadSlots
 from services.ingest.middleware import RequestIdMiddleware
 from services.ingest.models import UploadForm, UrlJobRequest
 from services.ingest.outbox import run_relay
+from shared.auth import requiring_keys
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings, get_settings
 
@@ -51,7 +52,9 @@ def _with_upload_form(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = create_service_app("ingest", setup, settings=settings, title="docpipe ingest")
+    app = create_service_app(
+        "ingest", requiring_keys(setup), settings=settings, title="docpipe ingest"
+    )
     app.state.upload_slots = UploadSlots(settings.max_concurrent_uploads_per_tenant)
     app.include_router(jobs.router)
     app.include_router(batches.router)

@@ -1,13 +1,15 @@
 """Progress over HTTP and WebSocket.
 
-WS  /v1/jobs/{job_id}/events[?token=<key>][&after=<seq>]
+WS  /v1/jobs/{job_id}/events[?ticket=<ticket>][&after=<seq>]
     JSON text frames, one snapshot each, seq strictly increasing, until the final one
     (status completed/failed/cancelled), then a normal close. Each frame is a
     shared.events.ProgressSnapshot. Without `after` the first frame is the latest snapshot
     (seq 0 if none was recorded yet); with `after` every recorded update with a greater seq
-    is replayed first. Close codes: 4400 `after` is not a whole number from 0 to 2**63-1,
-    4401 no valid key, 4404 unknown job or another tenant's, 1013 the client fell behind
-    (reconnect with ?after=<last seq seen>).
+    is replayed first. Authenticated by the Authorization header, or by a ticket from
+    POST /v1/jobs/{job_id}/ws-ticket (services/progress/tickets.py); ?token=<key> only in dev.
+    Close codes: 4400 `after` is not a whole number from 0 to 2**63-1, 4401 no valid key or
+    ticket, 4403 a key without the read scope, 4404 unknown job or another tenant's, 1013 the
+    client fell behind (reconnect with ?after=<last seq seen>).
 GET /v1/jobs/{job_id}/progress -> the latest snapshot; 404 unknown/other tenant's job.
 """
 
@@ -22,7 +24,7 @@ from typing import Annotated
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, status
+from fastapi import APIRouter, HTTPException, Query, WebSocket, status
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
@@ -32,8 +34,9 @@ from services.progress.deps import HubDep, PoolDep
 from services.progress.hub import Hub, Subscription
 from services.progress.lifecycle import latest_snapshot
 from services.progress.metrics import PUSH_LAG, WEBSOCKET_CLIENTS
-from shared.auth import Principal, PrincipalDep, websocket_principal
+from shared.auth import Principal, ReadDep, accept_websocket, may_see
 from shared.events import ProgressSnapshot
+from shared.tickets import SubjectKind
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +80,7 @@ async def visible_job(pool: asyncpg.Pool, principal: Principal, job_id: str) -> 
     if jid is None:
         return None
     tenant = await store.job_tenant(pool, jid)
-    if tenant is None or not (principal.admin or principal.tenant == tenant):
+    if tenant is None or not may_see(principal, tenant):
         return None
     return jid
 
@@ -88,7 +91,7 @@ async def visible_job(pool: asyncpg.Pool, principal: Principal, job_id: str) -> 
     response_class=JSONResponse,
     responses={200: {"model": ProgressSnapshot, "description": "The latest snapshot."}},
 )
-async def job_progress(job_id: str, principal: PrincipalDep, pool: PoolDep) -> JSONResponse:
+async def job_progress(job_id: str, principal: ReadDep, pool: PoolDep) -> JSONResponse:
     # Answered as stored (what the WebSocket sent), not re-serialised through the model.
     jid = await visible_job(pool, principal, job_id)
     if jid is None:
@@ -179,15 +182,12 @@ async def pump_until_disconnect(
 async def job_events(
     websocket: WebSocket,
     job_id: str,
-    principal: Annotated[Principal | None, Depends(websocket_principal)],
     pool: PoolDep,
     hub: HubDep,
     after: Annotated[str | None, Query(description="Replay updates after this seq.")] = None,
 ) -> None:
-    # Accept first: a close before accepting would surface as HTTP 403, not our close code.
-    await websocket.accept()
+    principal = await accept_websocket(websocket, kind=SubjectKind.JOB, subject=job_id)
     if principal is None:
-        await websocket.close(WS_UNAUTHORIZED, "A valid API key is required.")
         return
     try:
         after_seq = parse_after(after)

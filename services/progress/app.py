@@ -12,9 +12,10 @@ from datetime import datetime
 import structlog
 from fastapi import FastAPI
 
-from services.progress import api, batch_api, dead_letters, webhooks
+from services.progress import api, batch_api, dead_letters, tickets, webhooks
 from services.progress import metrics as progress_metrics
 from services.progress.admin import api as admin_api
+from services.progress.admin import audit as admin_audit
 from services.progress.admin import batches as admin_batches
 from services.progress.admin import page as admin_page
 from services.progress.batcher import WindowBatcher
@@ -28,6 +29,7 @@ from services.progress.models import Outcome
 from services.progress.retention import retention_loop
 from services.progress.webhooks import routes as webhook_routes
 from shared import topology
+from shared.auth import requiring_keys
 from shared.bus import Delivery
 from shared.events import ALL_EVENTS, Event, JobCompleted
 from shared.service import ServiceContext, create_service_app
@@ -129,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = ProgressRuntime(hub=Hub())
     app = create_service_app(
         "progress",
-        functools.partial(setup, runtime=runtime),
+        requiring_keys(functools.partial(setup, runtime=runtime)),
         settings=settings,
         title="docpipe progress",
     )
@@ -140,5 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     app.include_router(batch_api.router)
     app.include_router(admin_batches.router)
+    app.include_router(admin_audit.router)
+    app.include_router(tickets.router)
     admin_page.mount(app)
     return app

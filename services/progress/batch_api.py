@@ -23,7 +23,7 @@ from typing import Annotated
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, status
+from fastapi import APIRouter, HTTPException, Query, WebSocket, status
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
@@ -32,7 +32,6 @@ from services.progress.api import (
     WS_BAD_REQUEST,
     WS_NOT_FOUND,
     WS_TRY_AGAIN_LATER,
-    WS_UNAUTHORIZED,
     parse_after,
     pump_until_disconnect,
 )
@@ -49,8 +48,9 @@ from services.progress.hub import BatchSubscription
 from services.progress.lifecycle import utcnow
 from services.progress.store import batches as batch_store
 from services.progress.store.base import Conn
-from shared.auth import Principal, PrincipalDep, websocket_principal
+from shared.auth import Principal, ReadDep, accept_websocket, may_see
 from shared.events import BatchSnapshot
+from shared.tickets import SubjectKind
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,7 @@ async def visible_batch(
     except ValueError:
         return None
     tenant = await batch_store.batch_tenant(pool, bid)
-    if tenant is None or not (principal.admin or principal.tenant == tenant):
+    if tenant is None or not may_see(principal, tenant):
         return None
     return bid
 
@@ -106,7 +106,7 @@ async def current_snapshot(conn: Conn, batch_id: uuid.UUID) -> BatchMessage | No
         404: {"description": "No such batch, or another tenant's."},
     },
 )
-async def batch_progress(batch_id: str, principal: PrincipalDep, pool: PoolDep) -> JSONResponse:
+async def batch_progress(batch_id: str, principal: ReadDep, pool: PoolDep) -> JSONResponse:
     bid = await visible_batch(pool, principal, batch_id)
     snapshot = None if bid is None else await current_snapshot(pool, bid)
     if snapshot is None:
@@ -178,15 +178,14 @@ class _BatchStream:
 async def batch_events(
     websocket: WebSocket,
     batch_id: str,
-    principal: Annotated[Principal | None, Depends(websocket_principal)],
     pool: PoolDep,
     hub: BatchHubDep,
     after: Annotated[str | None, Query(description="Replay messages after this seq.")] = None,
 ) -> None:
-    # Accept first: a close before accepting would surface as HTTP 403, not our close code.
-    await websocket.accept()
+    # Accepts first (a close before accepting would surface as HTTP 403, not a close code),
+    # then checks the header key or the ?ticket= for this batch, and the read scope.
+    principal = await accept_websocket(websocket, kind=SubjectKind.BATCH, subject=batch_id)
     if principal is None:
-        await websocket.close(WS_UNAUTHORIZED, "A valid API key is required.")
         return
     try:
         after_seq = parse_after(after)

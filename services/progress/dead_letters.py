@@ -36,7 +36,7 @@ from services.progress.dead_letter_recorder import H_REPLAY
 from services.progress.deps import ctx_of, runtime_of
 from services.progress.hub import Hub
 from services.progress.lifecycle import JobWrite, save_one
-from shared import topology
+from shared import audit, topology
 from shared.auth import AdminDep
 from shared.bus import H_ATTEMPT, H_ERROR, H_EVENT, H_QUEUE, H_REASON, Bus
 from shared.events import JobStatus
@@ -313,7 +313,7 @@ async def get_dead_letters(
 
 
 @router.post("/replay", summary="Replay several dead letters: by ids, or by filter")
-async def replay_many(request: Request, _admin: AdminDep, body: BulkReplay) -> dict[str, Any]:
+async def replay_many(request: Request, admin: AdminDep, body: BulkReplay) -> dict[str, Any]:
     ctx = _ctx(request)
     has_filter = body.queue or body.job_id or body.reason or body.all
     if body.ids is None and not has_filter:
@@ -341,6 +341,17 @@ async def replay_many(request: Request, _admin: AdminDep, body: BulkReplay) -> d
         replayed.append(dead_letter_id)
         if item["job_revived"]:
             revived.append(item["job_id"])
+    await audit.record(
+        ctx.pool,
+        actor=admin.key_id,
+        action=audit.Action.DEAD_LETTER_REPLAY,
+        target="bulk" if body.ids is None else "ids",
+        detail={
+            "replayed": replayed,
+            "failed": [f["id"] for f in failed],
+            "filter": body.model_dump(mode="json", exclude={"ids"}, exclude_none=True),
+        },
+    )
     return {"replayed": replayed, "not_found": not_found, "failed": failed, "revived_jobs": revived}
 
 
@@ -355,7 +366,7 @@ async def get_dead_letter(request: Request, _admin: AdminDep, dead_letter_id: in
 
 
 @router.post("/{dead_letter_id}/replay", summary="Publish a dead letter again")
-async def replay_one(request: Request, _admin: AdminDep, dead_letter_id: int) -> Any:
+async def replay_one(request: Request, admin: AdminDep, dead_letter_id: int) -> Any:
     ctx = _ctx(request)
     try:
         item = await replay_dead_letter(
@@ -367,16 +378,32 @@ async def replay_one(request: Request, _admin: AdminDep, dead_letter_id: int) ->
         ) from None
     if item is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+    await audit.record(
+        ctx.pool,
+        actor=admin.key_id,
+        action=audit.Action.DEAD_LETTER_REPLAY,
+        target=str(dead_letter_id),
+        detail={"job_id": item["job_id"], "queue": item["queue"]},
+    )
     return item
 
 
 @router.delete(
     "/{dead_letter_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Purge a dead letter"
 )
-async def purge_dead_letter(request: Request, _admin: AdminDep, dead_letter_id: int) -> Response:
-    deleted = await _ctx(request).pool.fetchval(
-        "DELETE FROM dead_letters WHERE id = $1 RETURNING id", dead_letter_id
-    )
+async def purge_dead_letter(request: Request, admin: AdminDep, dead_letter_id: int) -> Response:
+    async with _ctx(request).pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchrow(
+            "DELETE FROM dead_letters WHERE id = $1 RETURNING id, queue, job_id", dead_letter_id
+        )
+        if deleted is not None:
+            await audit.record(
+                conn,
+                actor=admin.key_id,
+                action=audit.Action.DEAD_LETTER_PURGE,
+                target=str(dead_letter_id),
+                detail={"queue": deleted["queue"], "job_id": str(deleted["job_id"] or "")},
+            )
     if deleted is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -77,10 +77,10 @@ def test_finality_pages_and_chunks() -> None:
     assert chunks_of({}) is None
 
 
-def test_events_url_quotes_the_key_and_resumes() -> None:
-    assert events_url("ws://h:1/", "j", "a b&c") == "ws://h:1/v1/jobs/j/events?token=a%20b%26c"
-    assert events_url("ws://h:1", "j", "k", 5).endswith("?token=k&after=5")
-    assert events_url("ws://h:1", "j", "k", 0).endswith("?token=k")
+def test_events_url_carries_no_key_and_resumes() -> None:
+    assert events_url("ws://h:1/", "j") == "ws://h:1/v1/jobs/j/events"
+    assert events_url("ws://h:1", "j", 5).endswith("/events?after=5")
+    assert events_url("ws://h:1", "j", 0).endswith("/events")
 
 
 RESULT = {
@@ -145,7 +145,8 @@ class ScriptedProgress:
     async def handler(self, conn: Any) -> None:
         query = parse_qs(urlsplit(conn.request.path).query)
         self.requests.append(query)
-        if query.get("token") != ["k"]:
+        assert "token" not in query  # the key travels in a header, never in the URL
+        if conn.request.headers.get("Authorization") != "Bearer k":
             await conn.close(4401, "A valid API key is required.")
             return
         if "after" not in query:

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from services.ingest.limits import UploadSlots
 from services.ingest.runtime import IngestRuntime
-from shared.auth import Principal, PrincipalDep
+from shared.auth import CancelDep, PrincipalDep, ReadDep, SubmitDep, visible_tenant
 from shared.service import ServiceContext
 
 
@@ -33,19 +33,17 @@ def get_request_id(request: Request) -> str:
     return request_id
 
 
-def visible_tenant(principal: Principal) -> str | None:
-    """The tenant whose jobs the caller may see; None for an admin, who sees every job."""
-    return None if principal.admin else principal.tenant
-
-
 RuntimeDep = Annotated[IngestRuntime, Depends(get_runtime)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 
 __all__ = [
+    "CancelDep",
     "PoolDep",
     "PrincipalDep",
+    "ReadDep",
     "RequestIdDep",
     "RuntimeDep",
+    "SubmitDep",
     "visible_tenant",
 ]

@@ -15,12 +15,13 @@ GET /v1/admin/queues
     {"queues": [{"queue", "messages", "consumers"}], "prefix", "age_seconds"}: the broker-stats
     loop's last reading (empty, age null, until its first one; queues missing on the broker
     are left out).
-WS  /v1/admin/events?token=<admin key>
+WS  /v1/admin/events?ticket=<ticket from POST /v1/admin/ws-ticket>
     One JSON text frame per progress update of any job, as this process pushes it: the job's
     snapshot (as on /v1/jobs/{id}/events) plus "tenant", "filename" and "created_at". Updates
-    applied by another progress replica are not seen here (the page also polls). Close codes:
-    4401 no valid key, 4403 not an admin key, 1013 the client fell behind, 1011 a server
-    error (both: reconnect).
+    applied by another progress replica are not seen here (the page also polls). The key in
+    the Authorization header also works (?token=<key> only in dev). Close codes: 4401 no
+    valid key or ticket, 4403 not an admin key for every tenant, 1013 the client fell behind,
+    1011 a server error (both: reconnect).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, Query, WebSocket
+from fastapi import APIRouter, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from services.progress import store
@@ -44,8 +45,10 @@ from services.progress.broker_stats import latest_queue_stats, latest_queue_stat
 from services.progress.deps import CtxDep, HubDep, PoolDep
 from services.progress.hub import Subscription
 from services.progress.models import AdminJobList
-from shared.auth import AdminDep, Principal, websocket_principal
+from shared.auth import AdminDep, accept_websocket
 from shared.events import JobStatus
+from shared.keys import Scope
+from shared.tickets import SubjectKind
 
 log = structlog.get_logger(__name__)
 
@@ -73,8 +76,8 @@ STREAM_BATCH = 200
 # Job details the stream remembers per connection, so a busy job costs one lookup.
 STREAM_META_CACHE = 10_000
 
-WS_UNAUTHORIZED = 4401
-WS_FORBIDDEN = 4403
+# The admin stream is one subject: a ticket for it names this.
+ADMIN_EVENTS_SUBJECT = "*"
 WS_TRY_AGAIN_LATER = 1013
 WS_INTERNAL_ERROR = 1011
 
@@ -217,17 +220,17 @@ class _FleetStream:
 @router.websocket("/events")
 async def admin_events(
     websocket: WebSocket,
-    principal: Annotated[Principal | None, Depends(websocket_principal)],
     pool: PoolDep,
     hub: HubDep,
 ) -> None:
-    # Accept first: a close before accepting would surface as HTTP 403, not our close code.
-    await websocket.accept()
+    principal = await accept_websocket(
+        websocket,
+        kind=SubjectKind.ADMIN_EVENTS,
+        subject=ADMIN_EVENTS_SUBJECT,
+        scope=Scope.ADMIN,
+        every_tenant=True,
+    )
     if principal is None:
-        await websocket.close(WS_UNAUTHORIZED, "A valid API key is required.")
-        return
-    if not principal.admin:
-        await websocket.close(WS_FORBIDDEN, "This needs an admin key.")
         return
     with hub.subscribe_all() as sub:
         stream = _FleetStream(websocket, pool)

@@ -14,10 +14,12 @@ from starlette.requests import ClientDisconnect
 
 from services.ingest import repository as repo
 from services.ingest.api.deps import (
+    CancelDep,
     PoolDep,
-    PrincipalDep,
+    ReadDep,
     RequestIdDep,
     RuntimeDep,
+    SubmitDep,
     visible_tenant,
 )
 from services.ingest.cancel import request_cancel
@@ -37,6 +39,7 @@ from services.ingest.models import (
 from services.ingest.pagination import InvalidCursor, decode_cursor, encode_cursor
 from services.ingest.submit import SubmittedJob, UploadRequest, submit
 from services.ingest.url_submit import submit_url
+from shared import audit
 from shared.events import JobStatus
 from shared.settings import Settings
 
@@ -106,7 +109,7 @@ async def body_of(request: Request) -> AsyncIterator[bytes]:
 async def submit_job(
     request: Request,
     response: Response,
-    principal: PrincipalDep,
+    principal: SubmitDep,
     runtime: RuntimeDep,
     request_id: RequestIdDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
@@ -152,7 +155,7 @@ def _created(request: Request, settings: Settings, job: SubmittedJob) -> JobCrea
 
 @router.get("", response_model=JobPage, responses={400: {"model": Problem}})
 async def list_jobs(
-    principal: PrincipalDep,
+    principal: ReadDep,
     pool: PoolDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -185,7 +188,7 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobView, responses={404: {"model": Problem}})
-async def get_job(job_id: uuid.UUID, principal: PrincipalDep, pool: PoolDep) -> JobView:
+async def get_job(job_id: uuid.UUID, principal: ReadDep, pool: PoolDep) -> JobView:
     row = await repo.get_job(pool, job_id, visible_tenant(principal))
     if row is None:
         raise JobNotFound()
@@ -200,7 +203,7 @@ async def get_job(job_id: uuid.UUID, principal: PrincipalDep, pool: PoolDep) -> 
         409: {"description": "The job has not completed"},
     },
 )
-async def get_result(job_id: uuid.UUID, principal: PrincipalDep, pool: PoolDep) -> Any:
+async def get_result(job_id: uuid.UUID, principal: ReadDep, pool: PoolDep) -> Any:
     """The result of a completed job; a cancelled job's partial result carries partial=true."""
     row = await repo.get_job(pool, job_id, visible_tenant(principal))
     if row is None:
@@ -234,13 +237,17 @@ async def get_result(job_id: uuid.UUID, principal: PrincipalDep, pool: PoolDep) 
 async def cancel_job(
     job_id: uuid.UUID,
     response: Response,
-    principal: PrincipalDep,
+    principal: CancelDep,
     runtime: RuntimeDep,
     request_id: RequestIdDep,
 ) -> CancelAccepted:
     """Stop a queued or running job: 202, and the job turns cancelled moments later.
     Idempotent: cancelling a job already cancelled (or being cancelled) answers 200."""
     requested = await request_cancel(runtime, job_id, visible_tenant(principal), request_id)
+    if principal.admin:
+        await audit.record_job_action(
+            runtime.pool, principal.key_id, audit.Action.JOB_CANCEL_AS_ADMIN, job_id, requested
+        )
     if not requested:
         response.status_code = status.HTTP_200_OK
     return CancelAccepted(job_id=job_id, status=JobStatus.CANCELLED)

@@ -352,6 +352,7 @@ function setLive(stateName, text) {
 
 function closeStream() {
   clearTimeout(state.wsTimer);
+  state.wsAttempt = (state.wsAttempt || 0) + 1; // a ticket on its way opens nothing now
   if (state.ws) {
     state.ws.onclose = null;
     state.ws.close();
@@ -360,15 +361,34 @@ function closeStream() {
   setLive("off", "offline");
 }
 
-function connectStream() {
+function retryStream() {
+  setLive("retry", "reconnecting");
+  state.wsTimer = setTimeout(connectStream, state.wsRetryMs);
+  state.wsRetryMs = Math.min(state.wsRetryMs * 2, 15000);
+}
+
+// The key never goes in the WebSocket's URL: the page trades it (in a header) for a
+// short-lived ticket first, and opens the stream with that.
+async function connectStream() {
   closeStream();
   if (!state.key) return;
+  const attempt = (state.wsAttempt = (state.wsAttempt || 0) + 1);
+  setLive("connecting", "connecting");
+  let ticket;
+  try {
+    ticket = (await api("/v1/admin/ws-ticket", { method: "POST" })).ticket;
+  } catch (error) {
+    if (attempt === state.wsAttempt && !(error.status === 401 || error.status === 403)) {
+      retryStream();
+    }
+    return;
+  }
+  if (attempt !== state.wsAttempt || !state.key) return; // superseded meanwhile
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(
-    `${proto}//${location.host}/v1/admin/events?token=${encodeURIComponent(state.key)}`,
+    `${proto}//${location.host}/v1/admin/events?ticket=${encodeURIComponent(ticket)}`,
   );
   state.ws = ws;
-  setLive("connecting", "connecting");
   const reconnect = state.wsRetryMs > 1000;
   ws.onopen = () => {
     state.wsRetryMs = 1000;
@@ -395,9 +415,7 @@ function connectStream() {
       authFailed(event.code === WS_FORBIDDEN ? 403 : 401);
       return;
     }
-    setLive("retry", "reconnecting");
-    state.wsTimer = setTimeout(connectStream, state.wsRetryMs);
-    state.wsRetryMs = Math.min(state.wsRetryMs * 2, 15000);
+    retryStream();
   };
 }
 
