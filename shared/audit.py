@@ -26,6 +26,11 @@ class Action(StrEnum):
     DEAD_LETTER_REPLAY = "dead_letter.replay"
     DEAD_LETTER_PURGE = "dead_letter.purge"
     JOB_CANCEL_AS_ADMIN = "job.cancel_as_admin"
+    BATCH_CANCEL_AS_ADMIN = "batch.cancel_as_admin"
+    # Erasure (DELETE /v1/jobs/{id}, /v1/batches/{id}) is recorded whoever asks: the job and
+    # its rows are gone afterwards, and this is what is left to say it happened.
+    JOB_DELETE = "job.delete"
+    BATCH_DELETE = "batch.delete"
     KEY_ADD = "key.add"
     KEY_REVOKE = "key.revoke"
     KEY_ROTATE = "key.rotate"

@@ -75,7 +75,11 @@ def _protected_routes(app: FastAPI) -> list[tuple[str, str, Scope | None]]:
     return out
 
 
-WS_SCOPES = {"/v1/jobs/{job_id}/events": Scope.READ, "/v1/admin/events": Scope.ADMIN}
+WS_SCOPES = {
+    "/v1/jobs/{job_id}/events": Scope.READ,
+    "/v1/batches/{batch_id}/events": Scope.READ,
+    "/v1/admin/events": Scope.ADMIN,
+}
 
 
 def test_every_route_names_its_scope() -> None:

@@ -21,7 +21,7 @@ from services.progress.api import visible_job
 from services.progress.deps import PoolDep
 from services.progress.store import webhooks as webhook_store
 from services.progress.webhooks.delivery import webhook_id
-from shared.auth import AdminDep, PrincipalDep
+from shared.auth import AdminDep, ReadDep
 
 router = APIRouter(tags=["webhooks"])
 
@@ -64,7 +64,7 @@ class Redelivery(BaseModel):
     summary="A job's webhook deliveries and their attempts",
     response_model=WebhookDeliveryList,
 )
-async def job_webhooks(job_id: str, principal: PrincipalDep, pool: PoolDep) -> WebhookDeliveryList:
+async def job_webhooks(job_id: str, principal: ReadDep, pool: PoolDep) -> WebhookDeliveryList:
     jid = await visible_job(pool, principal, job_id)
     if jid is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
@@ -89,7 +89,7 @@ def delivery_view(row: dict[str, Any]) -> WebhookDelivery:
     response_model=WebhookDeliveryList,
 )
 async def batch_webhooks(
-    batch_id: uuid.UUID, principal: PrincipalDep, pool: PoolDep
+    batch_id: uuid.UUID, principal: ReadDep, pool: PoolDep
 ) -> WebhookDeliveryList:
     tenant = await webhook_store.batch_tenant(pool, batch_id)
     if tenant is None or not (principal.admin or principal.tenant == tenant):

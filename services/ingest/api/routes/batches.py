@@ -14,10 +14,12 @@ from fastapi.responses import StreamingResponse
 from services.ingest import batch_store as store
 from services.ingest import repository as repo
 from services.ingest.api.deps import (
+    CancelDep,
     PoolDep,
-    PrincipalDep,
+    ReadDep,
     RequestIdDep,
     RuntimeDep,
+    SubmitDep,
     visible_tenant,
 )
 from services.ingest.api.routes.jobs import body_of
@@ -43,6 +45,7 @@ from services.ingest.labels import InvalidLabelFilter, parse_label_filters
 from services.ingest.models import JobPage, JobView, Problem
 from services.ingest.pagination import InvalidCursor, decode_cursor, encode_cursor
 from services.ingest.submit import UploadRequest
+from shared import audit
 from shared.events import JobStatus
 from shared.settings import Settings
 
@@ -92,7 +95,7 @@ def _links(request: Request, settings: Settings, batch_id: uuid.UUID) -> BatchLi
     },
 )
 async def submit_batch(
-    request: Request, principal: PrincipalDep, runtime: RuntimeDep, request_id: RequestIdDep
+    request: Request, principal: SubmitDep, runtime: RuntimeDep, request_id: RequestIdDep
 ) -> BatchCreated:
     """Submit several documents as one batch: a JSON body of URLs, or a multipart form of
     `files` parts (plus, optionally, `urls`, `name`, `labels` and the job options). 202 with
@@ -141,7 +144,7 @@ def _after(cursor: str | None) -> Any:
 
 @router.get("", response_model=BatchPage, responses={400: {"model": Problem}})
 async def list_batches(
-    principal: PrincipalDep,
+    principal: ReadDep,
     pool: PoolDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -169,7 +172,7 @@ async def _visible_batch(pool: Any, batch_id: uuid.UUID, principal: Any) -> None
 )
 async def list_batch_jobs(
     batch_id: uuid.UUID,
-    principal: PrincipalDep,
+    principal: ReadDep,
     pool: PoolDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     label: Annotated[
@@ -216,7 +219,7 @@ async def list_batch_jobs(
 )
 async def batch_result(
     batch_id: uuid.UUID,
-    principal: PrincipalDep,
+    principal: ReadDep,
     pool: PoolDep,
     inline: Annotated[bool, Query(description="Embed each job's result in its line.")] = False,
 ) -> StreamingResponse:
@@ -234,9 +237,17 @@ async def batch_result(
     responses={404: {"model": Problem}},
 )
 async def cancel(
-    batch_id: uuid.UUID, principal: PrincipalDep, runtime: RuntimeDep, request_id: RequestIdDep
+    batch_id: uuid.UUID, principal: CancelDep, runtime: RuntimeDep, request_id: RequestIdDep
 ) -> BatchCancelAccepted:
     """Cancel every unfinished job of the batch (and kill their running work). Idempotent: a
     batch whose jobs have all ended, or are being cancelled, answers 202 with 0."""
     cancelled = await cancel_batch(runtime, batch_id, visible_tenant(principal), request_id)
+    if principal.all_tenants:  # an admin cancelling a tenant's batch: on the audit trail
+        await audit.record(
+            runtime.pool,
+            actor=principal.key_id,
+            action=audit.Action.BATCH_CANCEL_AS_ADMIN,
+            target=str(batch_id),
+            detail={"jobs_cancelled": cancelled},
+        )
     return BatchCancelAccepted(batch_id=batch_id, jobs_cancelled=cancelled)

@@ -7,9 +7,10 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from services.ingest.api.deps import PrincipalDep, RuntimeDep, visible_tenant
+from services.ingest.api.deps import CancelDep, RuntimeDep, visible_tenant
 from services.ingest.deletion import delete_batch, delete_job
 from services.ingest.models import Problem
+from shared import audit
 
 router = APIRouter()
 
@@ -21,12 +22,19 @@ router = APIRouter()
     response_class=Response,
     responses={404: {"model": Problem}},
 )
-async def delete_job_route(job_id: uuid.UUID, principal: PrincipalDep, runtime: RuntimeDep) -> None:
+async def delete_job_route(job_id: uuid.UUID, principal: CancelDep, runtime: RuntimeDep) -> None:
     """Erase the job and everything it owns: its rows in every table (progress, pages,
     chunks, result, updates, dead letters, outbox, LLM ledger), and the blobs no other job
     references (the upload, rendered page images, embedded images). A running job is
-    cancelled. Afterwards the job answers 404 to everyone."""
+    cancelled. Afterwards the job answers 404 to everyone. Needs the cancel scope."""
     await delete_job(runtime, job_id, visible_tenant(principal))
+    await audit.record(
+        runtime.pool,
+        actor=principal.key_id,
+        action=audit.Action.JOB_DELETE,
+        target=str(job_id),
+        tenant=principal.tenant,
+    )
 
 
 @router.delete(
@@ -37,7 +45,14 @@ async def delete_job_route(job_id: uuid.UUID, principal: PrincipalDep, runtime: 
     responses={404: {"model": Problem}},
 )
 async def delete_batch_route(
-    batch_id: uuid.UUID, principal: PrincipalDep, runtime: RuntimeDep
+    batch_id: uuid.UUID, principal: CancelDep, runtime: RuntimeDep
 ) -> None:
     """Erase the batch and every job in it, as DELETE /v1/jobs/{id} does for one job."""
     await delete_batch(runtime, batch_id, visible_tenant(principal))
+    await audit.record(
+        runtime.pool,
+        actor=principal.key_id,
+        action=audit.Action.BATCH_DELETE,
+        target=str(batch_id),
+        tenant=principal.tenant,
+    )
