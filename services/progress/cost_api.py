@@ -47,7 +47,7 @@ class CostTotals(BaseModel):
 class JobCostReport(CostTotals):
     job_id: str
     unsettled_calls: int = Field(
-        0,
+        default=0,
         description="Calls in flight or whose answer was lost: counted at their reserved worst"
         " case",
     )
@@ -66,7 +66,7 @@ class UsageLine(CostTotals):
 class UsageReport(CostTotals):
     since: datetime
     until: datetime
-    tenant: str | None = Field(None, description="The tenant shown; null: every tenant")
+    tenant: str | None = Field(default=None, description="The tenant shown; null: every tenant")
     by_tenant: dict[str, CostTotals] = Field(default_factory=dict)
     lines: list[UsageLine] = Field(default_factory=list)
 
