@@ -83,6 +83,10 @@ def test_the_required_alerts_exist() -> None:
         "docpipe_dead_letters_total",  # DLQ growth
         "histogram_quantile(0.99",  # p99 stage latency
         "up{",  # a service down
+        "docpipe_llm_cost_usd_total",  # AI budget burn
+        'docpipe_llm_tenant_budget_usd{period="day"}',  # ... against the daily budget
+        'docpipe_llm_calls_total{outcome="over_budget"}',  # calls refused by a budget
+        "docpipe_llm_model_misconfigured",  # a key the model server refuses
     ):
         assert needle in expressions, needle
 
@@ -132,5 +136,8 @@ def test_dashboard_covers_every_area() -> None:
         "docpipe_dead_letters_total",  # the DLQ
         "docpipe_jobs_stalled",  # stalls
         "docpipe_push_lag_seconds_bucket",  # progress push lag
+        "docpipe_llm_cost_usd_total",  # AI spend by tenant and model
+        "docpipe_llm_tokens_total",  # tokens by model
+        "docpipe_llm_calls_total",  # model calls by outcome
     ):
         assert metric in joined, metric

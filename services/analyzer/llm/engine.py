@@ -93,6 +93,9 @@ class LlmEngine:
         await self.models.clear_misconfigured(self.settings.model)
         self.caller.misconfigured.clear()
         metrics.LLM_MISCONFIGURED.labels(model=self.settings.model).set(0)
+        metrics.set_tenant_budgets(
+            self.settings.tenant_daily_budget_usd, self.settings.tenant_monthly_budget_usd
+        )
 
     async def close(self) -> None:
         await self.client.close()
