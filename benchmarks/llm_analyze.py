@@ -51,6 +51,7 @@ from services.analyzer.llm import (
 )
 from services.analyzer.llm.settings import LOCAL_MODEL
 from services.analyzer.llm.tasks import build_request
+from shared.db import create_pool
 from shared.events import Chunk, PageSource
 from tests.support.openai_standin import OpenAIStandin, Reply
 
@@ -60,6 +61,9 @@ LATENCY_SECONDS = 0.2
 CONCURRENCY = 8
 RPM_LIMIT = 120
 RPM_WINDOW_SECONDS = 6.0  # 60 s scaled by 1/10
+# Database connections per call in flight: a call's reads, its reservation and settlement, and
+# the next calls' reads overlap (a pool smaller than this queues them behind each other).
+POOL_PER_CALL = 3
 PRICE = ModelPrice(input_per_million=0.5, output_per_million=1.5, cached_input_per_million=0.25)
 OPTIONS = AnalysisOptions(tasks=(Task.SUMMARY,))
 
@@ -310,14 +314,22 @@ async def run(bs: BenchStack, work: Path, smoke: bool) -> Result:
     count = 24 if smoke else 200
     limit = 12 if smoke else RPM_LIMIT
     standin = OpenAIStandin(Reply(delay=LATENCY_SECONDS)).start()
+    # The engine's own pool, as an analyzer process would size it for its calls in flight.
+    pool = await create_pool(bs.settings.database_url, max_size=POOL_PER_CALL * CONCURRENCY)
     try:
-        return await _measure(bs, standin, count, limit, smoke)
+        return await _measure(bs, pool, standin, count, limit, smoke)
     finally:
+        await pool.close()
         standin.stop()
 
 
 async def _measure(
-    bs: BenchStack, standin: OpenAIStandin, count: int, limit: int, smoke: bool
+    bs: BenchStack,
+    pool: asyncpg.Pool,
+    standin: OpenAIStandin,
+    count: int,
+    limit: int,
+    smoke: bool,
 ) -> Result:
     model = f"bench-standin-{uuid.uuid4().hex[:6]}"
     url = standin.base_url
@@ -325,12 +337,12 @@ async def _measure(
     concurrent = await bare_concurrent(url, model, make_chunks(count, "gather"))
     clock = CallClock()
     settings = engine_settings(url, model)
-    wall, outcomes = await engine_run(bs.pool, settings, make_chunks(count, "e"), clock)
+    wall, outcomes = await engine_run(pool, settings, make_chunks(count, "e"), clock)
     if not all_ok(outcomes):
         bs.failures.append("llm: the engine's run did not analyse every chunk")
     overheads = clock.overheads_ms()
-    alone = await one_at_a_time_overhead(bs.pool, url, model, make_chunks(12 if smoke else 40, "o"))
-    seen, limited_wall = await rate_limited(bs.pool, standin, model, make_chunks(count, "r"), limit)
+    alone = await one_at_a_time_overhead(pool, url, model, make_chunks(12 if smoke else 40, "o"))
+    seen, limited_wall = await rate_limited(pool, standin, model, make_chunks(count, "r"), limit)
     detail: dict[str, Any] = {
         "chunks": count,
         "stand_in_latency_s": LATENCY_SECONDS,
@@ -341,6 +353,7 @@ async def _measure(
         "overhead_ms": distribution(overheads),
         "overhead_one_call_at_a_time_ms": distribution(alone),
         "rate_limited_s": round(limited_wall, 3),
+        "engine_pool_size": POOL_PER_CALL * CONCURRENCY,
     }
     targets = [
         target(
@@ -371,17 +384,19 @@ async def _measure(
             wall_s=round(limited_wall, 2),
         ),
     ]
-    targets += await _local_model(bs, smoke, detail)
+    targets += await _local_model(bs, pool, smoke, detail)
     return targets, detail
 
 
-async def _local_model(bs: BenchStack, smoke: bool, detail: dict[str, Any]) -> list[dict[str, Any]]:
+async def _local_model(
+    bs: BenchStack, pool: asyncpg.Pool, smoke: bool, detail: dict[str, Any]
+) -> list[dict[str, Any]]:
     if MODEL_SERVER not in bs.stack.services:
         detail["local_model"] = "not measured: the stack runs no local model server"
         return []
     base_url = bs.stack.env["DOCPIPE_LLM_BASE_URL"]
     figures = await local_model_tokens_per_second(
-        bs.pool, base_url, make_chunks(2 if smoke else 6, "local")
+        pool, base_url, make_chunks(2 if smoke else 6, "local")
     )
     detail["local_model"] = figures
     ratio = figures["engine_tokens_per_s"] / max(figures["direct_tokens_per_s"], 1e-9)
