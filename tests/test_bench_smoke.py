@@ -25,6 +25,10 @@ EXPECTED_TARGETS = {
     "small_job_behind_big_p95_s",
     "peak_rss_per_service_mb",
     "progress_rate_vs_raw_consume",
+    "llm_analyze_wall_vs_bare_concurrent",
+    "llm_docpipe_overhead_per_call_p50_ms",
+    "llm_rpm_limit_max_in_window",
+    "llm_local_model_tokens_per_s_engine_vs_direct",
 }
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 import structlog
 from fastapi import FastAPI
 
-from services.progress import api, batch_api, dead_letters, tickets, webhooks
+from services.progress import api, batch_api, cost_api, dead_letters, tickets, webhooks
 from services.progress import metrics as progress_metrics
 from services.progress.admin import api as admin_api
 from services.progress.admin import audit as admin_audit
@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.include_router(api.router)
+    app.include_router(cost_api.router)
     app.include_router(dead_letters.router)
     app.include_router(admin_api.router)
     app.include_router(webhook_routes.router)

@@ -42,6 +42,8 @@ class AdminJob(BaseModel):
     stalled: bool
     error: str | None
     partial: bool
+    tokens: int = 0  # AI analysis: tokens in + out on the call ledger
+    cost_usd: float = 0.0  # ... and their cost
     created_at: datetime | None
     started_at: datetime | None
     updated_at: datetime | None

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scripts.stack import DEFAULT_PORTS
+from scripts.stack import DEFAULT_PORTS, SERVICES
 from tests.conftest import ROOT, unavailable
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -83,6 +83,10 @@ def test_the_required_alerts_exist() -> None:
         "docpipe_dead_letters_total",  # DLQ growth
         "histogram_quantile(0.99",  # p99 stage latency
         "up{",  # a service down
+        "docpipe_llm_cost_usd_total",  # AI budget burn
+        'docpipe_llm_tenant_budget_usd{period="day"}',  # ... against the daily budget
+        'docpipe_llm_calls_total{outcome="over_budget"}',  # calls refused by a budget
+        "docpipe_llm_model_misconfigured",  # a key the model server refuses
     ):
         assert needle in expressions, needle
 
@@ -94,7 +98,9 @@ def test_every_service_and_rabbitmq_are_scraped() -> None:
         for static in job.get("static_configs", [])
         for target in static["targets"]
     }
-    expected = {f"127.0.0.1:{port}" for port in DEFAULT_PORTS.values()}
+    # The docpipe services (the local model server has no /metrics: its calls are counted by
+    # the analyzer's docpipe_llm_* metrics).
+    expected = {f"127.0.0.1:{DEFAULT_PORTS[name]}" for name in SERVICES}
     expected.add(f"127.0.0.1:{RABBITMQ_PROMETHEUS_PORT}")
     assert targets == expected
 
@@ -132,5 +138,8 @@ def test_dashboard_covers_every_area() -> None:
         "docpipe_dead_letters_total",  # the DLQ
         "docpipe_jobs_stalled",  # stalls
         "docpipe_push_lag_seconds_bucket",  # progress push lag
+        "docpipe_llm_cost_usd_total",  # AI spend by tenant and model
+        "docpipe_llm_tokens_total",  # tokens by model
+        "docpipe_llm_calls_total",  # model calls by outcome
     ):
         assert metric in joined, metric

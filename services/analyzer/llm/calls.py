@@ -39,6 +39,7 @@ from services.analyzer.llm.ledger import (
 )
 from services.analyzer.llm.limiter import ModelState
 from services.analyzer.llm.models import CallOutcome, JobAnalysisContext, TaskStatus
+from services.analyzer.llm.reservations import ReservationBatcher
 from services.analyzer.llm.settings import LlmSettings
 from services.analyzer.llm.tasks import TaskRequest
 
@@ -79,6 +80,8 @@ class ModelCaller:
         self.client = client
         self.settings = settings
         self.in_flight = asyncio.Semaphore(settings.concurrency)
+        # Calls reserving at the same moment share one durable commit.
+        self.reservations = ReservationBatcher(ledger)
         # Models whose server refused the key, with the reason (shared through llm_models).
         self.misconfigured: dict[str, str] = {}
         self._jitter = wait_random_exponential(
@@ -138,7 +141,7 @@ class ModelCaller:
                 budget_scopes=scopes,
             )
             try:
-                return row, await self.ledger.reserve(row)
+                return row, await self.reservations.reserve(row)
             except AttemptTaken:
                 continue  # another process wrote this attempt first: take the next number
         raise RuntimeError(f"could not reserve a ledger row for {request.task} of {chunk_id}")

@@ -93,6 +93,9 @@ class LlmEngine:
         await self.models.clear_misconfigured(self.settings.model)
         self.caller.misconfigured.clear()
         metrics.LLM_MISCONFIGURED.labels(model=self.settings.model).set(0)
+        metrics.set_tenant_budgets(
+            self.settings.tenant_daily_budget_usd, self.settings.tenant_monthly_budget_usd
+        )
 
     async def close(self) -> None:
         await self.client.close()
@@ -125,7 +128,15 @@ class LlmEngine:
         call kept failing transiently, after every other chunk's result is recorded.
         """
         work = [(chunk, task) for chunk in chunks for task in job.options.tasks]
-        running = [asyncio.create_task(self._chunk_task(job, c, t)) for c, t in work]
+        # Twice the calls in flight start at once: the next ones' reads overlap the calls, and
+        # a long message's reads never queue for the pool ahead of the calls' reservations.
+        started = asyncio.Semaphore(2 * self.settings.concurrency)
+
+        async def gated(chunk: Chunk, task: Task) -> TaskResult:
+            async with started:
+                return await self._chunk_task(job, chunk, task)
+
+        running = [asyncio.create_task(gated(c, t)) for c, t in work]
         watcher = (
             asyncio.create_task(self._watch_cancel(job, running)) if job.is_cancelled else None
         )

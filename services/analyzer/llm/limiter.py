@@ -52,6 +52,10 @@ class ModelState:
             state = await self.pool.fetchrow(_STATE, model)
             return _blocked(state) or Admission()
         async with self.pool.acquire() as conn, conn.transaction():
+            # Not waiting for the disk: the model's row lock is held by every process's
+            # admissions, one after another. A database crash may lose the last admissions
+            # (the server then answers 429 at worst, which the engine honours).
+            await conn.execute("SET LOCAL synchronous_commit TO OFF")
             await conn.execute(
                 "INSERT INTO llm_models (model) VALUES ($1) ON CONFLICT DO NOTHING", model
             )

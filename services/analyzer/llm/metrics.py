@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge
 
 LLM_CALLS = Counter(
@@ -24,3 +26,18 @@ LLM_MISCONFIGURED = Gauge(
     "1 while a model is not called because its server refused the key (401/403)",
     ["model"],
 )
+LLM_TENANT_BUDGET = Gauge(
+    "docpipe_llm_tenant_budget_usd",
+    "Each tenant's budget in USD by period (day, month) as configured; absent when unlimited",
+    ["period"],
+)
+
+
+def set_tenant_budgets(daily_usd: float | None, monthly_usd: float | None) -> None:
+    """Export the configured per-tenant budgets (the budget-burn alert compares spend to them)."""
+    for period, limit in (("day", daily_usd), ("month", monthly_usd)):
+        if limit is None:
+            with contextlib.suppress(KeyError):  # never set
+                LLM_TENANT_BUDGET.remove(period)
+        else:
+            LLM_TENANT_BUDGET.labels(period=period).set(limit)

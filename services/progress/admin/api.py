@@ -7,7 +7,8 @@ GET /v1/admin/jobs?status=&q=&limit=
     cancelled, or active (queued + processing) or stalled (active and stalled). q matches a job
     id prefix, or part of the filename or tenant (case-insensitive). Each job carries its
     per-stage counts ("stages": {extract|ocr|analyze: {total, done, failed}}) and its seq, so
-    a client can tell which of a listed row and a streamed update is newer.
+    a client can tell which of a listed row and a streamed update is newer, and its AI spend
+    from the call ledger ("tokens", "cost_usd", as in progress snapshots).
 GET /v1/admin/totals
     {"by_status": {status: n}, "total", "stalled", "oldest_active_at", "window_minutes",
      "last_window": {"submitted", "completed", "failed", "pages", "completed_per_minute"}}
@@ -45,6 +46,7 @@ from services.progress.broker_stats import latest_queue_stats, latest_queue_stat
 from services.progress.deps import CtxDep, HubDep, PoolDep
 from services.progress.hub import Subscription
 from services.progress.models import AdminJobList
+from services.progress.store import costs
 from shared.auth import AdminDep, accept_websocket
 from shared.events import JobStatus
 from shared.keys import Scope
@@ -112,6 +114,13 @@ def job_item(row: asyncpg.Record, counts: Counts) -> dict[str, Any]:
     }
 
 
+def with_spend(item: dict[str, Any], spend: tuple[int, float] | None) -> dict[str, Any]:
+    """The job's AI spend from the ledger (named as in progress snapshots, so a streamed
+    update replaces it live): tokens in + out and USD, 0 for a job without a model call."""
+    tokens, cost = spend or (0, 0.0)
+    return {**item, "tokens": tokens, "cost_usd": round(cost, 6)}
+
+
 @router.get(
     "/jobs",
     summary="Every tenant's jobs, newest first, with per-stage counts",
@@ -128,7 +137,8 @@ async def admin_jobs(
     async with pool.acquire() as conn:
         rows = await store.admin_jobs(conn, status_filter, q, limit)
         counts = await store.read_counts_many(conn, [r["job_id"] for r in rows])
-    items = [job_item(r, counts[r["job_id"]]) for r in rows]
+        spend = await costs.job_spend(conn, [r["job_id"] for r in rows])
+    items = [with_spend(job_item(r, counts[r["job_id"]]), spend.get(r["job_id"])) for r in rows]
     return {"items": items, "limit": limit}
 
 

@@ -21,7 +21,7 @@ from services.progress.api import visible_job
 from services.progress.deps import PoolDep
 from services.progress.store import webhooks as webhook_store
 from services.progress.webhooks.delivery import webhook_id
-from shared.auth import AdminDep, ReadDep
+from shared.auth import AdminDep, ReadDep, may_see
 
 router = APIRouter(tags=["webhooks"])
 
@@ -92,7 +92,7 @@ async def batch_webhooks(
     batch_id: uuid.UUID, principal: ReadDep, pool: PoolDep
 ) -> WebhookDeliveryList:
     tenant = await webhook_store.batch_tenant(pool, batch_id)
-    if tenant is None or not (principal.admin or principal.tenant == tenant):
+    if tenant is None or not may_see(principal, tenant):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such batch.")
     rows = await webhook_store.deliveries_of_batch(pool, batch_id)
     return WebhookDeliveryList(items=[delivery_view(row) for row in rows])

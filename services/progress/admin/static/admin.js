@@ -133,6 +133,13 @@ function fmtNum(n) {
   return n === null || n === undefined ? "–" : Number(n).toLocaleString();
 }
 
+function fmtUsd(n) {
+  if (n === null || n === undefined) return "–";
+  const value = Number(n);
+  // Local and cheap models cost fractions of a cent per job: keep them visible.
+  return `$${value.toFixed(value !== 0 && Math.abs(value) < 0.01 ? 6 : 4)}`;
+}
+
 function stageFraction(count, job) {
   // A stage with no work is full once the job completed (nothing was left), empty before.
   if (!count || count.total <= 0) return job.status === "completed" ? 1 : 0;
@@ -174,11 +181,12 @@ function buildRow(jobId) {
   const tr = el("tr");
   tr.dataset.jobId = jobId;
   const cells = {};
-  for (const name of ["id", "tenant", "filename", "status", "stage", "progress", "pages", "stalled", "error", "age"]) {
+  for (const name of ["id", "tenant", "filename", "status", "stage", "progress", "pages", "cost", "stalled", "error", "age"]) {
     cells[name] = el("td", name);
     tr.append(cells[name]);
   }
   cells.pages.classList.add("num");
+  cells.cost.classList.add("num");
   cells.age.classList.add("num");
   const code = el("code", "job-id", jobId.slice(0, 8));
   code.title = jobId;
@@ -246,6 +254,11 @@ function fillRow(tr, job) {
     job.pages_total === null || job.pages_total === undefined
       ? "–"
       : `${job.pages_done ?? 0}/${job.pages_total}`;
+  // AI spend: the ledger's figure in the list, the live one in streamed snapshots.
+  const spent = Number(job.tokens ?? 0) > 0 || Number(job.cost_usd ?? 0) > 0;
+  c.cost.textContent = spent ? fmtUsd(job.cost_usd) : "–";
+  c.cost.title = spent ? `${fmtNum(job.tokens ?? 0)} tokens` : "no AI analysis";
+  c.cost.dataset.costUsd = String(job.cost_usd ?? 0);
   c.stalled.textContent = "";
   if (job.stalled) c.stalled.append(el("span", "flag", "stalled"));
   c.error.textContent = job.error ?? "";
@@ -442,6 +455,63 @@ async function loadTotals() {
   $("throughput-note").textContent =
     `${fmtNum(w.completed)} completed · ${fmtNum(w.failed)} failed · ` +
     `${fmtNum(w.submitted)} submitted · ${fmtNum(w.pages)} pages`;
+}
+
+// --- AI usage -------------------------------------------------------------------------------
+
+function usageSince(days) {
+  // From midnight UTC (days - 1) days ago: the usage lines are UTC days.
+  const start = new Date();
+  start.setUTCHours(0, 0, 0, 0);
+  start.setUTCDate(start.getUTCDate() - (days - 1));
+  return start.toISOString();
+}
+
+function usageRow(cells, data) {
+  const tr = el("tr");
+  for (const [key, value] of Object.entries(data)) tr.dataset[key] = value;
+  for (const [className, text] of cells) tr.append(el("td", className, text));
+  return tr;
+}
+
+async function loadUsage() {
+  const days = Number($("usage-days").value || 7);
+  const body = await api(`/v1/usage?since=${encodeURIComponent(usageSince(days))}`);
+  if (days !== Number($("usage-days").value || 7)) return; // the period moved on
+  const rows = body.lines.map((line) =>
+    usageRow(
+      [
+        ["tenant", line.tenant],
+        ["day", line.day],
+        ["model", line.model],
+        ["num calls", fmtNum(line.calls)],
+        ["num tokens-in", fmtNum(line.input_tokens)],
+        ["num tokens-out", fmtNum(line.output_tokens)],
+        ["num cost", fmtUsd(line.cost_usd)],
+      ],
+      { tenant: line.tenant, day: line.day, model: line.model },
+    ),
+  );
+  const tenants = Object.entries(body.by_tenant).map(([tenant, t]) =>
+    usageRow(
+      [
+        ["tenant", tenant],
+        ["day", "all days"],
+        ["model", "all models"],
+        ["num calls", fmtNum(t.calls)],
+        ["num tokens-in", fmtNum(t.input_tokens)],
+        ["num tokens-out", fmtNum(t.output_tokens)],
+        ["num cost", fmtUsd(t.cost_usd)],
+      ],
+      { tenant, total: "tenant" },
+    ),
+  );
+  $("usage-body").replaceChildren(...rows);
+  $("usage-tenants").replaceChildren(...(tenants.length > 1 ? tenants : []));
+  $("usage-empty").hidden = rows.length > 0;
+  $("usage-table").hidden = rows.length === 0;
+  $("usage-total").textContent =
+    `${fmtUsd(body.cost_usd)} · ${fmtNum(body.tokens)} tokens · ${fmtNum(body.calls)} calls`;
 }
 
 // --- queues ---------------------------------------------------------------------------------
@@ -642,7 +712,12 @@ async function refreshAll() {
       await loadDeadLetters();
     }
   })();
-  const results = await Promise.allSettled([loadJobs(), loadTotals(), queuesThenDeadLetters]);
+  const results = await Promise.allSettled([
+    loadJobs(),
+    loadTotals(),
+    queuesThenDeadLetters,
+    loadUsage(),
+  ]);
   if (state.authProblem) return;
   document.body.dataset.auth = "ok";
   const failed = results.filter((r) => r.status === "rejected");
@@ -685,6 +760,7 @@ function init() {
       loadJobs().catch(() => {});
     }, 250);
   });
+  $("usage-days").addEventListener("change", () => loadUsage().catch(() => {}));
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) refreshAll().catch(() => {});
   });
