@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -36,8 +38,8 @@ async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
     inserted = await conn.fetchval(
         """
         INSERT INTO jobs (job_id, tenant, filename, document_uri, size_bytes, content_type,
-                          ocr_mode, priority, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                          ocr_mode, priority, created_at, analysis)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
         ON CONFLICT (job_id) DO NOTHING
         RETURNING true
         """,
@@ -50,6 +52,7 @@ async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
         event.ocr.value,
         event.priority,
         event.occurred_at,
+        json.dumps(event.analysis.stored()) if event.analysis is not None else None,
     )
     if inserted:
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -163,6 +163,15 @@ class Settings(BaseSettings):
     # at most max_concurrent_uploads_per_tenant uploads at once per ingest process (more: 429).
     upload_read_timeout_seconds: float = Field(default=30.0, gt=0)
     max_concurrent_uploads_per_tenant: int = Field(default=100, ge=1)
+
+    # AI analysis (issue 11, the pipeline). Named analysis profiles a submit may name
+    # (`{"profile": "invoices"}`), JSON: {"invoices": {"backend": "llm", "tasks": [...], ...}};
+    # the request's own members override the profile's. The analyzer polls a job's status this
+    # often while its LLM calls run (a cancel stops them within 2 s), and keeps this many jobs'
+    # options in memory.
+    analysis_profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    analysis_cancel_poll_seconds: float = Field(default=0.5, gt=0)
+    analysis_jobs_cached: int = Field(default=1000, ge=1)
 
 
 @lru_cache(maxsize=1)

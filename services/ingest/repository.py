@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,8 +47,9 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
         await conn.execute(
             """
             INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
-                              content_type, format, ocr_mode, priority, idempotency_key)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                              content_type, format, ocr_mode, priority, idempotency_key,
+                              analysis)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)
             """,
             ev.job_id,
             ev.tenant,
@@ -59,6 +62,7 @@ async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, A
             ev.ocr.value,
             ev.priority,
             job.idempotency_key,
+            json.dumps(ev.analysis.stored()) if ev.analysis is not None else None,
         )
         await record_blob_owner(conn, ev.tenant, ev.document_uri)
         return await enqueue(conn, ev, priority=ev.priority, headers=headers)

@@ -14,6 +14,7 @@ import structlog
 from pydantic import ValidationError
 
 from services.ingest import repository as repo
+from services.ingest.analysis import FIELD, parse_analysis
 from services.ingest.errors import (
     EmptyUpload,
     IdempotencyConflict,
@@ -38,7 +39,7 @@ from services.ingest.upload import (
     unsupported_upload_reason,
     with_read_timeout,
 )
-from shared.events import DocumentUploaded, JobStatus
+from shared.events import AnalysisOptions, DocumentUploaded, JobStatus
 from shared.sniff import MEDIA_TYPES
 
 log = structlog.get_logger(__name__)
@@ -88,6 +89,7 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
     with runtime.upload_slots.hold(tenant):
         upload = await _receive(runtime, request)
         options = parse_options(upload.fields)
+        analysis = parse_analysis(upload.fields.get(FIELD), runtime.settings.analysis_profiles)
         if request.idempotency_key:
             existing = await repo.find_by_idempotency_key(
                 runtime.pool, tenant, request.idempotency_key
@@ -95,7 +97,7 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
             if existing is not None:
                 return replay(existing, upload, options)
         fmt = await _judge_format(runtime, upload)
-        return await _create_job(runtime, request, tenant, upload, options, fmt)
+        return await _create_job(runtime, request, tenant, upload, options, fmt, analysis)
 
 
 def refuse_unreadable_body(request: UploadRequest, max_upload_bytes: int) -> None:
@@ -173,6 +175,7 @@ async def _create_job(
     upload: ReceivedUpload,
     options: UploadOptions,
     fmt: str,
+    analysis: AnalysisOptions | None = None,
 ) -> SubmittedJob:
     filename = sanitize_filename(upload.client_filename) or f"upload.{fmt}"
     event = DocumentUploaded(
@@ -185,6 +188,7 @@ async def _create_job(
         priority=options.priority,
         size_bytes=upload.size_bytes,
         content_type=MEDIA_TYPES[fmt],
+        analysis=analysis,
     )
     job = repo.NewJob(event, upload.sha256, fmt, request.idempotency_key)
     try:
