@@ -129,8 +129,8 @@ class AnalysisOptions(BaseModel):
 
     backend: AnalysisBackend = AnalysisBackend.BUILTIN
     tasks: tuple[AnalysisTask, ...] = Field(default=(AnalysisTask.SUMMARY,), max_length=3)
-    labels: tuple[Annotated[str, Field(min_length=1, max_length=ANALYSIS_LABEL_MAX)], ...] = (
-        Field(default=(), max_length=ANALYSIS_LABELS_MAX)
+    labels: tuple[Annotated[str, Field(min_length=1, max_length=ANALYSIS_LABEL_MAX)], ...] = Field(
+        default=(), max_length=ANALYSIS_LABELS_MAX
     )
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     model: Name | None = None  # None: the deployment's model

@@ -166,11 +166,9 @@ class Settings(BaseSettings):
 
     # AI analysis (issue 11, the pipeline). Named analysis profiles a submit may name
     # (`{"profile": "invoices"}`), JSON: {"invoices": {"backend": "llm", "tasks": [...], ...}};
-    # the request's own members override the profile's. The analyzer polls a job's status this
-    # often while its LLM calls run (a cancel stops them within 2 s), and keeps this many jobs'
-    # options in memory.
+    # the request's own members override the profile's. The analyzer keeps this many jobs'
+    # options in memory (read from the job row: page events do not carry them).
     analysis_profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    analysis_cancel_poll_seconds: float = Field(default=0.5, gt=0)
     analysis_jobs_cached: int = Field(default=1000, ge=1)
 
 
