@@ -25,6 +25,14 @@ class UploadForm(UploadOptions):
     """The upload: one document and its processing options."""
 
     file: bytes = Field(description="The document; its format is judged by its bytes.")
+    analysis: str | None = Field(
+        default=None,
+        description='AI analysis, a JSON object: {"backend": "builtin"|"llm", "tasks": '
+        '["summary", "classify", "extract"], "labels": [...] (classify), "schema": {...} '
+        '(extract: a JSON Schema of "type": "object"), "model": null, "max_cost_usd": 0.5, '
+        '"profile": null (a named profile of the deployment, which the other members '
+        "override)}. Absent: the deployment's default (the built-in analyzer).",
+    )
 
 
 class JobLinks(BaseModel):
