@@ -14,6 +14,9 @@ from services.ingest.errors import InvalidRequest
 from shared.events import AnalysisOptions
 
 FIELD = "analysis"
+# A profile of this name applies to every submit that names no analysis (the deployment's
+# choice of backend); without it, such jobs get the built-in analyzer.
+DEFAULT_PROFILE = "default"
 
 
 def refuse(message: str, loc: tuple[str, ...] = ()) -> InvalidRequest:
@@ -25,10 +28,12 @@ def refuse(message: str, loc: tuple[str, ...] = ()) -> InvalidRequest:
 def parse_analysis(
     raw: str | Mapping[str, Any] | None, profiles: Mapping[str, Mapping[str, Any]]
 ) -> AnalysisOptions | None:
-    """The job's analysis options; None when the request names none (the deployment's
-    default applies). `profiles`: name -> options, which the request's own members override."""
+    """The job's analysis options; None when the request names none and the deployment has
+    no "default" profile (the built-in analyzer). `profiles`: name -> options, which the request's own members override."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
+        if DEFAULT_PROFILE not in profiles:
+            return None
+        raw = {"profile": DEFAULT_PROFILE}
     requested = _as_object(raw)
     name = requested.get("profile")
     if name is not None:
