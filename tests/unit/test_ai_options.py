@@ -114,7 +114,9 @@ def test_a_refusal_is_a_422_body_naming_the_member() -> None:
 def test_the_contract_bounds_labels_and_schema() -> None:
     too_many = [f"l{i}" for i in range(ANALYSIS_LABELS_MAX + 1)]
     with pytest.raises(ValidationError):
-        AnalysisOptions(backend=AnalysisBackend.LLM, tasks=("classify",), labels=too_many)
+        AnalysisOptions.model_validate(
+            {"backend": "llm", "tasks": ["classify"], "labels": too_many}
+        )
     big = {"type": "object", "description": "x" * ANALYSIS_SCHEMA_MAX_CHARS}
     with pytest.raises(ValidationError, match="over"):
         AnalysisOptions.model_validate({"tasks": ["extract"], "schema": big})
