@@ -29,7 +29,8 @@ def parse_analysis(
     raw: str | Mapping[str, Any] | None, profiles: Mapping[str, Mapping[str, Any]]
 ) -> AnalysisOptions | None:
     """The job's analysis options; None when the request names none and the deployment has
-    no "default" profile (the built-in analyzer). `profiles`: name -> options, which the request's own members override."""
+    no "default" profile (the built-in analyzer). `profiles`: name -> options, which the
+    request's own members override."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         if DEFAULT_PROFILE not in profiles:
             return None

@@ -75,6 +75,8 @@ class JobView(BaseModel):
         description="When a cancel was requested; the status turns cancelled once the "
         "progress service has applied it, moments later.",
     )
+    tokens: int = Field(default=0, description="AI analysis tokens (in + out) spent so far.")
+    cost_usd: float = Field(default=0.0, description="AI analysis spend so far, in USD.")
 
     @classmethod
     def from_row(cls, row: Any) -> JobView:
@@ -97,6 +99,8 @@ class JobView(BaseModel):
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
             cancel_requested_at=row["cancel_requested_at"],
+            tokens=row.get("tokens") or 0,
+            cost_usd=row.get("cost_usd") or 0.0,
         )
 
 

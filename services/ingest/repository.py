@@ -17,7 +17,7 @@ from shared.jobs import record_blob_owner
 JOB_COLUMNS = (
     "job_id, tenant, status, stage, percent, error, filename, format, ocr_mode, priority, "
     "size_bytes, sha256, pages_total, stalled, partial, created_at, updated_at, finished_at, "
-    "cancel_requested_at"
+    "cancel_requested_at, tokens, cost_usd"
 )
 CANCEL_REASON = "Cancelled by the client."
 
