@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from shared.events import TERMINAL_STATUSES, AnalysisOptions
+from shared.analysis import AnalysisOptions
+from shared.events import TERMINAL_STATUSES
 
 
 @dataclass(frozen=True)

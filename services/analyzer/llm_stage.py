@@ -11,17 +11,9 @@ from collections.abc import Sequence
 from services.analyzer.jobs import JobAnalysis, JobDirectory
 from services.analyzer.llm import ChunkOutcome, JobAnalysisContext, LlmEngine, TaskStatus
 from services.analyzer.llm.models import DOCUMENT_SUMMARY
+from shared.analysis import AnalysisOptions, AnalysisTask, LlmTaskResult, LlmTaskStatus
 from shared.errors import JobGone
-from shared.events import (
-    Analysis,
-    AnalysisOptions,
-    AnalysisTask,
-    Chunk,
-    DocumentSummarize,
-    DocumentSummarized,
-    LlmTaskResult,
-    LlmTaskStatus,
-)
+from shared.events import Analysis, Chunk, DocumentSummarize, DocumentSummarized
 
 # The ledger's task names of the document summary's calls (engine.summarize_document).
 DOCUMENT_TASKS = [DOCUMENT_SUMMARY, "summary_reduce"]

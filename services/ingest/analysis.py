@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.ingest.errors import InvalidRequest
-from shared.events import AnalysisOptions
+from shared.analysis import AnalysisOptions
 
 FIELD = "analysis"
 # A profile of this name applies to every submit that names no analysis (the deployment's

@@ -39,7 +39,8 @@ from services.ingest.upload import (
     unsupported_upload_reason,
     with_read_timeout,
 )
-from shared.events import AnalysisOptions, DocumentUploaded, JobStatus
+from shared.analysis import AnalysisOptions
+from shared.events import DocumentUploaded, JobStatus
 from shared.sniff import MEDIA_TYPES
 
 log = structlog.get_logger(__name__)

@@ -12,12 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.progress.transitions import JobState, note_partial
-from shared.events import (
-    Analysis,
-    AnalysisOptions,
-    DocumentSummarize,
-    LlmTaskStatus,
-)
+from shared.analysis import AnalysisOptions, LlmTaskStatus
+from shared.events import Analysis, DocumentSummarize
 
 
 @dataclass

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from services.progress.arithmetic import Counts, StageCount
+from shared.analysis import LlmTaskStatus
 from shared.events import (
     TERMINAL_STATUSES,
     ChunksAnalyzed,
@@ -29,7 +30,6 @@ from shared.events import (
     JobFailed,
     JobPhase,
     JobStatus,
-    LlmTaskStatus,
     PageExtracted,
     PageOcred,
     PagesExtracted,

@@ -239,8 +239,9 @@ async def test_a_budget_running_out_across_two_analyzers_gives_a_partial_result(
     model_server_url: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    # A made-up high price, so one call's worst case is about $0.2-0.4 and $0.50 runs out.
-    price = {"input_per_million": 500, "output_per_million": 1500, "cached_input_per_million": 250}
+    # A made-up high price: a summary call's worst case (prompt + 120 answer tokens) is about
+    # $0.37 and its real cost about half that, so $0.50 runs out after two or three chunks.
+    price = {"input_per_million": 1000, "output_per_million": 2000, "cached_input_per_million": 500}
     env = real_model_env(model_server_url, DOCPIPE_LLM_PRICES=json.dumps({LOCAL_MODEL: price}))
     pages = [INVOICE, LETTER, INVOICE.replace("A-1047", "B-2231"), LETTER.replace("Tom", "Ann")]
     pdf = pdf_with_pages(tmp_path / "four.pdf", pages)

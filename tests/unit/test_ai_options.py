@@ -11,17 +11,16 @@ from pydantic import ValidationError
 
 from services.ingest.analysis import parse_analysis
 from services.ingest.errors import InvalidRequest
-from shared.events import (
+from shared.analysis import (
     ANALYSIS_LABELS_MAX,
     ANALYSIS_SCHEMA_MAX_CHARS,
-    Analysis,
     AnalysisBackend,
     AnalysisOptions,
     AnalysisTask,
-    DocumentUploaded,
     LlmTaskResult,
     LlmTaskStatus,
 )
+from shared.events import Analysis, DocumentUploaded
 
 SCHEMA = {"type": "object", "properties": {"total": {"type": "number"}}}
 PROFILES = {

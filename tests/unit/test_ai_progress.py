@@ -18,15 +18,13 @@ from services.progress.analysis import (
 )
 from services.progress.arithmetic import Counts, build_snapshot
 from services.progress.transitions import JobState, advance
+from shared.analysis import AnalysisTask, LlmTaskResult, LlmTaskStatus
 from shared.events import (
     Analysis,
-    AnalysisTask,
     DocumentSummarize,
     DocumentSummarized,
     JobPhase,
     JobStatus,
-    LlmTaskResult,
-    LlmTaskStatus,
     ProgressSnapshot,
 )
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.events import AnalysisOptions as AnalysisOptions
-from shared.events import AnalysisTask
+from shared.analysis import AnalysisOptions as AnalysisOptions
+from shared.analysis import AnalysisTask
 
 # The job's task names and options are the bus contract's (shared.events).
 Task = AnalysisTask
