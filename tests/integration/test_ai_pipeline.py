@@ -336,3 +336,47 @@ async def test_cancel_mid_analysis_stops_the_calls_within_two_seconds(
             assert final["status"] == "cancelled"
     finally:
         standin.stop()
+
+
+async def test_killing_the_analyzer_mid_call_loses_and_doubles_no_cost(
+    test_settings: Settings, db_pool: asyncpg.Pool, rabbit_available: None, tmp_path: Path
+) -> None:
+    standin = OpenAIStandin(Reply(content="A summary.", delay=3)).start()
+    model = f"standin-{uuid.uuid4().hex[:8]}"
+    price = {"input_per_million": 1000, "output_per_million": 2000, "cached_input_per_million": 1}
+    env = {
+        "DOCPIPE_LLM_BASE_URL": standin.base_url,
+        "DOCPIPE_LLM_MODEL": model,
+        "DOCPIPE_LLM_TOKENIZER": "bytes",
+        "DOCPIPE_LLM_PRICES": json.dumps({model: price}),
+    }
+    pdf = pdf_with_pages(tmp_path / "one.pdf", [LETTER])
+    try:
+        async with ai_stack(test_settings, env) as client:
+            job_id = await submit_ok(client, pdf, {"backend": "llm", "tasks": ["summary"]})
+            deadline = time.monotonic() + 60
+            while not await ledger(db_pool, job_id):  # the call is in flight
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            client.stack.signal("analyzer")  # SIGKILL; the stack starts it again
+            final = await client.wait(job_id, timeout=180)
+            assert final["status"] == "completed", final
+            rows = await ledger(db_pool, job_id)
+            chunk_rows = [r for r in rows if r["task"] == "summary"]
+            # The killed call stays on the ledger at its reserved worst case (the money may
+            # have left); the redelivery's call is a new attempt; nothing is counted twice.
+            assert [r["attempt"] for r in chunk_rows] == [1, 2], rows
+            assert chunk_rows[0]["outcome"] == "reserved"
+            assert chunk_rows[0]["cost_usd"] == chunk_rows[0]["reserved_usd"] > 0
+            assert chunk_rows[1]["outcome"] == "ok"
+            assert len({r["call_id"] for r in rows}) == len(rows)
+            results = await db_pool.fetchval(
+                "SELECT count(*) FROM llm_results WHERE job_id = $1 AND task = 'summary'",
+                uuid.UUID(job_id),
+            )
+            assert results == 1
+            _, cost = spent(rows)
+            result = (await client.result(job_id)).json()
+            assert result["analysis"]["cost_usd"] == pytest.approx(cost, abs=1e-9)
+    finally:
+        standin.stop()
