@@ -116,6 +116,10 @@ def advance(state: JobState, event: Event, revived_at: datetime | None = None) -
     kind = type(event)
     if state.status == JobStatus.QUEUED and kind is not DocumentUploaded:
         state.status = JobStatus.PROCESSING
+    if kind is not DocumentSummarize:
+        # Any event but the echo of progress's own document.summarize asks again, should the
+        # job still await its summary: a request whose publish was lost is sent once more.
+        state.summary_requested = False
     if kind in _ACTIVITY_ONLY:
         return NO_CHANGE
     match event:

@@ -7,7 +7,7 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS analysis jsonb;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tokens bigint NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS cost_usd double precision NOT NULL DEFAULT 0;
 -- The document summary's outcome (status, summary, reason, cost_usd, tokens); NULL until the
--- analyzer answers document.summarize, which progress publishes once (summary_requested_at).
+-- analyzer answers document.summarize, first published at summary_requested_at.
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS document_summary jsonb;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS summary_requested_at timestamptz;
 

@@ -23,6 +23,7 @@ from shared.events import (
     Analysis,
     DocumentSummarize,
     DocumentSummarized,
+    DocumentUploaded,
     JobPhase,
     JobStatus,
     ProgressSnapshot,
@@ -88,6 +89,15 @@ def test_a_job_that_asked_for_a_summary_waits_for_it_and_asks_once() -> None:
     plain = row(json.dumps({"backend": "llm", "tasks": ["classify"], "labels": ["a", "b"]}))
     assert not awaits_summary(plain, JobState.of(plain))
     assert not awaits_summary(row(None), JobState.of(row(None)))
+
+
+def test_a_lost_request_is_sent_again_but_its_own_echo_asks_nothing() -> None:
+    r = row(summary_requested_at=datetime.now(UTC))
+    state = JobState.of(r)
+    advance(state, DocumentSummarize(job_id=r["job_id"], tenant="acme"))  # the echo
+    assert summary_request(r, state) is None
+    advance(state, DocumentUploaded(job_id=r["job_id"], document_uri="blob://x"))  # a retry
+    assert isinstance(summary_request(r, state), DocumentSummarize)
 
 
 def test_the_first_document_summary_counts_once() -> None:

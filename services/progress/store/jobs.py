@@ -45,7 +45,8 @@ UPDATE jobs SET
     finished_at = $8, error = $9, partial = $10, stalled = $11, seq = $12,
     updated_at = $13,
     tokens = $14, cost_usd = $15, document_summary = $16::jsonb,
-    summary_requested_at = CASE WHEN $17 THEN coalesce(summary_requested_at, $13) END,
+    summary_requested_at = CASE WHEN $17 THEN coalesce(summary_requested_at, $13)
+                                ELSE summary_requested_at END,
     first_progress_at = CASE WHEN $2 <> 'queued' THEN coalesce(first_progress_at, $13)
                              ELSE first_progress_at END
 WHERE job_id = $1
