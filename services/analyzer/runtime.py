@@ -36,11 +36,13 @@ class AnalyzerRuntime:
         return merged, "llm"
 
     async def model_ready(self) -> bool:
-        """/readyz: false while a model refuses the deployment's key (401/403): the chunks
+        """/readyz: false while the model refuses the deployment's key (401/403): the chunks
         that asked for it fail with that reason instead of piling into the dead letters."""
         await self.llm.started()
-        misconfigured = await self.llm.engine.refresh_misconfigured()
-        return not misconfigured
+        engine = self.llm.engine
+        # The deployment's model only: a model a job named, or another deployment's sharing
+        # the database, does not make this process unready.
+        return engine.settings.model not in await engine.refresh_misconfigured()
 
 
 def build_runtime(ctx: ServiceContext, llm_settings: LlmSettings | None = None) -> AnalyzerRuntime:
