@@ -58,7 +58,10 @@ class JobView(BaseModel):
     status: JobStatus
     stage: str
     percent: float
-    error: str | None = Field(description="Why the job failed or was cancelled, as a sentence.")
+    error: str | None = Field(
+        description="Why the job failed or was cancelled, or (a completed job with partial "
+        "true) why its AI analysis stopped, as a sentence."
+    )
     filename: str | None
     format: str | None
     ocr: OcrMode
