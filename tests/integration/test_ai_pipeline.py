@@ -279,6 +279,10 @@ async def test_a_refused_key_fails_chunks_with_a_reason_not_a_dead_letter_storm(
     }
     try:
         async with ai_stack(test_settings, env) as client:
+            # Refused at submit, over HTTP: a 422 whose detail names the member.
+            refused = await submit(client, two_page_pdf, {"backend": "llm", "max_cost_usd": -1})
+            assert refused.status_code == 422, refused.text
+            assert "analysis.max_cost_usd" in refused.text
             job_id = await submit_ok(client, two_page_pdf, {"backend": "llm", "tasks": ["summary"]})
             final = await client.wait(job_id, timeout=120)
             assert final["status"] == "completed", final
