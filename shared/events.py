@@ -14,6 +14,13 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.analysis import (
+    SUMMARY_MAX,
+    AnalysisOptions,
+    AnalysisTask,
+    LlmTaskResult,
+    LlmTaskStatus,
+)
 from shared.bounds import (
     CHUNK_TEXT_MAX,
     CHUNKS_PER_MESSAGE_MAX,
@@ -137,6 +144,8 @@ class DocumentUploaded(Event):
     content_type: str | None = Field(default=None, max_length=CONTENT_TYPE_MAX)
     # The batch the job belongs to (batches.batch_id), if any; set by ingest.
     batch_id: uuid.UUID | None = None
+    # What the analysis does (None: the deployment's default, the built-in analyzer).
+    analysis: AnalysisOptions | None = None
 
 
 class ExtractionAccepted(Event):
@@ -308,6 +317,9 @@ class Analysis(BaseModel):
     )
     entities: list[Entity] = Field(max_length=ENTITIES_MAX)
     cost_usd: float = 0.0  # built-in analysis is free; an LLM backend reports its spend here
+    # The LLM's results by task (llm backend); tokens (in + out) as the ledger recorded them.
+    llm: dict[AnalysisTask, LlmTaskResult] | None = None
+    tokens: int = Field(default=0, ge=0)
 
 
 class AnalyzedChunk(BaseModel):
@@ -328,6 +340,26 @@ class ChunksAnalyzed(Event):
 
     def identity(self) -> tuple[object, ...]:
         return (self.page, self.source.value, *sorted({i.chunk.page for i in self.items}))
+
+
+class DocumentSummarize(Event):
+    """Published by progress instead of completing a job that asked for a summary, once every
+    chunk is analysed: the analyzer reduces the chunk summaries to the document's."""
+
+    routing_key: ClassVar[str] = "document.summarize"
+    tenant: Tenant
+
+
+class DocumentSummarized(Event):
+    """The document's summary (or why there is none), and what making it cost."""
+
+    routing_key: ClassVar[str] = "document.summarized"
+    status: LlmTaskStatus
+    summary: str | None = Field(default=None, max_length=SUMMARY_MAX)
+    reason: Reason | None = None
+    cost_usd: float = Field(default=0.0, ge=0)
+    tokens: int = Field(default=0, ge=0)
+    chunks_summarised: int = Field(default=0, ge=0)
 
 
 class JobFailed(Event):
@@ -371,6 +403,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ImagesExtracted,
     PageOcred,
     ChunksAnalyzed,
+    DocumentSummarize,
+    DocumentSummarized,
     JobFailed,
     JobCancelled,
     JobCompleted,

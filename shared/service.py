@@ -41,6 +41,8 @@ class ServiceContext:
     blobs: BlobStore
     # Deprecated: being replaced by each service's own typed runtime object (issue 9).
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    # A service's own /readyz checks beside the database and the broker: name -> "ready?".
+    ready_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run a background loop for the life of the service."""
@@ -155,6 +157,11 @@ def _add_ops_routes(app: FastAPI, name: str) -> None:
             checks["broker"] = await ctx.bus.ping()
         except Exception:
             checks["broker"] = False
+        for check_name, check in ctx.ready_checks.items():
+            try:
+                checks[check_name] = await check()
+            except Exception:
+                checks[check_name] = False
         ok = all(checks.values())
         response.status_code = 200 if ok else 503
         return {"ready": ok, "checks": checks}

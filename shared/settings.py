@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -254,6 +254,13 @@ class Settings(BaseSettings):
             self.api_keys = self.api_keys or DEV_API_KEYS
             self.admin_keys = self.admin_keys or DEV_ADMIN_KEYS
         return self
+
+    # AI analysis (issue 11, the pipeline). Named analysis profiles a submit may name
+    # (`{"profile": "invoices"}`), JSON: {"invoices": {"backend": "llm", "tasks": [...], ...}};
+    # the request's own members override the profile's. The analyzer keeps this many jobs'
+    # options in memory (read from the job row: page events do not carry them).
+    analysis_profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    analysis_jobs_cached: int = Field(default=1000, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -34,7 +34,13 @@ OCR = ConsumerGroup("ocr", ("images.extracted",))
 # The analyzer takes the chunks inside the page events: only pages that carry chunks are
 # routed to it (see events.chunked_route).
 ANALYZER = ConsumerGroup(
-    "analyzer", ("page.extracted.chunks", "pages.extracted.chunks", "page.ocred.chunks")
+    "analyzer",
+    (
+        "page.extracted.chunks",
+        "pages.extracted.chunks",
+        "page.ocred.chunks",
+        "document.summarize",  # a job's document summary, from its chunk summaries (AI)
+    ),
 )
 # The progress service sees every event, including its own job.completed.
 PROGRESS = ConsumerGroup("progress", ("#",))

@@ -1,8 +1,9 @@
 """The seam between the analyzer service and whatever analyses a chunk.
 
 A backend is anything with a `name` and an async `analyze(text) -> Analysis`. The built-in one
-is offline and free; a paid backend (an LLM, say) would register here and report its spend in
-Analysis.cost_usd. DOCPIPE_ANALYZER picks the backend by name.
+is offline and free; DOCPIPE_ANALYZER picks it by name. The LLM is not a backend here: a job
+that asks for it (its `analysis` options) gets the engine's results beside the built-in
+fields (services/analyzer/runtime.py).
 """
 
 from __future__ import annotations

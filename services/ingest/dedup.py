@@ -42,11 +42,13 @@ NOT_PROCESSING_OPTIONS = frozenset(
 )
 
 
-def dedup_key(sha256: str, options: BaseModel) -> str:
-    """A digest of the content hash and the options that shape the result. A password counts
-    by its presence only (it is never stored)."""
+def dedup_key(sha256: str, options: BaseModel, analysis: dict[str, Any] | None = None) -> str:
+    """A digest of the content hash and the options that shape the result (the analysis
+    options among them). A password counts by its presence only (it is never stored)."""
     fields: dict[str, Any] = options.model_dump(mode="json", exclude=set(NOT_PROCESSING_OPTIONS))
     fields["password"] = getattr(options, "password", None) is not None
+    if analysis is not None:
+        fields["analysis"] = analysis
     canonical = json.dumps({"sha256": sha256, "options": fields}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

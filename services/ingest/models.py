@@ -62,6 +62,14 @@ class UploadForm(UploadOptions):
     """The upload: one document and its processing options."""
 
     file: bytes = Field(description="The document; its format is judged by its bytes.")
+    analysis: str | None = Field(
+        default=None,
+        description='AI analysis, a JSON object: {"backend": "builtin"|"llm", "tasks": '
+        '["summary", "classify", "extract"], "labels": [...] (classify), "schema": {...} '
+        '(extract: a JSON Schema of "type": "object"), "model": null, "max_cost_usd": 0.5, '
+        '"profile": null (a named profile of the deployment, which the other members '
+        "override)}. Absent: the deployment's default (the built-in analyzer).",
+    )
 
 
 class JobLinks(BaseModel):
@@ -92,7 +100,10 @@ class JobView(BaseModel):
     status: JobStatus
     stage: str
     percent: float
-    error: str | None = Field(description="Why the job failed or was cancelled, as a sentence.")
+    error: str | None = Field(
+        description="Why the job failed or was cancelled, or (a completed job with partial "
+        "true) why its AI analysis stopped, as a sentence."
+    )
     filename: str | None
     format: str | None
     ocr: OcrMode
@@ -114,6 +125,8 @@ class JobView(BaseModel):
     deduplicated_from: uuid.UUID | None = Field(
         default=None, description="The identical job whose result this one reuses."
     )
+    tokens: int = Field(default=0, description="AI analysis tokens (in + out) spent so far.")
+    cost_usd: float = Field(default=0.0, description="AI analysis spend so far, in USD.")
 
     @classmethod
     def from_row(cls, row: Any) -> JobView:
@@ -139,6 +152,8 @@ class JobView(BaseModel):
             labels=row["labels"],
             batch_id=row["batch_id"],
             deduplicated_from=row.get("deduplicated_from"),
+            tokens=row.get("tokens") or 0,
+            cost_usd=row.get("cost_usd") or 0.0,
         )
 
 

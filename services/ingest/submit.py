@@ -14,6 +14,7 @@ import structlog
 from pydantic import ValidationError
 
 from services.ingest import repository as repo
+from services.ingest.analysis import FIELD, parse_analysis
 from services.ingest.callbacks import check_callback_url
 from services.ingest.dedup import create_job_or_reuse, dedup_key
 from services.ingest.errors import (
@@ -40,6 +41,7 @@ from services.ingest.upload import (
     unsupported_upload_reason,
     with_read_timeout,
 )
+from shared.analysis import AnalysisOptions
 from shared.events import DocumentUploaded, JobStatus
 from shared.sniff import MEDIA_TYPES
 
@@ -93,6 +95,7 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
         upload = await _receive(runtime, request)
         options = parse_options(upload.fields)
         await check_callback_url(options.callback_url, runtime.settings)
+        analysis = parse_analysis(upload.fields.get(FIELD), runtime.settings.analysis_profiles)
         if request.idempotency_key:
             existing = await repo.find_by_idempotency_key(
                 runtime.pool, tenant, request.idempotency_key
@@ -100,7 +103,7 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
             if existing is not None:
                 return replay(existing, upload, options)
         fmt = await _judge_format(runtime, upload)
-        return await _create_job(runtime, request, tenant, upload, options, fmt)
+        return await _create_job(runtime, request, tenant, upload, options, fmt, analysis)
 
 
 def refuse_unreadable_body(request: UploadRequest, max_upload_bytes: int) -> None:
@@ -177,8 +180,10 @@ def new_job(
     upload: ReceivedUpload,
     options: UploadOptions,
     fmt: str,
+    analysis: AnalysisOptions | None = None,
 ) -> repo.NewJob:
-    """The job to record for an accepted upload, with its DocumentUploaded event."""
+    """The job to record for an accepted upload, with its DocumentUploaded event. The
+    analysis options shape the result, so they are part of what makes two uploads the same."""
     event = DocumentUploaded(
         job_id=uuid.uuid4(),
         tenant=tenant,
@@ -189,6 +194,7 @@ def new_job(
         priority=options.priority,
         size_bytes=upload.size_bytes,
         content_type=MEDIA_TYPES[fmt],
+        analysis=analysis,
     )
     return repo.NewJob(
         event,
@@ -197,7 +203,9 @@ def new_job(
         request.idempotency_key,
         options.labels,
         callback_url=options.callback_url,
-        dedup_key=dedup_key(upload.sha256, options),
+        dedup_key=dedup_key(
+            upload.sha256, options, analysis.stored() if analysis is not None else None
+        ),
         keep_images=options.keep_images,
     )
 
@@ -209,8 +217,9 @@ async def _create_job(
     upload: ReceivedUpload,
     options: UploadOptions,
     fmt: str,
+    analysis: AnalysisOptions | None = None,
 ) -> SubmittedJob:
-    job = new_job(request, tenant, upload, options, fmt)
+    job = new_job(request, tenant, upload, options, fmt, analysis)
     event, filename = job.event, job.event.filename
     try:
         async with runtime.pool.acquire() as conn:

@@ -113,6 +113,8 @@ class Snapshot(TypedDict):
     error: str | None
     updated_at: str | None
     final: bool
+    tokens: int
+    cost_usd: float
 
 
 def pages_done(counts: Counts) -> int:
@@ -218,6 +220,8 @@ def build_snapshot(
     updated_at: datetime | None,
     started_at: datetime | None = None,
     now: datetime | None = None,
+    tokens: int = 0,
+    cost_usd: float = 0.0,
 ) -> Snapshot:
     elapsed = (now - started_at).total_seconds() if now and started_at else None
     terminal = status in TERMINAL_STATUSES
@@ -235,6 +239,8 @@ def build_snapshot(
         "error": error,
         "updated_at": _iso(updated_at),
         "final": terminal,
+        "tokens": tokens,
+        "cost_usd": round(cost_usd, 10),
     }
 
 

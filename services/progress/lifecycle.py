@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from services.progress import batch_refresh, store
+from services.progress.analysis import analysis_section, awaits_summary, summary_request
 from services.progress.arithmetic import (
     Counts,
     Snapshot,
@@ -86,6 +87,8 @@ def snapshot_of(
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         now=now,
+        tokens=state.tokens,
+        cost_usd=state.cost_usd,
     )
 
 
@@ -129,6 +132,8 @@ def plan_save(
         updated_at=now,
         started_at=state.started_at,
         now=now,
+        tokens=state.tokens,
+        cost_usd=state.cost_usd,
     )
     changed = (
         force
@@ -176,8 +181,11 @@ async def store_results(
             chunks[j],
             status=state.status,
             finished_at=state.finished_at,
-            partial=partial,
+            partial=partial or state.partial,
         )
+        if (section := analysis_section(job.row, state)) is not None:
+            result["analysis"] = section
+            result["cost"] = {"total_usd": round(state.cost_usd, 6)}
         results.append((j, result))
         chunk_counts[j] = len(chunks[j])
     await store.insert_results(conn, results)
@@ -213,7 +221,13 @@ async def complete_many(
         conn, [(j.job_id, j.state.pages_total) for j in candidates]
     )
     counts.update(recounted)
-    complete = [j for j in candidates if is_complete(j.state.pages_total, recounted[j.job_id])]
+    done = [j for j in candidates if is_complete(j.state.pages_total, recounted[j.job_id])]
+    complete = []
+    for job in done:
+        if not awaits_summary(job.row, job.state):
+            complete.append(job)
+        elif (ask := summary_request(job.row, job.state)) is not None:
+            job.outcome.publish.append(ask)
     for job in complete:
         job.state.status = JobStatus.COMPLETED
     chunk_counts = await store_results(conn, complete, partial=False)

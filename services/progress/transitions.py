@@ -8,15 +8,19 @@ here turn that into a counter delta. A duplicate writes nothing and so moves not
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from services.progress.arithmetic import Counts, StageCount
+from shared.analysis import LlmTaskStatus
 from shared.events import (
     TERMINAL_STATUSES,
     ChunksAnalyzed,
+    DocumentSummarize,
+    DocumentSummarized,
     DocumentUploaded,
     Event,
     ExtractionAccepted,
@@ -46,6 +50,12 @@ class JobState:
     error: str | None
     partial: bool
     stalled: bool
+    # AI analysis: tokens and USD spent so far, whether the document summary was asked for,
+    # and its outcome once it came (services.progress.analysis).
+    tokens: int = 0
+    cost_usd: float = 0.0
+    summary_requested: bool = False
+    document_summary: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> JobState:
@@ -60,6 +70,10 @@ class JobState:
             error=row["error"],
             partial=row["partial"],
             stalled=row["stalled"],
+            tokens=int(row.get("tokens") or 0),
+            cost_usd=float(row.get("cost_usd") or 0.0),
+            summary_requested=row.get("summary_requested_at") is not None,
+            document_summary=_json_object(row.get("document_summary")),
         )
 
     @property
@@ -67,12 +81,28 @@ class JobState:
         return self.status in TERMINAL_STATUSES
 
 
+def _json_object(value: Any) -> dict[str, Any] | None:
+    """A jsonb column as asyncpg returns it (text) or as given (a dict)."""
+    if value is None:
+        return None
+    loaded = json.loads(value) if isinstance(value, str) else value
+    return dict(loaded)
+
+
 NO_CHANGE = Counts()
 # Events whose effect on the job row is only "it moved" (their items count in the store).
 # Looked up by exact type: isinstance on pydantic models is an ABC check, and this runs for
 # every event.
 _ACTIVITY_ONLY = frozenset(
-    {DocumentUploaded, ImagesExtracted, PageExtracted, PagesExtracted, PageOcred, ChunksAnalyzed}
+    {
+        DocumentUploaded,
+        ImagesExtracted,
+        PageExtracted,
+        PagesExtracted,
+        PageOcred,
+        ChunksAnalyzed,
+        DocumentSummarize,
+    }
 )
 
 
@@ -86,6 +116,10 @@ def advance(state: JobState, event: Event, revived_at: datetime | None = None) -
     kind = type(event)
     if state.status == JobStatus.QUEUED and kind is not DocumentUploaded:
         state.status = JobStatus.PROCESSING
+    if kind is not DocumentSummarize:
+        # Any event but the echo of progress's own document.summarize asks again, should the
+        # job still await its summary: a request whose publish was lost is sent once more.
+        state.summary_requested = False
     if kind in _ACTIVITY_ONLY:
         return NO_CHANGE
     match event:
@@ -107,6 +141,8 @@ def advance(state: JobState, event: Event, revived_at: datetime | None = None) -
             state.status = JobStatus.CANCELLED
             state.partial = True
             state.finished_at = state.finished_at or event.occurred_at
+        case DocumentSummarized():
+            record_document_summary(state, event)
         case _:
             pass
     return NO_CHANGE
@@ -133,6 +169,27 @@ def page_ocred_delta(ev: PageOcred, *, awaited: bool) -> Counts:
 
 
 CHUNK_ANALYZED = Counts(analyze=StageCount(0, 1, 0))
+
+
+def record_document_summary(state: JobState, event: DocumentSummarized) -> None:
+    """The first answer is kept (a redelivery changes nothing); its spend counts once. A
+    summary the budget had no room for makes the job partial with the engine's sentence."""
+    if state.document_summary is not None:
+        return
+    state.document_summary = event.model_dump(
+        mode="json", include={"status", "summary", "reason", "cost_usd", "tokens"}
+    )
+    state.tokens += event.tokens
+    state.cost_usd += event.cost_usd
+    if event.status == LlmTaskStatus.OVER_BUDGET:
+        note_partial(state, event.reason)
+
+
+def note_partial(state: JobState, reason: str | None) -> None:
+    """Some of the job's analysis was not done (a budget ran out): the job completes partial,
+    with the first such sentence as its note."""
+    state.partial = True
+    state.error = state.error or reason
 
 
 def deadline_reason(deadline_seconds: float) -> str:

@@ -27,6 +27,7 @@ from typing import cast
 import asyncpg
 
 from services.progress import batch_refresh, deduplicated, lifecycle, store
+from services.progress.analysis import Spend, apply_spend
 from services.progress.arithmetic import Counts
 from services.progress.lifecycle import JobWrite, Settling, plan_save, utcnow
 from services.progress.models import Outcome
@@ -171,9 +172,9 @@ def _latest_occurred(events: list[Event]) -> dict[uuid.UUID, datetime]:
     return latest
 
 
-async def _write_items(conn: asyncpg.Connection, events: list[Event]) -> store.Deltas:
+async def _write_items(conn: asyncpg.Connection, events: list[Event], spend: Spend) -> store.Deltas:
     """Write the pages, OCR results and chunks of every job, one statement per kind; returns
-    the counter deltas of what was written first."""
+    the counter deltas of what was written first (and the AI spend of its chunks in `spend`)."""
     # Sorted by exact type in one pass: isinstance on pydantic models is an ABC check, and
     # this runs for every event of every window.
     by_type: dict[type[Event], list[Event]] = defaultdict(list)
@@ -188,7 +189,7 @@ async def _write_items(conn: asyncpg.Connection, events: list[Event]) -> store.D
     if ocred := cast(list[PageOcred], by_type[PageOcred]):
         await store.write_pages_ocred(conn, ocred, deltas)
     if chunks := cast(list[ChunksAnalyzed], by_type[ChunksAnalyzed]):
-        await store.write_chunks_analyzed(conn, chunks, deltas)
+        await store.write_chunks_analyzed(conn, chunks, deltas, spend)
     if images := cast(list[ImagesExtracted], by_type[ImagesExtracted]):
         await retention_store.record_image_blobs(conn, images)
     return deltas
@@ -197,7 +198,10 @@ async def _write_items(conn: asyncpg.Connection, events: list[Event]) -> store.D
 async def _apply_live(
     conn: asyncpg.Connection, jobs: dict[uuid.UUID, JobWrite], events: list[Event], now: datetime
 ) -> None:
-    deltas = await _write_items(conn, events)
+    spend: Spend = {}
+    deltas = await _write_items(conn, events, spend)
+    for job_id, job_spend in spend.items():
+        apply_spend(jobs[job_id].state, job_spend)
     activity: set[uuid.UUID] = set()
     for ev in events:
         job = jobs[ev.job_id]

@@ -229,7 +229,8 @@ def test_topic_matching_follows_amqp() -> None:
 
 
 class FakePool:
-    """What the analyzer asks of the database: a job's status."""
+    """What the analyzer asks of the database: a job's status, and its analysis options
+    (none: the built-in backend)."""
 
     def __init__(self) -> None:
         self.statuses: dict[uuid.UUID, str] = {}
@@ -237,6 +238,10 @@ class FakePool:
     async def fetchval(self, query: str, job_id: uuid.UUID) -> str | None:
         assert "SELECT status FROM jobs" in query
         return self.statuses.get(job_id)
+
+    async def fetchrow(self, query: str, job_id: uuid.UUID) -> dict[str, object] | None:
+        assert "SELECT tenant, analysis FROM jobs" in query
+        return {"tenant": "t", "analysis": None} if job_id in self.statuses else None
 
 
 @pytest.fixture

@@ -205,6 +205,31 @@ class Ledger:
             )
         )
 
+    async def spend_by_chunk(
+        self, job_id: uuid.UUID, chunk_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[int, float]]:
+        """Tokens (in + out) and USD the job's calls for each chunk took, as recorded: a call
+        not settled counts at its reserved worst case."""
+        rows = await self.pool.fetch(
+            "SELECT chunk_id, sum(input_tokens + output_tokens) AS tokens, sum(cost_usd) AS usd"
+            " FROM llm_calls WHERE job_id = $1 AND chunk_id = ANY($2::uuid[]) GROUP BY chunk_id",
+            job_id,
+            chunk_ids,
+        )
+        return {r["chunk_id"]: (int(r["tokens"] or 0), float(r["usd"] or 0)) for r in rows}
+
+    async def spend_of_tasks(self, job_id: uuid.UUID, tasks: list[str]) -> tuple[int, float]:
+        """Tokens and USD of the job's calls for the given tasks (the document summary's)."""
+        row = await self.pool.fetchrow(
+            "SELECT coalesce(sum(input_tokens + output_tokens), 0) AS tokens,"
+            " coalesce(sum(cost_usd), 0) AS usd FROM llm_calls"
+            " WHERE job_id = $1 AND task = ANY($2::text[])",
+            job_id,
+            tasks,
+        )
+        assert row is not None
+        return int(row["tokens"]), float(row["usd"])
+
     # --- cache ------------------------------------------------------------------------------
 
     async def cached_answer(self, tenant: str, key: str) -> Any | None:

@@ -9,14 +9,13 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
-import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
+from shared.analysis import AnalysisOptions as AnalysisOptions
+from shared.analysis import AnalysisTask
 
-class Task(StrEnum):
-    SUMMARY = "summary"  # per chunk; the document's comes from summarize_document
-    CLASSIFY = "classify"
-    EXTRACT = "extract"
+# The job's task names and options are the bus contract's (shared.events).
+Task = AnalysisTask
 
 
 # The ledger's task name for the document summary (reduced from the chunk summaries).
@@ -40,34 +39,6 @@ class TaskStatus(StrEnum):
     FAILED = "failed"  # with a reason; the chunk is not called again for this task
     OVER_BUDGET = "over_budget"  # not analysed: a budget had no room for the call
     CANCELLED = "cancelled"  # not analysed: the job was cancelled
-
-
-class AnalysisOptions(BaseModel):
-    """What a job asks of the model (the `analysis` options on submit)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    tasks: tuple[Task, ...] = (Task.SUMMARY,)
-    labels: tuple[str, ...] = ()  # classify: the client's labels
-    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")  # extract
-    model: str | None = None  # None: the deployment's model
-
-    @model_validator(mode="after")
-    def _complete(self) -> AnalysisOptions:
-        if Task.CLASSIFY in self.tasks and len(self.labels) < 2:
-            raise ValueError("classify needs at least two labels")
-        if Task.EXTRACT in self.tasks:
-            if self.json_schema is None:
-                raise ValueError("extract needs a JSON Schema of the fields")
-            try:
-                jsonschema.Draft202012Validator.check_schema(self.json_schema)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(
-                    f"the extract schema is not a JSON Schema: {exc.message}"
-                ) from None
-            if self.json_schema.get("type") != "object":
-                raise ValueError('extract needs a schema of "type": "object" (its fields)')
-        return self
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from services.progress.analysis import Spend, add_spend
 from services.progress.store.base import Deltas, add_delta, clean
 from services.progress.transitions import (
     CHUNK_ANALYZED,
@@ -50,15 +51,15 @@ RETURNING p.job_id, p.page,
 
 _CHUNKS_ANALYZED = """
 INSERT INTO job_chunks (chunk_id, job_id, page, source, idx, start_offset, end_offset, text,
-                        analysis, cost_usd, analyzed_at)
+                        analysis, cost_usd, analyzed_at, tokens)
 SELECT s.chunk_id, s.job_id, s.page, s.source, s.idx, s.start_offset, s.end_offset, s.text,
-       s.analysis::jsonb, s.cost_usd, s.at
+       s.analysis::jsonb, s.cost_usd, s.at, s.tokens
 FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::int[], $6::int[], $7::int[],
-            $8::text[], $9::text[], $10::float8[], $11::timestamptz[])
+            $8::text[], $9::text[], $10::float8[], $11::timestamptz[], $12::int[])
      AS s(chunk_id, job_id, page, source, idx, start_offset, end_offset, text, analysis,
-          cost_usd, at)
+          cost_usd, at, tokens)
 ON CONFLICT DO NOTHING
-RETURNING job_id
+RETURNING job_id, chunk_id
 """
 
 
@@ -109,9 +110,13 @@ async def write_pages_ocred(
 
 
 async def write_chunks_analyzed(
-    conn: asyncpg.Connection, events: list[ChunksAnalyzed], deltas: Deltas
+    conn: asyncpg.Connection,
+    events: list[ChunksAnalyzed],
+    deltas: Deltas,
+    spend: Spend | None = None,
 ) -> None:
-    """Each chunk counts once, whichever message brought it first."""
+    """Each chunk counts once, whichever message brought it first: its analysis, and (into
+    `spend`) its AI tokens and cost and a budget sentence when it was not analysed."""
     by_id: dict[uuid.UUID, tuple[ChunksAnalyzed, AnalyzedChunk]] = {}
     for ev in events:
         for item in ev.items:
@@ -130,9 +135,12 @@ async def write_chunks_analyzed(
         [json.dumps(clean(i.analysis.model_dump(mode="json"))) for _, i in rows_in],
         [i.analysis.cost_usd for _, i in rows_in],
         [e.occurred_at for e, _ in rows_in],
+        [i.analysis.tokens for _, i in rows_in],
     )
     for row in rows:
         add_delta(deltas, row["job_id"], CHUNK_ANALYZED)
+        if spend is not None:
+            add_spend(spend, row["job_id"], by_id[row["chunk_id"]][1].analysis)
 
 
 # --- results ------------------------------------------------------------------------------

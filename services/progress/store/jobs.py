@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -43,6 +44,9 @@ UPDATE jobs SET
     status = $2, stage = $3, percent = $4, format = $5, pages_total = $6, started_at = $7,
     finished_at = $8, error = $9, partial = $10, stalled = $11, seq = $12,
     updated_at = $13,
+    tokens = $14, cost_usd = $15, document_summary = $16::jsonb,
+    summary_requested_at = CASE WHEN $17 THEN coalesce(summary_requested_at, $13)
+                                ELSE summary_requested_at END,
     first_progress_at = CASE WHEN $2 <> 'queued' THEN coalesce(first_progress_at, $13)
                              ELSE first_progress_at END
 WHERE job_id = $1
@@ -66,6 +70,10 @@ def save_args(job_id: uuid.UUID, state: JobState, seq: int, now: datetime) -> tu
         state.stalled,
         seq,
         now,
+        state.tokens,
+        state.cost_usd,
+        json.dumps(state.document_summary) if state.document_summary is not None else None,
+        state.summary_requested,
     )
 
 
