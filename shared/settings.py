@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     upload_read_timeout_seconds: float = Field(default=30.0, gt=0)
     max_concurrent_uploads_per_tenant: int = Field(default=100, ge=1)
 
+    # Progress ETA (issue 12): how often a progress replica rereads the stage costs that every
+    # replica learns from completed jobs (it rereads them at once after learning itself).
+    stage_costs_reload_seconds: float = Field(default=15.0, gt=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -23,6 +23,7 @@ from services.progress.arithmetic import (
     snapshot_content,
     stage_name,
 )
+from services.progress.costmodel import BOOK
 from services.progress.models import Outcome
 from services.progress.result import assemble_result, finished_at_of
 from services.progress.transitions import JobState, deadline_reason
@@ -82,6 +83,7 @@ def snapshot_of(
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         now=now,
+        costs=BOOK.for_format(state.format),
     )
 
 
@@ -110,8 +112,9 @@ def plan_save(
     """What to write for one job, without writing it: the job row's arguments (None: nothing
     to write) and the next update (None: what a client sees did not change)."""
     row, state = job.row, job.state
+    costs = BOOK.for_format(state.format)
     state.stage = stage_name(state.status, state.pages_total, counts)
-    state.percent = next_percent(state.status, state.percent, state.pages_total, counts)
+    state.percent = next_percent(state.status, state.percent, state.pages_total, counts, costs)
     new = build_snapshot(
         job_id=str(row["job_id"]),
         seq=row["seq"] + 1,
@@ -125,6 +128,7 @@ def plan_save(
         updated_at=now,
         started_at=state.started_at,
         now=now,
+        costs=costs,
     )
     changed = (
         force
