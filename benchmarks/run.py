@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import latency, ocr_throughput, synthetic, text_throughput
+from benchmarks import eta, latency, ocr_throughput, synthetic, text_throughput
 from benchmarks.common import ROOT, BenchStack, bench_stack, corpus_dir, machine
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -51,6 +51,7 @@ BENCHMARKS = {
         lambda bs, work, smoke: latency.first_progress(bs, smoke), ("pdf_text",)
     ),
     "small_jobs": Benchmark(latency.small_behind_big, ("pdf_text",)),
+    "eta": Benchmark(eta.run, ("pdf_text", "pdf_scanned", "office")),
 }
 
 
