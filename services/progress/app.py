@@ -51,7 +51,7 @@ async def follow_up(ctx: ServiceContext, outcome: Outcome) -> None:
     publishes confirmed together."""
     await progress_metrics.observe_finished(ctx.pool, outcome.updates)
     await asyncio.gather(*(ctx.bus.publish(event) for event in outcome.publish))
-    await learning.learn_completed(ctx.pool, outcome)
+    await learning.learn_completed(ctx.pool, outcome, ctx.settings.job_deadline_seconds)
 
 
 def own_announcement(event: Event) -> bool:

@@ -25,7 +25,7 @@ from shared.events import Stage
 ETA_MIN_SHARE = 0.05
 # How much of a job's expected work the learned costs count for, against the rate observed
 # in this job, when extrapolating its ETA (pseudo-seconds, as a share of its expected total).
-PRIOR_SHARE = 0.25
+PRIOR_SHARE = 1.0
 # How many pages of this job it takes before its own OCR share and chunks per page count as
 # much as the learned ones.
 PRIOR_PAGES = 3.0

@@ -6,6 +6,7 @@ what every replica learned."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
 import structlog
@@ -23,14 +24,20 @@ async def reload(pool: asyncpg.Pool, book: CostBook = BOOK) -> None:
     book.replace(await stage_costs.read_costs(pool))
 
 
-async def learn_completed(pool: asyncpg.Pool, outcome: Outcome, book: CostBook = BOOK) -> None:
+async def learn_completed(
+    pool: asyncpg.Pool,
+    outcome: Outcome,
+    deadline_seconds: float = 3600.0,
+    book: CostBook = BOOK,
+) -> None:
     """Fold the timings of the jobs this outcome completed into the stage costs, and reread
-    them. Never raises: a lost sample only makes the averages a little older."""
+    them. `deadline_seconds`: the longest a job may run. Never raises: a lost sample only
+    makes the averages a little older."""
     completed = [e.job_id for e in outcome.publish if isinstance(e, JobCompleted)]
     if not completed:
         return
     try:
-        if await stage_costs.learn(pool, completed):
+        if await stage_costs.learn(pool, completed, timedelta(seconds=deadline_seconds)):
             await reload(pool, book)
     except Exception:
         log.exception("could not learn the stage costs of completed jobs")

@@ -16,3 +16,7 @@ CREATE TABLE IF NOT EXISTS stage_costs (
     updated_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (stage, format)
 );
+
+-- The learner counts the jobs that ran beside a completed one (started within the deadline
+-- before it): a range on started_at.
+CREATE INDEX IF NOT EXISTS jobs_started ON jobs (started_at) WHERE started_at IS NOT NULL;

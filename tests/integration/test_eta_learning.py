@@ -4,6 +4,7 @@ replica learns, another reads, and both fold into the same moving average."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,12 @@ from tests.integration.test_progress_window import run_events
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime.now(UTC).replace(microsecond=0)
+
+def a_start() -> datetime:
+    """A start of its own for each job, years ago: the learner divides a job's times by the
+    jobs that ran beside it, so these jobs must not meet others (their rows are created now,
+    so no deadline sweep fails them)."""
+    return datetime(2001, 1, 1, tzinfo=UTC) + timedelta(days=random.randrange(3000, 300_000))
 
 
 def _chunk(job_id: uuid.UUID, page: int, source: PageSource) -> Chunk:
@@ -52,26 +58,28 @@ def _chunk(job_id: uuid.UUID, page: int, source: PageSource) -> Chunk:
     )
 
 
-def _analyzed(job_id: uuid.UUID, chunk: Chunk, t: float) -> ChunksAnalyzed:
+def _analyzed(job_id: uuid.UUID, chunk: Chunk, at: datetime) -> ChunksAnalyzed:
     analysis = Analysis(analyzer="builtin/1", language="en", word_count=1, keywords=[], entities=[])
     return ChunksAnalyzed(
         job_id=job_id,
         page=chunk.page,
         source=chunk.source,
         items=[AnalyzedChunk(chunk=chunk, analysis=analysis)],
-        occurred_at=T0 + timedelta(seconds=t),
+        occurred_at=at,
     )
 
 
-def timed_job(job_id: uuid.UUID, fmt: str, scale: float = 1.0) -> list[Event]:
+def timed_job(
+    job_id: uuid.UUID, fmt: str, scale: float = 1.0, start: datetime | None = None
+) -> list[Event]:
     """4 pages, started at 0: extraction ends at 4 s (1 s a page); pages 2 and 3 need OCR, one
     ocred at 3.5 s (before extraction ends), the other at 8 s (4 s for 2 pages, half of them
     early); 4 chunks, analyzed at 1.5, 4, 5 and 10 s (2 s after the OCR for 4 chunks, 3 of
     them early). `scale` stretches every time."""
-    j = job_id
+    j, t0 = job_id, start or a_start()
 
     def at(t: float) -> datetime:
-        return T0 + timedelta(seconds=t * scale)
+        return t0 + timedelta(seconds=t * scale)
 
     text1, ocr2 = _chunk(j, 1, PageSource.TEXT_LAYER), _chunk(j, 2, PageSource.OCR)
     ocr3, text4 = _chunk(j, 3, PageSource.OCR), _chunk(j, 4, PageSource.TEXT_LAYER)
@@ -85,23 +93,23 @@ def timed_job(job_id: uuid.UUID, fmt: str, scale: float = 1.0) -> list[Event]:
         PageExtracted(job_id=j, page=4, chunks=[text4], occurred_at=at(4), **text),
         PageOcred(job_id=j, page=2, text="word", chunks=[ocr2], occurred_at=at(3.5)),
         PageOcred(job_id=j, page=3, text="word", chunks=[ocr3], occurred_at=at(8)),
-        _analyzed(j, text1, 1.5 * scale),
-        _analyzed(j, ocr2, 4 * scale),
-        _analyzed(j, text4, 5 * scale),
-        _analyzed(j, ocr3, 10 * scale),
+        _analyzed(j, text1, at(1.5)),
+        _analyzed(j, ocr2, at(4)),
+        _analyzed(j, text4, at(5)),
+        _analyzed(j, ocr3, at(10)),
     ]  # fmt: skip
 
 
 def text_job(job_id: uuid.UUID, fmt: str) -> list[Event]:
     """4 text pages, one a second, no OCR; each chunk analyzed half a second later."""
-    j = job_id
+    j, t0 = job_id, a_start()
     events: list[Event] = [
-        DocumentUploaded(job_id=j, tenant="dev", document_uri="blob://sha256/ab", occurred_at=T0),
-        ExtractionStarted(job_id=j, format=fmt, pages_total=4, occurred_at=T0),
+        DocumentUploaded(job_id=j, tenant="dev", document_uri="blob://sha256/ab", occurred_at=t0),
+        ExtractionStarted(job_id=j, format=fmt, pages_total=4, occurred_at=t0),
     ]
     for page in range(1, 5):
         chunk = _chunk(j, page, PageSource.TEXT_LAYER)
-        at = T0 + timedelta(seconds=page)
+        at = t0 + timedelta(seconds=page)
         events += [
             PageExtracted(
                 job_id=j,
@@ -111,7 +119,7 @@ def text_job(job_id: uuid.UUID, fmt: str) -> list[Event]:
                 chunks=[chunk],
                 occurred_at=at,
             ),
-            _analyzed(j, chunk, page + 0.5),
+            _analyzed(j, chunk, at + timedelta(seconds=0.5)),
         ]
     return events
 
@@ -138,7 +146,8 @@ async def test_costs_are_learned_per_stage_and_shared_by_replicas(
     # A format of this test's own: the session stack learns "pdf" from other tests' jobs.
     fmt = f"t{uuid.uuid4().hex[:8]}"
     replica_a, replica_b = CostBook(), CostBook()
-    await learn_completed(db_pool, await complete(db_pool, timed_job(uuid.uuid4(), fmt)), replica_a)
+    first = await complete(db_pool, timed_job(uuid.uuid4(), fmt))
+    await learn_completed(db_pool, first, book=replica_a)
 
     extract, ocr, analyze = [
         await costs_row(db_pool, s, fmt) for s in ("extract", "ocr", "analyze")
@@ -155,7 +164,7 @@ async def test_costs_are_learned_per_stage_and_shared_by_replicas(
     other_pool = await create_pool(test_settings.database_url, max_size=2)
     try:
         slow = await complete(db_pool, timed_job(uuid.uuid4(), fmt, scale=2.0))
-        await learn_completed(other_pool, slow, replica_b)
+        await learn_completed(other_pool, slow, book=replica_b)
         assert replica_b.for_format(fmt).extract.seconds_per_unit == pytest.approx(1.5)
         assert replica_b.for_format(fmt).ocr.seconds_per_unit == pytest.approx(3.0)
         extract = await costs_row(db_pool, "extract", fmt)
@@ -182,13 +191,29 @@ async def test_unfinished_and_unknown_jobs_teach_nothing(db_pool: asyncpg.Pool):
     fake = Outcome(
         publish=[JobCompleted(job_id=job_id, tenant="dev", pages_total=4, chunks_total=4)]
     )
-    await learn_completed(db_pool, fake, CostBook())
+    await learn_completed(db_pool, fake, book=CostBook())
     missing = Outcome(
         publish=[JobCompleted(job_id=uuid.uuid4(), tenant="dev", pages_total=1, chunks_total=0)]
     )
-    await learn_completed(db_pool, missing, CostBook())
+    await learn_completed(db_pool, missing, book=CostBook())
     rows = await db_pool.fetchval("SELECT count(*) FROM stage_costs WHERE format = $1", fmt)
     assert rows == 0
+
+
+async def test_jobs_that_ran_side_by_side_teach_what_each_would_have_taken_alone(
+    db_pool: asyncpg.Pool,
+):
+    """Two identical jobs at the same time: each ran beside the other all along, so each
+    teaches half its wall time."""
+    fmt, start = f"t{uuid.uuid4().hex[:8]}", a_start()
+    a, b = uuid.uuid4(), uuid.uuid4()
+    outcome = await complete(db_pool, timed_job(a, fmt, start=start))
+    outcome.publish += (await complete(db_pool, timed_job(b, fmt, start=start))).publish
+    await learn_completed(db_pool, outcome, book=CostBook())
+    extract, ocr = await costs_row(db_pool, "extract", fmt), await costs_row(db_pool, "ocr", fmt)
+    assert extract["seconds_per_unit"] == pytest.approx(0.5)
+    assert ocr["seconds_per_unit"] == pytest.approx(1.0)
+    assert ocr["overlap"] == 0.5 and extract["weight"] == 8
 
 
 async def test_the_running_stack_learns_from_the_jobs_it_completes(

@@ -9,6 +9,7 @@ import pytest
 from services.progress.arithmetic import Counts, StageCount, is_complete, next_percent, work_of
 from services.progress.costmodel import (
     DEFAULT_COSTS,
+    PRIOR_SHARE,
     SEED_COSTS,
     CostBook,
     FormatCosts,
@@ -156,9 +157,11 @@ def test_eta_is_remaining_work_at_the_observed_rate():
     assert eta_seconds(None, 5.0) is None
     assert eta_seconds(Work(5, 10), None) is None
     assert eta_seconds(Work(5, 10), 0.0) is None
-    # A job's own prior: a quarter of its expected work at the learned rate.
+    # A job's own prior: a share of its expected work at the learned rate.
+    prior = PRIOR_SHARE * 20
     assert job_eta_seconds(Work(5, 20), 5.0) == 15
-    assert job_eta_seconds(Work(5, 20), 10.0) == round(15 * (10 + 5) / (5 + 5))
+    assert job_eta_seconds(Work(5, 20), 10.0) == round(15 * (10 + prior) / (5 + prior))
+    assert 15 < round(15 * (10 + prior) / (5 + prior)) < 30
 
 
 def test_batch_work_sums_jobs_and_sizes_the_unknown_ones_as_the_typical_one():

@@ -23,7 +23,7 @@ from services.progress.arithmetic import (
     stage_name,
     work_of,
 )
-from services.progress.costmodel import FormatCosts, StageCost
+from services.progress.costmodel import PRIOR_SHARE, FormatCosts, StageCost
 from services.progress.hub import Hub
 from shared.events import JobStatus, ProgressSnapshot
 
@@ -162,7 +162,9 @@ def test_snapshot_eta_is_the_remaining_expected_work_at_the_observed_rate():
     assert on_time["eta_seconds"] == 2  # round(1.5)
     # Twice as slow as learned: the rate observed counts, tempered by the learned one.
     slow = build_snapshot(started_at=now - timedelta(seconds=3), **common)
-    assert slow["eta_seconds"] == round(1.5 * (3 + 0.75) / (1.5 + 0.75))
+    prior = PRIOR_SHARE * 3
+    assert slow["eta_seconds"] == round(1.5 * (3 + prior) / (1.5 + prior))
+    assert 1.5 < slow["eta_seconds"] < 3
     assert build_snapshot(started_at=None, **common)["eta_seconds"] is None
     ended = build_snapshot(started_at=now, **{**common, "status": "completed"})
     assert ended["eta_seconds"] is None

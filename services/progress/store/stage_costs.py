@@ -1,18 +1,21 @@
 """The learned stage costs (stage_costs): what completed jobs teach, and reading them back.
 
-A completed job's wall time, from its start to its last item, is cut into three phases that
-follow one another: extraction (to the last page extracted), the OCR that outlasts it (to
-the last page ocred) and the analysis that outlasts both (to the last chunk analyzed). Each
-phase's seconds per unit of its stage's work, the share of its units done before the phase
-began (overlap) and its units per page are folded into a moving average per stage and
-format, weighted by the job's pages: `weight` counts the pages the average stands for, capped
-at WEIGHT_CAP so that the average follows the running system. The fold is one upsert, so
+A completed job's wall time, from its start to its last item, in the seconds it would have
+taken alone (divided by how many jobs ran beside it, so that a busy hour does not teach that
+every page is dear, and a batch's jobs weigh what they ask of the machine), is cut into three
+phases that follow one another: extraction (to the last page extracted), the OCR that
+outlasts it (to the last page ocred) and the analysis that outlasts both (to the last chunk
+analyzed). Each phase's seconds per unit of its stage's work, the share of its units done
+before the phase began (overlap) and its units per page are folded into a moving average per
+stage and format, weighted by the job's pages: `weight` counts the pages the average stands
+for, capped at WEIGHT_CAP so that the average follows the running system. The fold is one upsert, so
 replicas learning at once each add their jobs.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -24,14 +27,26 @@ from shared.events import Stage
 # The pages the moving average stands for: older jobs fade out beyond that.
 WEIGHT_CAP = 300.0
 
-# Per stage and format, what the completed jobs among $1 took; ignored: jobs a dead-letter
-# replay revived (their wall time includes the wait for the replay).
+# Per stage and format, what the completed jobs among $1 took, in the seconds they would have
+# taken alone: each phase divided by the number of jobs the job ran beside on average (itself
+# included; jobs started within $2 before it, the deadline, so the index bounds the scan).
+# Ignored: jobs a dead-letter replay revived (their wall time includes the wait for it).
 _SAMPLES = """
 WITH j AS (
-    SELECT job_id, coalesce(format, '') AS format, pages_total, started_at
+    SELECT job_id, coalesce(format, '') AS format, pages_total, started_at, finished_at
     FROM jobs
     WHERE job_id = ANY($1::uuid[]) AND status = 'completed' AND started_at IS NOT NULL
-      AND pages_total > 0 AND revived_at IS NULL
+      AND finished_at > started_at AND pages_total > 0 AND revived_at IS NULL
+), load AS (
+    SELECT j.job_id,
+           greatest(1.0, sum(extract(epoch FROM
+               least(coalesce(k.finished_at, now()), j.finished_at)
+               - greatest(k.started_at, j.started_at)))
+             / extract(epoch FROM j.finished_at - j.started_at)) AS jobs
+    FROM j JOIN jobs k
+      ON k.started_at < j.finished_at AND k.started_at > j.started_at - $2::interval
+     AND coalesce(k.finished_at, now()) > j.started_at
+    GROUP BY j.job_id, j.started_at, j.finished_at
 ), pages AS (
     SELECT p.job_id, p.ocr_pending, p.ocred_at, p.extracted_at,
            max(p.extracted_at) OVER (PARTITION BY p.job_id) AS ex_end
@@ -45,8 +60,8 @@ WITH j AS (
 ), phases AS (
     SELECT j.job_id, j.format, j.pages_total, j.started_at, o.ex_end, o.units, o.early,
            coalesce(o.ocr_end, o.ex_end) AS ocr_end,
-           greatest(o.ex_end, coalesce(o.ocr_end, o.ex_end)) AS upstream_end
-    FROM j JOIN ocr o USING (job_id)
+           greatest(o.ex_end, coalesce(o.ocr_end, o.ex_end)) AS upstream_end, l.jobs
+    FROM j JOIN ocr o USING (job_id) JOIN load l USING (job_id)
 ), chunks AS (
     SELECT ph.job_id, count(*) AS units,
            count(*) FILTER (WHERE c.analyzed_at <= ph.upstream_end) AS early,
@@ -54,17 +69,17 @@ WITH j AS (
     FROM phases ph JOIN job_chunks c USING (job_id) GROUP BY ph.job_id
 ), samples AS (
     SELECT 'extract' AS stage, format, ex_end - started_at AS span,
-           pages_total AS units, 0 AS early, pages_total AS pages
+           pages_total AS units, 0 AS early, pages_total AS pages, jobs
     FROM phases
     UNION ALL
-    SELECT 'ocr', format, ocr_end - ex_end, units, early, pages_total FROM phases
+    SELECT 'ocr', format, ocr_end - ex_end, units, early, pages_total, jobs FROM phases
     UNION ALL
     SELECT 'analyze', ph.format, coalesce(c.an_end - ph.upstream_end, interval '0'),
-           coalesce(c.units, 0), coalesce(c.early, 0), ph.pages_total
+           coalesce(c.units, 0), coalesce(c.early, 0), ph.pages_total, ph.jobs
     FROM phases ph LEFT JOIN chunks c USING (job_id)
 )
 SELECT stage, format,
-       sum(greatest(extract(epoch FROM span), 0))::float8 AS seconds,
+       sum(greatest(extract(epoch FROM span), 0) / jobs)::float8 AS seconds,
        sum(units)::float8 AS units, sum(early)::float8 AS early, sum(pages)::float8 AS pages
 FROM samples WHERE span IS NOT NULL GROUP BY stage, format
 """
@@ -106,12 +121,14 @@ def _sample(row: asyncpg.Record) -> tuple[Any, ...]:
     return (stage.value, fmt, spu, overlap, units / pages, pages, int(units > 0))
 
 
-async def learn(conn: Conn, job_ids: list[uuid.UUID]) -> int:
+async def learn(
+    conn: Conn, job_ids: list[uuid.UUID], horizon: timedelta = timedelta(hours=1)
+) -> int:
     """Fold what the completed jobs among job_ids took into the stage costs; returns how many
-    (stage, format) averages moved."""
+    (stage, format) averages moved. `horizon`: the longest a job runs (the job deadline)."""
     if not job_ids:
         return 0
-    samples = [_sample(r) for r in await conn.fetch(_SAMPLES, job_ids)]
+    samples = [_sample(r) for r in await conn.fetch(_SAMPLES, job_ids, horizon)]
     if not samples:
         return 0
     stage, fmt, spu, overlap, upp, pages, timed = (list(c) for c in zip(*samples, strict=True))
