@@ -29,8 +29,15 @@ from typing import Any
 
 from benchmarks.common import BenchStack, corpus_files, http_client, target
 from benchmarks.text_throughput import build_long_pdf
-from services.progress.arithmetic import Counts, StageCount, pages_done, work_of
-from services.progress.costmodel import CostBook, batch_work, eta_seconds
+from services.progress.arithmetic import Counts, StageCount, pages_done
+from services.progress.costmodel import (
+    CostBook,
+    FormatCosts,
+    StageWork,
+    batch_stage_work,
+    bottleneck_eta_seconds,
+    job_stage_work,
+)
 from services.progress.learning import reload
 
 MARKS = (25.0, 50.0, 75.0)
@@ -157,6 +164,23 @@ def errors_at_marks(
     return out
 
 
+def errors_at_times(
+    points: list[tuple[float, float, float | None]], start: float, end: float
+) -> dict[str, float | None]:
+    """At 25/50/75% of the wall time: the ETA of the last point shown by then, less the time
+    since it was shown, against the time that remained."""
+    out: dict[str, float | None] = {}
+    for mark in MARKS:
+        at = start + (end - start) * mark / 100
+        point = next((p for p in reversed(points) if p[0] <= at), None)
+        if point is None or point[2] is None:
+            out[f"t{mark:g}%"] = None
+            continue
+        shown = max(0.0, point[2] - (at - point[0]))
+        out[f"t{mark:g}%"] = round(abs(shown - (end - at)) / (end - at), 3)
+    return out
+
+
 def worst(errors: dict[str, float | None]) -> float:
     """The largest error; a mark without an ETA counts as wholly wrong."""
     return max(1.0 if e is None else e for e in errors.values())
@@ -197,6 +221,8 @@ async def single_job(bs: BenchStack, doc: Path) -> dict[str, Any]:
         "trace": trace(line),
         "error_new": errors_at_marks(line.new(), line.end),
         "error_today": errors_at_marks(line.old(), line.end),
+        "time_error_new": errors_at_times(line.new(), line.started, line.end),
+        "time_error_today": errors_at_times(line.old(), line.started, line.end),
     }
 
 
@@ -212,19 +238,31 @@ def batch_points(
         latest[i] = update
         elapsed = at - submitted
         works = [
-            None if u is None else work_of(u.pages_total, u.counts, book.for_format(line.fmt))
+            None if u is None else stage_work(u, book.for_format(line.fmt))
             for u, line in zip(latest, lines, strict=True)
         ]
         ended = [u is not None and u.final for u in latest]
-        work = batch_work(works, finished=ended)
-        shown_new = max(shown_new, 100.0 * work.share if not all(ended) else 100.0)
-        new.append((at, min(shown_new, 100.0), eta_seconds(work, elapsed)))
+        stages = batch_stage_work(works, finished=ended)
+        share = sum(w.done for w in stages) / max(1e-9, sum(w.total for w in stages))
+        shown_new = max(shown_new, 100.0 * share if not all(ended) else 100.0)
+        new.append((at, min(shown_new, 100.0), bottleneck_eta_seconds(stages, elapsed)))
         pages = [max(1, u.pages_total or 1) if u else 1 for u in latest]
         percents = [0.0 if u is None else (100.0 if u.final else u_old(u)) for u in latest]
         value = sum(p * w for p, w in zip(percents, pages, strict=True)) / sum(pages)
         shown_old = max(shown_old, value)
         old.append((at, shown_old, extrapolated_eta(elapsed, shown_old)))
     return new, old
+
+
+def stage_work(u: Update, costs: FormatCosts) -> StageWork | None:
+    c = u.counts
+    return job_stage_work(
+        u.pages_total,
+        (c.extract.total, c.extract.done),
+        (c.ocr.total, c.ocr.done),
+        (c.analyze.total, c.analyze.done),
+        costs,
+    )
 
 
 def u_old(u: Update) -> float:
@@ -238,11 +276,24 @@ async def batch(bs: BenchStack, docs: list[Path]) -> dict[str, Any]:
     lines = [await timeline(bs, j) for j in job_ids]
     end = max(line.end for line in lines)
     new, old = batch_points(lines, submitted, book)
+    step = max(1, len(new) // 40)
     return {
         "jobs": len(job_ids),
         "seconds": round(end - submitted, 2),
+        "trace": [
+            (
+                round(t - submitted, 2),
+                round(p, 1),
+                eta,
+                round(old_p, 1),
+                old_eta and round(old_eta, 1),
+            )
+            for (t, p, eta), (_, old_p, old_eta) in list(zip(new, old, strict=True))[::step]
+        ],
         "error_new": errors_at_marks(new, end),
         "error_today": errors_at_marks(old, end),
+        "time_error_new": errors_at_times(new, submitted, end),
+        "time_error_today": errors_at_times(old, submitted, end),
     }
 
 

@@ -131,6 +131,11 @@ def _phase(cost: StageCost, done: float, expected: float) -> Work:
     return Work(total * max(0.0, fraction), total)
 
 
+# A job's expected work per stage: extract, OCR, analyze.
+StageWork = tuple[Work, Work, Work]
+NO_WORK: StageWork = (Work(0.0, 0.0), Work(0.0, 0.0), Work(0.0, 0.0))
+
+
 def job_work(
     pages_total: int | None,
     extract: tuple[int, int],
@@ -139,12 +144,27 @@ def job_work(
     costs: FormatCosts,
 ) -> Work | None:
     """Expected work of one job from its (total, done) per stage; None while its page count
-    is unknown. Totals not known yet (OCR of pages not extracted, chunks of pages not
-    announced) are estimated from this job's pages so far and the learned units per page."""
+    is unknown."""
+    stages = job_stage_work(pages_total, extract, ocr, analyze, costs)
+    if stages is None:
+        return None
+    return Work(sum(w.done for w in stages), sum(w.total for w in stages))
+
+
+def job_stage_work(
+    pages_total: int | None,
+    extract: tuple[int, int],
+    ocr: tuple[int, int],
+    analyze: tuple[int, int],
+    costs: FormatCosts,
+) -> StageWork | None:
+    """Expected work of one job per stage. Totals not known yet (OCR of pages not extracted,
+    chunks of pages not announced) are estimated from this job's pages so far and the
+    learned units per page."""
     if pages_total is None:
         return None
     if pages_total <= 0:
-        return Work(0.0, 0.0)
+        return NO_WORK
     ex_done = min(extract[1], pages_total)
     left = pages_total - ex_done
     ocr_total, ocr_done = ocr
@@ -156,12 +176,11 @@ def job_work(
     unannounced = pages_total - announced
     per_page = _blend(chunks_total, announced, costs.analyze.units_per_page)
     chunks_expected = max(chunks_total, chunks_done) + unannounced * per_page
-    phases = (
+    return (
         _phase(costs.extract, ex_done, pages_total),
         _phase(costs.ocr, ocr_done, ocr_expected),
         _phase(costs.analyze, chunks_done, chunks_expected),
     )
-    return Work(sum(p.done for p in phases), sum(p.total for p in phases))
 
 
 def batch_work(jobs: Iterable[Work | None], *, finished: Iterable[bool] = ()) -> Work:
@@ -178,6 +197,33 @@ def batch_work(jobs: Iterable[Work | None], *, finished: Iterable[bool] = ()) ->
         w_done = w_total if over else (0.0 if work is None else min(work.done, w_total))
         done, total = done + w_done, total + w_total
     return Work(done, total)
+
+
+def batch_stage_work(
+    jobs: Iterable[StageWork | None], *, finished: Iterable[bool] = ()
+) -> StageWork:
+    """A batch's work per stage, each summed as batch_work sums jobs."""
+    works = list(jobs)
+    ended = list(finished) or [False] * len(works)
+    per_stage = [
+        batch_work([None if w is None else w[i] for w in works], finished=ended) for i in range(3)
+    ]
+    return per_stage[0], per_stage[1], per_stage[2]
+
+
+def bottleneck_eta_seconds(stages: StageWork, elapsed_seconds: float | None) -> int | None:
+    """A batch's ETA: its jobs run side by side, so it ends when its slowest stage does: the
+    longest of its whole work left at the pace it has kept, and each stage's work left at the
+    pace that stage has kept (once it has done enough to judge)."""
+    total = Work(sum(w.done for w in stages), sum(w.total for w in stages))
+    overall = eta_seconds(total, elapsed_seconds)
+    if overall is None or elapsed_seconds is None:
+        return None
+    etas = [float(overall)]
+    for stage in stages:
+        if stage.total > 0 and ETA_MIN_SHARE <= stage.share < 1.0:
+            etas.append((stage.total - stage.done) * elapsed_seconds / stage.done)
+    return max(0, round(max(etas)))
 
 
 def eta_seconds(work: Work | None, elapsed_seconds: float | None, prior: float = 0.0) -> int | None:

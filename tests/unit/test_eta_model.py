@@ -15,9 +15,12 @@ from services.progress.costmodel import (
     FormatCosts,
     StageCost,
     Work,
+    batch_stage_work,
     batch_work,
+    bottleneck_eta_seconds,
     eta_seconds,
     job_eta_seconds,
+    job_stage_work,
     job_work,
     merge_learned,
 )
@@ -188,3 +191,31 @@ def test_batch_share_is_below_one_while_any_job_has_work_left():
         share = batch_work(works, finished=ended).share
         left = any(not e and (w is None or w.share < 1) for w, e in zip(works, ended, strict=True))
         assert (share < 1.0) == left
+
+
+def test_a_batch_ends_when_its_slowest_stage_does():
+    # Extraction is 90% done in 10 s; OCR, the bottleneck, 20% of its 10 s of work.
+    stages = (Work(9, 10), Work(2, 10), Work(0, 0))
+    assert eta_seconds(Work(11, 20), 10.0) == 8  # the whole batch at its pace
+    # OCR at its own pace: 8 s of work left at 5 s a second of work.
+    assert bottleneck_eta_seconds(stages, 10.0) == 40
+    # A stage that has done too little to judge does not decide alone.
+    early = (Work(9, 10), Work(0.1, 10), Work(0, 0))
+    assert bottleneck_eta_seconds(early, 10.0) == eta_seconds(Work(9.1, 20), 10.0)
+    assert bottleneck_eta_seconds(stages, None) is None
+
+
+def test_batch_stage_work_sums_each_stage_of_its_jobs():
+    a = (Work(1, 2), Work(0, 4), Work(0, 1))
+    b = (Work(2, 2), Work(0, 0), Work(1, 1))
+    assert batch_stage_work([a, b, None]) == (Work(3, 6), Work(0, 6), Work(1, 3))
+    assert batch_stage_work([a, b], finished=[True, False]) == (
+        Work(4, 4),
+        Work(4, 4),
+        Work(2, 2),
+    )
+    assert job_stage_work(None, (0, 0), (0, 0), (0, 0), DEFAULT_COSTS) is None
+    staged = job_stage_work(10, (10, 5), (2, 1), (8, 4), DEFAULT_COSTS)
+    whole = job_work(10, (10, 5), (2, 1), (8, 4), DEFAULT_COSTS)
+    assert staged is not None and whole is not None
+    assert sum(w.total for w in staged) == pytest.approx(whole.total)
