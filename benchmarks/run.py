@@ -51,7 +51,7 @@ BENCHMARKS = {
         lambda bs, work, smoke: latency.first_progress(bs, smoke), ("pdf_text",)
     ),
     "small_jobs": Benchmark(latency.small_behind_big, ("pdf_text",)),
-    "eta": Benchmark(eta.run, ("pdf_text", "pdf_scanned", "office")),
+    "eta": Benchmark(eta.run, ("pdf_text", "pdf_scanned")),
 }
 
 
