@@ -36,6 +36,7 @@ from services.progress.costmodel import (
     StageWork,
     batch_stage_work,
     bottleneck_eta_seconds,
+    cost_key,
     job_stage_work,
 )
 from services.progress.learning import reload
@@ -238,7 +239,7 @@ def batch_points(
         latest[i] = update
         elapsed = at - submitted
         works = [
-            None if u is None else stage_work(u, book.for_format(line.fmt))
+            None if u is None else stage_work(u, book.for_format(key_of(line.fmt, u)))
             for u, line in zip(latest, lines, strict=True)
         ]
         ended = [u is not None and u.final for u in latest]
@@ -252,6 +253,10 @@ def batch_points(
         shown_old = max(shown_old, value)
         old.append((at, shown_old, extrapolated_eta(elapsed, shown_old)))
     return new, old
+
+
+def key_of(fmt: str | None, u: Update) -> str:
+    return cost_key(fmt, u.counts.ocr.total, u.counts.extract.done)
 
 
 def stage_work(u: Update, costs: FormatCosts) -> StageWork | None:

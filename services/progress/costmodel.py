@@ -55,45 +55,62 @@ class FormatCosts:
         return cost
 
 
+# Scans and text documents of one format cost very different things per page (a scanned PDF's
+# extraction renders every page), so a job most of whose pages need OCR has costs of its own:
+# "<format>/scan".
+SCAN_SUFFIX = "/scan"
+
 # Cold-start seeds, from a 30-page scanned PDF and a 352-page text PDF on 2 cores (see
 # docs/decisions/0930-eta-from-learned-stage-costs.md); learned values replace them.
 _ANALYZE_SEED = StageCost(0.004, overlap=0.9, units_per_page=2.0)
-_OCR_SEED = StageCost(0.45, overlap=0.1, units_per_page=0.0)
-DEFAULT_COSTS = FormatCosts(StageCost(0.03), _OCR_SEED, _ANALYZE_SEED)
+DEFAULT_COSTS = FormatCosts(StageCost(0.03), StageCost(0.45, 0.1, 0.0), _ANALYZE_SEED)
+DEFAULT_SCAN_COSTS = FormatCosts(StageCost(0.05), StageCost(0.5, 0.1, 1.0), _ANALYZE_SEED)
 SEED_COSTS: dict[str, FormatCosts] = {
     "pdf": FormatCosts(StageCost(0.03), StageCost(0.45, 0.1, 0.1), _ANALYZE_SEED),
-    **{
-        image: FormatCosts(StageCost(0.05), StageCost(0.8, 0.0, 1.0), _ANALYZE_SEED)
-        for image in ("png", "jpeg", "tiff")
-    },
+    "pdf" + SCAN_SUFFIX: FormatCosts(StageCost(0.1), StageCost(0.45, 0.1, 1.0), _ANALYZE_SEED),
 }
+
+
+def cost_key(fmt: str | None, ocr_total: int, extract_done: int) -> str:
+    """The costs a job uses: its format's, or its format's scan costs once most of the pages
+    extracted so far need OCR."""
+    base = fmt or ""
+    if extract_done > 0 and 2 * ocr_total > extract_done:
+        return base + SCAN_SUFFIX
+    return base
+
+
+def seed_costs(key: str) -> FormatCosts:
+    default = DEFAULT_SCAN_COSTS if key.endswith(SCAN_SUFFIX) else DEFAULT_COSTS
+    return SEED_COSTS.get(key, default)
 
 
 @dataclass
 class CostBook:
-    """The costs this process uses: seeds overlaid with the learned costs. `costs` is replaced
-    whole (one assignment) when the learned costs are reread, so a reader never sees half of
-    an update."""
+    """The costs this process uses: seeds overlaid with the learned costs, by cost_key.
+    `costs` is replaced whole (one assignment) when the learned costs are reread, so a reader
+    never sees half of an update."""
 
     costs: dict[str, FormatCosts] = field(default_factory=lambda: dict(SEED_COSTS))
 
-    def for_format(self, fmt: str | None) -> FormatCosts:
-        return self.costs.get(fmt or "", DEFAULT_COSTS)
+    def for_format(self, key: str | None) -> FormatCosts:
+        costs = self.costs.get(key or "")
+        return costs if costs is not None else seed_costs(key or "")
 
     def replace(self, learned: Mapping[tuple[Stage, str], StageCost]) -> None:
         self.costs = merge_learned(learned)
 
 
 def merge_learned(learned: Mapping[tuple[Stage, str], StageCost]) -> dict[str, FormatCosts]:
-    """The seeds with every learned (stage, format) cost put in their place."""
-    formats = set(SEED_COSTS) | {fmt for _, fmt in learned}
+    """The seeds with every learned (stage, cost key) cost put in their place."""
+    keys = set(SEED_COSTS) | {key for _, key in learned}
     merged: dict[str, FormatCosts] = {}
-    for fmt in formats:
-        base = SEED_COSTS.get(fmt, DEFAULT_COSTS)
-        merged[fmt] = FormatCosts(
-            extract=learned.get((Stage.EXTRACT, fmt), base.extract),
-            ocr=learned.get((Stage.OCR, fmt), base.ocr),
-            analyze=learned.get((Stage.ANALYZE, fmt), base.analyze),
+    for key in keys:
+        base = seed_costs(key)
+        merged[key] = FormatCosts(
+            extract=learned.get((Stage.EXTRACT, key), base.extract),
+            ocr=learned.get((Stage.OCR, key), base.ocr),
+            analyze=learned.get((Stage.ANALYZE, key), base.analyze),
         )
     return merged
 

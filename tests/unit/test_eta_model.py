@@ -18,6 +18,7 @@ from services.progress.costmodel import (
     batch_stage_work,
     batch_work,
     bottleneck_eta_seconds,
+    cost_key,
     eta_seconds,
     job_eta_seconds,
     job_stage_work,
@@ -219,3 +220,16 @@ def test_batch_stage_work_sums_each_stage_of_its_jobs():
     whole = job_work(10, (10, 5), (2, 1), (8, 4), DEFAULT_COSTS)
     assert staged is not None and whole is not None
     assert sum(w.total for w in staged) == pytest.approx(whole.total)
+
+
+def test_scans_have_costs_of_their_own_once_most_pages_need_ocr():
+    assert cost_key("pdf", 0, 0) == "pdf"
+    assert cost_key("pdf", 1, 1) == "pdf/scan"
+    assert cost_key("pdf", 1, 2) == "pdf"  # half: still the text costs
+    assert cost_key(None, 3, 4) == "/scan"
+    book = CostBook()
+    assert book.for_format("pdf/scan") == SEED_COSTS["pdf/scan"]
+    assert book.for_format("png/scan").ocr.units_per_page == 1.0
+    book.replace({(Stage.EXTRACT, "pdf/scan"): StageCost(1.5)})
+    assert book.for_format("pdf/scan").extract == StageCost(1.5)
+    assert book.for_format("pdf").extract == SEED_COSTS["pdf"].extract

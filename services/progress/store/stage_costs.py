@@ -20,14 +20,15 @@ from typing import Any
 
 import asyncpg
 
-from services.progress.costmodel import DEFAULT_COSTS, SEED_COSTS, StageCost
+from services.progress.costmodel import SCAN_SUFFIX, StageCost, seed_costs
 from services.progress.store.base import Conn
 from shared.events import Stage
 
 # The pages the moving average stands for: older jobs fade out beyond that.
 WEIGHT_CAP = 300.0
 
-# Per stage and format, what the completed jobs among $1 took, in the seconds they would have
+# Per stage and cost key (the format, with $3 appended when most pages needed OCR), what the
+# completed jobs among $1 took, in the seconds they would have
 # taken alone: each phase divided by the number of jobs the job ran beside on average (itself
 # included; jobs started within $2 before it, the deadline, so the index bounds the scan).
 # Ignored: jobs a dead-letter replay revived (their wall time includes the wait for it).
@@ -58,7 +59,8 @@ WITH j AS (
            max(ocred_at) FILTER (WHERE ocr_pending) AS ocr_end
     FROM pages GROUP BY job_id
 ), phases AS (
-    SELECT j.job_id, j.format, j.pages_total, j.started_at, o.ex_end, o.units, o.early,
+    SELECT j.job_id, j.pages_total, j.started_at, o.ex_end, o.units, o.early,
+           j.format || CASE WHEN 2 * o.units > j.pages_total THEN $3::text ELSE '' END AS format,
            coalesce(o.ocr_end, o.ex_end) AS ocr_end,
            greatest(o.ex_end, coalesce(o.ocr_end, o.ex_end)) AS upstream_end, l.jobs
     FROM j JOIN ocr o USING (job_id) JOIN load l USING (job_id)
@@ -113,7 +115,7 @@ def _sample(row: asyncpg.Record) -> tuple[Any, ...]:
     seed's seconds per unit and overlap (an existing one keeps its own)."""
     stage, fmt = Stage(row["stage"]), row["format"]
     units, pages = row["units"], row["pages"]
-    seed: StageCost = SEED_COSTS.get(fmt, DEFAULT_COSTS).of(stage)
+    seed = seed_costs(fmt).of(stage)
     if units > 0:
         spu, overlap = row["seconds"] / units, min(1.0, row["early"] / units)
     else:
@@ -128,7 +130,8 @@ async def learn(
     (stage, format) averages moved. `horizon`: the longest a job runs (the job deadline)."""
     if not job_ids:
         return 0
-    samples = [_sample(r) for r in await conn.fetch(_SAMPLES, job_ids, horizon)]
+    rows = await conn.fetch(_SAMPLES, job_ids, horizon, SCAN_SUFFIX)
+    samples = [_sample(r) for r in rows]
     if not samples:
         return 0
     stage, fmt, spu, overlap, upp, pages, timed = (list(c) for c in zip(*samples, strict=True))
