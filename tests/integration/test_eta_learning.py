@@ -235,3 +235,36 @@ async def test_the_running_stack_learns_from_the_jobs_it_completes(
             break
         assert time.monotonic() < deadline, "the stack did not learn from the completed job"
         await asyncio.sleep(0.2)
+
+
+def scan_job(job_id: uuid.UUID, fmt: str) -> list[Event]:
+    """4 scanned pages: extracted one a second, each ocred 4 s after its extraction (the last
+    at 8 s) and its chunk analyzed at once."""
+    j, t0 = job_id, a_start()
+    events: list[Event] = [
+        DocumentUploaded(job_id=j, tenant="dev", document_uri="blob://sha256/ab", occurred_at=t0),
+        ExtractionStarted(job_id=j, format=fmt, pages_total=4, occurred_at=t0),
+    ]
+    for page in range(1, 5):
+        chunk = _chunk(j, page, PageSource.OCR)
+        ocred = t0 + timedelta(seconds=page + 4)
+        events += [
+            PageExtracted(
+                job_id=j, page=page, ocr_pending=True, occurred_at=t0 + timedelta(seconds=page)
+            ),
+            PageOcred(job_id=j, page=page, text="word", chunks=[chunk], occurred_at=ocred),
+            _analyzed(j, chunk, ocred),
+        ]
+    return events
+
+
+async def test_scans_teach_the_scan_costs_of_their_format(db_pool: asyncpg.Pool):
+    fmt = f"t{uuid.uuid4().hex[:8]}"
+    await learn_completed(db_pool, await complete(db_pool, scan_job(uuid.uuid4(), fmt)))
+    rows = await db_pool.fetch(
+        "SELECT DISTINCT format FROM stage_costs WHERE format LIKE $1", f"{fmt}%"
+    )
+    assert [r["format"] for r in rows] == [f"{fmt}/scan"]
+    ocr = await costs_row(db_pool, "ocr", f"{fmt}/scan")
+    # OCR outlasted extraction (4 s) by 4 s for 4 pages, none of them before it ended.
+    assert (ocr["seconds_per_unit"], ocr["overlap"], ocr["units_per_page"]) == (1.0, 0.0, 1.0)
