@@ -66,7 +66,8 @@ _ANALYZE_SEED = StageCost(0.004, overlap=0.9, units_per_page=2.0)
 DEFAULT_COSTS = FormatCosts(StageCost(0.03), StageCost(0.45, 0.1, 0.0), _ANALYZE_SEED)
 DEFAULT_SCAN_COSTS = FormatCosts(StageCost(0.05), StageCost(0.5, 0.1, 1.0), _ANALYZE_SEED)
 SEED_COSTS: dict[str, FormatCosts] = {
-    "pdf": FormatCosts(StageCost(0.03), StageCost(0.45, 0.1, 0.1), _ANALYZE_SEED),
+    # A text PDF's few image pages are ocred while its extraction runs: little OCR phase.
+    "pdf": FormatCosts(StageCost(0.03), StageCost(0.05, 0.5, 0.1), _ANALYZE_SEED),
     "pdf" + SCAN_SUFFIX: FormatCosts(StageCost(0.1), StageCost(0.45, 0.1, 1.0), _ANALYZE_SEED),
 }
 
