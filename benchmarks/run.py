@@ -27,6 +27,7 @@ from typing import Any
 from benchmarks import (
     batch_follow,
     dedup,
+    eta,
     latency,
     llm_analyze,
     ocr_throughput,
@@ -62,6 +63,7 @@ BENCHMARKS = {
     "batch_follow": Benchmark(batch_follow.run, ("pdf_text",)),
     "dedup": Benchmark(dedup.duplicate_of_long_pdf, ("pdf_text",)),
     "llm": Benchmark(llm_analyze.run),
+    "eta": Benchmark(eta.run, ("pdf_text", "pdf_scanned")),
 }
 
 

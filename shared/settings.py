@@ -262,6 +262,10 @@ class Settings(BaseSettings):
     analysis_profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     analysis_jobs_cached: int = Field(default=1000, ge=1)
 
+    # Progress ETA (issue 12): how often a progress replica rereads the stage costs that every
+    # replica learns from completed jobs (it rereads them at once after learning itself).
+    stage_costs_reload_seconds: float = Field(default=15.0, gt=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

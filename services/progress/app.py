@@ -12,7 +12,7 @@ from datetime import datetime
 import structlog
 from fastapi import FastAPI
 
-from services.progress import api, batch_api, cost_api, dead_letters, tickets, webhooks
+from services.progress import api, batch_api, cost_api, dead_letters, learning, tickets, webhooks
 from services.progress import metrics as progress_metrics
 from services.progress.admin import api as admin_api
 from services.progress.admin import audit as admin_audit
@@ -59,6 +59,7 @@ async def follow_up(ctx: ServiceContext, outcome: Outcome) -> None:
     publishes confirmed together."""
     await progress_metrics.observe_finished(ctx.pool, outcome.updates)
     await asyncio.gather(*(ctx.bus.publish(event) for event in outcome.publish))
+    await learning.learn_completed(ctx.pool, outcome, ctx.settings.job_deadline_seconds)
 
 
 def own_announcement(event: Event) -> bool:
@@ -125,6 +126,7 @@ def setup(ctx: ServiceContext, runtime: ProgressRuntime | None = None) -> None:
     ctx.spawn(progress_metrics.job_stats_loop(ctx.pool), "job-stats")
     ctx.spawn(broker_stats_loop(ctx.settings.amqp_url, ctx.bus.topology), "broker-stats")
     ctx.spawn(webhooks.run(ctx.pool, ctx.settings), "webhooks")
+    ctx.spawn(learning.reload_loop(ctx.pool, ctx.settings.stage_costs_reload_seconds), "costs")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

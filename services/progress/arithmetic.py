@@ -1,6 +1,9 @@
 """Pure progress arithmetic: counts per stage, the completion predicate, percent, stage name,
 ETA and the snapshot pushed to clients. No I/O here, so every rule is unit-testable.
 
+Percent and ETA come from the job's expected work (costmodel.py): each stage weighs what it
+is expected to cost this document, at the costs learned for its format.
+
 Kept apart from transitions.py: these rules are about numbers (the admin listing and the
 snapshot use them too), while transitions are about what an event does to a job.
 """
@@ -11,16 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, TypedDict
 
+from services.progress.costmodel import DEFAULT_COSTS, FormatCosts, Work, job_eta_seconds, job_work
 from shared.events import TERMINAL_STATUSES, JobPhase, JobStatus, Stage
 
-# Stage weights of the overall percent; OCR only counts when the job has OCR work.
-WEIGHT_EXTRACT = 0.3
-WEIGHT_OCR = 0.4
-WEIGHT_ANALYZE = 0.3
 # Shown as soon as a job has started, so a client sees it move.
 STARTED_FLOOR = 1.0
-# Below this percent an ETA is mostly noise.
-ETA_MIN_PERCENT = 5.0
 STAGES: tuple[Stage, ...] = (Stage.EXTRACT, Stage.OCR, Stage.ANALYZE)
 
 
@@ -137,38 +135,35 @@ def is_complete(pages_total: int | None, counts: Counts) -> bool:
     )
 
 
-def _fraction(done: int, total: int) -> float:
-    if total <= 0:
-        return 0.0
-    return min(1.0, max(0.0, done / total))
+def work_of(
+    pages_total: int | None, counts: Counts, costs: FormatCosts = DEFAULT_COSTS
+) -> Work | None:
+    """The job's expected work, done and in all (None while its page count is unknown)."""
+    return job_work(
+        pages_total,
+        (counts.extract.total, counts.extract.done),
+        (counts.ocr.total, counts.ocr.done),
+        (counts.analyze.total, counts.analyze.done),
+        costs,
+    )
 
 
-def raw_percent(pages_total: int | None, counts: Counts) -> float:
-    """Weighted share of the work done, before the floor, cap and monotonic rules."""
-    if pages_total is None:
+def raw_percent(
+    pages_total: int | None, counts: Counts, costs: FormatCosts = DEFAULT_COSTS
+) -> float:
+    """Share of the expected work done, before the floor, cap and monotonic rules."""
+    work = work_of(pages_total, counts, costs)
+    if work is None:
         return 0.0
-    if pages_total == 0:
-        return 100.0
-    extract = _fraction(counts.extract.done, pages_total)
-    extract_finished = counts.extract.done >= pages_total
-    parts = [(WEIGHT_EXTRACT, extract)]
-    if counts.ocr.total > 0:
-        parts.append((WEIGHT_OCR, _fraction(counts.ocr.done, counts.ocr.total)))
-    if counts.analyze.total > 0:
-        # Chunk totals are only known for finished pages: scale by that share, so a job whose
-        # first page is analyzed does not look nearly done.
-        known = _fraction(pages_done(counts), pages_total)
-        analyze = _fraction(counts.analyze.done, counts.analyze.total) * known
-    else:
-        # Nothing to analyze: done once every page is in and OCR has announced its chunks.
-        analyze = 1.0 if extract_finished and counts.ocr.done >= counts.ocr.total else 0.0
-    parts.append((WEIGHT_ANALYZE, analyze))
-    weight = sum(w for w, _ in parts)
-    return 100.0 * sum(w * f for w, f in parts) / weight
+    return 100.0 * work.share
 
 
 def next_percent(
-    status: JobStatus, previous: float, pages_total: int | None, counts: Counts
+    status: JobStatus,
+    previous: float,
+    pages_total: int | None,
+    counts: Counts,
+    costs: FormatCosts = DEFAULT_COSTS,
 ) -> float:
     """The percent to show: never decreasing, 99 at most until completed, 100 only then;
     failed and cancelled jobs keep their last percent."""
@@ -179,7 +174,7 @@ def next_percent(
         return min(previous, 99.0)
     if status == JobStatus.QUEUED:
         return previous
-    value = max(STARTED_FLOOR, raw_percent(pages_total, counts))
+    value = max(STARTED_FLOOR, raw_percent(pages_total, counts, costs))
     return min(99.0, max(previous, round(value, 1)))
 
 
@@ -193,8 +188,13 @@ def stage_name(status: JobStatus, pages_total: int | None, counts: Counts) -> Jo
     return JobPhase.ANALYZING
 
 
+# Below this percent an extrapolated ETA is mostly noise.
+ETA_MIN_PERCENT = 5.0
+
+
 def eta_seconds(elapsed_seconds: float | None, percent: float) -> int | None:
-    """Remaining seconds extrapolated from elapsed time, once there is enough to go on."""
+    """Remaining seconds extrapolated from elapsed time and percent: a batch's ETA (a job's
+    comes from its expected work, costmodel.job_eta_seconds)."""
     if not elapsed_seconds or elapsed_seconds <= 0:
         return None
     if percent < ETA_MIN_PERCENT or percent >= 100:
@@ -222,9 +222,12 @@ def build_snapshot(
     now: datetime | None = None,
     tokens: int = 0,
     cost_usd: float = 0.0,
+    costs: FormatCosts = DEFAULT_COSTS,
 ) -> Snapshot:
+    """`costs`: the job's format's; its ETA is its remaining expected work at its rate."""
     elapsed = (now - started_at).total_seconds() if now and started_at else None
     terminal = status in TERMINAL_STATUSES
+    eta = None if terminal else job_eta_seconds(work_of(pages_total, counts, costs), elapsed)
     return {
         "seq": seq,
         "job_id": job_id,
@@ -234,7 +237,7 @@ def build_snapshot(
         "stages": counts.as_dict(),
         "pages_done": max(0, pages_done(counts)),
         "pages_total": pages_total,
-        "eta_seconds": None if terminal else eta_seconds(elapsed, percent),
+        "eta_seconds": eta,
         "stalled": stalled,
         "error": error,
         "updated_at": _iso(updated_at),

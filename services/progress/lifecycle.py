@@ -25,6 +25,7 @@ from services.progress.arithmetic import (
     snapshot_content,
     stage_name,
 )
+from services.progress.costmodel import BOOK, FormatCosts, cost_key
 from services.progress.models import Outcome
 from services.progress.result import assemble_result, finished_at_of
 from services.progress.transitions import JobState, deadline_reason
@@ -61,6 +62,11 @@ class JobWrite:
         return job_id
 
 
+def costs_of(fmt: str | None, counts: Counts) -> FormatCosts:
+    """The learned costs a job's percent and ETA use."""
+    return BOOK.for_format(cost_key(fmt, counts.ocr.total, counts.extract.done))
+
+
 # --- snapshots ----------------------------------------------------------------------------
 
 
@@ -89,6 +95,7 @@ def snapshot_of(
         now=now,
         tokens=state.tokens,
         cost_usd=state.cost_usd,
+        costs=costs_of(state.format, counts),
     )
 
 
@@ -117,8 +124,9 @@ def plan_save(
     """What to write for one job, without writing it: the job row's arguments (None: nothing
     to write) and the next update (None: what a client sees did not change)."""
     row, state = job.row, job.state
+    costs = costs_of(state.format, counts)
     state.stage = stage_name(state.status, state.pages_total, counts)
-    state.percent = next_percent(state.status, state.percent, state.pages_total, counts)
+    state.percent = next_percent(state.status, state.percent, state.pages_total, counts, costs)
     new = build_snapshot(
         job_id=str(row["job_id"]),
         seq=row["seq"] + 1,
@@ -134,6 +142,7 @@ def plan_save(
         now=now,
         tokens=state.tokens,
         cost_usd=state.cost_usd,
+        costs=costs,
     )
     changed = (
         force

@@ -15,14 +15,15 @@ from services.progress.arithmetic import (
     Counts,
     StageCount,
     build_snapshot,
-    eta_seconds,
     is_complete,
     next_percent,
     pages_done,
     raw_percent,
     snapshot_content,
     stage_name,
+    work_of,
 )
+from services.progress.costmodel import PRIOR_SHARE, FormatCosts, StageCost
 from services.progress.hub import Hub
 from shared.events import JobStatus, ProgressSnapshot
 
@@ -114,12 +115,19 @@ def test_failed_and_cancelled_keep_last_percent():
     assert next_percent("cancelled", 17.0, 3, c) == 17.0
 
 
-def test_ocr_weight_only_when_there_is_ocr_work():
-    without = raw_percent(2, counts(ex=(2, 2, 0), an=(2, 1, 0)))
-    with_ocr = raw_percent(2, counts(ex=(2, 2, 0), ocr=(1, 0, 0), an=(2, 1, 0)))
-    assert without == pytest.approx(100 * (0.3 + 0.15) / 0.6)
-    # One page still awaits OCR, so only half the chunk total is known: analyze counts half.
-    assert with_ocr == pytest.approx(100 * (0.3 + 0.3 * 0.5 * 0.5) / 1.0)
+# 1 s per page extracted, 2 s per page ocred, 0.5 s per chunk, no overlap; 1 chunk per page.
+EVEN = FormatCosts(StageCost(1.0), StageCost(2.0, 0.0, 0.0), StageCost(0.5, 0.0, 1.0))
+
+
+def test_stages_weigh_their_expected_seconds():
+    # 2 pages extracted (2 s), 1 of 2 chunks analyzed (0.5 of 1 s): 2.5 of 3 s.
+    without = raw_percent(2, counts(ex=(2, 2, 0), an=(2, 1, 0)), EVEN)
+    assert without == pytest.approx(100 * 2.5 / 3)
+    # One page awaits OCR (2 s), and its OCR chunks are not announced yet: expected from the
+    # job's chunks per page so far blended with the learned one, (2 + 3 * 1) / (1 + 3).
+    with_ocr = raw_percent(2, counts(ex=(2, 2, 0), ocr=(1, 0, 0), an=(2, 1, 0)), EVEN)
+    assert with_ocr == pytest.approx(100 * 2.5 / (2 + 2 + 0.5 * (2 + 1.25)))
+    assert work_of(None, counts(), EVEN) is None
 
 
 def test_stage_names():
@@ -132,12 +140,34 @@ def test_stage_names():
         assert stage_name(terminal, 2, counts()) == terminal
 
 
-def test_eta():
-    assert eta_seconds(None, 50) is None
-    assert eta_seconds(10, 1) is None
-    assert eta_seconds(10, 100) is None
-    assert eta_seconds(10, 50) == 10
-    assert eta_seconds(30, 25) == 90
+def test_snapshot_eta_is_the_remaining_expected_work_at_the_observed_rate():
+    now = datetime.now(UTC)
+    half = counts(ex=(2, 1, 0), an=(1, 1, 0))  # 1 + 0.5 of 1 + 0.5 + 0.5 (expected) s
+    common = dict(
+        job_id="j",
+        seq=1,
+        status="processing",
+        stage="extracting",
+        percent=50.0,
+        counts=half,
+        pages_total=2,
+        stalled=False,
+        error=None,
+        updated_at=now,
+        now=now,
+        costs=EVEN,
+    )
+    # Right on the learned rate: 1.5 s of 3 done in 1.5 s, 1.5 s left.
+    on_time = build_snapshot(started_at=now - timedelta(seconds=1.5), **common)
+    assert on_time["eta_seconds"] == 2  # round(1.5)
+    # Twice as slow as learned: the rate observed counts, tempered by the learned one.
+    slow = build_snapshot(started_at=now - timedelta(seconds=3), **common)
+    prior = PRIOR_SHARE * 3
+    assert slow["eta_seconds"] == round(1.5 * (3 + prior) / (1.5 + prior))
+    assert 1.5 < slow["eta_seconds"] < 3
+    assert build_snapshot(started_at=None, **common)["eta_seconds"] is None
+    ended = build_snapshot(started_at=now, **{**common, "status": "completed"})
+    assert ended["eta_seconds"] is None
 
 
 def test_snapshot_content_ignores_jitter_only():
