@@ -35,7 +35,7 @@ from services.progress.hub import Hub, Subscription
 from services.progress.lifecycle import latest_snapshot
 from services.progress.metrics import PUSH_LAG, WEBSOCKET_CLIENTS
 from shared.auth import Principal, ReadDep, accept_websocket, may_see
-from shared.events import ProgressSnapshot
+from shared.snapshots import ProgressSnapshot
 from shared.tickets import SubjectKind
 
 log = structlog.get_logger(__name__)

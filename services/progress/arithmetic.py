@@ -95,7 +95,7 @@ class Counts:
 
 class Snapshot(TypedDict):
     """A snapshot as the hot path builds, stores and pushes it: the JSON form of
-    shared.events.ProgressSnapshot (a plain dict, so no model is validated per update;
+    shared.snapshots.ProgressSnapshot (a plain dict, so no model is validated per update;
     tests/unit/test_progress_arithmetic.py validates it against the model)."""
 
     seq: int

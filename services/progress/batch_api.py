@@ -49,7 +49,7 @@ from services.progress.lifecycle import utcnow
 from services.progress.store import batches as batch_store
 from services.progress.store.base import Conn
 from shared.auth import Principal, ReadDep, accept_websocket, may_see
-from shared.events import BatchSnapshot
+from shared.snapshots import BatchSnapshot
 from shared.tickets import SubjectKind
 
 log = structlog.get_logger(__name__)

@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from services.progress.arithmetic import Snapshot
 from services.progress.batches import StreamMessage
-from shared.events import Event, JobPhase, JobStatus, ProgressSnapshot, Stage, StageCounts
+from shared.events import Event, JobPhase, JobStatus, Stage
+from shared.snapshots import ProgressSnapshot, StageCounts
 
 
 @dataclass

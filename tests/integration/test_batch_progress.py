@@ -18,15 +18,9 @@ from websockets.exceptions import ConnectionClosed
 
 from services.progress.window import Incoming, apply_window
 from shared.bus import Bus
-from shared.events import (
-    BatchJobMessage,
-    BatchSnapshot,
-    DocumentUploaded,
-    Event,
-    JobCancelled,
-    JobFailed,
-)
+from shared.events import DocumentUploaded, Event, JobCancelled, JobFailed
 from shared.settings import Settings
+from shared.snapshots import BatchJobMessage, BatchSnapshot
 from tests.integration.test_progress_window import run_events, three_page_job
 from tests.integration.test_progress_ws import progress_service  # noqa: F401
 

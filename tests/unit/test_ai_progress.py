@@ -26,8 +26,8 @@ from shared.events import (
     DocumentUploaded,
     JobPhase,
     JobStatus,
-    ProgressSnapshot,
 )
+from shared.snapshots import ProgressSnapshot
 
 SENTENCE = "The budget of $0.50 was reached after 2 of 3 chunks"
 SUMMARY_JOB = json.dumps({"backend": "llm", "tasks": ["summary"], "max_cost_usd": 0.5})

@@ -23,7 +23,8 @@ from services.progress.batches import (
     plan_change,
 )
 from services.progress.hub import BatchHub
-from shared.events import BatchJobMessage, BatchSnapshot, JobPhase, JobStatus
+from shared.events import JobPhase, JobStatus
+from shared.snapshots import BatchJobMessage, BatchSnapshot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BATCH = uuid.UUID(int=7)

@@ -25,7 +25,8 @@ from services.progress.arithmetic import (
 )
 from services.progress.costmodel import PRIOR_SHARE, FormatCosts, StageCost
 from services.progress.hub import Hub
-from shared.events import JobStatus, ProgressSnapshot
+from shared.events import JobStatus
+from shared.snapshots import ProgressSnapshot
 
 
 def counts(ex=(0, 0, 0), ocr=(0, 0, 0), an=(0, 0, 0)) -> Counts:

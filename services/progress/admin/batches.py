@@ -20,7 +20,8 @@ from services.progress.batches import Aggregate, batch_message
 from services.progress.deps import PoolDep
 from services.progress.store import batches as batch_store
 from shared.auth import AdminDep
-from shared.events import BatchSnapshot, JobStatus
+from shared.events import JobStatus
+from shared.snapshots import BatchSnapshot
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
