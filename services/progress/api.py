@@ -3,7 +3,7 @@
 WS  /v1/jobs/{job_id}/events[?ticket=<ticket>][&after=<seq>]
     JSON text frames, one snapshot each, seq strictly increasing, until the final one
     (status completed/failed/cancelled), then a normal close. Each frame is a
-    shared.events.ProgressSnapshot. Without `after` the first frame is the latest snapshot
+    shared.snapshots.ProgressSnapshot. Without `after` the first frame is the latest snapshot
     (seq 0 if none was recorded yet); with `after` every recorded update with a greater seq
     is replayed first. Authenticated by the Authorization header, or by a ticket from
     POST /v1/jobs/{job_id}/ws-ticket (services/progress/tickets.py); ?token=<key> only in dev.
