@@ -54,6 +54,14 @@ async def visible_job(pool: asyncpg.Pool, principal: Principal, job_id: str) -> 
     return jid
 
 
+async def visible_job_or_404(pool: asyncpg.Pool, principal: Principal, job_id: str) -> uuid.UUID:
+    """visible_job, or HTTP 404 for a job that does not exist or is not the principal's."""
+    jid = await visible_job(pool, principal, job_id)
+    if jid is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
+    return jid
+
+
 @router.get(
     "/{job_id}/progress",
     summary="Latest progress snapshot of a job",
@@ -62,9 +70,7 @@ async def visible_job(pool: asyncpg.Pool, principal: Principal, job_id: str) -> 
 )
 async def job_progress(job_id: str, principal: ReadDep, pool: PoolDep) -> JSONResponse:
     # Answered as stored (what the WebSocket sent), not re-serialised through the model.
-    jid = await visible_job(pool, principal, job_id)
-    if jid is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
+    jid = await visible_job_or_404(pool, principal, job_id)
     async with pool.acquire() as conn:
         snapshot = await latest_snapshot(conn, jid)
     if snapshot is None:
