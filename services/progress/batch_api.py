@@ -29,7 +29,7 @@ from services.progress.batches import (
     BatchMessage,
     StreamMessage,
     batch_message,
-    next_aggregate,
+    next_aggregate_of_row,
 )
 from services.progress.deps import BatchHubDep, PoolDep
 from services.progress.lifecycle import utcnow
@@ -69,13 +69,7 @@ async def current_snapshot(conn: Conn, batch_id: uuid.UUID) -> BatchMessage | No
     aggregate = Aggregate.of(row)
     if row["seq"] == 0:
         sums = (await batch_store.sum_jobs(conn, [batch_id]))[batch_id]
-        aggregate = next_aggregate(
-            aggregate,
-            sums,
-            cancel_requested=row["cancel_requested_at"] is not None,
-            created_at=row["created_at"],
-            now=now,
-        )
+        aggregate = next_aggregate_of_row(aggregate, row, sums, now)
     message = batch_message(batch_id, row["seq"], aggregate, row["updated_at"])
     if not aggregate.final:
         elapsed = (now - row["created_at"]).total_seconds()

@@ -210,6 +210,19 @@ def next_aggregate(
     )
 
 
+def next_aggregate_of_row(
+    previous: Aggregate, row: Mapping[str, Any], sums: JobSums, now: datetime
+) -> Aggregate:
+    """next_aggregate for the batch `row` (its cancel request and creation time)."""
+    return next_aggregate(
+        previous,
+        sums,
+        cancel_requested=row["cancel_requested_at"] is not None,
+        created_at=row["created_at"],
+        now=now,
+    )
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -263,13 +276,7 @@ def plan_change(
     """The messages and row a refresh writes for one batch (`row`: the locked batch row);
     None when neither a job nor the aggregate changed what a client sees."""
     previous = Aggregate.of(row)
-    aggregate = next_aggregate(
-        previous,
-        sums,
-        cancel_requested=row["cancel_requested_at"] is not None,
-        created_at=row["created_at"],
-        now=now,
-    )
+    aggregate = next_aggregate_of_row(previous, row, sums, now)
     seq: int = row["seq"]
     messages: list[StreamMessage] = []
     for update in job_updates:
