@@ -6,9 +6,8 @@ connects, resumes a dropped connection with ?after=<last seq>, and renders."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +23,8 @@ from docpipe_cli.follow import (
     IDLE_POLL_SECONDS,
     MAX_CONNECT_FAILURES,
     RECONNECT_PAUSE_SECONDS,
+    Poll,
+    polled_end,
 )
 from docpipe_cli.views import STATUS_COLOURS, apply_update, describe, format_eta, is_final
 from shared.events import JobStatus
@@ -190,9 +191,6 @@ class BatchFollowError(Exception):
     """The batch could not be followed to its end (refused, or unreachable)."""
 
 
-Poll = Callable[[], Awaitable[Snapshot | None]]
-
-
 @dataclass
 class _Reader:
     """read_batch's connection loop, with the poll that notices a batch that ended while the
@@ -207,16 +205,11 @@ class _Reader:
 
     async def polled_final(self) -> bool:
         """Whether the batch's status, read over HTTP, says it has ended (then folded in)."""
-        if self.poll is None:
+        final = await polled_end(self.poll)
+        if final is None:
             return False
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            status = await self.poll()
-            if status and is_final(status):
-                # Folded without its seq: a later connection still resumes where it was.
-                final = {k: v for k, v in status.items() if k != "seq"}
-                self.on_changes(self.state, self.state.fold({**final, "final": True}))
-                return True
-        return False
+        self.on_changes(self.state, self.state.fold({**final, "final": True}))
+        return True
 
     async def read_once(self) -> None:
         """One connection: fold its messages until the final one or until it closes."""

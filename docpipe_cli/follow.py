@@ -33,6 +33,18 @@ Snapshot = dict[str, Any]
 Poll = Callable[[], Awaitable[Snapshot | None]]
 
 
+async def polled_end(poll: Poll | None) -> Snapshot | None:
+    """What the HTTP poll says of a job or batch that has ended, without its seq (so a later
+    connection still resumes where it was); None while it runs, or when the poll fails."""
+    if poll is None:
+        return None
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        view = await poll()
+        if view and is_final(view):
+            return {k: v for k, v in view.items() if k != "seq"}
+    return None
+
+
 class _Refused(Exception):
     """The server refused the follower for good (bad key, no such job, bad URL)."""
 
@@ -65,14 +77,11 @@ class _Follower:
 
     async def polled_final(self) -> bool:
         """Whether the HTTP poll says the job has ended (then the snapshot carries its view)."""
-        if self.poll is None:
+        view = await polled_end(self.poll)
+        if view is None:
             return False
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            view = await self.poll()
-            if view and is_final(view):
-                self._take({**self.snapshot, **{k: v for k, v in view.items() if k != "seq"}})
-                return True
-        return False
+        self._take({**self.snapshot, **view})
+        return True
 
     async def connect_once(self) -> ClientConnection | None:
         """A connection resuming after the last seq; None when, unreachable, the job turned

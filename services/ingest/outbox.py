@@ -83,24 +83,13 @@ async def _mark_published(conn: asyncpg.Connection, ids: list[int]) -> None:
     )
 
 
+FAST_PATH_FAILED = "fast-path publish failed; the outbox relay will retry"
+
+
 async def publish_now(pool: asyncpg.Pool, bus: Bus, outbox_id: int) -> bool:
     """Fast path right after commit. False if it could not (the relay will) or another
     publisher already has the row."""
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"SELECT {_COLUMNS} FROM outbox WHERE id = $1 AND published_at IS NULL "
-                "FOR UPDATE SKIP LOCKED",
-                outbox_id,
-            )
-            if row is None:
-                return False
-            await _publish_row(bus, row)
-            await _mark_published(conn, [row["id"]])
-        return True
-    except Exception as exc:  # the relay retries; the client's request still succeeds
-        log.warning("fast-path publish failed; the outbox relay will retry", error=repr(exc))
-        return False
+    return await publish_many(pool, bus, [outbox_id]) == 1
 
 
 async def publish_many(pool: asyncpg.Pool, bus: Bus, outbox_ids: list[int]) -> int:
@@ -125,9 +114,11 @@ async def publish_many(pool: asyncpg.Pool, bus: Bus, outbox_ids: list[int]) -> i
                     await _mark_published(conn, done)
             published += len(done)
             if len(done) < len(rows):
+                error = next(r for r in results if r is not None)
+                log.warning(FAST_PATH_FAILED, error=repr(error))
                 break
         except Exception as exc:  # the relay retries; the client's request still succeeds
-            log.warning("fast-path publish failed; the outbox relay will retry", error=repr(exc))
+            log.warning(FAST_PATH_FAILED, error=repr(exc))
             break
     return published
 

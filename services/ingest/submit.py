@@ -42,7 +42,7 @@ from services.ingest.upload import (
     with_read_timeout,
 )
 from shared.analysis import AnalysisOptions
-from shared.events import DocumentUploaded, JobStatus
+from shared.events import DocumentUploaded, JobStatus, OcrMode
 from shared.sniff import MEDIA_TYPES
 
 log = structlog.get_logger(__name__)
@@ -84,6 +84,21 @@ class SubmittedJob:
             deduplicated_from=row.get("deduplicated_from"),
         )
 
+    @classmethod
+    def replayed(
+        cls, existing: asyncpg.Record, column: str, document: str, ocr: OcrMode, priority: int
+    ) -> SubmittedJob:
+        """The job a reused Idempotency-Key names, if it was the same document (`column` of
+        its row: the bytes' hash, or the URL) with the same options; else refused."""
+        same = (
+            existing[column] == document
+            and existing["ocr_mode"] == ocr.value
+            and existing["priority"] == priority
+        )
+        if not same:
+            raise IdempotencyConflict(existing["job_id"])
+        return cls.existing(existing)
+
 
 async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob:
     """Accept one upload as a new job, or answer with the job its Idempotency-Key names."""
@@ -103,7 +118,8 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
             if existing is not None:
                 return replay(existing, upload, options)
         fmt = await _judge_format(runtime, upload)
-        return await _create_job(runtime, request, tenant, upload, options, fmt, analysis)
+        job = new_job(request, tenant, upload, options, fmt, analysis)
+        return await _create_job(runtime, request, job, upload, options)
 
 
 def refuse_unreadable_body(request: UploadRequest, max_upload_bytes: int) -> None:
@@ -150,14 +166,7 @@ def replay(
     """A reused Idempotency-Key: the same upload (bytes and options) gets its job again; a
     different one is refused. The filename is display metadata and may differ. The password is
     not stored, so it cannot be compared."""
-    same = (
-        existing["sha256"] == upload.sha256
-        and existing["ocr_mode"] == options.ocr.value
-        and existing["priority"] == options.priority
-    )
-    if not same:
-        raise IdempotencyConflict(existing["job_id"])
-    return SubmittedJob.existing(existing)
+    return SubmittedJob.replayed(existing, "sha256", upload.sha256, options.ocr, options.priority)
 
 
 async def _judge_format(runtime: IngestRuntime, upload: ReceivedUpload) -> str:
@@ -213,14 +222,11 @@ def new_job(
 async def _create_job(
     runtime: IngestRuntime,
     request: UploadRequest,
-    tenant: str,
+    job: repo.NewJob,
     upload: ReceivedUpload,
     options: UploadOptions,
-    fmt: str,
-    analysis: AnalysisOptions | None = None,
 ) -> SubmittedJob:
-    job = new_job(request, tenant, upload, options, fmt, analysis)
-    event, filename = job.event, job.event.filename
+    event, filename, fmt, tenant = job.event, job.event.filename, job.format, job.event.tenant
     try:
         async with runtime.pool.acquire() as conn:
             created = await create_job_or_reuse(

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import anyio.from_thread
@@ -19,6 +20,8 @@ from services.ingest.filenames import MAX_FILENAME_CHARS, filename_length
 from services.ingest.multipart import FieldPart, FileData, FileEnd, FileStart, iter_form
 from shared.blobstore import BlobStore
 from shared.sniff import UNSUPPORTED_REASON, sniff_path, unsupported_reason
+
+T = TypeVar("T")
 
 # Multipart framing and form fields on top of the file itself, for the Content-Length check.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -157,21 +160,22 @@ async def sniff_blob(store: BlobStore, uri: str) -> str | None:
     Blobs are content-addressed, so identical uploads racing each other share one file; when it
     is gone, a concurrent upload of the same bytes judged them unsupported and discarded it
     (discard_blob), and the same bytes get the same verdict here."""
-    try:
-        path = store.local_path(uri)
-        return await anyio.to_thread.run_sync(sniff_path, path)
-    except FileNotFoundError:  # BlobNotFound included
-        return None
+    return await _read_blob(store, uri, sniff_path, None)
 
 
 async def unsupported_upload_reason(store: BlobStore, uri: str) -> str:
     """Why an upload that sniffs as unsupported cannot be processed (read in a thread); the
     generic sentence when a concurrent upload of the same bytes has discarded the blob."""
+    return await _read_blob(store, uri, unsupported_reason, UNSUPPORTED_REASON)
+
+
+async def _read_blob(store: BlobStore, uri: str, read: Callable[[Path], T], gone: T) -> T:
+    """`read` of the blob's file, in a thread; `gone` when the blob is not there."""
     try:
         path = store.local_path(uri)
-        return await anyio.to_thread.run_sync(unsupported_reason, path)
+        return await anyio.to_thread.run_sync(read, path)
     except FileNotFoundError:  # BlobNotFound included
-        return UNSUPPORTED_REASON
+        return gone
 
 
 async def discard_blob(store: BlobStore, uri: str) -> None:

@@ -11,7 +11,7 @@ import asyncpg
 import structlog
 
 from services.ingest import repository as repo
-from services.ingest.errors import IdempotencyConflict, InvalidDocumentUrl, NoTenant
+from services.ingest.errors import InvalidDocumentUrl, NoTenant
 from services.ingest.models import UrlJobRequest
 from services.ingest.outbox import publish_now
 from services.ingest.runtime import IngestRuntime
@@ -83,11 +83,4 @@ async def _existing(
     )
     if row is None:
         return None
-    same = (
-        row["document_uri"] == body.url
-        and row["ocr_mode"] == body.ocr.value
-        and row["priority"] == body.priority
-    )
-    if not same:
-        raise IdempotencyConflict(row["job_id"])
-    return SubmittedJob.existing(row)
+    return SubmittedJob.replayed(row, "document_uri", body.url, body.ocr, body.priority)

@@ -15,56 +15,25 @@ GET /v1/jobs/{job_id}/progress -> the latest snapshot; 404 unknown/other tenant'
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import uuid
-from collections.abc import Awaitable
 from typing import Annotated
 
 import asyncpg
-import structlog
 from fastapi import APIRouter, HTTPException, Query, WebSocket, status
 from fastapi.responses import JSONResponse
-from starlette.websockets import WebSocketDisconnect
 
 from services.progress import store
 from services.progress.arithmetic import Snapshot
 from services.progress.deps import HubDep, PoolDep
-from services.progress.hub import Hub, Subscription
+from services.progress.hub import Hub
 from services.progress.lifecycle import latest_snapshot
 from services.progress.metrics import PUSH_LAG, WEBSOCKET_CLIENTS
-from shared.auth import Principal, ReadDep, accept_websocket, may_see
+from services.progress.seq_stream import SeqStream, open_subject, serve
+from shared.auth import Principal, ReadDep, may_see
 from shared.snapshots import ProgressSnapshot
 from shared.tickets import SubjectKind
 
-log = structlog.get_logger(__name__)
-
 router = APIRouter(prefix="/v1/jobs", tags=["progress"])
-
-# Without a live push for this long, look in job_updates: covers updates applied by another
-# progress replica, whose hub this process does not see.
-POLL_SECONDS = 5.0
-
-WS_BAD_REQUEST = 4400
-WS_UNAUTHORIZED = 4401
-WS_NOT_FOUND = 4404
-WS_TRY_AGAIN_LATER = 1013
-# seq is a bigint: a larger `after` could never be compared with it.
-MAX_SEQ = 2**63 - 1
-
-
-def parse_after(raw: str | None) -> int | None:
-    """`?after=` as a seq, or ValueError with the sentence to close with."""
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError("'after' must be a whole number.") from None
-    if not 0 <= value <= MAX_SEQ:
-        raise ValueError(f"'after' must be between 0 and {MAX_SEQ}.")
-    return value
 
 
 def _parse_id(job_id: str) -> uuid.UUID | None:
@@ -85,6 +54,14 @@ async def visible_job(pool: asyncpg.Pool, principal: Principal, job_id: str) -> 
     return jid
 
 
+async def visible_job_or_404(pool: asyncpg.Pool, principal: Principal, job_id: str) -> uuid.UUID:
+    """visible_job, or HTTP 404 for a job that does not exist or is not the principal's."""
+    jid = await visible_job(pool, principal, job_id)
+    if jid is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
+    return jid
+
+
 @router.get(
     "/{job_id}/progress",
     summary="Latest progress snapshot of a job",
@@ -93,9 +70,7 @@ async def visible_job(pool: asyncpg.Pool, principal: Principal, job_id: str) -> 
 )
 async def job_progress(job_id: str, principal: ReadDep, pool: PoolDep) -> JSONResponse:
     # Answered as stored (what the WebSocket sent), not re-serialised through the model.
-    jid = await visible_job(pool, principal, job_id)
-    if jid is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
+    jid = await visible_job_or_404(pool, principal, job_id)
     async with pool.acquire() as conn:
         snapshot = await latest_snapshot(conn, jid)
     if snapshot is None:
@@ -103,79 +78,32 @@ async def job_progress(job_id: str, principal: ReadDep, pool: PoolDep) -> JSONRe
     return JSONResponse(snapshot)
 
 
-class _Stream:
-    """Sends updates in seq order exactly once, filling any gap from job_updates."""
+class _Stream(SeqStream[Snapshot]):
+    """A job's updates, the gaps filled from job_updates."""
 
     def __init__(
         self, websocket: WebSocket, pool: asyncpg.Pool, job_id: uuid.UUID, hub: Hub | None = None
     ) -> None:
-        self.ws = websocket
+        super().__init__(websocket)
         self.pool = pool
         self.job_id = job_id
         self.hub = hub  # knows when each live update's event occurred (push-lag metric)
-        self.last = -1
-        self.done = False
 
-    async def send(self, update: Snapshot) -> None:
-        if self.done or update["seq"] <= self.last:
-            return
-        text = json.dumps(update) if self.hub is None else self.hub.encode(update)
-        await self.ws.send_text(text)
+    def encode(self, message: Snapshot) -> str:
+        return super().encode(message) if self.hub is None else self.hub.encode(message)
+
+    def sent(self, message: Snapshot) -> None:
         if self.hub is not None:
-            lag = self.hub.push_lag(self.job_id, update["seq"])
+            lag = self.hub.push_lag(self.job_id, message["seq"])
             if lag is not None:
                 PUSH_LAG.observe(lag)
-        self.last = update["seq"]
-        self.done = bool(update["final"])
 
-    async def catch_up(self) -> None:
-        for update in await store.updates_after(self.pool, self.job_id, max(self.last, 0)):
-            await self.send(update)
-            if self.done:
-                return
+    async def backlog(self, after: int) -> list[Snapshot]:
+        return await store.updates_after(self.pool, self.job_id, after)
 
-    async def offer(self, update: Snapshot) -> None:
-        """A live update: send it, or if earlier ones are missing, read them all in order."""
-        if update["seq"] <= self.last:
-            return
-        if update["seq"] == self.last + 1:
-            await self.send(update)
-        else:
-            await self.catch_up()
-
-    async def pump(self, sub: Subscription) -> None:
-        while not self.done:
-            update = await sub.get(POLL_SECONDS)
-            if sub.overflowed:
-                await self.ws.close(WS_TRY_AGAIN_LATER, "Too slow: reconnect with ?after=<seq>.")
-                return
-            if update is None:
-                await self.catch_up()
-            else:
-                await self.offer(update)
-
-
-async def _until_disconnect(websocket: WebSocket) -> None:
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
-
-
-async def pump_until_disconnect(
-    websocket: WebSocket, pump: Awaitable[None]
-) -> BaseException | None:
-    """Run `pump` until it ends or the client goes away; returns the error that ended it, if
-    it was more than the client disconnecting."""
-    tasks = {asyncio.ensure_future(pump), asyncio.ensure_future(_until_disconnect(websocket))}
-    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
-        task.cancel()
-    for result in await asyncio.gather(*tasks, return_exceptions=True):
-        if isinstance(result, Exception) and not isinstance(
-            result, WebSocketDisconnect | RuntimeError
-        ):
-            return result
-    return None
+    async def latest(self) -> Snapshot | None:
+        async with self.pool.acquire() as conn:
+            return await latest_snapshot(conn, self.job_id)
 
 
 @router.websocket("/{job_id}/events")
@@ -186,40 +114,17 @@ async def job_events(
     hub: HubDep,
     after: Annotated[str | None, Query(description="Replay updates after this seq.")] = None,
 ) -> None:
-    principal = await accept_websocket(websocket, kind=SubjectKind.JOB, subject=job_id)
-    if principal is None:
+    opened = await open_subject(
+        websocket,
+        after,
+        kind=SubjectKind.JOB,
+        subject=job_id,
+        visible=lambda principal: visible_job(pool, principal, job_id),
+        not_found="No such job.",
+    )
+    if opened is None:
         return
-    try:
-        after_seq = parse_after(after)
-    except ValueError as exc:
-        await websocket.close(WS_BAD_REQUEST, str(exc))
-        return
-    jid = await visible_job(pool, principal, job_id)
-    if jid is None:
-        await websocket.close(WS_NOT_FOUND, "No such job.")
-        return
+    jid, after_seq = opened
     # Subscribe before reading the backlog, so nothing committed in between is missed.
     with WEBSOCKET_CLIENTS.track_inprogress(), hub.subscribe(jid) as sub:
-        stream = _Stream(websocket, pool, jid, hub)
-        await _start(stream, after_seq)
-        if not stream.done:
-            error = await pump_until_disconnect(websocket, stream.pump(sub))
-            if error is not None:
-                log.warning("progress stream ended by an error", error=repr(error)[:500])
-        if stream.done:
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await websocket.close(1000)
-
-
-async def _start(stream: _Stream, after: int | None) -> None:
-    """The first frames: the latest snapshot, or every update after `after`."""
-    async with stream.pool.acquire() as conn:
-        latest = await latest_snapshot(conn, stream.job_id)
-    if after is None:
-        if latest is not None:
-            await stream.send(latest)
-        return
-    stream.last = after
-    await stream.catch_up()
-    if latest is not None and latest["final"] and latest["seq"] <= stream.last:
-        stream.done = True  # the client has already seen the end
+        await serve(websocket, _Stream(websocket, pool, jid, hub), sub, after_seq, name="progress")

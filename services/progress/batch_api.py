@@ -16,43 +16,29 @@ WS  /v1/batches/{batch_id}/events[?token=<key>][&after=<seq>]
 
 from __future__ import annotations
 
-import contextlib
-import json
 import uuid
 from typing import Annotated
 
 import asyncpg
-import structlog
 from fastapi import APIRouter, HTTPException, Query, WebSocket, status
 from fastapi.responses import JSONResponse
-from starlette.websockets import WebSocketDisconnect
 
-from services.progress.api import (
-    POLL_SECONDS,
-    WS_BAD_REQUEST,
-    WS_NOT_FOUND,
-    WS_TRY_AGAIN_LATER,
-    parse_after,
-    pump_until_disconnect,
-)
 from services.progress.arithmetic import eta_seconds
 from services.progress.batches import (
     Aggregate,
     BatchMessage,
     StreamMessage,
     batch_message,
-    next_aggregate,
+    next_aggregate_of_row,
 )
 from services.progress.deps import BatchHubDep, PoolDep
-from services.progress.hub import BatchSubscription
 from services.progress.lifecycle import utcnow
+from services.progress.seq_stream import SeqStream, open_subject, serve
 from services.progress.store import batches as batch_store
 from services.progress.store.base import Conn
-from shared.auth import Principal, ReadDep, accept_websocket, may_see
+from shared.auth import Principal, ReadDep, may_see
 from shared.snapshots import BatchSnapshot
 from shared.tickets import SubjectKind
-
-log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -83,13 +69,7 @@ async def current_snapshot(conn: Conn, batch_id: uuid.UUID) -> BatchMessage | No
     aggregate = Aggregate.of(row)
     if row["seq"] == 0:
         sums = (await batch_store.sum_jobs(conn, [batch_id]))[batch_id]
-        aggregate = next_aggregate(
-            aggregate,
-            sums,
-            cancel_requested=row["cancel_requested_at"] is not None,
-            created_at=row["created_at"],
-            now=now,
-        )
+        aggregate = next_aggregate_of_row(aggregate, row, sums, now)
     message = batch_message(batch_id, row["seq"], aggregate, row["updated_at"])
     if not aggregate.final:
         elapsed = (now - row["created_at"]).total_seconds()
@@ -114,64 +94,23 @@ async def batch_progress(batch_id: str, principal: ReadDep, pool: PoolDep) -> JS
     return JSONResponse(snapshot)
 
 
-class _BatchStream:
-    """Sends the batch's messages in seq order exactly once, filling any gap from
-    batch_updates."""
+class _BatchStream(SeqStream[StreamMessage]):
+    """The batch's messages, the gaps filled from batch_updates."""
 
     def __init__(self, websocket: WebSocket, pool: asyncpg.Pool, batch_id: uuid.UUID) -> None:
-        self.ws = websocket
+        super().__init__(websocket)
         self.pool = pool
         self.batch_id = batch_id
-        self.last = -1
-        self.done = False
 
-    async def send(self, message: StreamMessage) -> None:
-        if self.done or message["seq"] <= self.last:
-            return
-        await self.ws.send_text(json.dumps(message))
-        self.last = message["seq"]
-        self.done = message["type"] == "batch" and bool(message.get("final"))
+    def is_final(self, message: StreamMessage) -> bool:
+        return message["type"] == "batch" and bool(message.get("final"))
 
-    async def catch_up(self) -> None:
-        for message in await batch_store.batch_updates_after(
-            self.pool, self.batch_id, max(self.last, 0)
-        ):
-            await self.send(message)
-            if self.done:
-                return
+    async def backlog(self, after: int) -> list[StreamMessage]:
+        return await batch_store.batch_updates_after(self.pool, self.batch_id, after)
 
-    async def offer(self, message: StreamMessage) -> None:
-        """A live message: send it, or if earlier ones are missing, read them all in order."""
-        if message["seq"] <= self.last:
-            return
-        if message["seq"] == self.last + 1:
-            await self.send(message)
-        else:
-            await self.catch_up()
-
-    async def pump(self, sub: BatchSubscription) -> None:
-        while not self.done:
-            message = await sub.get(POLL_SECONDS)
-            if sub.overflowed:
-                await self.ws.close(WS_TRY_AGAIN_LATER, "Too slow: reconnect with ?after=<seq>.")
-                return
-            if message is None:
-                await self.catch_up()
-            else:
-                await self.offer(message)
-
-    async def start(self, after: int | None) -> None:
-        """The first frames: the aggregate as it is now, or every message after `after`."""
+    async def latest(self) -> StreamMessage | None:
         async with self.pool.acquire() as conn:
-            latest = await current_snapshot(conn, self.batch_id)
-        if after is None:
-            if latest is not None:
-                await self.send(latest)
-            return
-        self.last = after
-        await self.catch_up()
-        if latest is not None and latest["final"] and latest["seq"] <= self.last:
-            self.done = True  # the client has already seen the end
+            return await current_snapshot(conn, self.batch_id)
 
 
 @router.websocket("/{batch_id}/events")
@@ -182,28 +121,18 @@ async def batch_events(
     hub: BatchHubDep,
     after: Annotated[str | None, Query(description="Replay messages after this seq.")] = None,
 ) -> None:
-    # Accepts first (a close before accepting would surface as HTTP 403, not a close code),
-    # then checks the header key or the ?ticket= for this batch, and the read scope.
-    principal = await accept_websocket(websocket, kind=SubjectKind.BATCH, subject=batch_id)
-    if principal is None:
+    # Checks the header key or the ?ticket= for this batch, and the read scope.
+    opened = await open_subject(
+        websocket,
+        after,
+        kind=SubjectKind.BATCH,
+        subject=batch_id,
+        visible=lambda principal: visible_batch(pool, principal, batch_id),
+        not_found=NO_SUCH_BATCH,
+    )
+    if opened is None:
         return
-    try:
-        after_seq = parse_after(after)
-    except ValueError as exc:
-        await websocket.close(WS_BAD_REQUEST, str(exc))
-        return
-    bid = await visible_batch(pool, principal, batch_id)
-    if bid is None:
-        await websocket.close(WS_NOT_FOUND, NO_SUCH_BATCH)
-        return
+    bid, after_seq = opened
     # Subscribe before reading the backlog, so nothing committed in between is missed.
     with hub.subscribe(bid) as sub:
-        stream = _BatchStream(websocket, pool, bid)
-        await stream.start(after_seq)
-        if not stream.done:
-            error = await pump_until_disconnect(websocket, stream.pump(sub))
-            if error is not None:
-                log.warning("batch stream ended by an error", error=repr(error)[:500])
-        if stream.done:
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await websocket.close(1000)
+        await serve(websocket, _BatchStream(websocket, pool, bid), sub, after_seq, name="batch")

@@ -67,8 +67,9 @@ StreamMessage = BatchMessage | JobMessage
 
 
 @dataclass(frozen=True)
-class JobSums:
-    """What the batch's jobs add up to (store.batches.sum_jobs reads it, one row per batch)."""
+class BatchCounts:
+    """How many of a batch's jobs are in each state, and its pages (the batch row's columns
+    and the sums of its jobs alike)."""
 
     jobs_total: int = 0
     jobs_queued: int = 0
@@ -78,6 +79,23 @@ class JobSums:
     jobs_cancelled: int = 0
     pages_done: int = 0
     pages_total: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNT_FIELDS}
+
+
+COUNT_FIELDS = tuple(BatchCounts.__dataclass_fields__)
+
+
+def counts_of(row: Mapping[str, Any]) -> dict[str, int]:
+    """The count columns of a row."""
+    return {name: int(row[name]) for name in COUNT_FIELDS}
+
+
+@dataclass(frozen=True)
+class JobSums(BatchCounts):
+    """What the batch's jobs add up to (store.batches.sum_jobs reads it, one row per batch)."""
+
     # Sum over jobs of weight x percent, and of weight (see the module docstring).
     weighted_percent: float = 0.0
     weight: float = 0.0
@@ -88,14 +106,7 @@ class JobSums:
         if row is None or not row["jobs_total"]:
             return cls()
         return cls(
-            jobs_total=int(row["jobs_total"]),
-            jobs_queued=int(row["jobs_queued"]),
-            jobs_running=int(row["jobs_running"]),
-            jobs_completed=int(row["jobs_completed"]),
-            jobs_failed=int(row["jobs_failed"]),
-            jobs_cancelled=int(row["jobs_cancelled"]),
-            pages_done=int(row["pages_done"]),
-            pages_total=int(row["pages_total"]),
+            **counts_of(row),
             weighted_percent=float(row["weighted_percent"]),
             weight=float(row["weight"]),
             cost_usd=float(row["cost_usd"]),
@@ -111,18 +122,10 @@ class JobSums:
 
 
 @dataclass(frozen=True)
-class Aggregate:
+class Aggregate(BatchCounts):
     """The aggregate columns of a batch row, as progress writes them (seq apart)."""
 
     status: JobStatus = JobStatus.QUEUED
-    jobs_total: int = 0
-    jobs_queued: int = 0
-    jobs_running: int = 0
-    jobs_completed: int = 0
-    jobs_failed: int = 0
-    jobs_cancelled: int = 0
-    pages_done: int = 0
-    pages_total: int = 0
     percent: float = 0.0
     eta_seconds: int | None = None
     cost_usd: float = 0.0
@@ -132,15 +135,8 @@ class Aggregate:
     def of(cls, row: Mapping[str, Any]) -> Aggregate:
         """The aggregate a batch row holds."""
         return cls(
+            **counts_of(row),
             status=JobStatus(row["status"]),
-            jobs_total=row["jobs_total"],
-            jobs_queued=row["jobs_queued"],
-            jobs_running=row["jobs_running"],
-            jobs_completed=row["jobs_completed"],
-            jobs_failed=row["jobs_failed"],
-            jobs_cancelled=row["jobs_cancelled"],
-            pages_done=row["pages_done"],
-            pages_total=row["pages_total"],
             percent=round(float(row["percent"]), 1),
             eta_seconds=row["eta_seconds"],
             cost_usd=float(row["cost_usd"]),
@@ -202,20 +198,28 @@ def next_aggregate(
     percent = batch_percent(previous.percent, sums, status)
     final = status in TERMINAL_STATUSES
     elapsed = (now - created_at).total_seconds()
+    counts = sums.counts()
+    counts["pages_done"] = min(sums.pages_done, sums.pages_total)
     return Aggregate(
+        **counts,
         status=status,
-        jobs_total=sums.jobs_total,
-        jobs_queued=sums.jobs_queued,
-        jobs_running=sums.jobs_running,
-        jobs_completed=sums.jobs_completed,
-        jobs_failed=sums.jobs_failed,
-        jobs_cancelled=sums.jobs_cancelled,
-        pages_done=min(sums.pages_done, sums.pages_total),
-        pages_total=sums.pages_total,
         percent=percent,
         eta_seconds=None if final else eta_seconds(elapsed, percent),
         cost_usd=round(sums.cost_usd, 6),
         finished_at=(previous.finished_at or now) if final else None,
+    )
+
+
+def next_aggregate_of_row(
+    previous: Aggregate, row: Mapping[str, Any], sums: JobSums, now: datetime
+) -> Aggregate:
+    """next_aggregate for the batch `row` (its cancel request and creation time)."""
+    return next_aggregate(
+        previous,
+        sums,
+        cancel_requested=row["cancel_requested_at"] is not None,
+        created_at=row["created_at"],
+        now=now,
     )
 
 
@@ -272,13 +276,7 @@ def plan_change(
     """The messages and row a refresh writes for one batch (`row`: the locked batch row);
     None when neither a job nor the aggregate changed what a client sees."""
     previous = Aggregate.of(row)
-    aggregate = next_aggregate(
-        previous,
-        sums,
-        cancel_requested=row["cancel_requested_at"] is not None,
-        created_at=row["created_at"],
-        now=now,
-    )
+    aggregate = next_aggregate_of_row(previous, row, sums, now)
     seq: int = row["seq"]
     messages: list[StreamMessage] = []
     for update in job_updates:

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
-from services.progress.api import visible_job
+from services.progress.api import visible_job_or_404
 from services.progress.deps import PoolDep
 from services.progress.store import costs
 from shared.auth import ReadDep
@@ -153,9 +153,7 @@ def _utc(value: datetime) -> datetime:
     response_model=JobCostReport,
 )
 async def job_cost(job_id: str, principal: ReadDep, pool: PoolDep) -> JobCostReport:
-    jid = await visible_job(pool, principal, job_id)
-    if jid is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
+    jid = await visible_job_or_404(pool, principal, job_id)
     return job_cost_report(str(jid), await costs.job_cost_lines(pool, jid))
 
 

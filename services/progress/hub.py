@@ -13,9 +13,12 @@ import time
 import uuid
 from collections import OrderedDict, defaultdict
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from services.progress.arithmetic import Snapshot
 from services.progress.batches import StreamMessage
+
+Message = TypeVar("Message", Snapshot, StreamMessage)
 
 DEFAULT_QUEUE_SIZE = 256
 # How many (job, seq) -> event time entries are kept for measuring push lag.
@@ -24,30 +27,37 @@ EVENT_TIMES_KEPT = 10_000
 FLEET_QUEUE_SIZE = 4096
 
 
-class Subscription:
-    def __init__(self, hub: Hub, job_id: uuid.UUID | None, maxsize: int) -> None:
-        self.hub = hub
-        self.job_id = job_id  # None: a fleet-wide subscription (every job)
-        self.queue: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize)
+class _Subscriber(Generic[Message]):
+    """A client's bounded queue: offering never waits, and a full queue marks it overflowed."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
         self.overflowed = False
 
-    def offer(self, update: Snapshot) -> bool:
+    def offer(self, message: Message) -> bool:
         """Queue without waiting; False (and dropped) when the client is not keeping up."""
         try:
-            self.queue.put_nowait(update)
+            self.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.overflowed = True
             return False
         return True
 
-    async def get(self, timeout: float | None = None) -> Snapshot | None:
-        """The next update, or None after `timeout` seconds without one."""
+    async def get(self, timeout: float | None = None) -> Message | None:
+        """The next message, or None after `timeout` seconds without one."""
         if not self.queue.empty():  # the common case under load: no timer, no extra task
             return self.queue.get_nowait()
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
             return None
+
+
+class Subscription(_Subscriber[Snapshot]):
+    def __init__(self, hub: Hub, job_id: uuid.UUID | None, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.hub = hub
+        self.job_id = job_id  # None: a fleet-wide subscription (every job)
 
     def close(self) -> None:
         self.hub.unsubscribe(self)
@@ -126,23 +136,13 @@ class Hub:
         return len(self._subs.get(job_id, ()))
 
 
-class BatchSubscription:
+class BatchSubscription(_Subscriber[StreamMessage]):
     """One batch WebSocket's queue of the batch stream's messages."""
 
     def __init__(self, hub: BatchHub, batch_id: uuid.UUID, maxsize: int) -> None:
+        super().__init__(maxsize)
         self.hub = hub
         self.batch_id = batch_id
-        self.queue: asyncio.Queue[StreamMessage] = asyncio.Queue(maxsize)
-        self.overflowed = False
-
-    async def get(self, timeout: float | None = None) -> StreamMessage | None:
-        """The next message, or None after `timeout` seconds without one."""
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
 
     def __enter__(self) -> BatchSubscription:
         return self
@@ -179,8 +179,5 @@ class BatchHub:
         if not subs:
             return
         for sub in list(subs):
-            try:
-                sub.queue.put_nowait(message)
-            except asyncio.QueueFull:
-                sub.overflowed = True
+            if not sub.offer(message):
                 self.unsubscribe(sub)

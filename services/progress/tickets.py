@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
 from services.progress.admin.api import ADMIN_EVENTS_SUBJECT
-from services.progress.api import visible_job
+from services.progress.api import visible_job_or_404
 from services.progress.batch_api import visible_batch
 from services.progress.deps import PoolDep
 from shared.auth import AdminDep, Principal, ReadDep, issue_ticket
@@ -58,9 +58,7 @@ def _ticket(
 async def job_ws_ticket(
     request: Request, job_id: str, principal: ReadDep, pool: PoolDep
 ) -> WsTicket:
-    jid = await visible_job(pool, principal, job_id)
-    if jid is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
+    await visible_job_or_404(pool, principal, job_id)
     return _ticket(request, principal, SubjectKind.JOB, str(job_id), f"/v1/jobs/{job_id}/events")
 
 

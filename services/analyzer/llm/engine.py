@@ -210,15 +210,8 @@ class LlmEngine:
     async def _reuse(
         self, job: JobAnalysisContext, target: Target, request: TaskRequest, model: str, answer: Any
     ) -> Solved:
-        row = CallRow(
-            job_id=job.job_id,
-            tenant=job.tenant,
-            task=request.task,
-            chunk_id=target.chunk_id,
-            attempt=await self.ledger.next_attempt(job.job_id, target.chunk_id, request.task),
-            model=model,
-            prompt_version=request.prompt_version,
-        )
+        attempt = await self.ledger.next_attempt(job.job_id, target.chunk_id, request.task)
+        row = _call_row(job, target, request, model, attempt)
         await self.ledger.record(row, CallOutcome.CACHE_HIT)
         value = _placed(request.task, answer, target)
         solved = Solved(TaskStatus.OK, value=value, from_cache=True)
@@ -271,15 +264,7 @@ class LlmEngine:
         solved: Solved,
         cache: tuple[str, Any] | None = None,
     ) -> Solved:
-        row = CallRow(
-            job_id=job.job_id,
-            tenant=job.tenant,
-            task=request.task,
-            chunk_id=target.chunk_id,
-            attempt=0,
-            model=model,
-            prompt_version=request.prompt_version,
-        )
+        row = _call_row(job, target, request, model, attempt=0)
         chunk = target.chunk
         stored = await self.ledger.save_result(
             row,
@@ -339,6 +324,21 @@ def _document_request(group: list[str], settings: LlmSettings, last: bool) -> Ta
     if last:
         return request
     return TaskRequest("summary_reduce", request.prompt, request.messages, request.max_tokens)
+
+
+def _call_row(
+    job: JobAnalysisContext, target: Target, request: TaskRequest, model: str, attempt: int
+) -> CallRow:
+    """The ledger row of one task on one target."""
+    return CallRow(
+        job_id=job.job_id,
+        tenant=job.tenant,
+        task=request.task,
+        chunk_id=target.chunk_id,
+        attempt=attempt,
+        model=model,
+        prompt_version=request.prompt_version,
+    )
 
 
 def _placed(task: str, value: Any, target: Target) -> Any:

@@ -40,12 +40,12 @@ from fastapi import APIRouter, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from services.progress import store
-from services.progress.api import pump_until_disconnect
 from services.progress.arithmetic import Counts, Snapshot, pages_done
 from services.progress.broker_stats import latest_queue_stats, latest_queue_stats_age
 from services.progress.deps import CtxDep, HubDep, PoolDep
 from services.progress.hub import Subscription
 from services.progress.models import AdminJobList
+from services.progress.seq_stream import pump_until_disconnect
 from services.progress.store import costs
 from shared.auth import AdminDep, accept_websocket
 from shared.events import JobStatus

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
-from services.progress.api import visible_job
+from services.progress.api import visible_job_or_404
 from services.progress.deps import PoolDep
 from services.progress.store import webhooks as webhook_store
 from services.progress.webhooks.delivery import webhook_id
@@ -65,9 +65,7 @@ class Redelivery(BaseModel):
     response_model=WebhookDeliveryList,
 )
 async def job_webhooks(job_id: str, principal: ReadDep, pool: PoolDep) -> WebhookDeliveryList:
-    jid = await visible_job(pool, principal, job_id)
-    if jid is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
+    jid = await visible_job_or_404(pool, principal, job_id)
     rows = await webhook_store.deliveries_of_job(pool, jid)
     return WebhookDeliveryList(items=[delivery_view(row) for row in rows])
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
-from fastapi.openapi.constants import REF_TEMPLATE
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from services.ingest import batch_store as store
@@ -22,7 +21,15 @@ from services.ingest.api.deps import (
     SubmitDep,
     visible_tenant,
 )
-from services.ingest.api.routes.jobs import body_of
+from services.ingest.api.routes.common import (
+    UPLOAD_PROBLEMS,
+    LabelQuery,
+    cursor_after,
+    hand_read_body,
+    job_page,
+    label_filters,
+    upload_of,
+)
 from services.ingest.batch_models import (
     BatchCancelAccepted,
     BatchCreated,
@@ -41,31 +48,18 @@ from services.ingest.batches import (
 )
 from services.ingest.errors import BatchNotFound
 from services.ingest.json_body import is_json, json_body
-from services.ingest.labels import InvalidLabelFilter, parse_label_filters
-from services.ingest.models import JobPage, JobView, Problem
-from services.ingest.pagination import InvalidCursor, decode_cursor, encode_cursor
-from services.ingest.submit import UploadRequest
+from services.ingest.models import JobPage, Problem
+from services.ingest.pagination import encode_cursor
 from shared import audit
 from shared.events import JobStatus
 from shared.settings import Settings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
-# Both bodies are read by hand (chosen by Content-Type), so their schemas are referenced here;
-# services/ingest/app.py adds them to the components.
-_SUBMIT_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"$ref": REF_TEMPLATE.format(model=BatchRequest.__name__)}
-            },
-            "multipart/form-data": {
-                "schema": {"$ref": REF_TEMPLATE.format(model=BatchUploadForm.__name__)}
-            },
-        },
-    }
-}
+# Both bodies are read by hand (chosen by Content-Type).
+_SUBMIT_OPENAPI = hand_read_body(
+    {"application/json": BatchRequest, "multipart/form-data": BatchUploadForm}
+)
 
 
 def _links(request: Request, settings: Settings, batch_id: uuid.UUID) -> BatchLinks:
@@ -86,9 +80,7 @@ def _links(request: Request, settings: Settings, batch_id: uuid.UUID) -> BatchLi
     response_model=BatchCreated,
     openapi_extra=_SUBMIT_OPENAPI,
     responses={
-        400: {"model": Problem},
-        403: {"model": Problem},
-        408: {"model": Problem, "description": "The body stopped arriving"},
+        **UPLOAD_PROBLEMS,
         413: {"model": Problem, "description": "Too many files or URLs, or a file too large"},
         415: {"model": Problem, "description": "A file is in no format docpipe reads"},
         429: {"model": Problem, "description": "Too many uploads of this tenant at once"},
@@ -105,14 +97,7 @@ async def submit_batch(
         body = await json_body(request, BatchRequest)
         batch = await submit_batch_json(runtime, principal.tenant, body, request_id)
     else:
-        upload = UploadRequest(
-            tenant=principal.tenant,
-            content_type=request.headers.get("content-type"),
-            content_length=request.headers.get("content-length"),
-            body=body_of(request),
-            correlation_id=request_id,
-        )
-        batch = await submit_batch_form(runtime, upload)
+        batch = await submit_batch_form(runtime, upload_of(request, principal.tenant, request_id))
     return _created(request, runtime.settings, batch)
 
 
@@ -135,13 +120,6 @@ def _created(request: Request, settings: Settings, batch: SubmittedBatch) -> Bat
     )
 
 
-def _after(cursor: str | None) -> Any:
-    try:
-        return decode_cursor(cursor) if cursor else None
-    except InvalidCursor as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-
-
 @router.get("", response_model=BatchPage, responses={400: {"model": Problem}})
 async def list_batches(
     principal: ReadDep,
@@ -151,7 +129,7 @@ async def list_batches(
 ) -> BatchPage:
     """The caller's batches, newest first; pass next_cursor back as ?cursor= for the next page."""
     rows = await store.list_batches(
-        pool, visible_tenant(principal), limit=limit, after=_after(cursor)
+        pool, visible_tenant(principal), limit=limit, after=cursor_after(cursor)
     )
     items = [BatchView.from_row(r) for r in rows[:limit]]
     next_cursor = None
@@ -175,33 +153,23 @@ async def list_batch_jobs(
     principal: ReadDep,
     pool: PoolDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-    label: Annotated[
-        list[str] | None,
-        Query(max_length=400, description="key:value; repeat to require several labels."),
-    ] = None,
+    label: LabelQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobPage:
     """The batch's jobs, newest first (the last submitted first), paginated like GET /v1/jobs."""
     await _visible_batch(pool, batch_id, principal)
-    try:
-        labels = parse_label_filters(label or [])
-    except InvalidLabelFilter as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    labels = label_filters(label)
     rows = await repo.list_jobs(
         pool,
         visible_tenant(principal),
         status=status_,
         limit=limit,
-        after=_after(cursor),
+        after=cursor_after(cursor),
         labels=labels,
         batch_id=batch_id,
     )
-    items = [JobView.from_row(r) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].job_id)
-    return JobPage(items=items, next_cursor=next_cursor)
+    return job_page(rows, limit)
 
 
 @router.get(

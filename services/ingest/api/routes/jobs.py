@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
-from fastapi.openapi.constants import REF_TEMPLATE
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
 
 from services.ingest import repository as repo
 from services.ingest.api.deps import (
@@ -22,10 +19,18 @@ from services.ingest.api.deps import (
     SubmitDep,
     visible_tenant,
 )
+from services.ingest.api.routes.common import (
+    UPLOAD_PROBLEMS,
+    LabelQuery,
+    cursor_after,
+    hand_read_body,
+    job_page,
+    label_filters,
+    upload_of,
+)
 from services.ingest.cancel import request_cancel
-from services.ingest.errors import JobNotFound, UploadInterrupted
+from services.ingest.errors import JobNotFound
 from services.ingest.json_body import is_json, json_body
-from services.ingest.labels import InvalidLabelFilter, parse_label_filters
 from services.ingest.models import (
     CancelAccepted,
     JobCreated,
@@ -36,8 +41,7 @@ from services.ingest.models import (
     UploadForm,
     UrlJobRequest,
 )
-from services.ingest.pagination import InvalidCursor, decode_cursor, encode_cursor
-from services.ingest.submit import SubmittedJob, UploadRequest, submit
+from services.ingest.submit import SubmittedJob, submit
 from services.ingest.url_submit import submit_url
 from shared import audit
 from shared.events import JobStatus
@@ -47,22 +51,11 @@ log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-# The form is streamed by hand (not parsed by FastAPI), so its schema is referenced here and
-# added to the components from UploadForm (services/ingest/app.py: upload_form_schemas).
-_UPLOAD_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {"$ref": REF_TEMPLATE.format(model=UploadForm.__name__)}
-            },
-            # A document by address (services/ingest/url_submit.py).
-            "application/json": {
-                "schema": {"$ref": REF_TEMPLATE.format(model=UrlJobRequest.__name__)}
-            },
-        },
-    }
-}
+# The form is streamed by hand (not parsed by FastAPI); a document by address is the JSON body
+# (services/ingest/url_submit.py).
+_UPLOAD_OPENAPI = hand_read_body(
+    {"multipart/form-data": UploadForm, "application/json": UrlJobRequest}
+)
 
 
 def _links(request: Request, settings: Settings, job_id: uuid.UUID) -> JobLinks:
@@ -76,15 +69,6 @@ def _links(request: Request, settings: Settings, job_id: uuid.UUID) -> JobLinks:
     )
 
 
-async def body_of(request: Request) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.stream():
-            yield chunk
-    except ClientDisconnect:
-        log.info("client went away during upload")
-        raise UploadInterrupted() from None
-
-
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -92,9 +76,7 @@ async def body_of(request: Request) -> AsyncIterator[bytes]:
     openapi_extra=_UPLOAD_OPENAPI,
     responses={
         200: {"model": JobCreated, "description": "Idempotency-Key seen before: that job"},
-        400: {"model": Problem},
-        403: {"model": Problem},
-        408: {"model": Problem, "description": "The body stopped arriving"},
+        **UPLOAD_PROBLEMS,
         413: {"model": Problem},
         415: {"model": Problem},
         429: {
@@ -126,14 +108,7 @@ async def submit_job(
         if not job.created:
             response.status_code = status.HTTP_200_OK
         return _created(request, runtime.settings, job)
-    upload = UploadRequest(
-        tenant=principal.tenant,
-        content_type=request.headers.get("content-type"),
-        content_length=request.headers.get("content-length"),
-        body=body_of(request),
-        idempotency_key=idempotency_key,
-        correlation_id=request_id,
-    )
+    upload = upload_of(request, principal.tenant, request_id, idempotency_key)
     job = await submit(runtime, upload)
     if not job.created:
         response.status_code = status.HTTP_200_OK
@@ -160,17 +135,11 @@ async def list_jobs(
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-    label: Annotated[
-        list[str] | None,
-        Query(max_length=400, description="key:value; repeat to require several labels."),
-    ] = None,
+    label: LabelQuery = None,
 ) -> JobPage:
     """The caller's jobs, newest first; pass next_cursor back as ?cursor= for the next page."""
-    try:
-        after = decode_cursor(cursor) if cursor else None
-        labels = parse_label_filters(label or [])
-    except (InvalidCursor, InvalidLabelFilter) as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    after = cursor_after(cursor)
+    labels = label_filters(label)
     rows = await repo.list_jobs(
         pool,
         visible_tenant(principal),
@@ -179,12 +148,7 @@ async def list_jobs(
         after=after,
         labels=labels,
     )
-    items = [JobView.from_row(r) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = items[-1]
-        next_cursor = encode_cursor(last.created_at, last.job_id)
-    return JobPage(items=items, next_cursor=next_cursor)
+    return job_page(rows, limit)
 
 
 @router.get("/{job_id}", response_model=JobView, responses={404: {"model": Problem}})

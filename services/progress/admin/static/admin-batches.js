@@ -2,19 +2,13 @@
 // GET /v1/admin/batches every few seconds (and at once when the key changes). Kept apart from
 // admin.js: it only shares the stored key and the page's layout.
 
+import { $, el, overallBar, shortId, showBadge, showOverall, tableRow } from "./dom.js";
+
 const KEY_STORAGE = "docpipe.adminKey";
 const REFRESH_MS = 2000;
 const LIMIT = 50;
 const SEGMENTS = ["completed", "failed", "cancelled", "running"];
 
-const $ = (id) => document.getElementById(id);
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
 
 function fmtNum(n) {
   return Number(n ?? 0).toLocaleString("en-US");
@@ -28,23 +22,14 @@ function fmtEta(seconds) {
 }
 
 function buildRow(batch) {
-  const tr = el("tr");
+  const names = ["id", "name", "tenant", "status", "progress", "jobs", "pages", "eta", "cost"];
+  const tr = tableRow(names, ["jobs", "pages", "eta", "cost"]);
   tr.dataset.batchId = batch.batch_id;
-  const cells = {};
-  for (const name of ["id", "name", "tenant", "status", "progress", "jobs", "pages", "eta", "cost"]) {
-    cells[name] = el("td", name);
-    tr.append(cells[name]);
-  }
-  for (const name of ["jobs", "pages", "eta", "cost"]) cells[name].classList.add("num");
-  const code = el("code", "job-id", batch.batch_id.slice(0, 8));
-  code.title = batch.batch_id;
-  cells.id.append(code);
+  const cells = tr._cells;
+  cells.id.append(shortId(batch.batch_id));
   cells.status.append(el("span", "badge"));
   // The overall percent, then one bar split by how the batch's jobs stand.
-  const overall = el("div", "overall");
-  const track = el("div", "track");
-  track.append(el("div", "fill"));
-  overall.append(track, el("span", "pct"));
+  const overall = overallBar();
   const split = el("div", "batch-split");
   split.setAttribute("role", "img");
   for (const part of SEGMENTS) {
@@ -53,7 +38,6 @@ function buildRow(batch) {
     split.append(seg);
   }
   cells.progress.append(overall, split);
-  tr._cells = cells;
   return tr;
 }
 
@@ -61,16 +45,12 @@ function fillRow(tr, b) {
   const c = tr._cells;
   c.name.textContent = b.name ?? "–";
   c.tenant.textContent = b.tenant;
-  const badge = c.status.firstChild;
-  badge.textContent = b.status;
-  badge.className = `badge status-${b.status}`;
+  showBadge(c.status.firstChild, b.status);
   tr.dataset.status = b.status;
   tr.dataset.seq = String(b.seq);
   const percent = Number(b.percent ?? 0);
   const overall = c.progress.querySelector(".overall");
-  overall.dataset.status = b.status;
-  overall.querySelector(".fill").style.width = `${percent}%`;
-  overall.querySelector(".pct").textContent = `${percent.toFixed(percent % 1 ? 1 : 0)}%`;
+  showOverall(overall, percent, b.status);
   overall.setAttribute("role", "progressbar");
   overall.setAttribute("aria-valuenow", String(percent));
   const total = Math.max(1, b.jobs_total);

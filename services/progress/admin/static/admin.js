@@ -2,6 +2,8 @@
 // the fleet-wide WebSocket stream. Every data call carries the admin key; the page itself is
 // public. All text from the server goes in through textContent (filenames are user input).
 
+import { $, el, overallBar, shortId, showBadge, showOverall, tableRow } from "./dom.js";
+
 const KEY_STORAGE = "docpipe.adminKey";
 const REFRESH_MS = 5000;
 const JOB_LIMIT = 200;
@@ -29,14 +31,6 @@ const state = {
   prefix: "", // the bus prefix, stripped from queue names for display
 };
 
-const $ = (id) => document.getElementById(id);
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
 
 // --- key handling ---------------------------------------------------------------------------
 
@@ -178,27 +172,15 @@ function matchesFilter(job) {
 }
 
 function buildRow(jobId) {
-  const tr = el("tr");
+  const names = ["id", "tenant", "filename", "status", "stage", "progress", "pages", "cost", "stalled", "error", "age"];
+  const tr = tableRow(names, ["pages", "cost", "age"]);
   tr.dataset.jobId = jobId;
-  const cells = {};
-  for (const name of ["id", "tenant", "filename", "status", "stage", "progress", "pages", "cost", "stalled", "error", "age"]) {
-    cells[name] = el("td", name);
-    tr.append(cells[name]);
-  }
-  cells.pages.classList.add("num");
-  cells.cost.classList.add("num");
-  cells.age.classList.add("num");
-  const code = el("code", "job-id", jobId.slice(0, 8));
-  code.title = jobId;
-  cells.id.append(code);
+  const cells = tr._cells;
+  cells.id.append(shortId(jobId));
   cells.status.append(el("span", "badge"));
 
   // Overall percent, then one bar per stage (extract / ocr / analyze).
-  const overall = el("div", "overall");
-  const track = el("div", "track");
-  const fill = el("div", "fill");
-  track.append(fill);
-  overall.append(track, el("span", "pct"));
+  const overall = overallBar();
   const stages = el("div", "stages");
   for (const stage of STAGES) {
     const box = el("div", "stage-bar");
@@ -213,7 +195,6 @@ function buildRow(jobId) {
     stages.append(box);
   }
   cells.progress.append(overall, stages);
-  tr._cells = cells;
   return tr;
 }
 
@@ -222,17 +203,12 @@ function fillRow(tr, job) {
   c.tenant.textContent = job.tenant ?? "–";
   c.filename.textContent = job.filename ?? "–";
   c.filename.title = job.filename ?? "";
-  const badge = c.status.firstChild;
-  badge.textContent = job.status;
-  badge.className = `badge status-${job.status}`;
+  showBadge(c.status.firstChild, job.status);
   tr.dataset.status = job.status;
   c.stage.textContent = job.stage ?? "";
 
   const percent = Number(job.percent ?? 0);
-  const overall = c.progress.querySelector(".overall");
-  overall.querySelector(".fill").style.width = `${percent}%`;
-  overall.querySelector(".pct").textContent = `${percent.toFixed(percent % 1 ? 1 : 0)}%`;
-  overall.dataset.status = job.status;
+  showOverall(c.progress.querySelector(".overall"), percent, job.status);
   for (const box of c.progress.querySelectorAll(".stage-bar")) {
     const count = (job.stages || {})[box.dataset.stage];
     const fraction = stageFraction(count, job);

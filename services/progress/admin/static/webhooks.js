@@ -2,15 +2,9 @@
 // redeliver one. Self-contained (its own module): it reads the admin key the page keeps in
 // sessionStorage. All text from the server goes in through textContent.
 
-const KEY_STORAGE = "docpipe.adminKey";
-const $ = (id) => document.getElementById(id);
+import { $, el } from "./dom.js";
 
-function cell(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
+const KEY_STORAGE = "docpipe.adminKey";
 
 async function call(path, method = "GET") {
   const key = sessionStorage.getItem(KEY_STORAGE) || "";
@@ -40,17 +34,17 @@ function attemptsText(history) {
 }
 
 function deliveryRow(item, jobId) {
-  const tr = cell("tr");
+  const tr = el("tr");
   tr.dataset.deliveryId = item.delivery_id;
   tr.append(
-    cell("td", "event", item.event_type),
-    cell("td", "url", item.url),
-    cell("td", "status", item.status),
-    cell("td", "num attempts", item.history.length),
-    cell("td", "history", attemptsText(item.history)),
+    el("td", "event", item.event_type),
+    el("td", "url", item.url),
+    el("td", "status", item.status),
+    el("td", "num attempts", item.history.length),
+    el("td", "history", attemptsText(item.history)),
   );
-  const actions = cell("td", "actions-col");
-  const redo = cell("button", "ghost redeliver", "Redeliver");
+  const actions = el("td", "actions-col");
+  const redo = el("button", "ghost redeliver", "Redeliver");
   redo.type = "button";
   redo.addEventListener("click", async () => {
     redo.disabled = true;
