@@ -59,4 +59,17 @@ MSG
     exit 1
   fi
 fi
+# The test suite runs several stacks at once (five services with a pool each, the LLM engine's
+# pool, the tests' own): PostgreSQL's default of 100 connections is not enough. A local cluster
+# we manage gets 300 (a restart applies it); a server we do not manage is left as it is.
+PG_MIN_CONNECTIONS=300
+if command -v psql >/dev/null && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+  current=$(psql -U postgres -h 127.0.0.1 -Atc "SHOW max_connections" 2>/dev/null || echo "")
+  if [ -n "$current" ] && [ "$current" -lt "$PG_MIN_CONNECTIONS" ]; then
+    echo "ensure_services: raising PostgreSQL max_connections from $current to $PG_MIN_CONNECTIONS"
+    psql -U postgres -h 127.0.0.1 -qc "ALTER SYSTEM SET max_connections = $PG_MIN_CONNECTIONS" \
+      && pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main restart \
+      && wait_port 5432 PostgreSQL || exit 1
+  fi
+fi
 echo "ensure_services: RabbitMQ and PostgreSQL are up"
