@@ -86,18 +86,27 @@ async def ai_stack(
             await running.stop()
 
 
-async def submit(client: StackClient, path: Path, analysis: dict[str, Any]) -> httpx.Response:
+async def submit(
+    client: StackClient, path: Path, analysis: dict[str, Any], *, force: bool = False
+) -> httpx.Response:
+    """POST the document; `force` processes it again even when an identical job (same bytes
+    and options) has completed, instead of reusing that job's result."""
+    data = {"analysis": json.dumps(analysis)}
+    if force:
+        data["force"] = "true"
     async with httpx.AsyncClient(timeout=60) as http:
         return await http.post(
             f"{client.api}/v1/jobs",
             headers=client.headers(),
             files={"file": (path.name, path.read_bytes())},
-            data={"analysis": json.dumps(analysis)},
+            data=data,
         )
 
 
-async def submit_ok(client: StackClient, path: Path, analysis: dict[str, Any]) -> str:
-    response = await submit(client, path, analysis)
+async def submit_ok(
+    client: StackClient, path: Path, analysis: dict[str, Any], *, force: bool = False
+) -> str:
+    response = await submit(client, path, analysis, force=force)
     assert response.status_code == 202, response.text
     return str(response.json()["job_id"])
 
@@ -205,7 +214,9 @@ async def test_a_document_through_summary_classify_and_extract_on_the_real_model
 
         # A second job of the same document: every answer is a cache hit, at $0. Its
         # completion also shows the analyzer has drained the redelivered messages before it.
-        second = await submit_ok(client, two_page_pdf, {"profile": "mail"})
+        # `force`: without it the duplicate detection reuses the first job's result and the
+        # second job makes no call (no ledger row) at all.
+        second = await submit_ok(client, two_page_pdf, {"profile": "mail"}, force=True)
         assert (await client.wait(second, timeout=600))["status"] == "completed"
         second_rows = await ledger(db_pool, second)
         assert second_rows and all(r["outcome"] == "cache_hit" for r in second_rows)

@@ -18,11 +18,16 @@ import pytest
 from shared.bus import Bus
 from shared.events import PageExtracted
 from tests.fixtures import pdf_with_pages
-from tests.reliability.conftest import SHORT_RETRIES_MS, ReliabilityStack
+from tests.reliability.conftest import ReliabilityStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 JOBS_BEHIND = 6
+# The poison's retry ladder (7 s in all) is far longer than a small job takes even on a loaded
+# 2-core machine (about 2 s), so "a job completed while the poison was being retried" holds by
+# construction; with the short ladder (1.4 s) the poison could be dead-lettered first.
+POISON_RETRIES_MS = (1000, 2000, 4000)
+LADDER_SECONDS = sum(POISON_RETRIES_MS) / 1000
 
 
 async def dead_letter_of(rs: ReliabilityStack, message_id: str) -> asyncpg.Record | None:
@@ -42,7 +47,7 @@ async def dead_letter_count(rs: ReliabilityStack) -> int:
 
 
 async def settled(
-    rs: ReliabilityStack, timeout: float = 30.0
+    rs: ReliabilityStack, timeout: float = 30.0 + 2 * LADDER_SECONDS
 ) -> tuple[dict[str, int], Counter[tuple[str, str]]]:
     """Wait until no queue holds a message and the progress service has settled everything it
     received, after at least the poison's retries and the ghost JobFailed's (2 x the ladder);
@@ -57,7 +62,7 @@ async def settled(
         if (
             not any(depths.values())
             and counts[("progress", "received")] == settled_count
-            and counts[("progress", "retried")] >= 2 * len(SHORT_RETRIES_MS)
+            and counts[("progress", "retried")] >= 2 * len(POISON_RETRIES_MS)
         ) or time.monotonic() > deadline:
             return depths, counts
         await asyncio.sleep(0.1)
@@ -70,7 +75,7 @@ async def test_poison_message_is_dead_lettered_and_blocks_nothing(
         pdf_with_pages(tmp_path / f"behind{i}.pdf", [f"Document {i} submitted behind a poison."])
         for i in range(JOBS_BEHIND)
     ]
-    async with private_stack("poison", retry_delays_ms=SHORT_RETRIES_MS) as rs:
+    async with private_stack("poison", retry_delays_ms=POISON_RETRIES_MS) as rs:
         # Warm up (first pool connections, extractor imports) so timings below mean something.
         warm = await rs.client.submit_ok(docs[0])
         assert (await rs.client.wait(warm, timeout=60))["status"] == "completed"
@@ -92,7 +97,7 @@ async def test_poison_message_is_dead_lettered_and_blocks_nothing(
 
         async def dead_lettered_at() -> float:
             # The progress service consumes the dead-letter queues into the dead_letters table.
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 30 + LADDER_SECONDS
             while await dead_letter_of(rs, poison.message_id()) is None:
                 assert time.monotonic() < deadline, "the poison was never dead-lettered"
                 await asyncio.sleep(0.05)
@@ -107,14 +112,14 @@ async def test_poison_message_is_dead_lettered_and_blocks_nothing(
         )
         # Retries wait in delay queues, never at the head of the work queue.
         assert min(job_times) < dlq_time, "no job completed while the poison was retried"
-        assert dlq_time >= sum(SHORT_RETRIES_MS) * 0.8 / 1000, "dead-lettered before retrying"
+        assert dlq_time >= LADDER_SECONDS * 0.8, "dead-lettered before retrying"
 
         letter = await dead_letter_of(rs, poison.message_id())
         assert letter is not None
         assert letter["queue"] == f"{rs.settings.bus_prefix}.progress"
         assert letter["routing_key"] == "page.extracted"
         assert letter["reason"] == "retries-exhausted"
-        assert letter["attempts"] == len(SHORT_RETRIES_MS)
+        assert letter["attempts"] == len(POISON_RETRIES_MS)
         assert "JobNotFoundYet" in (letter["error"] or "")
         assert str(letter["job_id"]) == str(ghost)
         assert PageExtracted.model_validate_json(bytes(letter["body"])) == poison
@@ -125,7 +130,7 @@ async def test_poison_message_is_dead_lettered_and_blocks_nothing(
         assert not {q: n for q, n in depths.items() if n}, depths
         assert await dead_letter_count(rs) == 1, "only the poison was dead-lettered"
         assert counts[("progress", "dead_lettered")] == 1
-        assert counts[("progress", "retried")] >= 2 * len(SHORT_RETRIES_MS)
+        assert counts[("progress", "retried")] >= 2 * len(POISON_RETRIES_MS)
         assert counts[("progress", "received")] == (
             counts[("progress", "acked")]
             + counts[("progress", "retried")]
