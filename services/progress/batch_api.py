@@ -35,11 +35,11 @@ from services.progress.api import (
     parse_after,
     pump_until_disconnect,
 )
-from services.progress.arithmetic import eta_seconds
 from services.progress.batches import (
     Aggregate,
     BatchMessage,
     StreamMessage,
+    batch_eta,
     batch_message,
     next_aggregate,
 )
@@ -75,14 +75,16 @@ async def visible_batch(
 
 async def current_snapshot(conn: Conn, batch_id: uuid.UUID) -> BatchMessage | None:
     """The aggregate as it is now, at the batch's current seq. Before progress has seen any of
-    its jobs (seq 0) it is summed from the job rows; the ETA is extrapolated to now."""
+    its jobs (seq 0) it is summed from the job rows; the ETA is the model's as of now."""
     row = await batch_store.read_batch(conn, batch_id)
     if row is None:
         return None
     now = utcnow()
     aggregate = Aggregate.of(row)
+    if aggregate.final:
+        return batch_message(batch_id, row["seq"], aggregate, row["updated_at"])
+    sums = (await batch_store.sum_jobs(conn, [batch_id]))[batch_id]
     if row["seq"] == 0:
-        sums = (await batch_store.sum_jobs(conn, [batch_id]))[batch_id]
         aggregate = next_aggregate(
             aggregate,
             sums,
@@ -92,8 +94,7 @@ async def current_snapshot(conn: Conn, batch_id: uuid.UUID) -> BatchMessage | No
         )
     message = batch_message(batch_id, row["seq"], aggregate, row["updated_at"])
     if not aggregate.final:
-        elapsed = (now - row["created_at"]).total_seconds()
-        message["eta_seconds"] = eta_seconds(elapsed, aggregate.percent)
+        message["eta_seconds"] = batch_eta(sums, row["created_at"], now)
     return message
 
 

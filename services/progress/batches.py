@@ -9,11 +9,14 @@ the failed and cancelled ones: a batch of 200 with 3 failures is a completed bat
 cancelled, else `failed` (every job failed). A batch whose cancel was requested and that has
 cancelled jobs ends `cancelled` even when some of its jobs completed before the cancel.
 
-Percent is the share of the batch's work that is over, weighted by pages: a job weighs its
-page count (1 while its page count is unknown, and at least 1), counts its own percent while
-it runs and 100 once it has ended (failed and cancelled work is over too). The shown percent
-never decreases (a job learning that it has 300 pages would otherwise pull the batch back),
-stays at most 99 until every job has ended, and is 100 then.
+Percent and ETA come from the model that gives a job its own (costmodel.py): each job's
+expected work per stage, from its counters and the learned costs of its format, summed over
+the batch (costmodel.batch_stage_work: a job not sized yet counts as the typical sized one,
+an ended job's work is all done, failed and cancelled work is over too). Percent is the share
+of that work done; it never decreases (a job learning that it has 300 pages would otherwise
+pull the batch back), stays at most 99 until every job has ended, and is 100 then. The ETA is
+the batch's bottleneck: the slowest of its work left, and of each stage's, at the pace kept
+since the batch was created (costmodel.bottleneck_eta_seconds).
 """
 
 from __future__ import annotations
@@ -24,7 +27,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
-from services.progress.arithmetic import Snapshot, eta_seconds
+from services.progress.arithmetic import Snapshot
+from services.progress.costmodel import (
+    BOOK,
+    NO_WORK,
+    CostBook,
+    StageWork,
+    Work,
+    batch_stage_work,
+    bottleneck_eta_seconds,
+    cost_key,
+    job_stage_work,
+)
 from shared.events import TERMINAL_STATUSES, JobStatus
 
 # The percent shown before every job has ended, at most (the job rule too).
@@ -78,13 +92,13 @@ class JobSums:
     jobs_cancelled: int = 0
     pages_done: int = 0
     pages_total: int = 0
-    # Sum over jobs of weight x percent, and of weight (see the module docstring).
-    weighted_percent: float = 0.0
-    weight: float = 0.0
+    # The batch's expected work per stage (extract, OCR, analyze), see the module docstring.
+    stages: StageWork = NO_WORK
     cost_usd: float = 0.0
 
     @classmethod
-    def of(cls, row: Mapping[str, Any] | None) -> JobSums:
+    def of(cls, row: Mapping[str, Any] | None, book: CostBook = BOOK) -> JobSums:
+        """The sums of a store.batches.sum_jobs row; `book`: the costs the jobs' work uses."""
         if row is None or not row["jobs_total"]:
             return cls()
         return cls(
@@ -96,10 +110,13 @@ class JobSums:
             jobs_cancelled=int(row["jobs_cancelled"]),
             pages_done=int(row["pages_done"]),
             pages_total=int(row["pages_total"]),
-            weighted_percent=float(row["weighted_percent"]),
-            weight=float(row["weight"]),
+            stages=stage_work_of(row, book),
             cost_usd=float(row["cost_usd"]),
         )
+
+    @property
+    def work(self) -> Work:
+        return Work(sum(w.done for w in self.stages), sum(w.total for w in self.stages))
 
     @property
     def ended(self) -> int:
@@ -108,6 +125,34 @@ class JobSums:
     @property
     def all_ended(self) -> bool:
         return self.jobs_total > 0 and self.ended == self.jobs_total
+
+
+# The per-job arrays of a sum_jobs row, in the order job_stage_work takes them.
+_JOB_ARRAYS = (
+    "job_format",
+    "job_pages",
+    "job_ended",
+    "extract_total",
+    "extract_done",
+    "ocr_total",
+    "ocr_done",
+    "analyze_total",
+    "analyze_done",
+)
+
+
+def stage_work_of(row: Mapping[str, Any], book: CostBook = BOOK) -> StageWork:
+    """The batch's expected work per stage from its jobs' counters (one array per column,
+    one element per job, in the same job order)."""
+    works: list[StageWork | None] = []
+    ended: list[bool] = []
+    for fmt, pages, over, ex_t, ex_d, ocr_t, ocr_d, an_t, an_d in zip(
+        *(row[name] for name in _JOB_ARRAYS), strict=True
+    ):
+        costs = book.for_format(cost_key(fmt, ocr_t, ex_d))
+        works.append(job_stage_work(pages, (ex_t, ex_d), (ocr_t, ocr_d), (an_t, an_d), costs))
+        ended.append(bool(over))
+    return batch_stage_work(works, finished=ended)
 
 
 @dataclass(frozen=True)
@@ -185,8 +230,15 @@ def batch_percent(previous: float, sums: JobSums, status: JobStatus) -> float:
     """The percent to show: never decreasing, at most 99 until every job has ended, 100 then."""
     if status in TERMINAL_STATUSES:
         return 100.0
-    raw = 100.0 * sums.weighted_percent / (100.0 * sums.weight) if sums.weight > 0 else 0.0
+    work = sums.work
+    raw = 100.0 * work.share if work.total > 0 else 0.0
     return round(max(round(previous, 1), min(UNFINISHED_CAP, raw)), 1)
+
+
+def batch_eta(sums: JobSums, created_at: datetime, now: datetime) -> int | None:
+    """Seconds until the batch's bottleneck stage ends, at the pace kept since it was created
+    (None before enough of its work is done to judge)."""
+    return bottleneck_eta_seconds(sums.stages, (now - created_at).total_seconds())
 
 
 def next_aggregate(
@@ -201,7 +253,6 @@ def next_aggregate(
     status = batch_status(sums, cancel_requested=cancel_requested)
     percent = batch_percent(previous.percent, sums, status)
     final = status in TERMINAL_STATUSES
-    elapsed = (now - created_at).total_seconds()
     return Aggregate(
         status=status,
         jobs_total=sums.jobs_total,
@@ -213,7 +264,7 @@ def next_aggregate(
         pages_done=min(sums.pages_done, sums.pages_total),
         pages_total=sums.pages_total,
         percent=percent,
-        eta_seconds=None if final else eta_seconds(elapsed, percent),
+        eta_seconds=None if final else batch_eta(sums, created_at, now),
         cost_usd=round(sums.cost_usd, 6),
         finished_at=(previous.finished_at or now) if final else None,
     )
