@@ -188,20 +188,6 @@ def stage_name(status: JobStatus, pages_total: int | None, counts: Counts) -> Jo
     return JobPhase.ANALYZING
 
 
-# Below this percent an extrapolated ETA is mostly noise.
-ETA_MIN_PERCENT = 5.0
-
-
-def eta_seconds(elapsed_seconds: float | None, percent: float) -> int | None:
-    """Remaining seconds extrapolated from elapsed time and percent: a batch's ETA (a job's
-    comes from its expected work, costmodel.job_eta_seconds)."""
-    if not elapsed_seconds or elapsed_seconds <= 0:
-        return None
-    if percent < ETA_MIN_PERCENT or percent >= 100:
-        return None
-    return max(0, round(elapsed_seconds * (100.0 - percent) / percent))
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 

@@ -23,13 +23,13 @@ import asyncpg
 from fastapi import APIRouter, HTTPException, Query, WebSocket, status
 from fastapi.responses import JSONResponse
 
-from services.progress.arithmetic import eta_seconds
 from services.progress.batches import (
     Aggregate,
     BatchMessage,
     StreamMessage,
+    batch_eta,
     batch_message,
-    next_aggregate_of_row,
+    next_aggregate,
 )
 from services.progress.deps import BatchHubDep, PoolDep
 from services.progress.lifecycle import utcnow
@@ -61,19 +61,26 @@ async def visible_batch(
 
 async def current_snapshot(conn: Conn, batch_id: uuid.UUID) -> BatchMessage | None:
     """The aggregate as it is now, at the batch's current seq. Before progress has seen any of
-    its jobs (seq 0) it is summed from the job rows; the ETA is extrapolated to now."""
+    its jobs (seq 0) it is summed from the job rows; the ETA is the model's as of now."""
     row = await batch_store.read_batch(conn, batch_id)
     if row is None:
         return None
     now = utcnow()
     aggregate = Aggregate.of(row)
+    if aggregate.final:
+        return batch_message(batch_id, row["seq"], aggregate, row["updated_at"])
+    sums = (await batch_store.sum_jobs(conn, [batch_id]))[batch_id]
     if row["seq"] == 0:
-        sums = (await batch_store.sum_jobs(conn, [batch_id]))[batch_id]
-        aggregate = next_aggregate_of_row(aggregate, row, sums, now)
+        aggregate = next_aggregate(
+            aggregate,
+            sums,
+            cancel_requested=row["cancel_requested_at"] is not None,
+            created_at=row["created_at"],
+            now=now,
+        )
     message = batch_message(batch_id, row["seq"], aggregate, row["updated_at"])
     if not aggregate.final:
-        elapsed = (now - row["created_at"]).total_seconds()
-        message["eta_seconds"] = eta_seconds(elapsed, aggregate.percent)
+        message["eta_seconds"] = batch_eta(sums, row["created_at"], now)
     return message
 
 

@@ -9,11 +9,14 @@ the failed and cancelled ones: a batch of 200 with 3 failures is a completed bat
 cancelled, else `failed` (every job failed). A batch whose cancel was requested and that has
 cancelled jobs ends `cancelled` even when some of its jobs completed before the cancel.
 
-Percent is the share of the batch's work that is over, weighted by pages: a job weighs its
-page count (1 while its page count is unknown, and at least 1), counts its own percent while
-it runs and 100 once it has ended (failed and cancelled work is over too). The shown percent
-never decreases (a job learning that it has 300 pages would otherwise pull the batch back),
-stays at most 99 until every job has ended, and is 100 then.
+Percent and ETA come from the model that gives a job its own (costmodel.py): each job's
+expected work per stage, from its counters and the learned costs of its format, summed over
+the batch (costmodel.batch_stage_work: a job not sized yet counts as the typical sized one,
+an ended job's work is all done, failed and cancelled work is over too). Percent is the share
+of that work done; it never decreases (a job learning that it has 300 pages would otherwise
+pull the batch back), stays at most 99 until every job has ended, and is 100 then. The ETA is
+the batch's bottleneck: the slowest of its work left, and of each stage's, at the pace kept
+since the batch was created (costmodel.bottleneck_eta_seconds).
 """
 
 from __future__ import annotations
@@ -22,9 +25,21 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypedDict
 
-from services.progress.arithmetic import Snapshot, eta_seconds
+from services.progress.arithmetic import Snapshot
+from services.progress.costmodel import (
+    BOOK,
+    NO_WORK,
+    CostBook,
+    FormatCosts,
+    StageWork,
+    Work,
+    bottleneck_eta_seconds,
+    cost_key,
+    job_stage_work,
+)
 from shared.events import TERMINAL_STATUSES, JobStatus
 
 # The percent shown before every job has ended, at most (the job rule too).
@@ -67,9 +82,8 @@ StreamMessage = BatchMessage | JobMessage
 
 
 @dataclass(frozen=True)
-class BatchCounts:
-    """How many of a batch's jobs are in each state, and its pages (the batch row's columns
-    and the sums of its jobs alike)."""
+class JobSums:
+    """What the batch's jobs add up to (store.batches.sum_jobs reads it, one row per batch)."""
 
     jobs_total: int = 0
     jobs_queued: int = 0
@@ -79,38 +93,31 @@ class BatchCounts:
     jobs_cancelled: int = 0
     pages_done: int = 0
     pages_total: int = 0
-
-    def counts(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in COUNT_FIELDS}
-
-
-COUNT_FIELDS = tuple(BatchCounts.__dataclass_fields__)
-
-
-def counts_of(row: Mapping[str, Any]) -> dict[str, int]:
-    """The count columns of a row."""
-    return {name: int(row[name]) for name in COUNT_FIELDS}
-
-
-@dataclass(frozen=True)
-class JobSums(BatchCounts):
-    """What the batch's jobs add up to (store.batches.sum_jobs reads it, one row per batch)."""
-
-    # Sum over jobs of weight x percent, and of weight (see the module docstring).
-    weighted_percent: float = 0.0
-    weight: float = 0.0
+    # The batch's expected work per stage (extract, OCR, analyze), see the module docstring.
+    stages: StageWork = NO_WORK
     cost_usd: float = 0.0
 
     @classmethod
-    def of(cls, row: Mapping[str, Any] | None) -> JobSums:
+    def of(cls, row: Mapping[str, Any] | None, book: CostBook = BOOK) -> JobSums:
+        """The sums of a store.batches.sum_jobs row; `book`: the costs the jobs' work uses."""
         if row is None or not row["jobs_total"]:
             return cls()
         return cls(
-            **counts_of(row),
-            weighted_percent=float(row["weighted_percent"]),
-            weight=float(row["weight"]),
+            jobs_total=int(row["jobs_total"]),
+            jobs_queued=int(row["jobs_queued"]),
+            jobs_running=int(row["jobs_running"]),
+            jobs_completed=int(row["jobs_completed"]),
+            jobs_failed=int(row["jobs_failed"]),
+            jobs_cancelled=int(row["jobs_cancelled"]),
+            pages_done=int(row["pages_done"]),
+            pages_total=int(row["pages_total"]),
+            stages=stage_work_of(row, book),
             cost_usd=float(row["cost_usd"]),
         )
+
+    @property
+    def work(self) -> Work:
+        return Work(sum(w.done for w in self.stages), sum(w.total for w in self.stages))
 
     @property
     def ended(self) -> int:
@@ -121,11 +128,82 @@ class JobSums(BatchCounts):
         return self.jobs_total > 0 and self.ended == self.jobs_total
 
 
+# The per-job arrays of a sum_jobs row, in the order _job_share takes them.
+_JOB_ARRAYS = (
+    "job_format",
+    "job_pages",
+    "job_ended",
+    "extract_total",
+    "extract_done",
+    "ocr_total",
+    "ocr_done",
+    "analyze_total",
+    "analyze_done",
+)
+
+# What one sized job adds to its batch: expected work in all, then done, per stage.
+_JobShare = tuple[float, float, float, float, float, float]
+
+
+# Every refresh of a batch sums all of its jobs, most of which have not moved since the last
+# one (queued, ended, or waiting): their shares are looked up by value rather than
+# recomputed, which keeps a 1,000-job batch's refresh under 2 ms of Python (the costs are in
+# the key, so learned costs that change make new entries).
+@lru_cache(maxsize=16384)
+def _job_share(
+    pages: int,
+    ended: bool,
+    extract: tuple[int, int],
+    ocr: tuple[int, int],
+    analyze: tuple[int, int],
+    costs: FormatCosts,
+) -> _JobShare:
+    stages = job_stage_work(pages, extract, ocr, analyze, costs) or NO_WORK
+    ex, oc, an = stages
+    if ended:
+        return (ex.total, oc.total, an.total, ex.total, oc.total, an.total)
+    done = [min(w.done, w.total) for w in stages]
+    return (ex.total, oc.total, an.total, done[0], done[1], done[2])
+
+
+def stage_work_of(row: Mapping[str, Any], book: CostBook = BOOK) -> StageWork:
+    """The batch's expected work per stage from its jobs' counters (one array per column,
+    one element per job, in the same job order): costmodel.batch_stage_work of the jobs'
+    job_stage_work, summed in one pass (a job not sized yet counts as the typical sized one,
+    an ended job's work is all done)."""
+    sums = [0.0] * 6
+    sized = unsized = unsized_ended = 0
+    for fmt, pages, over, ex_t, ex_d, ocr_t, ocr_d, an_t, an_d in zip(
+        *(row[name] for name in _JOB_ARRAYS), strict=True
+    ):
+        if pages is None:
+            unsized += 1
+            unsized_ended += bool(over)
+            continue
+        costs = book.for_format(cost_key(fmt, ocr_t, ex_d))
+        share = _job_share(pages, bool(over), (ex_t, ex_d), (ocr_t, ocr_d), (an_t, an_d), costs)
+        sized += 1
+        sums = [a + b for a, b in zip(sums, share, strict=True)]
+    works = []
+    for i in range(3):
+        typical = sums[i] / sized if sized else 1.0
+        works.append(Work(sums[3 + i] + unsized_ended * typical, sums[i] + unsized * typical))
+    return works[0], works[1], works[2]
+
+
 @dataclass(frozen=True)
-class Aggregate(BatchCounts):
+class Aggregate:
     """The aggregate columns of a batch row, as progress writes them (seq apart)."""
 
     status: JobStatus = JobStatus.QUEUED
+    jobs_total: int = 0
+    jobs_queued: int = 0
+    jobs_running: int = 0
+    jobs_completed: int = 0
+    jobs_failed: int = 0
+    jobs_cancelled: int = 0
+    pages_done: int = 0
+    pages_total: int = 0
     percent: float = 0.0
     eta_seconds: int | None = None
     cost_usd: float = 0.0
@@ -135,8 +213,15 @@ class Aggregate(BatchCounts):
     def of(cls, row: Mapping[str, Any]) -> Aggregate:
         """The aggregate a batch row holds."""
         return cls(
-            **counts_of(row),
             status=JobStatus(row["status"]),
+            jobs_total=row["jobs_total"],
+            jobs_queued=row["jobs_queued"],
+            jobs_running=row["jobs_running"],
+            jobs_completed=row["jobs_completed"],
+            jobs_failed=row["jobs_failed"],
+            jobs_cancelled=row["jobs_cancelled"],
+            pages_done=row["pages_done"],
+            pages_total=row["pages_total"],
             percent=round(float(row["percent"]), 1),
             eta_seconds=row["eta_seconds"],
             cost_usd=float(row["cost_usd"]),
@@ -181,8 +266,15 @@ def batch_percent(previous: float, sums: JobSums, status: JobStatus) -> float:
     """The percent to show: never decreasing, at most 99 until every job has ended, 100 then."""
     if status in TERMINAL_STATUSES:
         return 100.0
-    raw = 100.0 * sums.weighted_percent / (100.0 * sums.weight) if sums.weight > 0 else 0.0
+    work = sums.work
+    raw = 100.0 * work.share if work.total > 0 else 0.0
     return round(max(round(previous, 1), min(UNFINISHED_CAP, raw)), 1)
+
+
+def batch_eta(sums: JobSums, created_at: datetime, now: datetime) -> int | None:
+    """Seconds until the batch's bottleneck stage ends, at the pace kept since it was created
+    (None before enough of its work is done to judge)."""
+    return bottleneck_eta_seconds(sums.stages, (now - created_at).total_seconds())
 
 
 def next_aggregate(
@@ -197,29 +289,20 @@ def next_aggregate(
     status = batch_status(sums, cancel_requested=cancel_requested)
     percent = batch_percent(previous.percent, sums, status)
     final = status in TERMINAL_STATUSES
-    elapsed = (now - created_at).total_seconds()
-    counts = sums.counts()
-    counts["pages_done"] = min(sums.pages_done, sums.pages_total)
     return Aggregate(
-        **counts,
         status=status,
+        jobs_total=sums.jobs_total,
+        jobs_queued=sums.jobs_queued,
+        jobs_running=sums.jobs_running,
+        jobs_completed=sums.jobs_completed,
+        jobs_failed=sums.jobs_failed,
+        jobs_cancelled=sums.jobs_cancelled,
+        pages_done=min(sums.pages_done, sums.pages_total),
+        pages_total=sums.pages_total,
         percent=percent,
-        eta_seconds=None if final else eta_seconds(elapsed, percent),
+        eta_seconds=None if final else batch_eta(sums, created_at, now),
         cost_usd=round(sums.cost_usd, 6),
         finished_at=(previous.finished_at or now) if final else None,
-    )
-
-
-def next_aggregate_of_row(
-    previous: Aggregate, row: Mapping[str, Any], sums: JobSums, now: datetime
-) -> Aggregate:
-    """next_aggregate for the batch `row` (its cancel request and creation time)."""
-    return next_aggregate(
-        previous,
-        sums,
-        cancel_requested=row["cancel_requested_at"] is not None,
-        created_at=row["created_at"],
-        now=now,
     )
 
 
@@ -276,7 +359,13 @@ def plan_change(
     """The messages and row a refresh writes for one batch (`row`: the locked batch row);
     None when neither a job nor the aggregate changed what a client sees."""
     previous = Aggregate.of(row)
-    aggregate = next_aggregate_of_row(previous, row, sums, now)
+    aggregate = next_aggregate(
+        previous,
+        sums,
+        cancel_requested=row["cancel_requested_at"] is not None,
+        created_at=row["created_at"],
+        now=now,
+    )
     seq: int = row["seq"]
     messages: list[StreamMessage] = []
     for update in job_updates:

@@ -9,8 +9,9 @@ still runs; `overlap` is the share of a stage's units usually done before its ow
 begins, and that share earns no time of its own, so the percent moves with the clock rather
 than jumping when a fast stage runs ahead.
 
-The same functions give a batch its percent and ETA: add the jobs' Work (batch_work) and
-divide by the batch's elapsed time (eta_seconds).
+The same functions give a batch its percent and ETA (services/progress/batches.py): its jobs'
+work per stage summed (batch_stage_work), and its slowest stage's work left at the pace kept
+since the batch was created (bottleneck_eta_seconds).
 """
 
 from __future__ import annotations

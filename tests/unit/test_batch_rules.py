@@ -1,5 +1,6 @@
-"""The batch aggregate's pure rules: status, percent weighted by pages and never backwards,
-ETA, the stream's seq and messages, and the batch hub's fan-out."""
+"""The batch aggregate's pure rules: status, percent and ETA from the jobs' expected work
+(the job's cost model) and never backwards, the stream's seq and messages, and the batch
+hub's fan-out."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from services.progress.batches import (
     next_aggregate,
     plan_change,
 )
+from services.progress.costmodel import NO_WORK, StageWork, Work
 from services.progress.hub import BatchHub
 from shared.events import JobPhase, JobStatus
 from shared.snapshots import BatchJobMessage, BatchSnapshot
@@ -30,8 +32,13 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BATCH = uuid.UUID(int=7)
 
 
+def work(done: float, total: float) -> StageWork:
+    """A batch's stage work with all of it in extraction."""
+    return (Work(done, total), Work(0.0, 0.0), Work(0.0, 0.0))
+
+
 def sums(**kw: Any) -> JobSums:
-    base = {"jobs_total": 4, "jobs_queued": 4, "weight": 4.0}
+    base = {"jobs_total": 4, "jobs_queued": 4, "stages": work(0.0, 4.0)}
     return JobSums(**{**base, **kw})
 
 
@@ -63,17 +70,18 @@ def test_a_batch_without_jobs_stays_queued():
     assert batch_status(JobSums(), cancel_requested=True) == JobStatus.QUEUED
 
 
-def test_percent_is_weighted_by_pages_and_never_goes_back():
-    # One 10-page job at 50%, three jobs with unknown pages (1 each) at 0: 500 / 13.
-    s = sums(jobs_queued=3, jobs_running=1, weighted_percent=500.0, weight=13.0)
+def test_percent_is_the_share_of_expected_work_and_never_goes_back():
+    s = sums(jobs_queued=3, jobs_running=1, stages=work(5.0, 13.0))
     assert batch_percent(0.0, s, JobStatus.PROCESSING) == pytest.approx(38.5)
-    # One of the unknown jobs learns it has 300 pages: the raw share falls, the shown does not.
-    s2 = replace(s, weight=312.0)
+    # A job learns it has 300 pages: the raw share falls, the shown does not.
+    s2 = replace(s, stages=work(5.0, 312.0))
     assert batch_percent(38.5, s2, JobStatus.PROCESSING) == 38.5
     # At most 99 until every job has ended; 100 then, whatever they ended as.
-    s3 = replace(s, weighted_percent=1299.0, weight=13.0)
+    s3 = replace(s, stages=work(12.99, 13.0))
     assert batch_percent(38.5, s3, JobStatus.PROCESSING) == 99.0
     assert batch_percent(99.0, s3, JobStatus.FAILED) == 100.0
+    # Nothing sized at all yet: 0.
+    assert batch_percent(0.0, sums(stages=NO_WORK), JobStatus.PROCESSING) == 0.0
 
 
 def test_next_aggregate_counts_eta_and_finished_at():
@@ -84,8 +92,7 @@ def test_next_aggregate_counts_eta_and_finished_at():
         jobs_completed=1,
         pages_done=12,
         pages_total=10,
-        weighted_percent=1000.0,
-        weight=20.0,
+        stages=work(10.0, 20.0),
         cost_usd=0.1234567,
     )
     now = T0 + timedelta(seconds=50)
@@ -129,7 +136,7 @@ def _job_update(seq: int, status: JobStatus = JobStatus.PROCESSING) -> Any:
 
 
 def test_plan_change_numbers_job_messages_then_the_aggregate():
-    s = sums(jobs_queued=3, jobs_running=1, weighted_percent=10.0 * 3, weight=6.0)
+    s = sums(jobs_queued=3, jobs_running=1, stages=work(0.3, 6.0))
     change = plan_change(BATCH, _row(seq=4), s, [_job_update(2)], T0)
     assert change is not None
     assert [m["type"] for m in change.messages] == ["job", "batch"]

@@ -24,10 +24,11 @@ SELECT batch_id, tenant, created_at, cancel_requested_at, status, jobs_total, jo
 FROM batches WHERE batch_id = ANY($1::uuid[]) ORDER BY batch_id FOR NO KEY UPDATE
 """
 
-# What each batch's jobs add up to, set-based for every batch of the window. A job weighs its
-# page count (1 while unknown); an ended job's work is over (100), see services/progress/
-# batches.py. Pages done: a completed job's pages, else those extracted and, if they needed
-# OCR, ocred.
+# What each batch's jobs add up to, set-based for every batch of the window: the counts and
+# pages summed here, and one array per job column (every array_agg of a group takes its rows
+# in the same order) from which batches.stage_work_of sums the jobs' expected work (see
+# services/progress/batches.py). Pages done: a completed job's pages, else those extracted
+# and, if they needed OCR, ocred.
 _SUM_JOBS = """
 SELECT j.batch_id,
        count(*) AS jobs_total,
@@ -41,14 +42,20 @@ SELECT j.batch_id,
                          ELSE greatest(0, coalesce(ex.done, 0)
                                           - (coalesce(ocr.total, 0) - coalesce(ocr.done, 0)))
                     END), 0) AS pages_done,
-       sum(greatest(coalesce(j.pages_total, 1), 1)
-           * CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN 100
-                  ELSE j.percent END) AS weighted_percent,
-       sum(greatest(coalesce(j.pages_total, 1), 1)) AS weight,
+       array_agg(j.format) AS job_format,
+       array_agg(j.pages_total) AS job_pages,
+       array_agg(j.status IN ('completed', 'failed', 'cancelled')) AS job_ended,
+       array_agg(coalesce(ex.total, 0)) AS extract_total,
+       array_agg(coalesce(ex.done, 0)) AS extract_done,
+       array_agg(coalesce(ocr.total, 0)) AS ocr_total,
+       array_agg(coalesce(ocr.done, 0)) AS ocr_done,
+       array_agg(coalesce(an.total, 0)) AS analyze_total,
+       array_agg(coalesce(an.done, 0)) AS analyze_done,
        {cost} AS cost_usd
 FROM jobs j
 LEFT JOIN job_progress ex ON ex.job_id = j.job_id AND ex.stage = 'extract'
 LEFT JOIN job_progress ocr ON ocr.job_id = j.job_id AND ocr.stage = 'ocr'
+LEFT JOIN job_progress an ON an.job_id = j.job_id AND an.stage = 'analyze'
 WHERE j.batch_id = ANY($1::uuid[])
 GROUP BY j.batch_id
 """
