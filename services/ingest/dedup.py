@@ -8,7 +8,10 @@ another job's reuses that job's work instead of being processed again.
   follower; it waits, queued, and progress completes it with the same result when the source
   completes. A source that fails fails its followers with the source's reason; one that is
   cancelled or deleted fails them with a sentence saying so (a follower never processes the
-  document itself: its password, if any, is not stored).
+  document itself).
+- A submission with a password is never a duplicate nor a source: the password is not
+  stored, so the key cannot tell one password from another, and reusing a result would hand
+  the decrypted text to whoever sends any password.
 - `force=true` processes the document again (and makes that job a new source).
 
 Identical submissions are serialised by an advisory lock on (tenant, dedup key) inside the
@@ -42,11 +45,15 @@ NOT_PROCESSING_OPTIONS = frozenset(
 )
 
 
-def dedup_key(sha256: str, options: BaseModel, analysis: dict[str, Any] | None = None) -> str:
+def dedup_key(
+    sha256: str, options: BaseModel, analysis: dict[str, Any] | None = None
+) -> str | None:
     """A digest of the content hash and the options that shape the result (the analysis
-    options among them). A password counts by its presence only (it is never stored)."""
+    options among them); None (never deduplicated) when a password is given."""
+    if getattr(options, "password", None) is not None:
+        return None
     fields: dict[str, Any] = options.model_dump(mode="json", exclude=set(NOT_PROCESSING_OPTIONS))
-    fields["password"] = getattr(options, "password", None) is not None
+    fields["password"] = False  # keeps the keys of jobs recorded before passwords were excluded
     if analysis is not None:
         fields["analysis"] = analysis
     canonical = json.dumps({"sha256": sha256, "options": fields}, sort_keys=True)

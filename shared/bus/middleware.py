@@ -293,6 +293,8 @@ class FailurePolicy:
             ctx.outcome = "job_failed"
             log.warning("job failed permanently", reason=exc.reason)
             assert ctx.event is not None
+            if isinstance(ctx.event, JobFailed):
+                return  # answering it with another job.failed could go round for ever
             failed = JobFailed(job_id=ctx.event.job_id, stage=self.group.name, reason=exc.reason)
             await self.transport.publish(failed)
         except Exception as exc:  # transient, or a bug: retry, then dead-letter
@@ -320,8 +322,12 @@ class FailurePolicy:
                 ctx.message, self.group, "retries-exhausted", error, attempt
             )
             ctx.settled = DEAD_LETTERED
-            # Every job ends: the dead letter can be replayed, but the job fails now.
+            # Every job ends: the dead letter can be replayed, but the job fails now. A job.failed
+            # that kept failing is not answered with another: that one (same message id) would
+            # fail the same way, and so on for ever, filling the retry queues.
             assert ctx.event is not None
+            if isinstance(ctx.event, JobFailed):
+                return
             reason = (
                 f"The {self.group.name} stage kept failing after {attempt} retries "
                 f"({type(exc).__name__}); the message was moved to the dead-letter queue."

@@ -58,11 +58,14 @@ class StackClient:
         password: str | None = None,
         key: str | None = None,
         priority: int = 0,
+        force: bool = False,
     ) -> httpx.Response:
         content = data if data is not None else Path(path).read_bytes()  # type: ignore[arg-type]
         form: dict[str, Any] = {"ocr": ocr, "priority": str(priority)}
         if password is not None:
             form["password"] = password
+        if force:
+            form["force"] = "true"
         async with httpx.AsyncClient(timeout=60) as client:
             return await client.post(
                 f"{self.api}/v1/jobs",

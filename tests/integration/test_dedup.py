@@ -98,6 +98,21 @@ async def test_a_duplicate_reuses_the_completed_result_and_force_processes_again
     assert await pages_recorded(db_pool, forced["job_id"]) == 3
 
 
+async def test_a_submission_with_a_password_is_never_deduplicated(
+    stack: StackClient, corpus: Path
+) -> None:
+    """The password is not stored, so a wrong password must not reuse the result of the right
+    one (that would hand the decrypted text to whoever sends any password)."""
+    data = (corpus / "bad" / "pypdf-r4-aes-user-password.pdf").read_bytes()
+    right = await submit(stack, data, password="asdfzxcv", force="true")
+    assert (await wait_done(stack, right["job_id"]))["status"] == "completed"
+    wrong = await submit(stack, data, password="not-the-password")
+    again = await submit(stack, data, password="asdfzxcv")
+    assert wrong["deduplicated_from"] is None and again["deduplicated_from"] is None
+    assert (await wait_done(stack, wrong["job_id"]))["status"] == "failed"
+    assert (await wait_done(stack, again["job_id"]))["status"] == "completed"
+
+
 async def test_identical_submissions_arriving_together_are_processed_once(
     stack: StackClient, db_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:

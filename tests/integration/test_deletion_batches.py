@@ -37,8 +37,11 @@ async def test_delete_batch_erases_the_batch_and_its_jobs(
     ]
     tenant = await db_pool.fetchval("SELECT tenant FROM jobs WHERE job_id = $1", uuid.UUID(jobs[0]))
     batch_id = uuid.uuid4()
+    # The batch's seq counts the batch_updates row written below, as progress keeps it: with
+    # seq 0, progress's next batch message (seq 1) collides with that row, the jobs' updates
+    # never commit and their messages cycle through the shared stack's retry queues.
     await db_pool.execute(
-        "INSERT INTO batches (batch_id, tenant, name) VALUES ($1, $2, 'to delete')",
+        "INSERT INTO batches (batch_id, tenant, name, seq) VALUES ($1, $2, 'to delete', 1)",
         batch_id,
         tenant,
     )

@@ -131,7 +131,8 @@ async def test_killed_workers_lose_nothing_and_duplicate_nothing(
             # A missed window (the stage finished between two polls) is retried on a new job.
             for _attempt in range(3):
                 t0 = time.monotonic()
-                job = await rs.client.submit_ok(long_pdf)
+                # force: the same document would otherwise reuse the baseline's result at once.
+                job = await rs.client.submit_ok(long_pdf, force=True)
                 snapshot = await wait_for_progress(rs, job, mid_stage(stage))
                 if snapshot is None:
                     await rs.client.wait(job, timeout=120)

@@ -113,7 +113,9 @@ class Capture:
 async def submit_all(rs: ReliabilityStack, load: list[tuple[str, Path]]) -> list[httpx.Response]:
     """Upload everything at once, as a careful client does: each upload carries an
     Idempotency-Key and is sent again with it after a transport error (a connection can be
-    reset in the middle of the burst), so a retry can never make a second job."""
+    reset in the middle of the burst), so a retry can never make a second job. The load repeats
+    corpus files to reach TOTAL_JOBS, so every upload sends force=true: each is processed (a
+    load, not a reuse of the first copy's result) and publishes its document.uploaded."""
     limits = httpx.Limits(max_connections=32, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
 
@@ -130,7 +132,7 @@ async def submit_all(rs: ReliabilityStack, load: list[tuple[str, Path]]) -> list
                         f"{rs.client.api}/v1/jobs",
                         headers=headers,
                         files={"file": (path.name, path.read_bytes())},
-                        data={"ocr": "auto"},
+                        data={"ocr": "auto", "force": "true"},
                     )
             raise AssertionError("unreachable: the last attempt returns or raises")
 

@@ -355,6 +355,19 @@ async def test_after_the_last_retry_the_message_is_dead_lettered_and_the_job_fai
     assert "dead-letter queue" in failed.reason
 
 
+async def test_a_job_failed_that_keeps_failing_is_not_answered_with_another() -> None:
+    # Another job.failed (same message id) would fail the same way: round and round for ever.
+    transport = RecordingTransport()
+    event = JobFailed(job_id=uuid.uuid4(), stage="ocr", reason="The image is empty.")
+    ctx = parsed_context(event, attempt=len(DELAYS))
+    await policy(transport)(ctx, raising(ConnectionError("reset")))
+    assert ctx.settled == DEAD_LETTERED and len(transport.dead_letters) == 1
+    assert transport.published == []
+    ctx = parsed_context(event)
+    await policy(transport)(ctx, raising(PermanentError("no such job")))
+    assert ctx.outcome == "job_failed" and transport.published == []
+
+
 async def test_while_a_dependency_is_down_a_retry_uses_no_attempt() -> None:
     transport = RecordingTransport()
     ctx = parsed_context(uploaded(), attempt=len(DELAYS))  # would be dead-lettered otherwise
