@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
+from services.ingest.models import JobOptions
 from shared.events import DocumentUploaded, JobCancelled
 from shared.settings import Settings
 from tests.conftest import delete_bus
@@ -99,7 +100,9 @@ async def test_a_batch_of_1000_urls_is_one_request_with_every_job_in_order(
     assert rows[0]["labels"] == {"project": "thousand"}
     batch = await db_pool.fetchrow("SELECT * FROM batches WHERE batch_id = $1", batch_id)
     assert batch["name"] == "back office"
-    assert batch["options"] == {"priority": 3, "ocr": "never"}
+    # Every option the batch's jobs get, defaults included (never the password).
+    given = JobOptions(priority=3, ocr="never").model_dump(mode="json", exclude={"password"})
+    assert batch["options"] == given and given["priority"] == 3 and given["ocr"] == "never"
     assert elapsed < 15, f"1,000 URLs took {elapsed:.1f} s"
 
 
