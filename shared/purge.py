@@ -20,8 +20,11 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 import asyncpg
+import structlog
 
 from shared.blobstore import SCHEME, BlobStore
+
+log = structlog.get_logger(__name__)
 
 Db: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -115,6 +118,14 @@ async def delete_unreferenced_blobs(
             await blob_lock(conn, uri, shared=False)
             if await conn.fetchval(_REFERENCED, uri):
                 continue
-            if await asyncio.to_thread(blobs.delete, uri, min_age_seconds=min_age_seconds):
+            try:
+                removed = await asyncio.to_thread(
+                    blobs.delete, uri, min_age_seconds=min_age_seconds
+                )
+            except ValueError as exc:
+                # A malformed URI names no file of ours: one such row must not stop the sweep.
+                log.warning("blob_uri_malformed", uri=uri, error=str(exc))
+                continue
+            if removed:
                 deleted.append(uri)
     return deleted

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from services.analyzer.handler import PageEvent, analyze_chunks
 from services.analyzer.interface import ChunkAnalyzer, get_analyzer
 from services.analyzer.jobs import JobDirectory
-from services.analyzer.llm import LlmEngine, LlmSettings
+from services.analyzer.llm import LlmEngine, LlmSettings, metrics
 from services.analyzer.llm_stage import LlmStage
 from shared.events import AnalyzedChunk
 from shared.service import ServiceContext
@@ -50,6 +50,13 @@ def build_runtime(ctx: ServiceContext, llm_settings: LlmSettings | None = None) 
     (the first LLM job or /readyz): setup itself touches no database, as the AsyncAPI
     generator runs it without one."""
     engine = LlmEngine(ctx.pool, llm_settings or LlmSettings())
+    settings = engine.settings
+    metrics.register(
+        settings.model,
+        sorted(set(ctx.settings.tenants_by_key.values())),
+        settings.tenant_daily_budget_usd,
+        settings.tenant_monthly_budget_usd,
+    )
     jobs = JobDirectory(ctx.pool, ctx.settings.analysis_jobs_cached)
     runtime = AnalyzerRuntime(get_analyzer(), jobs, LlmStage(engine, jobs))
     ctx.ready_checks["llm_model"] = runtime.model_ready

@@ -1,7 +1,8 @@
 """The admin page's webhook panel in a real browser against the running stack: a job's
 deliveries show with every attempt, and Redeliver sends one again: the stack's sender records
-the new attempt (the session stack has no signing secret for the tenant, so the attempt fails,
-is scheduled again, and the page says why)."""
+the new attempt (the session stack runs with DOCPIPE_ENV=dev, so the tenant has its dev signing
+secret and the attempt is made; the SSRF guard refuses the loopback callback URL, so the delivery
+is given up, and the page says why)."""
 
 from __future__ import annotations
 
@@ -74,8 +75,11 @@ async def test_admin_page_shows_a_jobs_webhooks_and_redelivers(
             break
         await page.wait_for_timeout(100)
     await expect(row.locator("td.attempts")).to_have_text("3")
-    await expect(row.locator("td.status")).to_have_text("pending")
-    await expect(row.locator("td.history")).to_contain_text("DOCPIPE_WEBHOOK_SECRETS")
+    await expect(row.locator("td.status")).to_have_text("failed")
+    await expect(row.locator("td.history")).to_contain_text("#3")
+    await expect(row.locator("td.history")).to_contain_text(
+        "The address 127.0.0.1 points to a private or local network"
+    )
 
     await page.fill("#webhooks-job", str(uuid.uuid4()))
     await page.click("#webhooks-form button[type=submit]")

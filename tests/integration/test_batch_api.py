@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
+from services.ingest.models import JobOptions
 from shared.events import DocumentUploaded, JobCancelled
 from shared.settings import Settings
 from tests.conftest import delete_bus
@@ -33,15 +34,29 @@ BATCH_KEY = "batch-key"
 
 @pytest.fixture(scope="module")
 def batch_settings(test_settings: Settings) -> Settings:
-    # A tenant of its own (lists do not interleave with other tests') and a bus prefix of its
-    # own (the session stack's workers never pick these jobs up).
+    # A tenant of its own (lists do not interleave with other tests'), a bus prefix of its
+    # own (the session stack's workers never pick these jobs up) and a database of its own:
+    # the outbox is the database's, so the session stack's ingest relay would otherwise publish
+    # these jobs' events to the stack's exchange, never to this prefix's.
     return test_settings.model_copy(
         update={
             "api_keys": f"{test_settings.api_keys},{BATCH_KEY}=batcher",
             "bus_prefix": f"{test_settings.bus_prefix}_batch",
+            "database_url": f"{test_settings.database_url}_batch",
             "batch_max_files": 3,
         }
     )
+
+
+@pytest.fixture(scope="module")
+async def db_pool(batch_settings: Settings, db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
+    """The batch ingest's own database (the session's db_pool: PostgreSQL is reachable)."""
+    from shared.db import create_pool, drop_database
+
+    pool = await create_pool(batch_settings.database_url, max_size=4)
+    yield pool
+    await pool.close()
+    await drop_database(batch_settings.database_url)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +114,9 @@ async def test_a_batch_of_1000_urls_is_one_request_with_every_job_in_order(
     assert rows[0]["labels"] == {"project": "thousand"}
     batch = await db_pool.fetchrow("SELECT * FROM batches WHERE batch_id = $1", batch_id)
     assert batch["name"] == "back office"
-    assert batch["options"] == {"priority": 3, "ocr": "never"}
+    # Every option the batch's jobs get, defaults included (never the password).
+    given = JobOptions(priority=3, ocr="never").model_dump(mode="json", exclude={"password"})
+    assert batch["options"] == given and given["priority"] == 3 and given["ocr"] == "never"
     assert elapsed < 15, f"1,000 URLs took {elapsed:.1f} s"
 
 

@@ -4,7 +4,6 @@ written here as ingest's batch endpoint writes them (migration 010)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 
@@ -53,10 +52,8 @@ async def test_delete_batch_erases_the_batch_and_its_jobs(
         batch_id,
         [uuid.UUID(j) for j in jobs],
     )
-    async with asyncio.timeout(120):
-        for job in jobs:
-            while (await stack.job(job)).json()["status"] != "completed":
-                await asyncio.sleep(0.2)
+    for job in jobs:
+        assert (await stack.wait(job))["status"] == "completed", job
 
     assert await delete(stack, batch_id, stack.other_key) == 404
     assert await delete(stack, batch_id, stack.key) == 204

@@ -91,10 +91,12 @@ def three_page_job(job_id: uuid.UUID, tenant: str = "dev", start: datetime = T0)
             job_id=j, page=first.page, source=first.source, items=items, occurred_at=at(t)
         )
 
-    image = ImageRef(image_id=uuid.uuid5(j, "img"), uri="blob://sha256/00", width=100, height=100)
+    image = ImageRef(
+        image_id=uuid.uuid5(j, "img"), uri="blob://sha256/" + "00" * 32, width=100, height=100
+    )
     return [
         DocumentUploaded(
-            job_id=j, tenant=tenant, document_uri="blob://sha256/ab", filename="doc.pdf",
+            job_id=j, tenant=tenant, document_uri="blob://sha256/" + "ab" * 32, filename="doc.pdf",
             occurred_at=at(0),
         ),
         ExtractionStarted(job_id=j, format="pdf", pages_total=3, occurred_at=at(1)),

@@ -46,7 +46,9 @@ def delivery_row(**over: Any) -> dict[str, Any]:
 
 
 def config(**over: Any) -> WebhookConfig:
+    # Outside dev (the suite's environment sets DOCPIPE_ENV=dev): no dev secrets unless asked.
     settings = Settings(
+        env="production",
         webhook_secrets=f"dev={SECRET}",
         allow_private_urls=True,
         webhook_retry_delays_seconds=[1.0, 2.0],
@@ -112,6 +114,8 @@ def test_secrets_come_from_the_settings_and_dev_secrets_only_in_dev() -> None:
     assert config().secret_for("dev") == SECRET
     assert config().secret_for("other") is None
     assert config(dev_secrets=True).secret_for("other") == dev_secret("other")
+    assert WebhookConfig.of(Settings(env="dev")).dev_secrets
+    assert not WebhookConfig.of(Settings(env="production")).dev_secrets
     assert dev_secret("a") != dev_secret("b")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,11 +27,6 @@ def dev_secret(tenant: str) -> str:
     return "whsec_" + base64.b64encode(digest).decode()
 
 
-def is_dev(settings: Settings) -> bool:
-    env = getattr(settings, "env", None) or os.environ.get("DOCPIPE_ENV", "")
-    return str(env).lower() == "dev"
-
-
 @dataclass(frozen=True)
 class WebhookConfig:
     secrets: Mapping[str, str]
@@ -50,7 +44,7 @@ class WebhookConfig:
         public = settings.webhook_public_url or f"http://{settings.host}:{settings.ingest_port}"
         return cls(
             secrets=parse_key_map(settings.webhook_secrets),
-            dev_secrets=is_dev(settings),
+            dev_secrets=settings.is_dev,
             retry_delays=tuple(settings.webhook_retry_delays_seconds),
             timeout_seconds=settings.webhook_timeout_seconds,
             poll_seconds=settings.webhook_poll_seconds,
