@@ -187,7 +187,9 @@ async def test_an_upload_that_reuses_a_job_id_is_dropped_alone(
     assert set(result.errors) == {0} and isinstance(result.errors[0], JobGone)
     assert set(result.jobs) == {victim, fresh}
     victim_row = await db_pool.fetchrow("SELECT * FROM jobs WHERE job_id = $1", victim)
-    assert victim_row["tenant"] == "dev" and victim_row["document_uri"] == "blob://sha256/ab"
+    uploaded = three_page_job(victim)[0]
+    assert isinstance(uploaded, DocumentUploaded)
+    assert victim_row["tenant"] == "dev" and victim_row["document_uri"] == uploaded.document_uri
     assert await db_pool.fetchval("SELECT status FROM jobs WHERE job_id = $1", fresh) == "queued"
     with pytest.raises(JobGone):
         await apply_event(db_pool, hijack)
