@@ -95,7 +95,11 @@ def sample_documents(console: Console) -> list[Path]:
 async def upload(
     client: httpx.AsyncClient, api: str, key: str, path: Path, analysis: dict[str, Any] | None
 ) -> dict[str, Any]:
-    form = {"analysis": json.dumps(analysis)} if analysis is not None else {}
+    # force: a demo run twice processes (and pays for) its documents again, rather than
+    # reusing the first run's identical jobs (duplicate detection).
+    form = {"force": "true"}
+    if analysis is not None:
+        form["analysis"] = json.dumps(analysis)
     with path.open("rb") as fh:
         response = await client.post(
             f"{api}/v1/jobs",

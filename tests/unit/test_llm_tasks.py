@@ -199,5 +199,9 @@ def test_budget_scopes_and_sentence() -> None:
     assert budget_sentence("The budget", 0.5, 212, 300) == (
         "The budget of $0.50 was reached after 212 of 300 chunks"
     )
+    # A budget under a cent keeps its digits (the demo's $0.005 read "$0.01").
+    assert budget_sentence("The budget", 0.005, 9, 27) == (
+        "The budget of $0.005 was reached after 9 of 27 chunks"
+    )
     assert call_id(job, job, "summary", 1) == call_id(job, job, "summary", 1)
     assert call_id(job, job, "summary", 1) != call_id(job, job, "summary", 2)

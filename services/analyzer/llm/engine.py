@@ -68,7 +68,9 @@ class Solved:
 def budget_sentence(label: str, limit_usd: float, analysed: int, total: int | None) -> str:
     """'The budget of $0.50 was reached after 212 of 300 chunks'."""
     of_total = f" of {total}" if total is not None else ""
-    return f"{label} of ${limit_usd:.2f} was reached after {analysed}{of_total} chunks"
+    # Cents, unless the budget is smaller than a cent: "$0.005", not "$0.01".
+    amount = f"{limit_usd:.2f}" if limit_usd >= 0.01 or limit_usd == 0 else f"{limit_usd:.6g}"
+    return f"{label} of ${amount} was reached after {analysed}{of_total} chunks"
 
 
 class LlmEngine:
