@@ -68,6 +68,11 @@ async def limited_stack(
         yield client
 
 
+# Every document here must really be processed under this stack's limits: the same bytes may
+# have completed under the default limits in another test's job (same database and tenant),
+# and duplicate detection would reuse that result. So each submit sends force=true.
+
+
 async def assert_alive(client: StackClient, tmp_path: Path) -> None:
     """The workers still serve: a small text document completes."""
     doc = tmp_path / f"alive-{uuid.uuid4().hex[:6]}.txt"
@@ -81,7 +86,7 @@ async def test_too_many_pages_fails_with_a_reason(
     limited_stack: StackClient, tmp_path: Path
 ) -> None:
     pdf = pdf_with_pages(tmp_path / "long.pdf", [f"Page {n}." for n in range(1, MAX_PAGES + 2)])
-    final = await limited_stack.wait(await limited_stack.submit_ok(pdf), timeout=60)
+    final = await limited_stack.wait(await limited_stack.submit_ok(pdf, force=True), timeout=60)
     assert final["status"] == "failed"
     assert (
         final["error"] == f"The PDF has {MAX_PAGES + 1} pages, more than the limit of {MAX_PAGES}."
@@ -96,7 +101,7 @@ async def test_docx_bomb_stops_at_the_character_limit(
     line = "All work and no play makes Jack a dull boy. " * 6
     bomb = docx_file(tmp_path / "bomb.docx", [line] * 5000)
     assert bomb.stat().st_size < 100_000
-    final = await limited_stack.wait(await limited_stack.submit_ok(bomb), timeout=60)
+    final = await limited_stack.wait(await limited_stack.submit_ok(bomb, force=True), timeout=60)
     assert final["status"] == "failed"
     assert final["error"] == f"The document has more text than the limit of {MAX_CHARS} characters."
     await assert_alive(limited_stack, tmp_path)
@@ -110,7 +115,7 @@ async def test_a_failing_page_is_listed_and_the_job_completes(
         tmp_path / "half.pdf",
         ["A page with a real text layer.", text_image(["A scan OCR will not finish."])],
     )
-    job_id = await limited_stack.submit_ok(pdf)
+    job_id = await limited_stack.submit_ok(pdf, force=True)
     final = await limited_stack.wait(job_id, timeout=60)
     assert final["status"] == "completed", final
     result = (await limited_stack.result(job_id)).json()
@@ -132,7 +137,7 @@ async def test_extraction_wall_clock_timeout_fails_the_document(
     async with own_stack(
         test_settings, "tmo", overrides, services=("ingest", "extractor", "progress")
     ) as client:
-        final = await client.wait(await client.submit_ok(pdf), timeout=60)
+        final = await client.wait(await client.submit_ok(pdf, force=True), timeout=60)
         assert final["status"] == "failed"
         assert final["error"] == (
             f"Processing took longer than the {EXTRACT_TIMEOUT:g} s time limit and was stopped."
