@@ -35,7 +35,6 @@ from services.progress.deps import BatchHubDep, PoolDep
 from services.progress.lifecycle import utcnow
 from services.progress.seq_stream import SeqStream, open_subject, serve
 from services.progress.store import batches as batch_store
-from services.progress.store.base import Conn
 from shared.auth import Principal, ReadDep, may_see
 from shared.snapshots import BatchSnapshot
 from shared.tickets import SubjectKind
@@ -59,17 +58,21 @@ async def visible_batch(
     return bid
 
 
-async def current_snapshot(conn: Conn, batch_id: uuid.UUID) -> BatchMessage | None:
+async def current_snapshot(conn: asyncpg.Connection, batch_id: uuid.UUID) -> BatchMessage | None:
     """The aggregate as it is now, at the batch's current seq. Before progress has seen any of
-    its jobs (seq 0) it is summed from the job rows; the ETA is the model's as of now."""
-    row = await batch_store.read_batch(conn, batch_id)
-    if row is None:
-        return None
+    its jobs (seq 0) it is summed from the job rows; the ETA is the model's as of now.
+
+    The batch row and its jobs are read in one snapshot of the database (a window commits
+    both together), so a seq-0 aggregate never shows jobs that a later seq reports."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        row = await batch_store.read_batch(conn, batch_id)
+        if row is None:
+            return None
+        aggregate = Aggregate.of(row)
+        if aggregate.final:
+            return batch_message(batch_id, row["seq"], aggregate, row["updated_at"])
+        sums = (await batch_store.sum_jobs(conn, [batch_id]))[batch_id]
     now = utcnow()
-    aggregate = Aggregate.of(row)
-    if aggregate.final:
-        return batch_message(batch_id, row["seq"], aggregate, row["updated_at"])
-    sums = (await batch_store.sum_jobs(conn, [batch_id]))[batch_id]
     if row["seq"] == 0:
         aggregate = next_aggregate(
             aggregate,
@@ -95,7 +98,10 @@ async def current_snapshot(conn: Conn, batch_id: uuid.UUID) -> BatchMessage | No
 )
 async def batch_progress(batch_id: str, principal: ReadDep, pool: PoolDep) -> JSONResponse:
     bid = await visible_batch(pool, principal, batch_id)
-    snapshot = None if bid is None else await current_snapshot(pool, bid)
+    snapshot = None
+    if bid is not None:
+        async with pool.acquire() as conn:
+            snapshot = await current_snapshot(conn, bid)
     if snapshot is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NO_SUCH_BATCH)
     return JSONResponse(snapshot)

@@ -99,15 +99,20 @@ def snapshot_of(
     )
 
 
-async def latest_snapshot(conn: store.Conn, job_id: uuid.UUID) -> Snapshot | None:
-    """The last update recorded, or (before any) one computed from the job row with seq 0."""
-    update = await store.latest_update(conn, job_id)
-    if update is not None:
-        return update
-    row = await store.read_job(conn, job_id)
-    if row is None:
-        return None
-    snapshot = snapshot_of(row, await store.read_counts(conn, job_id), now=utcnow())
+async def latest_snapshot(conn: asyncpg.Connection, job_id: uuid.UUID) -> Snapshot | None:
+    """The last update recorded, or (before any) one computed from the job row with seq 0.
+
+    Read in one snapshot of the database: otherwise a window committing between "no update
+    yet" and reading the row would give a seq-0 snapshot of an already finished job, and a
+    client would then see the end twice (seq 0, then seq 1)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        update = await store.latest_update(conn, job_id)
+        if update is not None:
+            return update
+        row = await store.read_job(conn, job_id)
+        if row is None:
+            return None
+        snapshot = snapshot_of(row, await store.read_counts(conn, job_id), now=utcnow())
     snapshot["seq"] = 0
     return snapshot
 

@@ -58,8 +58,12 @@ class StackClient:
         password: str | None = None,
         key: str | None = None,
         priority: int = 0,
-        force: bool = False,
+        force: bool = True,
     ) -> httpx.Response:
+        """POST the document. `force` (the default here) processes it even when an identical
+        job has completed: tests share one database, and without it duplicate detection
+        would answer a test with another test's job. Tests of duplicate detection use
+        `post_job`, which sends only the fields it is given."""
         content = data if data is not None else Path(path).read_bytes()  # type: ignore[arg-type]
         form: dict[str, Any] = {"ocr": ocr, "priority": str(priority)}
         if password is not None:
@@ -73,6 +77,32 @@ class StackClient:
                 files={"file": (name or (path.name if path else "upload.bin"), content)},
                 data=form,
             )
+
+    async def post_job(
+        self, data: bytes, *, name: str = "doc.pdf", key: str | None = None, **form: str
+    ) -> dict[str, Any]:
+        """POST /v1/jobs with exactly these form fields (no `force`); asserts the 202."""
+        async with httpx.AsyncClient(timeout=60) as client:
+            response = await client.post(
+                f"{self.api}/v1/jobs",
+                headers=self.headers(key),
+                files={"file": (name, data)},
+                data=form,
+            )
+        assert response.status_code == 202, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def wait_ended(
+        self, job_id: str, key: str | None = None, timeout: float = 180.0
+    ) -> dict[str, Any]:
+        """As `wait`, as another tenant's key may see it, polling faster."""
+        async with asyncio.timeout(timeout):
+            while True:
+                body: dict[str, Any] = (await self.job(job_id, key)).json()
+                if body.get("status") in TERMINAL_STATUSES:
+                    return body
+                await asyncio.sleep(0.1)
 
     async def submit_ok(self, path: Path, **kw: Any) -> str:
         response = await self.submit(path, **kw)

@@ -87,10 +87,11 @@ async def ai_stack(
 
 
 async def submit(
-    client: StackClient, path: Path, analysis: dict[str, Any], *, force: bool = False
+    client: StackClient, path: Path, analysis: dict[str, Any], *, force: bool = True
 ) -> httpx.Response:
-    """POST the document; `force` processes it again even when an identical job (same bytes
-    and options) has completed, instead of reusing that job's result."""
+    """POST the document; `force` (the default: tests share one database) processes it again
+    even when an identical job (same bytes and options) has completed, instead of reusing
+    that job's result."""
     data = {"analysis": json.dumps(analysis)}
     if force:
         data["force"] = "true"
@@ -104,7 +105,7 @@ async def submit(
 
 
 async def submit_ok(
-    client: StackClient, path: Path, analysis: dict[str, Any], *, force: bool = False
+    client: StackClient, path: Path, analysis: dict[str, Any], *, force: bool = True
 ) -> str:
     response = await submit(client, path, analysis, force=force)
     assert response.status_code == 202, response.text

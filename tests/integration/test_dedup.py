@@ -22,30 +22,6 @@ from tests.integration.stack_client import StackClient
 pytestmark = pytest.mark.integration
 
 
-async def submit(
-    stack: StackClient, data: bytes, *, key: str | None = None, **form: str
-) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=60) as client:
-        response = await client.post(
-            f"{stack.api}/v1/jobs",
-            headers=stack.headers(key),
-            files={"file": ("doc.pdf", data)},
-            data=form,
-        )
-    assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def wait_done(stack: StackClient, job_id: str, key: str | None = None) -> dict[str, Any]:
-    async with asyncio.timeout(180):
-        while True:
-            body: dict[str, Any] = (await stack.job(job_id, key)).json()
-            if body["status"] in ("completed", "failed", "cancelled"):
-                return body
-            await asyncio.sleep(0.1)
-
-
 async def result_of(stack: StackClient, job_id: str) -> dict[str, Any]:
     response = await stack.result(job_id)
     assert response.status_code == 200, response.text
@@ -69,14 +45,14 @@ async def test_a_duplicate_reuses_the_completed_result_and_force_processes_again
     stack: StackClient, db_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     data = text_pdf(tmp_path / "twice.pdf", f"dedup {uuid.uuid4()}")
-    first = (await submit(stack, data))["job_id"]
-    assert (await wait_done(stack, first))["status"] == "completed"
+    first = (await stack.post_job(data))["job_id"]
+    assert (await stack.wait_ended(first))["status"] == "completed"
     source = await result_of(stack, first)
 
-    created = await submit(stack, data)
+    created = await stack.post_job(data)
     assert created["deduplicated_from"] == first
     again = created["job_id"]
-    view = await wait_done(stack, again)
+    view = await stack.wait_ended(again)
     assert view["status"] == "completed" and view["percent"] == 100
     assert view["deduplicated_from"] == first
     copy = await result_of(stack, again)
@@ -89,12 +65,12 @@ async def test_a_duplicate_reuses_the_completed_result_and_force_processes_again
     assert final["final"] and final["status"] == "completed" and final["percent"] == 100
 
     # Other options, or another tenant, are other work.
-    other_ocr = await submit(stack, data, ocr="never")
-    other_tenant = await submit(stack, data, key=stack.other_key)
-    forced = await submit(stack, data, force="true")
+    other_ocr = await stack.post_job(data, ocr="never")
+    other_tenant = await stack.post_job(data, key=stack.other_key)
+    forced = await stack.post_job(data, force="true")
     for created, key in ((other_ocr, None), (other_tenant, stack.other_key), (forced, None)):
         assert created["deduplicated_from"] is None
-        assert (await wait_done(stack, created["job_id"], key))["status"] == "completed"
+        assert (await stack.wait_ended(created["job_id"], key))["status"] == "completed"
     assert await pages_recorded(db_pool, forced["job_id"]) == 3
 
 
@@ -104,25 +80,25 @@ async def test_a_submission_with_a_password_is_never_deduplicated(
     """The password is not stored, so a wrong password must not reuse the result of the right
     one (that would hand the decrypted text to whoever sends any password)."""
     data = (corpus / "bad" / "pypdf-r4-aes-user-password.pdf").read_bytes()
-    right = await submit(stack, data, password="asdfzxcv", force="true")
-    assert (await wait_done(stack, right["job_id"]))["status"] == "completed"
-    wrong = await submit(stack, data, password="not-the-password")
-    again = await submit(stack, data, password="asdfzxcv")
+    right = await stack.post_job(data, password="asdfzxcv", force="true")
+    assert (await stack.wait_ended(right["job_id"]))["status"] == "completed"
+    wrong = await stack.post_job(data, password="not-the-password")
+    again = await stack.post_job(data, password="asdfzxcv")
     assert wrong["deduplicated_from"] is None and again["deduplicated_from"] is None
-    assert (await wait_done(stack, wrong["job_id"]))["status"] == "failed"
-    assert (await wait_done(stack, again["job_id"]))["status"] == "completed"
+    assert (await stack.wait_ended(wrong["job_id"]))["status"] == "failed"
+    assert (await stack.wait_ended(again["job_id"]))["status"] == "completed"
 
 
 async def test_identical_submissions_arriving_together_are_processed_once(
     stack: StackClient, db_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     data = text_pdf(tmp_path / "together.pdf", f"together {uuid.uuid4()}", pages=6)
-    created = await asyncio.gather(*(submit(stack, data) for _ in range(4)))
+    created = await asyncio.gather(*(stack.post_job(data) for _ in range(4)))
     sources = [c for c in created if c["deduplicated_from"] is None]
     assert len(sources) == 1
     source = sources[0]["job_id"]
     assert all(c["deduplicated_from"] == source for c in created if c is not sources[0])
-    views = [await wait_done(stack, c["job_id"]) for c in created]
+    views = [await stack.wait_ended(c["job_id"]) for c in created]
     assert {v["status"] for v in views} == {"completed"}
     texts = {(await result_of(stack, c["job_id"]))["text"] for c in created}
     assert len(texts) == 1
@@ -135,23 +111,23 @@ async def test_followers_of_a_cancelled_source_fail_with_a_sentence(
 ) -> None:
     images = [text_image([f"scan {uuid.uuid4()}", f"page {n}"]) for n in range(8)]
     data = pdf_with_pages(tmp_path / "slow.pdf", images).read_bytes()
-    source = (await submit(stack, data))["job_id"]
-    follower = await submit(stack, data)
+    source = (await stack.post_job(data))["job_id"]
+    follower = await stack.post_job(data)
     assert follower["deduplicated_from"] == source
     async with httpx.AsyncClient(timeout=30) as client:
         response = await client.post(
             f"{stack.api}/v1/jobs/{source}/cancel", headers=stack.headers()
         )
     assert response.status_code == 202, response.text
-    assert (await wait_done(stack, source))["status"] == "cancelled"
-    view = await wait_done(stack, follower["job_id"])
+    assert (await stack.wait_ended(source))["status"] == "cancelled"
+    view = await stack.wait_ended(follower["job_id"])
     assert view["status"] == "failed"
     assert view["error"] == (
         f"The identical document processed by job {source} was cancelled before it "
         "finished; submit it again."
     )
     # A new submission after the cancel is processed, not attached to the cancelled job.
-    fresh = await submit(stack, data)
+    fresh = await stack.post_job(data)
     assert fresh["deduplicated_from"] is None
 
 

@@ -8,7 +8,6 @@ import asyncio
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -23,30 +22,6 @@ from tests.fixtures import pdf_with_pages, text_image
 from tests.integration.stack_client import StackClient, publish_as_upstream
 
 pytestmark = pytest.mark.integration
-
-
-async def submit(
-    stack: StackClient, data: bytes, *, key: str | None = None, **form: str
-) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=60) as client:
-        response = await client.post(
-            f"{stack.api}/v1/jobs",
-            headers=stack.headers(key),
-            files={"file": ("scan.pdf", data)},
-            data=form,
-        )
-    assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def wait_done(stack: StackClient, job_id: str, key: str | None = None) -> dict[str, Any]:
-    async with asyncio.timeout(180):
-        while True:
-            body: dict[str, Any] = (await stack.job(job_id, key)).json()
-            if body["status"] in ("completed", "failed", "cancelled"):
-                return body
-            await asyncio.sleep(0.2)
 
 
 async def rows_of(pool: asyncpg.Pool, job_id: str) -> dict[str, int]:
@@ -97,12 +72,12 @@ async def test_delete_erases_the_job_and_spares_jobs_sharing_its_blobs(
     data = scanned_pdf(tmp_path / "shared.pdf", 2, f"shared {uuid.uuid4()}")
     # Three jobs on the same bytes: two of one tenant (the second forced, so it is processed
     # again and renders the same page images), one of another tenant.
-    a = (await submit(stack, data, keep_images="true"))["job_id"]
-    await wait_done(stack, a)
-    b = (await submit(stack, data, keep_images="true", force="true"))["job_id"]
-    c = (await submit(stack, data, key=stack.other_key, keep_images="true"))["job_id"]
+    a = (await stack.post_job(data, keep_images="true"))["job_id"]
+    await stack.wait_ended(a)
+    b = (await stack.post_job(data, keep_images="true", force="true"))["job_id"]
+    c = (await stack.post_job(data, key=stack.other_key, keep_images="true"))["job_id"]
     for job, key in ((b, None), (c, stack.other_key)):
-        assert (await wait_done(stack, job, key))["status"] == "completed"
+        assert (await stack.wait_ended(job, key))["status"] == "completed"
     shared_blobs = await blobs_of(db_pool, a)
     assert shared_blobs == await blobs_of(db_pool, b) == await blobs_of(db_pool, c)
     assert len(shared_blobs) >= 3  # the upload and two rendered pages
@@ -155,7 +130,7 @@ async def test_deleting_a_running_job_cancels_it_and_late_messages_recreate_noth
     stack: StackClient, db_pool: asyncpg.Pool, test_settings: Settings, tmp_path: Path
 ) -> None:
     data = scanned_pdf(tmp_path / "long.pdf", 10, f"running {uuid.uuid4()}")
-    created = await submit(stack, data)
+    created = await stack.post_job(data)
     job_id = created["job_id"]
     async with asyncio.timeout(120):
         while await ocred_pages(db_pool, job_id) < 1:

@@ -6,13 +6,11 @@ down to the final one."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from services.progress.retention import sweep_once
@@ -26,25 +24,13 @@ pytestmark = pytest.mark.integration
 
 
 async def submit(stack: StackClient, data: bytes, **form: str) -> str:
-    async with httpx.AsyncClient(timeout=60) as client:
-        response = await client.post(
-            f"{stack.api}/v1/jobs",
-            headers=stack.headers(),
-            files={"file": ("doc.pdf", data)},
-            data=form,
-        )
-    assert response.status_code == 202, response.text
-    return str(response.json()["job_id"])
+    return str((await stack.post_job(data, **form))["job_id"])
 
 
 async def wait_completed(stack: StackClient, job_id: str) -> dict[str, Any]:
-    async with asyncio.timeout(180):
-        while True:
-            body: dict[str, Any] = (await stack.job(job_id)).json()
-            if body["status"] in ("completed", "failed", "cancelled"):
-                assert body["status"] == "completed", body
-                return body
-            await asyncio.sleep(0.2)
+    body = await stack.wait_ended(job_id)
+    assert body["status"] == "completed", body
+    return body
 
 
 async def image_uris(pool: asyncpg.Pool, job_id: str) -> set[str]:
