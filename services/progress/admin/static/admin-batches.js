@@ -2,7 +2,7 @@
 // GET /v1/admin/batches every few seconds (and at once when the key changes). Kept apart from
 // admin.js: it only shares the stored key and the page's layout.
 
-import { $, el, overallBar, shortId, showBadge, showOverall, tableRow } from "./dom.js";
+import { $, el, fillStatusFilter, overallBar, shortId, showBadge, showOverall, tableRow } from "./dom.js";
 
 const KEY_STORAGE = "docpipe.adminKey";
 const REFRESH_MS = 2000;
@@ -117,6 +117,7 @@ async function loadBatches() {
 }
 
 function init() {
+  fillStatusFilter($("batch-status-filter"));
   const refresh = () => loadBatches().catch(() => {});
   $("batch-status-filter").addEventListener("change", refresh);
   $("key-form").addEventListener("submit", () => setTimeout(refresh, 0));

@@ -2,7 +2,7 @@
 // the fleet-wide WebSocket stream. Every data call carries the admin key; the page itself is
 // public. All text from the server goes in through textContent (filenames are user input).
 
-import { $, el, overallBar, shortId, showBadge, showOverall, tableRow } from "./dom.js";
+import { $, el, fillStatusFilter, overallBar, shortId, showBadge, showOverall, tableRow } from "./dom.js";
 
 const KEY_STORAGE = "docpipe.adminKey";
 const REFRESH_MS = 5000;
@@ -718,6 +718,7 @@ function tickAges() {
 }
 
 function init() {
+  fillStatusFilter($("status-filter"));
   takeKeyFromUrl();
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -50,3 +50,24 @@ export function showBadge(badge, status) {
   badge.textContent = status;
   badge.className = `badge status-${status}`;
 }
+
+// The status filters' choices, one list for the jobs and the batches tables (a batch is
+// never stalled: only the jobs' select carries data-stalled).
+const STATUS_CHOICES = [
+  ["", "All statuses"],
+  ["active", "Active"],
+  ["queued", "Queued"],
+  ["processing", "Processing"],
+  ["completed", "Completed"],
+  ["failed", "Failed"],
+  ["cancelled", "Cancelled"],
+];
+
+export function fillStatusFilter(select) {
+  const stalled = "stalled" in select.dataset;
+  for (const [value, label] of stalled ? [...STATUS_CHOICES, ["stalled", "Stalled"]] : STATUS_CHOICES) {
+    const option = el("option", "", label);
+    option.value = value;
+    select.append(option);
+  }
+}
