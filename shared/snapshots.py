@@ -49,15 +49,10 @@ class ProgressSnapshot(BaseModel):
     cost_usd: float = 0.0
 
 
-class BatchSnapshot(BaseModel):
-    """A batch's aggregate (GET /v1/batches/{id}; `"type": "batch"` on its WebSocket): the rules
-    are in services/progress/batches.py. `seq` is the batch stream's, over both kinds."""
+class BatchAggregate(BaseModel):
+    """What a batch's jobs add up to, as the progress service last recorded it: the fields
+    that the batch's WebSocket message and ingest's batch listing share."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["batch"] = "batch"
-    batch_id: uuid.UUID
-    seq: int = Field(ge=0)
     status: JobStatus
     jobs_total: int = Field(ge=0)
     jobs_queued: int = Field(ge=0)
@@ -70,6 +65,17 @@ class BatchSnapshot(BaseModel):
     percent: float = Field(ge=0, le=100)
     eta_seconds: int | None = None
     cost_usd: float = Field(default=0.0, ge=0)
+
+
+class BatchSnapshot(BatchAggregate):
+    """A batch's aggregate (GET /v1/batches/{id}; `"type": "batch"` on its WebSocket): the rules
+    are in services/progress/batches.py. `seq` is the batch stream's, over both kinds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["batch"] = "batch"
+    batch_id: uuid.UUID
+    seq: int = Field(ge=0)
     updated_at: datetime | None = None
     final: bool = False
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.ingest.labels import Labels
 from services.ingest.models import JobOptions
 from shared.events import JobStatus
+from shared.snapshots import BatchAggregate
 
 BATCH_NAME_MAX = 200
 
@@ -73,7 +74,7 @@ class BatchCreated(BaseModel):
     links: BatchLinks
 
 
-class BatchView(BaseModel):
+class BatchView(BatchAggregate):
     """A batch with its aggregate as the progress service last recorded it."""
 
     batch_id: uuid.UUID
@@ -81,18 +82,6 @@ class BatchView(BaseModel):
     name: str | None
     labels: dict[str, str]
     options: dict[str, Any]
-    status: JobStatus
-    jobs_total: int
-    jobs_queued: int
-    jobs_running: int
-    jobs_completed: int
-    jobs_failed: int
-    jobs_cancelled: int
-    pages_done: int
-    pages_total: int
-    percent: float
-    eta_seconds: int | None
-    cost_usd: float
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypedDict
@@ -82,8 +82,8 @@ StreamMessage = BatchMessage | JobMessage
 
 
 @dataclass(frozen=True)
-class JobSums:
-    """What the batch's jobs add up to (store.batches.sum_jobs reads it, one row per batch)."""
+class JobCounts:
+    """How many of a batch's jobs stand where, and their pages."""
 
     jobs_total: int = 0
     jobs_queued: int = 0
@@ -93,6 +93,28 @@ class JobSums:
     jobs_cancelled: int = 0
     pages_done: int = 0
     pages_total: int = 0
+
+    @classmethod
+    def counts_of(cls, row: Mapping[str, Any]) -> dict[str, int]:
+        """The counts a row holds, as keyword arguments."""
+        return {name: int(row[name]) for name in _COUNT_FIELDS}
+
+    @property
+    def ended(self) -> int:
+        return self.jobs_completed + self.jobs_failed + self.jobs_cancelled
+
+    @property
+    def all_ended(self) -> bool:
+        return self.jobs_total > 0 and self.ended == self.jobs_total
+
+
+_COUNT_FIELDS = tuple(f.name for f in fields(JobCounts))
+
+
+@dataclass(frozen=True)
+class JobSums(JobCounts):
+    """What the batch's jobs add up to (store.batches.sum_jobs reads it, one row per batch)."""
+
     # The batch's expected work per stage (extract, OCR, analyze), see the module docstring.
     stages: StageWork = NO_WORK
     cost_usd: float = 0.0
@@ -103,14 +125,7 @@ class JobSums:
         if row is None or not row["jobs_total"]:
             return cls()
         return cls(
-            jobs_total=int(row["jobs_total"]),
-            jobs_queued=int(row["jobs_queued"]),
-            jobs_running=int(row["jobs_running"]),
-            jobs_completed=int(row["jobs_completed"]),
-            jobs_failed=int(row["jobs_failed"]),
-            jobs_cancelled=int(row["jobs_cancelled"]),
-            pages_done=int(row["pages_done"]),
-            pages_total=int(row["pages_total"]),
+            **cls.counts_of(row),
             stages=stage_work_of(row, book),
             cost_usd=float(row["cost_usd"]),
         )
@@ -118,14 +133,6 @@ class JobSums:
     @property
     def work(self) -> Work:
         return Work(sum(w.done for w in self.stages), sum(w.total for w in self.stages))
-
-    @property
-    def ended(self) -> int:
-        return self.jobs_completed + self.jobs_failed + self.jobs_cancelled
-
-    @property
-    def all_ended(self) -> bool:
-        return self.jobs_total > 0 and self.ended == self.jobs_total
 
 
 # The per-job arrays of a sum_jobs row, in the order _job_share takes them.
@@ -192,18 +199,10 @@ def stage_work_of(row: Mapping[str, Any], book: CostBook = BOOK) -> StageWork:
 
 
 @dataclass(frozen=True)
-class Aggregate:
+class Aggregate(JobCounts):
     """The aggregate columns of a batch row, as progress writes them (seq apart)."""
 
     status: JobStatus = JobStatus.QUEUED
-    jobs_total: int = 0
-    jobs_queued: int = 0
-    jobs_running: int = 0
-    jobs_completed: int = 0
-    jobs_failed: int = 0
-    jobs_cancelled: int = 0
-    pages_done: int = 0
-    pages_total: int = 0
     percent: float = 0.0
     eta_seconds: int | None = None
     cost_usd: float = 0.0
@@ -213,15 +212,8 @@ class Aggregate:
     def of(cls, row: Mapping[str, Any]) -> Aggregate:
         """The aggregate a batch row holds."""
         return cls(
+            **cls.counts_of(row),
             status=JobStatus(row["status"]),
-            jobs_total=row["jobs_total"],
-            jobs_queued=row["jobs_queued"],
-            jobs_running=row["jobs_running"],
-            jobs_completed=row["jobs_completed"],
-            jobs_failed=row["jobs_failed"],
-            jobs_cancelled=row["jobs_cancelled"],
-            pages_done=row["pages_done"],
-            pages_total=row["pages_total"],
             percent=round(float(row["percent"]), 1),
             eta_seconds=row["eta_seconds"],
             cost_usd=float(row["cost_usd"]),
