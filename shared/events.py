@@ -140,7 +140,11 @@ class DocumentUploaded(Event):
     # The document's password, never in clear: a Fernet token under DOCPIPE_SECRET_KEYS
     # (shared.secret_box), which the extractor alone opens.
     password_token: str | None = Field(
-        default=None, max_length=PASSWORD_TOKEN_MAX, pattern=r"^[A-Za-z0-9_-]+={0,2}$"
+        default=None,
+        max_length=PASSWORD_TOKEN_MAX,
+        pattern=r"^[A-Za-z0-9_-]+={0,2}$",
+        description="The PDF's password as a Fernet token under the deployment's "
+        "DOCPIPE_SECRET_KEYS (Fernet(key).encrypt(password.encode())); never the password.",
     )
     priority: int = Field(default=0, ge=0, le=9)
     size_bytes: int | None = Field(default=None, ge=0)
