@@ -24,6 +24,7 @@ class JobOptions(BaseModel):
         default=None,
         max_length=PASSWORD_MAX,
         description="for encrypted PDFs; it travels and rests only encrypted",
+        repr=False,  # never in a logged or printed model
     )
     # Duplicates and retention (services/ingest/dedup.py, shared/purge.py).
     force: bool = Field(
