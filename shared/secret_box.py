@@ -1,11 +1,11 @@
-"""Document passwords encrypted for the bus and the database: Fernet (AES-128-CBC with an
-HMAC-SHA256, from `cryptography`) under the keys of DOCPIPE_SECRET_KEYS, through MultiFernet so
-keys rotate: the first key encrypts, every key decrypts.
+"""Document passwords sealed for the bus (and the outbox row until it is published): Fernet
+(AES-128-CBC with an HMAC-SHA256, from `cryptography`) under the keys of DOCPIPE_SECRET_KEYS,
+through MultiFernet so keys rotate: the first key encrypts, every key decrypts.
 
 Ingest seals a password into `DocumentUploaded.password_token`; the extractor opens it just
 before it hands the password to its sandboxed child. An upstream app that publishes onto the
 bus itself seals with the same key: `Fernet(key).encrypt(password.encode()).decode()`.
-Tokens carry no expiry (docs/decisions/0950-document-passwords-encrypted.md says why).
+Tokens carry no expiry (docs/decisions/0950-document-passwords-sealed.md says why).
 """
 
 from __future__ import annotations
