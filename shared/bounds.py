@@ -12,6 +12,10 @@ URI_MAX = 4096
 FILENAME_MAX = 255  # as over HTTP (services.ingest.filenames)
 CONTENT_TYPE_MAX = 255
 PASSWORD_MAX = 1024  # as over HTTP (services.ingest.models)
+# A document password travels encrypted (shared.secret_box): the Fernet token of the longest
+# password, 1024 characters of 4 UTF-8 bytes each (57 bytes of header, IV and HMAC around
+# 4112 bytes of padded ciphertext, in url-safe base64).
+PASSWORD_TOKEN_MAX = 5560
 FORMAT_MAX = 32
 NAME_MAX = 64  # a stage, a language code, an analyzer's name
 REASON_MAX = 4000

@@ -31,7 +31,7 @@ from shared.bounds import (
     KEYWORDS_MAX,
     PAGE_TEXT_MAX,
     PAGES_PER_MESSAGE_MAX,
-    PASSWORD_MAX,
+    PASSWORD_TOKEN_MAX,
     URI_MAX,
     Format,
     Name,
@@ -137,7 +137,15 @@ class DocumentUploaded(Event):
     document_uri: Uri  # blob://sha256/<hex>, file:///path or http(s)://...
     filename: str | None = Field(default=None, max_length=FILENAME_MAX)
     ocr: OcrMode = OcrMode.AUTO
-    password: str | None = Field(default=None, max_length=PASSWORD_MAX)
+    # The document's password, never in clear: a Fernet token under DOCPIPE_SECRET_KEYS
+    # (shared.secret_box), which the extractor alone opens.
+    password_token: str | None = Field(
+        default=None,
+        max_length=PASSWORD_TOKEN_MAX,
+        pattern=r"^[A-Za-z0-9_-]+={0,2}$",
+        description="The PDF's password as a Fernet token under the deployment's "
+        "DOCPIPE_SECRET_KEYS (Fernet(key).encrypt(password.encode())); never the password.",
+    )
     priority: int = Field(default=0, ge=0, le=9)
     size_bytes: int | None = Field(default=None, ge=0)
     # As sniffed by ingest; the extractor sniffs again.

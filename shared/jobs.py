@@ -76,7 +76,7 @@ async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
 
 
 async def record_refused(conn: Db, event: DocumentUploaded, reason: str) -> None:
-    """Log and store a refused bus message (its claims only, never its password)."""
+    """Log and store a refused bus message (its claims only, never its password token)."""
     log.warning(
         "bus message refused",
         job_id=str(event.job_id),

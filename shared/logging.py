@@ -27,6 +27,8 @@ SECRET_FIELDS = frozenset(
         "access_token",
         "ticket",
         "password",
+        "password_token",
+        "secret_keys",
         "secret",
         "authorization",
         "proxy-authorization",

@@ -27,6 +27,9 @@ def parse_key_map(spec: str) -> dict[str, str]:
 # The development keys: live only with DOCPIPE_ENV=dev.
 DEV_API_KEYS = "dev-key=dev,dev-key-2=other"
 DEV_ADMIN_KEYS = "admin-key"
+# The development key that encrypts document passwords on the bus (shared.secret_box): live
+# only with DOCPIPE_ENV=dev. Fernet's format: 32 bytes, url-safe base64.
+DEV_SECRET_KEY = "ZG9jcGlwZS1kZXYta2V5LW5vdC1hLXNlY3JldC0zMmI="
 
 
 class Settings(BaseSettings):
@@ -244,6 +247,20 @@ class Settings(BaseSettings):
     ticket_secret: SecretStr = SecretStr("")
     ticket_ttl_seconds: float = Field(default=60.0, gt=0, le=3600)
 
+    # Secrets at rest (issue 10, item 5; shared/secret_box.py). Fernet keys ("key1,key2"): the
+    # first encrypts document passwords for the bus, every one decrypts, so a new key goes
+    # first and an old one stays after it until no message encrypted with it can be left.
+    # Ingest and the extractor refuse to start without one outside dev; with
+    # DOCPIPE_ENV=dev an unset list holds the development key.
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _secret_key_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
     @property
     def is_dev(self) -> bool:
         return self.env.strip().lower() == "dev"
@@ -253,6 +270,7 @@ class Settings(BaseSettings):
         if self.is_dev:
             self.api_keys = self.api_keys or DEV_API_KEYS
             self.admin_keys = self.admin_keys or DEV_ADMIN_KEYS
+            self.secret_keys = self.secret_keys or [SecretStr(DEV_SECRET_KEY)]
         return self
 
     # AI analysis (issue 11, the pipeline). Named analysis profiles a submit may name

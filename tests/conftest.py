@@ -11,6 +11,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from services.ocr.tesseract import engine_pool
 from shared.sandbox import WarmPool
@@ -80,6 +82,9 @@ def test_settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Sett
         file_roots=[tmp_path_factory.getbasetemp()],  # tests publish file:// of tmp_path files
         retry_delays_ms=[200, 500, 1000],
         log_json=True,
+        # A key of the session's own, not the development key: the stacks get it through
+        # stack_env, so a password is sealed and opened with what the settings configure.
+        secret_keys=[SecretStr(Fernet.generate_key().decode())],
     )
 
 

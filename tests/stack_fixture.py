@@ -29,6 +29,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "DOCPIPE_API_KEYS": settings.api_keys,
         "DOCPIPE_ADMIN_KEYS": settings.admin_keys,
         "DOCPIPE_ENV": settings.env,
+        "DOCPIPE_SECRET_KEYS": ",".join(k.get_secret_value() for k in settings.secret_keys),
         "DOCPIPE_RETRY_DELAYS_MS": "[200, 500, 1000]",
         "DOCPIPE_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",

@@ -16,6 +16,7 @@ from shared.events import (
     PagesExtracted,
 )
 from shared.sandbox import ChildLimits, WarmPool
+from shared.secret_box import requiring_secret_keys
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
 
@@ -63,4 +64,4 @@ async def setup(ctx: ServiceContext) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app("extractor", setup, settings=settings)
+    return create_service_app("extractor", requiring_secret_keys(setup), settings=settings)

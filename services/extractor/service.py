@@ -32,6 +32,7 @@ from shared.events import (
 )
 from shared.jobs import blob_owner_check, ensure_job, require_active
 from shared.sandbox import ChildLimits, SandboxOutcome, SandboxResult, WarmPool, run_sandboxed
+from shared.secret_box import UnreadableSecret, secret_box
 from shared.service import ServiceContext
 from shared.settings import Settings
 from shared.sniff import sniff_path, unsupported_reason
@@ -58,12 +59,25 @@ def detect_format(path: Path) -> str:
     raise PermanentError(unsupported_reason(path))
 
 
-def build_spec(path: Path, fmt: str, event: DocumentUploaded, settings: Settings) -> ExtractSpec:
+def document_password(event: DocumentUploaded, settings: Settings) -> str | None:
+    """The password the event carries sealed, opened; PermanentError with a sentence when this
+    deployment's keys cannot open it (the job cannot succeed on any retry)."""
+    if event.password_token is None:
+        return None
+    try:
+        return secret_box(settings).open(event.password_token)
+    except UnreadableSecret as exc:
+        raise PermanentError(str(exc)) from None
+
+
+def build_spec(
+    path: Path, fmt: str, event: DocumentUploaded, settings: Settings, password: str | None = None
+) -> ExtractSpec:
     return ExtractSpec(
         path=str(path),
         format=fmt,
         blob_dir=str(Path(settings.blob_dir).resolve()),
-        password=event.password,
+        password=password,
         ocr=event.ocr.value,
         max_pages=settings.max_pages,
         max_image_pixels=settings.max_image_pixels,
@@ -326,6 +340,7 @@ async def handle_document(
     settings = ctx.settings
     await ensure_job(ctx.pool, event)
     await require_active(ctx.pool, event.job_id)
+    password = document_password(event, settings)
     doc = await resolve_document(
         event.document_uri,
         settings,
@@ -334,7 +349,7 @@ async def handle_document(
         owns_blob=blob_owner_check(ctx.pool),
     )
     fmt = await asyncio.to_thread(detect_format, doc.path)
-    spec = build_spec(doc.path, fmt, event, settings)
+    spec = build_spec(doc.path, fmt, event, settings, password)
     scheduler = runtime.scheduler
     if scheduler is None:
         await extract_document(ctx, event, spec, doc.fetched_uri, runtime.warm_children)

@@ -14,7 +14,7 @@ that line, so a reader of the records (on_line) never sees it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal, NotRequired
 
 # typing_extensions' TypedDict: pydantic validates it on Python 3.11 (typing's it refuses).
@@ -80,7 +80,7 @@ class ExtractSpec:
     path: str
     format: str
     blob_dir: str
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # opened from the event's token
     ocr: str = "auto"  # auto | always | never
     max_pages: int = 2000
     max_image_pixels: int = 80_000_000

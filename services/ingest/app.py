@@ -15,6 +15,7 @@ from services.ingest.middleware import RequestIdMiddleware
 from services.ingest.models import UploadForm, UrlJobRequest
 from services.ingest.outbox import run_relay
 from shared.auth import requiring_keys
+from shared.secret_box import requiring_secret_keys
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings, get_settings
 
@@ -53,7 +54,10 @@ def _with_upload_form(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = create_service_app(
-        "ingest", requiring_keys(setup), settings=settings, title="docpipe ingest"
+        "ingest",
+        requiring_keys(requiring_secret_keys(setup)),
+        settings=settings,
+        title="docpipe ingest",
     )
     app.state.upload_slots = UploadSlots(settings.max_concurrent_uploads_per_tenant)
     app.include_router(jobs.router)

@@ -40,6 +40,7 @@ from services.ingest.upload import (
 )
 from services.ingest.urls import filename_of_url, url_problem
 from shared.events import DocumentUploaded
+from shared.secret_box import seal_password
 from shared.settings import Settings
 from shared.sniff import MEDIA_TYPES
 
@@ -152,7 +153,10 @@ def _jobs_of(
     options: JobOptions,
     files: Sequence[_JudgedFile],
     urls: Sequence[str],
+    password_token: str | None = None,
 ) -> list[store.BatchJob]:
+    """One job per file, then per URL; every job carries the batch's sealed password."""
+
     def event(
         uri: str, filename: str | None, size: int | None, ctype: str | None
     ) -> DocumentUploaded:
@@ -162,7 +166,7 @@ def _jobs_of(
             document_uri=uri,
             filename=filename,
             ocr=options.ocr,
-            password=options.password,
+            password_token=password_token,
             priority=options.priority,
             size_bytes=size,
             content_type=ctype,
@@ -198,7 +202,8 @@ async def _create(
     if not files and not body.urls:
         raise EmptyBatch()
     batch_id = uuid.uuid4()
-    jobs = _jobs_of(tenant, batch_id, body.options, files, body.urls)
+    password_token = seal_password(runtime.settings, body.options.password)
+    jobs = _jobs_of(tenant, batch_id, body.options, files, body.urls, password_token)
     shown_options = body.options.model_dump(mode="json", exclude={"password"})
     batch = store.NewBatch(batch_id, tenant, body.name, body.labels, shown_options)
     async with runtime.pool.acquire() as conn:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.ingest.labels import Labels
+from shared.bounds import PASSWORD_MAX
 from shared.events import JobStatus, OcrMode
 
 
@@ -19,7 +20,12 @@ class JobOptions(BaseModel):
 
     priority: int = Field(default=0, ge=0, le=9)
     ocr: OcrMode = OcrMode.AUTO
-    password: str | None = Field(default=None, max_length=1024, description="for encrypted PDFs")
+    password: str | None = Field(
+        default=None,
+        max_length=PASSWORD_MAX,
+        description="for encrypted PDFs; it travels and rests only encrypted",
+        repr=False,  # never in a logged or printed model
+    )
     # Duplicates and retention (services/ingest/dedup.py, shared/purge.py).
     force: bool = Field(
         default=False,

@@ -75,9 +75,10 @@ async def _publish_row(bus: Bus, row: asyncpg.Record) -> None:
 
 
 async def _mark_published(conn: asyncpg.Connection, ids: list[int]) -> None:
-    # A document password has no business staying in the database once it is on its way.
+    # A document password has no business staying in the database once it is on its way,
+    # not even sealed (a key that leaks later would open it).
     await conn.execute(
-        "UPDATE outbox SET published_at = now(), payload = payload - 'password' "
+        "UPDATE outbox SET published_at = now(), payload = payload - 'password_token' "
         "WHERE id = ANY($1::bigint[])",
         ids,
     )

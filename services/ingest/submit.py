@@ -43,6 +43,7 @@ from services.ingest.upload import (
 )
 from shared.analysis import AnalysisOptions
 from shared.events import DocumentUploaded, JobStatus, OcrMode
+from shared.secret_box import seal_password
 from shared.sniff import MEDIA_TYPES
 
 log = structlog.get_logger(__name__)
@@ -118,7 +119,8 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
             if existing is not None:
                 return replay(existing, upload, options)
         fmt = await _judge_format(runtime, upload)
-        job = new_job(request, tenant, upload, options, fmt, analysis)
+        password_token = seal_password(runtime.settings, options.password)
+        job = new_job(request, tenant, upload, options, fmt, analysis, password_token)
         return await _create_job(runtime, request, job, upload, options)
 
 
@@ -190,16 +192,18 @@ def new_job(
     options: UploadOptions,
     fmt: str,
     analysis: AnalysisOptions | None = None,
+    password_token: str | None = None,
 ) -> repo.NewJob:
     """The job to record for an accepted upload, with its DocumentUploaded event. The
-    analysis options shape the result, so they are part of what makes two uploads the same."""
+    analysis options shape the result, so they are part of what makes two uploads the same.
+    The password travels only sealed (password_token, shared.secret_box)."""
     event = DocumentUploaded(
         job_id=uuid.uuid4(),
         tenant=tenant,
         document_uri=upload.uri,
         filename=sanitize_filename(upload.client_filename) or f"upload.{fmt}",
         ocr=options.ocr,
-        password=options.password,
+        password_token=password_token,
         priority=options.priority,
         size_bytes=upload.size_bytes,
         content_type=MEDIA_TYPES[fmt],

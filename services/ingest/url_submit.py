@@ -18,6 +18,7 @@ from services.ingest.runtime import IngestRuntime
 from services.ingest.submit import SubmittedJob
 from services.ingest.urls import filename_of_url, url_problem
 from shared.events import DocumentUploaded, JobStatus
+from shared.secret_box import seal_password
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +46,7 @@ async def submit_url(
         document_uri=body.url,
         filename=filename_of_url(body.url),
         ocr=body.ocr,
-        password=body.password,
+        password_token=seal_password(settings, body.password),
         priority=body.priority,
     )
     job = repo.NewJob(event, None, None, idempotency_key, body.labels)

@@ -23,7 +23,6 @@ from prometheus_client import Counter
 
 from shared import topology
 from shared.bus import H_ATTEMPT, H_ERROR, H_EVENT, H_QUEUE, H_REASON, InboundMessage, RawHandler
-from shared.events import DocumentUploaded
 from shared.service import ServiceContext
 
 log = structlog.get_logger(__name__)
@@ -31,6 +30,10 @@ log = structlog.get_logger(__name__)
 # Stamped on a replayed message ("<dead letter id>.<replay number>"); the bus copies headers
 # through retries into the next dead-lettering, which tells a new death from a re-recording.
 H_REPLAY = "x-docpipe-replay"
+
+# A document.uploaded's sealed password, and the clear one an outdated publisher may still
+# send: dropped from every stored dead letter.
+PASSWORD_FIELDS = frozenset({"password_token", "password"})
 
 # Pause before handing a message back when it could not be recorded (database down), so a
 # broken database does not turn into a hot redelivery loop.
@@ -146,14 +149,11 @@ def describe_dead_letter(
     except (ValueError, UnicodeDecodeError):
         payload = None
     job_id = _parse_uuid(payload.get("job_id")) if isinstance(payload, dict) else None
-    if (
-        isinstance(payload, dict)
-        and routing_key == DocumentUploaded.routing_key
-        and "password" in payload
-    ):
-        # A document password never rests in the database; a replay goes without it (an
-        # encrypted PDF then fails with a reason saying a password is needed).
-        payload = {k: v for k, v in payload.items() if k != "password"}
+    if isinstance(payload, dict) and not PASSWORD_FIELDS.isdisjoint(payload):
+        # A document password never rests in the database, sealed or (sent by a publisher
+        # that missed the contract) in clear, whatever the routing key claims; a replay goes
+        # without it (an encrypted PDF then fails with a reason saying a password is needed).
+        payload = {k: v for k, v in payload.items() if k not in PASSWORD_FIELDS}
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     if payload is not None:
         payload = jsonable(payload)

@@ -215,8 +215,11 @@ class DeadLetterMalformed:
         structlog.contextvars.bind_contextvars(
             event_type=message.event_type, message_id=message.message_id, queue=ctx.queue
         )
-        log.warning("malformed message dead-lettered", error=str(exc)[:500])
-        error = f"{type(exc).__name__}: {exc}"
+        # The account names fields and rules, never values: pydantic's own str() quotes the
+        # input (a document password sent in clear, say), and this text is logged and stored.
+        detail = describe_parse_error(exc)
+        log.warning("malformed message dead-lettered", error=detail[:500])
+        error = f"{type(exc).__name__}: {detail}"
         await self.transport.dead_letter(message, self.group, "malformed", error, ctx.attempt)
         ctx.settled, ctx.outcome = DEAD_LETTERED, "malformed"
         job_id = job_id_of(message.body)
@@ -224,14 +227,16 @@ class DeadLetterMalformed:
         # could go round for ever between two queues.
         if job_id is None or event_type_of(message.event_type) == JobFailed.routing_key:
             return
-        reason = f"The message for this job could not be read: {describe_parse_error(exc)}."
+        reason = f"The message for this job could not be read: {detail}."
         await self.transport.publish(JobFailed(job_id=job_id, stage=self.group.name, reason=reason))
 
 
 async def drop_malformed(ctx: MessageContext, exc: Exception) -> None:
     """What a broadcast does with a message it cannot read: it is advisory, so only log."""
     log.warning(
-        "malformed broadcast dropped", event_type=ctx.message.event_type, error=str(exc)[:300]
+        "malformed broadcast dropped",
+        event_type=ctx.message.event_type,
+        error=describe_parse_error(exc)[:300],
     )
 
 

@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from services.ingest.app import create_app
 from shared.blobstore import BlobStore
 from shared.events import DocumentUploaded, derive_id
+from shared.secret_box import secret_box
 from shared.settings import Settings
 from shared.topology import Topology
 from tests.conftest import delete_bus
@@ -215,7 +216,9 @@ async def test_submit_pdf_stores_job_and_publishes_event(
     event = DocumentUploaded.model_validate_json(message.body)
     assert event.job_id == job_id
     assert event.tenant == "dev"
-    assert event.password == "s3cret"
+    assert b"s3cret" not in message.body  # sealed: only the extractor opens it
+    assert event.password_token is not None
+    assert secret_box(ingest_settings).open(event.password_token) == "s3cret"
     assert event.ocr.value == "never"
     assert event.content_type == "application/pdf"
     assert event.size_bytes == len(pdf)
@@ -233,7 +236,7 @@ async def test_submit_pdf_stores_job_and_publishes_event(
     outbox = await db_pool.fetchrow("SELECT * FROM outbox WHERE message_id = $1", message_id)
     assert outbox["published_at"] is not None
     assert outbox["routing_key"] == "document.uploaded"
-    assert "password" not in outbox["payload"]  # scrubbed once published
+    assert "password_token" not in outbox["payload"]  # scrubbed once published
 
     r = await client.get(f"/v1/jobs/{job_id}", headers=auth(KEY))
     assert r.status_code == 200

@@ -7,6 +7,8 @@ import hashlib
 import json
 import uuid
 
+import pytest
+
 from services.progress.dead_letter_recorder import H_REPLAY, describe_dead_letter, jsonable
 from services.progress.dead_letters import queue_filter, replay_headers
 from shared.topology import Topology
@@ -66,15 +68,23 @@ def test_job_id_is_parsed_leniently() -> None:
         assert letter.queue == "docpipe.progress" and letter.reason == "unknown"
 
 
-def test_document_password_is_stripped_from_payload_and_body() -> None:
+@pytest.mark.parametrize("routing_key", ["document.uploaded", "page.extracted", ""])
+def test_document_password_is_stripped_from_payload_and_body(routing_key: str) -> None:
+    """Sealed or (from a publisher that missed the contract) in clear, whatever the routing
+    key claims: neither rests in the dead letter."""
     body = json.dumps(
-        {"job_id": str(JOB), "document_uri": "blob://sha256/ab", "password": "s3cret"}
+        {
+            "job_id": str(JOB),
+            "document_uri": "blob://sha256/ab",
+            "password": "s3cret",
+            "password_token": "gAAAAAsealed",
+        }
     ).encode()
     letter = describe_dead_letter(
-        body, {"x-event-type": "document.uploaded"}, message_id="m", default_queue="q"
+        body, {"x-event-type": routing_key}, message_id="m", default_queue="q"
     )
-    assert "password" not in letter.payload
-    assert b"s3cret" not in letter.body
+    assert "password" not in letter.payload and "password_token" not in letter.payload
+    assert b"s3cret" not in letter.body and b"sealed" not in letter.body
     assert json.loads(letter.body) == {"job_id": str(JOB), "document_uri": "blob://sha256/ab"}
 
 

@@ -65,7 +65,7 @@ def upload_body(**fields: object) -> str:
         ("tenant", 64),
         ("document_uri", 4096),
         ("content_type", 255),
-        ("password", 1024),
+        ("password_token", bounds.PASSWORD_TOKEN_MAX),
     ],
 )
 def test_document_uploaded_fields_are_refused_past_their_bound(field: str, limit: int) -> None:
