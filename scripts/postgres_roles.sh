@@ -24,6 +24,13 @@ secret() { # secret NAME DEFAULT: $NAME, else the file named by $NAME_FILE, else
 }
 
 admin_url=${DOCPIPE_PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+# The compose cluster's development superuser password, unless the caller gave one (a local
+# cluster with trust authentication ignores it).
+dev_admin_secret="$(dirname "$0")/../deploy/dev-secrets/postgres_password"
+if [ -z "${PGPASSWORD:-}" ] && [ -r "$dev_admin_secret" ]; then
+  PGPASSWORD=$(tr -d '\n' <"$dev_admin_secret")
+  export PGPASSWORD
+fi
 export PG_OWNER=${DOCPIPE_PG_OWNER_ROLE:-docpipe_owner}
 export PG_RUNTIME=${DOCPIPE_PG_RUNTIME_ROLE:-docpipe_app}
 export PG_DATABASE=${DOCPIPE_PG_DATABASE:-docpipe}

@@ -80,7 +80,14 @@ async def ensure_database(database_url: str) -> None:
         if not exists:
             # Another process may win the race to create it.
             with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-                await conn.execute(f'CREATE DATABASE "{name}"')
+                try:
+                    await conn.execute(f'CREATE DATABASE "{name}"')
+                except asyncpg.InsufficientPrivilegeError as exc:
+                    raise MigrationsPending(
+                        f"database {name} does not exist and role {_connected_role(conn)} may "
+                        f"not create it ({exc}): create it for the schema owner "
+                        "(scripts/postgres_roles.sh), or set DOCPIPE_MIGRATE_DATABASE_URL"
+                    ) from exc
     finally:
         await conn.close()
 
@@ -190,6 +197,13 @@ async def prepare_database(migrate_url: str, runtime_url: str | None = None) -> 
             runtime_role = await _role_of(runtime_url)
             if runtime_role != await conn.fetchval("SELECT current_user"):
                 await grant_runtime_role(conn, runtime_role)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise MigrationsPending(
+            f"role {_connected_role(conn)} may not read or grant the schema of "
+            f"{urlsplit(migrate_url).path.lstrip('/')} ({exc}): migrate and grant as the schema "
+            "owner (DOCPIPE_MIGRATE_DATABASE_URL, or python -m shared.migrate); a database made "
+            "before the roles is handed to the owner by scripts/postgres_roles.sh"
+        ) from exc
     finally:
         await conn.close()
     return applied

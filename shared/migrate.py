@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from shared.db import prepare_database
+from shared.db import MigrationsPending, prepare_database
 from shared.settings import Settings
 
 
 async def _main() -> int:
     settings = Settings()
     migrate_url = settings.migrate_database_url or settings.database_url
-    applied = await prepare_database(migrate_url, settings.database_url)
+    try:
+        applied = await prepare_database(migrate_url, settings.database_url)
+    except MigrationsPending as exc:
+        print(f"migrate: {exc}", file=sys.stderr)
+        return 1
     print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
     return 0
 

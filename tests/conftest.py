@@ -137,6 +137,22 @@ async def db_pool(test_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
+async def runtime_pool(
+    test_settings: Settings, db_pool: asyncpg.Pool
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the session's database as the runtime role the stack's services use, for
+    tests that run a service's own work (a sweep, a purge) directly."""
+    from shared.db import create_pool, prepare_database
+    from tests.stack_fixture import runtime_database_url
+
+    runtime_url = runtime_database_url(test_settings)
+    await prepare_database(test_settings.database_url, runtime_url)
+    pool = await create_pool(runtime_url, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
 async def rabbit_available(test_settings: Settings) -> AsyncIterator[None]:
     """RabbitMQ is reachable; at the end the session's private exchanges and queues go."""
     import aio_pika

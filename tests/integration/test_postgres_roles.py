@@ -3,7 +3,9 @@ the runtime role the services connect as has DML and nothing else, against the r
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from shared.db import (
     with_role,
 )
 from shared.settings import Settings
+from tests.conftest import unavailable
 from tests.integration.stack_client import StackClient
 from tests.stack_fixture import runtime_database_url
 
@@ -36,15 +39,11 @@ NOT_GRANTED = ("TRUNCATE", "REFERENCES", "TRIGGER")
 
 
 @pytest.fixture
-async def runtime(
-    test_settings: Settings, db_pool: asyncpg.Pool
-) -> AsyncIterator[asyncpg.Connection]:
+async def runtime(runtime_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the session's database as the runtime role, after the migrate step that
     a stack runs before its services start."""
-    await prepare_database(test_settings.database_url, runtime_database_url(test_settings))
-    conn = await asyncpg.connect(runtime_database_url(test_settings))
-    yield conn
-    await conn.close()
+    async with runtime_pool.acquire() as conn:
+        yield conn
 
 
 @pytest.fixture
@@ -67,7 +66,12 @@ async def test_the_runtime_role_is_no_superuser_and_can_create_nothing(
     assert not role["rolreplication"] and not role["rolbypassrls"]
     assert not await runtime.fetchval("SELECT has_schema_privilege('public', 'CREATE')")
     # It owns nothing, so it can alter or drop nothing.
-    assert await runtime.fetchval("SELECT count(*) FROM pg_class WHERE relowner = 'docpipe_app'::regrole") == 0
+    assert (
+        await runtime.fetchval(
+            "SELECT count(*) FROM pg_class WHERE relowner = 'docpipe_app'::regrole"
+        )
+        == 0
+    )
     refused = [
         "CREATE TABLE intruder (x int)",
         "CREATE TABLE public.intruder (x int)",
@@ -148,7 +152,9 @@ async def test_the_owner_migrates_a_fresh_database_and_later_tables_reach_the_ru
     assert await prepare_database(owner_url, runtime_url) == []  # idempotent
     owner = await asyncpg.connect(owner_url)
     try:
-        assert not await owner.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        assert not await owner.fetchval(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        )
         owners = {
             r["owner"]
             for r in await owner.fetch(
@@ -182,6 +188,8 @@ async def test_the_owner_migrates_a_fresh_database_and_later_tables_reach_the_ru
 async def test_the_runtime_role_refuses_to_start_while_migrations_are_pending(
     scratch_url: str,
 ) -> None:
+    with pytest.raises(MigrationsPending, match="does not exist and role docpipe_app may not"):
+        await create_pool(with_role(scratch_url, *DEV_RUNTIME_ROLE), max_size=1)
     admin = await asyncpg.connect(scratch_url.rsplit("/", 1)[0] + "/postgres")
     try:
         name = scratch_url.rsplit("/", 1)[1]
@@ -212,21 +220,29 @@ async def test_the_roles_script_hands_a_database_from_before_the_split_to_the_ow
     scratch_url: str,
 ) -> None:
     # A database the superuser created and migrated, as every one was before the roles.
+    if shutil.which("psql") is None:
+        unavailable("psql (postgresql-client) is not installed: scripts/postgres_roles.sh needs it")
     pool = await create_pool(scratch_url, max_size=1)
     await pool.close()
-    name = scratch_url.rsplit("/", 1)[1]
-    admin_url = scratch_url.rsplit("/", 1)[0] + "/postgres"
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "postgres_roles.sh")],
-        env={"PATH": "/usr/bin:/bin", "DOCPIPE_PG_ADMIN_URL": admin_url, "DOCPIPE_PG_DATABASE": name},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
     owner_url = with_role(scratch_url, *DEV_OWNER_ROLE)
     runtime_url = with_role(scratch_url, *DEV_RUNTIME_ROLE)
+    with pytest.raises(MigrationsPending, match="postgres_roles.sh"):
+        await prepare_database(owner_url, runtime_url)  # the superuser's tables: not the owner's
+    name = scratch_url.rsplit("/", 1)[1]
+    script = await asyncio.create_subprocess_exec(
+        "bash",
+        str(ROOT / "scripts" / "postgres_roles.sh"),
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "DOCPIPE_PG_ADMIN_URL": scratch_url.rsplit("/", 1)[0] + "/postgres",
+            "DOCPIPE_PG_DATABASE": name,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(script.communicate(), 60)
+    assert script.returncode == 0, output.decode()
+    assert f"database {name} owned by {OWNER}" in output.decode()
     assert await prepare_database(owner_url, runtime_url) == []
     conn = await asyncpg.connect(runtime_url)
     try:
