@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import asyncpg
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
@@ -216,7 +217,13 @@ class Stack:
 
     async def start(self) -> None:
         if self.migrate_url:
-            await prepare_database(self.migrate_url, self.env["DOCPIPE_DATABASE_URL"])
+            try:
+                await prepare_database(self.migrate_url, self.env["DOCPIPE_DATABASE_URL"])
+            except asyncpg.InvalidAuthorizationSpecificationError as exc:
+                raise RuntimeError(
+                    f"PostgreSQL refused the stack's roles ({exc}): create them with "
+                    "scripts/postgres_roles.sh (make services)"
+                ) from exc
         for svc in self.services.values():
             await self._spawn(svc)
             self._watchers.append(asyncio.create_task(self._watch(svc)))
