@@ -23,7 +23,7 @@ import psutil
 import websockets
 
 from scripts.stack import Stack, stack_ports
-from shared.db import create_pool, drop_database
+from shared.db import DEV_RUNTIME_ROLE, create_pool, drop_database, with_role
 from shared.events import TERMINAL_STATUSES, JobStatus
 from shared.settings import Settings
 
@@ -258,7 +258,10 @@ async def bench_stack(
         retry_delays_ms=[200, 500, 1000],
     )
     env = {
-        "DOCPIPE_DATABASE_URL": settings.database_url,
+        # The services connect as the runtime role; the stack migrates and grants with the
+        # privileged URL that created the database (docs/decisions/0980).
+        "DOCPIPE_DATABASE_URL": with_role(settings.database_url, *DEV_RUNTIME_ROLE),
+        "DOCPIPE_MIGRATE_DATABASE_URL": settings.database_url,
         "DOCPIPE_AMQP_URL": settings.amqp_url,
         "DOCPIPE_BUS_PREFIX": settings.bus_prefix,
         "DOCPIPE_BLOB_DIR": str(blob_dir),

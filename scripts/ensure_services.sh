@@ -72,4 +72,5 @@ if command -v psql >/dev/null && command -v pg_ctlcluster >/dev/null && [ -d /et
       && wait_port 5432 PostgreSQL || exit 1
   fi
 fi
+! command -v psql >/dev/null || bash scripts/postgres_roles.sh || exit 1  # PostgreSQL owner and runtime roles
 echo "ensure_services: RabbitMQ and PostgreSQL are up"

@@ -4,7 +4,12 @@ dies, stop them all cleanly.
 `python -m scripts.stack` is what `make up` runs (Ctrl-C stops everything). The test suite and
 the demo use the Stack class directly, with their own environment and log files. A stack is a
 development stack: DOCPIPE_ENV is dev (the development keys) unless the environment says
-otherwise.
+otherwise, and without DOCPIPE_DATABASE_URL it uses the development roles of
+scripts/postgres_roles.sh.
+
+PostgreSQL (docs/decisions/0980): the stack runs the migrate step itself, as
+DOCPIPE_MIGRATE_DATABASE_URL's role, before it starts anything; the services get only
+DOCPIPE_DATABASE_URL, the runtime role's, as a deployment's would.
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import asyncpg
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from shared.db import DEV_OWNER_ROLE, DEV_RUNTIME_ROLE, prepare_database, with_role
+from shared.settings import Settings
 
 SERVICES = ("ingest", "extractor", "ocr", "analyzer", "progress")
 # The local model server (llama.cpp's OpenAI-compatible server, scripts/model_server.py): one
@@ -124,6 +133,14 @@ class Stack:
         """`services`: default_services(env). With the model server in the stack, the
         analyzer is pointed at it unless DOCPIPE_LLM_BASE_URL says otherwise."""
         self.env = {"DOCPIPE_ENV": "dev", **os.environ, **(env or {})}
+        if "DOCPIPE_DATABASE_URL" not in self.env:
+            development = Settings.model_fields["database_url"].default
+            self.env["DOCPIPE_DATABASE_URL"] = with_role(development, *DEV_RUNTIME_ROLE)
+            self.env.setdefault(
+                "DOCPIPE_MIGRATE_DATABASE_URL", with_role(development, *DEV_OWNER_ROLE)
+            )
+        # The owner's URL stays with the stack: no service process holds it.
+        self.migrate_url = self.env.pop("DOCPIPE_MIGRATE_DATABASE_URL", None)
         services = services if services is not None else default_services(self.env)
         self.services = {name: ServiceProcess(name) for name in services}
         if MODEL_SERVER in self.services and not self.env.get("DOCPIPE_LLM_BASE_URL"):
@@ -199,6 +216,14 @@ class Stack:
         return True
 
     async def start(self) -> None:
+        if self.migrate_url:
+            try:
+                await prepare_database(self.migrate_url, self.env["DOCPIPE_DATABASE_URL"])
+            except asyncpg.InvalidAuthorizationSpecificationError as exc:
+                raise RuntimeError(
+                    f"PostgreSQL refused the stack's roles ({exc}): create them with "
+                    "scripts/postgres_roles.sh (make services)"
+                ) from exc
         for svc in self.services.values():
             await self._spawn(svc)
             self._watchers.append(asyncio.create_task(self._watch(svc)))

@@ -2,6 +2,12 @@
 
 Migrations are plain SQL files applied in name order inside one transaction each, under a
 transaction-scoped advisory lock, so any number of processes may start at once and re-run them.
+
+Two roles (docs/decisions/0980): the owner (DOCPIPE_MIGRATE_DATABASE_URL) owns the schema and
+runs the migrations; the runtime role (DOCPIPE_DATABASE_URL) gets DML on the tables and nothing
+else. The migrate step grants it what it needs each time it runs. A runtime role that finds
+nothing pending starts without any DDL; one that finds migrations pending refuses to start and
+says who must apply them.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import contextlib
 import json
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import structlog
@@ -19,6 +25,41 @@ log = structlog.get_logger(__name__)
 
 # Arbitrary constant shared by every docpipe process: "docpipe migrations".
 MIGRATION_LOCK_KEY = 0x646F6370
+
+# The development roles scripts/postgres_roles.sh creates, with their development passwords
+# (a trust-authenticated local cluster ignores them; the compose cluster checks them).
+# Production names its own roles and passwords in the two URLs, from secrets.
+DEV_OWNER_ROLE = ("docpipe_owner", "docpipe-owner-dev")
+DEV_RUNTIME_ROLE = ("docpipe_app", "docpipe-app-dev")
+
+# What the runtime role may do on every table of the schema. Not TRUNCATE (nothing at run time
+# empties a table, and TRUNCATE skips row triggers), REFERENCES or TRIGGER.
+RUNTIME_TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+# Tables where the runtime role gets less: it reads the migrations' bookkeeping, and only
+# appends to the audit trail (its trigger refuses changes too; the missing grant means a
+# runtime role cannot even try).
+RUNTIME_REVOKED = {
+    "schema_migrations": "INSERT, UPDATE, DELETE",
+    "audit_log": "UPDATE, DELETE",
+}
+
+
+class MigrationsPending(RuntimeError):
+    """Migrations are pending and the connected role may not apply them."""
+
+
+def with_role(database_url: str, role: str, password: str | None = None) -> str:
+    """The same database URL, connecting as `role` (with `password`, if given)."""
+    parts = urlsplit(database_url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = quote(role, safe="")
+    if password is not None:
+        user = f"{user}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -39,7 +80,14 @@ async def ensure_database(database_url: str) -> None:
         if not exists:
             # Another process may win the race to create it.
             with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-                await conn.execute(f'CREATE DATABASE "{name}"')
+                try:
+                    await conn.execute(f'CREATE DATABASE "{name}"')
+                except asyncpg.InsufficientPrivilegeError as exc:
+                    raise MigrationsPending(
+                        f"database {name} does not exist and role {_connected_role(conn)} may "
+                        f"not create it ({exc}): create it for the schema owner "
+                        "(scripts/postgres_roles.sh), or set DOCPIPE_MIGRATE_DATABASE_URL"
+                    ) from exc
     finally:
         await conn.close()
 
@@ -63,34 +111,114 @@ def migration_files() -> list[tuple[str, str]]:
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Apply pending migrations; returns the names applied by this call."""
+    """Apply pending migrations; returns the names applied by this call.
+
+    With nothing pending it runs no DDL, so a runtime role without DDL rights may call it; a
+    role that may not apply what is pending gets MigrationsPending."""
     applied_now: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
-        for name, sql in migration_files():
-            if name in done:
-                continue
-            await conn.execute(sql)
-            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
-            applied_now.append(name)
-    if applied_now:
-        log.info("migrations applied", migrations=applied_now)
+        done: set[str] = set()
+        if await conn.fetchval("SELECT to_regclass('schema_migrations')") is not None:
+            done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        pending = [(name, sql) for name, sql in migration_files() if name not in done]
+        if not pending:
+            return []
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for name, sql in pending:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+                applied_now.append(name)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            role = _connected_role(conn)
+            raise MigrationsPending(
+                f"{len(pending)} migration(s) pending ({', '.join(n for n, _ in pending)}) and "
+                f"role {role} may not apply them ({exc}): run them as the schema owner, with "
+                "DOCPIPE_MIGRATE_DATABASE_URL set or `python -m shared.migrate`"
+            ) from exc
+    log.info("migrations applied", migrations=applied_now)
     return applied_now
 
 
-async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Create the database if needed, migrate it, and return a pool."""
-    await ensure_database(database_url)
+def _connected_role(conn: asyncpg.Connection) -> str:
+    """The role a connection authenticated as, as the server reported it (a connection whose
+    transaction has failed answers no query until it is rolled back)."""
+    return str(getattr(conn.get_settings(), "session_authorization", None) or "?")
+
+
+async def grant_runtime_role(conn: asyncpg.Connection, role: str) -> None:
+    """Give the runtime role DML on every table and sequence of the schema (now, and by
+    default for what the connected role creates later), and nothing more. Idempotent."""
+    ident = await conn.fetchval("SELECT quote_ident($1)", role)
+    async with conn.transaction():
+        # The same lock as migrate: no migration is halfway while the grants are computed.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        # Before PostgreSQL 15 every role could create objects in public.
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await conn.execute(f"GRANT USAGE ON SCHEMA public TO {ident}")
+        await conn.execute(
+            f"GRANT {RUNTIME_TABLE_PRIVILEGES} ON ALL TABLES IN SCHEMA public TO {ident}"
+        )
+        await conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ident}")
+        await conn.execute(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+            f"GRANT {RUNTIME_TABLE_PRIVILEGES} ON TABLES TO {ident}"
+        )
+        await conn.execute(
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {ident}"
+        )
+        for table, privileges in RUNTIME_REVOKED.items():
+            if await conn.fetchval("SELECT to_regclass($1)", table) is not None:
+                await conn.execute(f"REVOKE {privileges} ON {table} FROM {ident}")
+
+
+async def _role_of(database_url: str) -> str:
+    """The role a URL connects as (libpq's defaults and PGUSER included)."""
     conn = await asyncpg.connect(database_url)
     try:
-        await migrate(conn)
+        return str(await conn.fetchval("SELECT current_user"))
     finally:
         await conn.close()
+
+
+async def prepare_database(migrate_url: str, runtime_url: str | None = None) -> list[str]:
+    """The migrate step: create the database if missing, apply pending migrations as the role
+    of `migrate_url`, and grant the role of `runtime_url` (when another one) its DML rights.
+    Returns the migrations applied."""
+    await ensure_database(migrate_url)
+    conn = await asyncpg.connect(migrate_url)
+    try:
+        applied = await migrate(conn)
+        if runtime_url is not None and runtime_url != migrate_url:
+            runtime_role = await _role_of(runtime_url)
+            if runtime_role != await conn.fetchval("SELECT current_user"):
+                await grant_runtime_role(conn, runtime_role)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise MigrationsPending(
+            f"role {_connected_role(conn)} may not read or grant the schema of "
+            f"{urlsplit(migrate_url).path.lstrip('/')} ({exc}): migrate and grant as the schema "
+            "owner (DOCPIPE_MIGRATE_DATABASE_URL, or python -m shared.migrate); a database made "
+            "before the roles is handed to the owner by scripts/postgres_roles.sh"
+        ) from exc
+    finally:
+        await conn.close()
+    return applied
+
+
+async def create_pool(
+    database_url: str,
+    *,
+    migrate_url: str | None = None,
+    min_size: int = 1,
+    max_size: int = 10,
+) -> asyncpg.Pool:
+    """Migrate (as `migrate_url`'s role, by default `database_url`'s) and return a pool on
+    `database_url`. The database is created if missing."""
+    await prepare_database(migrate_url or database_url, database_url)
     pool = await asyncpg.create_pool(
         database_url, min_size=min_size, max_size=max_size, init=_init_connection
     )

@@ -105,7 +105,9 @@ def _lifespan(name: str, setup: Setup, settings: Settings, pool_size: int) -> Li
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(settings.database_url, max_size=pool_size)
+        pool = await create_pool(
+            settings.database_url, migrate_url=settings.migrate_database_url, max_size=pool_size
+        )
         bus = Bus(settings, name)
         bus.on_outcome.append(count_outcome)
         bus.on_handled.append(observe_handler)

@@ -37,7 +37,13 @@ class Settings(BaseSettings):
 
     # Infrastructure
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # The runtime role's URL: DML only (docs/decisions/0980). The default, the local
+    # superuser, keeps a bare development checkout working; stacks and deployments set both.
     database_url: str = "postgresql://postgres@127.0.0.1:5432/docpipe"
+    # The schema owner's URL, for the migrate step (create, migrate, grant the runtime role).
+    # Unset: migrations run with database_url, as they did before the split; a runtime role
+    # there starts as long as nothing is pending and otherwise refuses with a sentence.
+    migrate_database_url: str | None = None
     blob_dir: Path = Path("var/blobs")
     # Prefix of every exchange and queue name, so a test run can own a private topology.
     bus_prefix: str = "docpipe"

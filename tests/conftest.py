@@ -107,18 +107,54 @@ async def _can_connect_pg(url: str) -> str | None:
     return None
 
 
+async def _missing_roles(url: str) -> list[str]:
+    from shared.db import DEV_OWNER_ROLE, DEV_RUNTIME_ROLE
+
+    wanted = [DEV_OWNER_ROLE[0], DEV_RUNTIME_ROLE[0]]
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT rolname FROM pg_roles WHERE rolname = ANY($1)", wanted)
+    finally:
+        await conn.close()
+    return sorted(set(wanted) - {r["rolname"] for r in rows})
+
+
 @pytest.fixture(scope="session")
 async def db_pool(test_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """A migrated pool on a fresh database, dropped at the end of the session."""
+    """A migrated pool on a fresh database, dropped at the end of the session. It connects
+    with the tests' privileged URL (tests inspect and alter rows freely); stack services
+    connect as the runtime role (tests/stack_fixture.py)."""
     from shared.db import create_pool, drop_database
 
     problem = await _can_connect_pg(base_database_url())
     if problem:
         unavailable(f"PostgreSQL unreachable at {base_database_url()}: {problem}")
+    missing = await _missing_roles(base_database_url())
+    if missing:
+        unavailable(
+            f"PostgreSQL role(s) {', '.join(missing)} missing: the stacks' services connect as "
+            "the runtime role (run scripts/postgres_roles.sh, or make services)"
+        )
     pool = await create_pool(test_settings.database_url, max_size=8)
     yield pool
     await pool.close()
     await drop_database(test_settings.database_url)
+
+
+@pytest.fixture(scope="session")
+async def runtime_pool(
+    test_settings: Settings, db_pool: asyncpg.Pool
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the session's database as the runtime role the stack's services use, for
+    tests that run a service's own work (a sweep, a purge) directly."""
+    from shared.db import create_pool, prepare_database
+    from tests.stack_fixture import runtime_database_url
+
+    runtime_url = runtime_database_url(test_settings)
+    await prepare_database(test_settings.database_url, runtime_url)
+    pool = await create_pool(runtime_url, max_size=4)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture(scope="session")

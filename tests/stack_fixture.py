@@ -13,15 +13,25 @@ import asyncpg
 import pytest
 
 from scripts.stack import Stack, stack_ports
+from shared.db import DEV_RUNTIME_ROLE, with_role
 from shared.settings import Settings
 from tests.integration.stack_client import StackClient
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
+def runtime_database_url(settings: Settings) -> str:
+    """The settings' database as the runtime role (DML only), which stack services use."""
+    return with_role(settings.database_url, *DEV_RUNTIME_ROLE)
+
+
 def stack_env(settings: Settings) -> dict[str, str]:
+    """A stack on the settings' private world. The tests' privileged URL creates, migrates and
+    grants (the stack does that before it starts a service); the services connect as the
+    runtime role."""
     env = {
-        "DOCPIPE_DATABASE_URL": settings.database_url,
+        "DOCPIPE_DATABASE_URL": runtime_database_url(settings),
+        "DOCPIPE_MIGRATE_DATABASE_URL": settings.database_url,
         "DOCPIPE_AMQP_URL": settings.amqp_url,
         "DOCPIPE_BUS_PREFIX": settings.bus_prefix,
         "DOCPIPE_BLOB_DIR": str(settings.blob_dir),

@@ -1,8 +1,8 @@
 """Retention against the real stack's database and blob store: the sweep (run here directly,
-with keep times of zero) releases page images once their OCR is recorded unless the job asked
-to keep them, never deletes an image another job still references, purges jobs past
-DOCPIPE_RETENTION_DAYS like a DELETE, and trims sent outbox rows and finished jobs' updates
-down to the final one."""
+as the runtime role the progress service connects as, with keep times of zero) releases page
+images once their OCR is recorded unless the job asked to keep them, never deletes an image
+another job still references, purges jobs past DOCPIPE_RETENTION_DAYS like a DELETE, and trims
+sent outbox rows and finished jobs' updates down to the final one."""
 
 from __future__ import annotations
 
@@ -53,7 +53,11 @@ def scan(path: Path, label: str) -> bytes:
 
 
 async def test_images_go_after_ocr_unless_kept_or_shared(
-    stack: StackClient, db_pool: asyncpg.Pool, test_settings: Settings, tmp_path: Path
+    stack: StackClient,
+    db_pool: asyncpg.Pool,
+    runtime_pool: asyncpg.Pool,
+    test_settings: Settings,
+    tmp_path: Path,
 ) -> None:
     blobs = BlobStore(test_settings.blob_dir)
     shared_scan = scan(tmp_path / "shared.pdf", f"shared {uuid.uuid4()}")
@@ -68,7 +72,7 @@ async def test_images_go_after_ocr_unless_kept_or_shared(
     assert len(shared_images) == 2 and shared_images == await image_uris(db_pool, keeping)
     assert len(alone_images) == 2 and all(blobs.exists(u) for u in shared_images | alone_images)
 
-    await sweep_once(db_pool, blobs, sweep_settings(test_settings))
+    await sweep_once(runtime_pool, blobs, sweep_settings(test_settings))
 
     assert await image_uris(db_pool, dropping) == set()
     assert await image_uris(db_pool, alone) == set()
@@ -80,7 +84,11 @@ async def test_images_go_after_ocr_unless_kept_or_shared(
 
 
 async def test_expired_jobs_are_purged_and_trims_keep_the_final_update(
-    stack: StackClient, db_pool: asyncpg.Pool, test_settings: Settings, tmp_path: Path
+    stack: StackClient,
+    db_pool: asyncpg.Pool,
+    runtime_pool: asyncpg.Pool,
+    test_settings: Settings,
+    tmp_path: Path,
 ) -> None:
     blobs = BlobStore(test_settings.blob_dir)
     texts = [f"retention {uuid.uuid4()}\npage {n}" for n in (1, 2)]
@@ -100,7 +108,7 @@ async def test_expired_jobs_are_purged_and_trims_keep_the_final_update(
     )
     assert updates > 1
 
-    report = await sweep_once(db_pool, blobs, sweep_settings(test_settings, retention_days=5))
+    report = await sweep_once(runtime_pool, blobs, sweep_settings(test_settings, retention_days=5))
 
     assert report.jobs_purged >= 1
     for table in [*await job_tables(db_pool), "jobs"]:
