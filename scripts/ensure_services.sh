@@ -72,4 +72,5 @@ if command -v psql >/dev/null && command -v pg_ctlcluster >/dev/null && [ -d /et
       && wait_port 5432 PostgreSQL || exit 1
   fi
 fi
+bash scripts/rabbitmq_users.sh || exit 1  # per-service and upstream RabbitMQ users
 echo "ensure_services: RabbitMQ and PostgreSQL are up"

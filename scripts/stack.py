@@ -5,12 +5,18 @@ dies, stop them all cleanly.
 the demo use the Stack class directly, with their own environment and log files. A stack is a
 development stack: DOCPIPE_ENV is dev (the development keys) unless the environment says
 otherwise.
+
+Each service connects to RabbitMQ as its own least-privilege user (scripts/rabbitmq_users.sh):
+the stack declares the topology first with the admin URL, DOCPIPE_AMQP_URL, and hands each
+service the same broker address with its own user. DOCPIPE_AMQP_SERVICE_USERS=off keeps every
+service on DOCPIPE_AMQP_URL (a broker without those users).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -23,6 +29,11 @@ from typing import IO
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from shared.bus.identity import dev_password, service_user, url_with_user
+from shared.bus.publisher import declare_topology_at
+from shared.settings import Settings
+from shared.topology import Topology
 
 SERVICES = ("ingest", "extractor", "ocr", "analyzer", "progress")
 # The local model server (llama.cpp's OpenAI-compatible server, scripts/model_server.py): one
@@ -82,6 +93,32 @@ def default_services(env: dict[str, str]) -> tuple[str, ...]:
     return SERVICES if env.get("DOCPIPE_LLM_BASE_URL") else (*SERVICES, MODEL_SERVER)
 
 
+def admin_amqp_url(env: dict[str, str]) -> str:
+    return env.get("DOCPIPE_AMQP_URL") or str(Settings.model_fields["amqp_url"].default)
+
+
+def service_amqp_urls(env: dict[str, str]) -> dict[str, str]:
+    """Each service's AMQP URL: the broker of DOCPIPE_AMQP_URL, as the service's own user,
+    with its password from DOCPIPE_AMQP_PASSWORD_<USER> or else the development one."""
+    if env.get("DOCPIPE_AMQP_SERVICE_USERS", "").strip().lower() in ("off", "0", "false"):
+        return {}
+    urls = {}
+    for name in SERVICES:
+        user = service_user(name)
+        secret = env.get("DOCPIPE_AMQP_PASSWORD_" + user.upper().replace("-", "_"))
+        urls[name] = url_with_user(admin_amqp_url(env), user, secret or dev_password(user))
+    return urls
+
+
+def stack_topology(env: dict[str, str]) -> Topology:
+    """The topology the stack's services use (their prefix and retry delays)."""
+    delays = env.get("DOCPIPE_RETRY_DELAYS_MS")
+    return Topology(
+        env.get("DOCPIPE_BUS_PREFIX") or "docpipe",
+        tuple(json.loads(delays)) if delays else tuple(Settings.model_construct().retry_delays_ms),
+    )
+
+
 def command(name: str, port: int) -> list[str]:
     """How a stack process is started (with the stack's environment)."""
     if name == MODEL_SERVER:
@@ -128,6 +165,7 @@ class Stack:
         self.services = {name: ServiceProcess(name) for name in services}
         if MODEL_SERVER in self.services and not self.env.get("DOCPIPE_LLM_BASE_URL"):
             self.env["DOCPIPE_LLM_BASE_URL"] = f"{self.url(MODEL_SERVER)}/v1"
+        self.amqp_urls = service_amqp_urls(self.env)
         self.log_dir = log_dir
         self.restart = restart
         self._stopping = False
@@ -148,9 +186,13 @@ class Stack:
             if svc.name not in self._logs:
                 self._logs[svc.name] = open(self.log_dir / f"{svc.name}.log", "ab")  # noqa: SIM115
             out = self._logs[svc.name]
+        env = self.env
+        if svc.name in self.amqp_urls:  # its own user; the stack declared the topology
+            url = self.amqp_urls[svc.name]
+            env = {**env, "DOCPIPE_AMQP_URL": url, "DOCPIPE_DECLARE_TOPOLOGY": "false"}
         svc.proc = await asyncio.create_subprocess_exec(
             *command(svc.name, self.port(svc.name)),
-            env=self.env,
+            env=env,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT if out is not None else None,
         )
@@ -199,6 +241,8 @@ class Stack:
         return True
 
     async def start(self) -> None:
+        if self.amqp_urls:  # the services' users may not declare what they do not own
+            await declare_topology_at(admin_amqp_url(self.env), stack_topology(self.env))
         for svc in self.services.values():
             await self._spawn(svc)
             self._watchers.append(asyncio.create_task(self._watch(svc)))
