@@ -7,6 +7,10 @@
 #   scripts/rabbitmq_users.sh --topic-only NAME   only the topic permissions on exchange NAME
 #                                                 (a test run's private exchange)
 #   scripts/rabbitmq_users.sh --clear-topic NAME  remove them again (the exchange is gone)
+#   scripts/rabbitmq_users.sh --definitions FILE  every user, then write them (vhost, users
+#                                                 with password hashes, permissions) as a
+#                                                 RabbitMQ definitions file: how
+#                                                 deploy/rabbitmq/definitions.json is made
 #
 # Passwords: DOCPIPE_AMQP_PASSWORD_<USER> (upper case, '-' as '_'), e.g.
 # DOCPIPE_AMQP_PASSWORD_DOCPIPE_INGEST, from the deployment's secrets. Unset, a user gets its
@@ -18,6 +22,7 @@
 # (PREFIX_REGEX, "[^.]+") so one set of users serves every test run; pin it in production
 # (DOCPIPE_AMQP_PREFIX_REGEX=docpipe).
 set -euo pipefail
+shopt -s extglob
 
 VHOST=${DOCPIPE_AMQP_VHOST:-/}
 P=${DOCPIPE_AMQP_PREFIX_REGEX:-[^.]+}
@@ -57,6 +62,7 @@ case "${1:-}" in
       ctl clear_topic_permissions -p "$VHOST" "docpipe-$service" "$2" || true
     done
     exit 0 ;;
+  --definitions) DEFINITIONS=${2:?definitions file} ;;
 esac
 
 password_of() {
@@ -120,3 +126,24 @@ done
 
 topic "$EXCHANGE"
 echo "rabbitmq_users: service and upstream users ready (vhost $VHOST)"
+
+if [ -n "${DEFINITIONS:-}" ]; then
+  # Only what this script made (and guest, the local admin): not the queues of whatever runs.
+  keep="guest docpipe-${SERVICES// / docpipe-} ${UPSTREAM//=+([^ ])/}"
+  rabbitmqctl -q export_definitions - --format json | KEEP="$keep" python3 -c '
+import json, os, sys
+keep = set(os.environ["KEEP"].split())
+d = json.load(sys.stdin)
+out = {
+    "vhosts": d["vhosts"],
+    "users": [u for u in d["users"] if u["name"] in keep],
+    "permissions": [p for p in d["permissions"] if p["user"] in keep],
+    "topic_permissions": [p for p in d["topic_permissions"] if p["user"] in keep],
+}
+for key in ("users", "permissions", "topic_permissions"):
+    out[key].sort(key=lambda item: (item.get("name") or item["user"], item.get("exchange", "")))
+json.dump(out, sys.stdout, indent=2, sort_keys=True)
+print()
+' >"$DEFINITIONS"
+  echo "rabbitmq_users: wrote $DEFINITIONS"
+fi
