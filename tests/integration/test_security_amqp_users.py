@@ -205,3 +205,38 @@ async def test_an_upload_naming_another_tenant_is_refused_and_makes_no_job(
     await asyncio.sleep(1.0)
     assert await db_pool.fetchval("SELECT count(*) FROM jobs WHERE job_id = $1", forged.job_id) == 0
     assert (await stack.job(str(forged.job_id), key=stack.other_key)).status_code == 404
+
+
+async def test_the_services_publish_as_their_own_users(
+    stack: StackClient, test_settings: Settings, tmp_path: Path
+) -> None:
+    """The stack runs each service as its own RabbitMQ user: the user_id of what each one
+    publishes says so (and the broker checked it)."""
+    keys = ("document.uploaded", "extraction.started", "chunks.analyzed", "job.completed")
+    seen: dict[str, set[str | None]] = {key: set() for key in keys}
+
+    async def note(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        seen[message.routing_key or ""].add(message.user_id)
+
+    connection = await aio_pika.connect(test_settings.amqp_url)  # the tests' admin
+    try:
+        channel = await connection.channel()
+        tap = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        for key in keys:
+            await tap.bind(Topology.from_settings(test_settings).exchange_name, routing_key=key)
+        await tap.consume(note, no_ack=True)
+        document = tmp_path / "whose.txt"
+        document.write_text("Each service publishes under its own name.\n")
+        job_id = await stack.submit_ok(document)
+        assert (await stack.wait(job_id))["status"] == "completed"
+        deadline = time.monotonic() + 10
+        while not all(seen.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+    assert seen == {
+        "document.uploaded": {"docpipe-ingest"},
+        "extraction.started": {"docpipe-extractor"},
+        "chunks.analyzed": {"docpipe-analyzer"},
+        "job.completed": {"docpipe-progress"},
+    }
