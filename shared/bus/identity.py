@@ -27,13 +27,20 @@ if TYPE_CHECKING:
 
     from .message import InboundMessage
 
-__all__ = ["DEFAULT_TRUSTED_USERS", "DEV_AMQP_TENANTS", "service_user"]
+__all__ = [
+    "DEFAULT_TRUSTED_USERS",
+    "DEV_AMQP_TENANTS",
+    "H_PUBLISHED_BY",
+    "PublisherPolicy",
+    "amqp_user_of",
+    "dev_password",
+    "service_user",
+    "url_with_user",
+]
 
 # The first publisher of a message that a trusted service publishes again (a retry, a dead
 # letter, a replay); "" when that publisher was not known.
 H_PUBLISHED_BY = "x-published-by"
-
-SERVICES = ("ingest", "extractor", "ocr", "analyzer", "progress")
 
 
 def dev_password(user: str) -> str:
