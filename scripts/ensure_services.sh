@@ -73,4 +73,5 @@ if command -v psql >/dev/null && command -v pg_ctlcluster >/dev/null && [ -d /et
   fi
 fi
 ! command -v psql >/dev/null || bash scripts/postgres_roles.sh || exit 1  # PostgreSQL owner and runtime roles
+bash scripts/rabbitmq_users.sh || exit 1  # per-service and upstream RabbitMQ users
 echo "ensure_services: RabbitMQ and PostgreSQL are up"

@@ -10,12 +10,18 @@ scripts/postgres_roles.sh.
 PostgreSQL (docs/decisions/0980): the stack runs the migrate step itself, as
 DOCPIPE_MIGRATE_DATABASE_URL's role, before it starts anything; the services get only
 DOCPIPE_DATABASE_URL, the runtime role's, as a deployment's would.
+
+Each service connects to RabbitMQ as its own least-privilege user (scripts/rabbitmq_users.sh):
+the stack declares the topology first with the admin URL, DOCPIPE_AMQP_URL, and hands each
+service the same broker address with its own user. DOCPIPE_AMQP_SERVICE_USERS=off keeps every
+service on DOCPIPE_AMQP_URL (a broker without those users).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -31,7 +37,10 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from shared.db import DEV_OWNER_ROLE, DEV_RUNTIME_ROLE, prepare_database, with_role
+from shared.bus.identity import dev_password, service_user, url_with_user
+from shared.bus.publisher import declare_topology_at
 from shared.settings import Settings
+from shared.topology import Topology
 
 SERVICES = ("ingest", "extractor", "ocr", "analyzer", "progress")
 # The local model server (llama.cpp's OpenAI-compatible server, scripts/model_server.py): one
@@ -91,6 +100,32 @@ def default_services(env: dict[str, str]) -> tuple[str, ...]:
     return SERVICES if env.get("DOCPIPE_LLM_BASE_URL") else (*SERVICES, MODEL_SERVER)
 
 
+def admin_amqp_url(env: dict[str, str]) -> str:
+    return env.get("DOCPIPE_AMQP_URL") or str(Settings.model_fields["amqp_url"].default)
+
+
+def service_amqp_urls(env: dict[str, str]) -> dict[str, str]:
+    """Each service's AMQP URL: the broker of DOCPIPE_AMQP_URL, as the service's own user,
+    with its password from DOCPIPE_AMQP_PASSWORD_<USER> or else the development one."""
+    if env.get("DOCPIPE_AMQP_SERVICE_USERS", "").strip().lower() in ("off", "0", "false"):
+        return {}
+    urls = {}
+    for name in SERVICES:
+        user = service_user(name)
+        secret = env.get("DOCPIPE_AMQP_PASSWORD_" + user.upper().replace("-", "_"))
+        urls[name] = url_with_user(admin_amqp_url(env), user, secret or dev_password(user))
+    return urls
+
+
+def stack_topology(env: dict[str, str]) -> Topology:
+    """The topology the stack's services use (their prefix and retry delays)."""
+    delays = env.get("DOCPIPE_RETRY_DELAYS_MS")
+    return Topology(
+        env.get("DOCPIPE_BUS_PREFIX") or "docpipe",
+        tuple(json.loads(delays)) if delays else tuple(Settings.model_construct().retry_delays_ms),
+    )
+
+
 def command(name: str, port: int) -> list[str]:
     """How a stack process is started (with the stack's environment)."""
     if name == MODEL_SERVER:
@@ -145,6 +180,7 @@ class Stack:
         self.services = {name: ServiceProcess(name) for name in services}
         if MODEL_SERVER in self.services and not self.env.get("DOCPIPE_LLM_BASE_URL"):
             self.env["DOCPIPE_LLM_BASE_URL"] = f"{self.url(MODEL_SERVER)}/v1"
+        self.amqp_urls = service_amqp_urls(self.env)
         self.log_dir = log_dir
         self.restart = restart
         self._stopping = False
@@ -165,9 +201,13 @@ class Stack:
             if svc.name not in self._logs:
                 self._logs[svc.name] = open(self.log_dir / f"{svc.name}.log", "ab")  # noqa: SIM115
             out = self._logs[svc.name]
+        env = self.env
+        if svc.name in self.amqp_urls:  # its own user; the stack declared the topology
+            url = self.amqp_urls[svc.name]
+            env = {**env, "DOCPIPE_AMQP_URL": url, "DOCPIPE_DECLARE_TOPOLOGY": "false"}
         svc.proc = await asyncio.create_subprocess_exec(
             *command(svc.name, self.port(svc.name)),
-            env=self.env,
+            env=env,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT if out is not None else None,
         )
@@ -224,6 +264,8 @@ class Stack:
                     f"PostgreSQL refused the stack's roles ({exc}): create them with "
                     "scripts/postgres_roles.sh (make services)"
                 ) from exc
+        if self.amqp_urls:  # the services' users may not declare what they do not own
+            await declare_topology_at(admin_amqp_url(self.env), stack_topology(self.env))
         for svc in self.services.values():
             await self._spawn(svc)
             self._watchers.append(asyncio.create_task(self._watch(svc)))

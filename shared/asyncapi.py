@@ -76,7 +76,13 @@ def build_spec() -> dict[str, Any]:
     buses = asyncio.run(_subscribe_all(settings))
     broker = RabbitBroker(
         "amqp://guest:guest@127.0.0.1:5672/",
-        description="docpipe: one durable topic exchange; the routing key is the event type.",
+        description=(
+            "docpipe: one durable topic exchange; the routing key is the event type. Every "
+            "message carries the AMQP user_id of its publisher, which RabbitMQ checks "
+            "against the connection's user. An upstream app connects as its own user, "
+            "mapped to one tenant (DOCPIPE_AMQP_TENANTS): it may publish document.uploaded "
+            "only, for that tenant; any other upload is refused and recorded."
+        ),
     )
     topo = buses[0].bus.topology
     exchange = RabbitExchange(topo.exchange_name, type=ExchangeType.TOPIC, durable=True)

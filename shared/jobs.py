@@ -98,6 +98,16 @@ async def record_refused(conn: Db, event: DocumentUploaded, reason: str) -> None
     )
 
 
+def refusal_recorder(pool: Db) -> Callable[[DocumentUploaded, str], Awaitable[None]]:
+    """record_refused bound to a pool: what the bus calls for an upload whose publisher may
+    not name its tenant (shared.bus.middleware.CheckPublisher)."""
+
+    async def record(event: DocumentUploaded, reason: str) -> None:
+        await record_refused(pool, event, reason)
+
+    return record
+
+
 async def record_blob_owner(conn: Db, tenant: str, uri: str) -> None:
     """`tenant` uploaded the blob `uri`: a bus upload of that tenant may name it."""
     await conn.execute(

@@ -32,6 +32,18 @@ DEV_ADMIN_KEYS = "admin-key"
 DEV_SECRET_KEY = "ZG9jcGlwZS1kZXYta2V5LW5vdC1hLXNlY3JldC0zMmI="
 
 
+def service_user(service: str) -> str:
+    """The RabbitMQ user of a docpipe service (scripts/rabbitmq_users.sh creates them)."""
+    return f"docpipe-{service}"
+
+
+# The development upstream publishers, one per development tenant (live only in dev).
+DEV_AMQP_TENANTS = {"upstream-dev": "dev", "upstream-other": "other"}
+# Trusted to carry any tenant on the bus: ingest publishes the uploads of HTTP tenants; the
+# extractor retries uploads and progress replays dead letters (both keep x-published-by).
+DEFAULT_TRUSTED_USERS = [service_user(s) for s in ("ingest", "extractor", "progress")]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DOCPIPE_", extra="ignore")
 
@@ -45,8 +57,20 @@ class Settings(BaseSettings):
     # there starts as long as nothing is pending and otherwise refuses with a sentence.
     migrate_database_url: str | None = None
     blob_dir: Path = Path("var/blobs")
-    # Prefix of every exchange and queue name, so a test run can own a private topology.
-    bus_prefix: str = "docpipe"
+    # Prefix of every exchange and queue name, so a test run can own a private topology. No
+    # dot: the RabbitMQ users' permission regexes find the prefix as the first dotted word.
+    bus_prefix: str = Field(default="docpipe", pattern=r"^[A-Za-z0-9_-]+$")
+    # Whether a service declares the whole topology at start. Least-privilege users may not:
+    # the deployment declares it once with an admin user (`python -m scripts.declare_topology`,
+    # the stack, compose's definitions) and each service sets this to false.
+    declare_topology: bool = True
+    # Publishers on the bus (issue 10; shared/bus/identity.py). AMQP users that publish uploads
+    # for one tenant each, as JSON ({"upstream-acme": "acme"}; dev: DEV_AMQP_TENANTS), and the
+    # users trusted to carry any tenant (a comma list).
+    amqp_tenants: dict[str, str] = Field(default_factory=dict)
+    amqp_trusted_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_TRUSTED_USERS)
+    )
 
     # Auth: "key=tenant,..." for the job API, and a comma list of admin keys. None by
     # default: DOCPIPE_ENV=dev alone fills in the development keys (see the keys block below).
@@ -148,7 +172,7 @@ class Settings(BaseSettings):
     # network, lifts this as it lifts the address filter.
     fetch_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
 
-    @field_validator("file_roots", "fetch_allowed_ports", mode="before")
+    @field_validator("file_roots", "fetch_allowed_ports", "amqp_trusted_users", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -277,6 +301,7 @@ class Settings(BaseSettings):
             self.api_keys = self.api_keys or DEV_API_KEYS
             self.admin_keys = self.admin_keys or DEV_ADMIN_KEYS
             self.secret_keys = self.secret_keys or [SecretStr(DEV_SECRET_KEY)]
+            self.amqp_tenants = self.amqp_tenants or dict(DEV_AMQP_TENANTS)
         return self
 
     # AI analysis (issue 11, the pipeline). Named analysis profiles a submit may name

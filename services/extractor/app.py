@@ -15,6 +15,7 @@ from shared.events import (
     PageExtracted,
     PagesExtracted,
 )
+from shared.jobs import refusal_recorder
 from shared.sandbox import ChildLimits, WarmPool
 from shared.secret_box import requiring_secret_keys
 from shared.service import ServiceContext, create_service_app
@@ -48,6 +49,9 @@ async def setup(ctx: ServiceContext) -> None:
     runtime = build_runtime(settings)
     if runtime.warm_children is not None:
         ctx.spawn(runtime.warm_children.keep_warm(), "extractor-warm-children")
+    # An upload whose AMQP publisher may not name its tenant is recorded here, once (progress,
+    # which sees it too, drops it without a record).
+    ctx.bus.on_refused = refusal_recorder(ctx.pool)
     ctx.bus.subscribe(
         topology.EXTRACTOR,
         DocumentUploaded,

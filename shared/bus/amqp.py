@@ -10,6 +10,7 @@ from shared.topology import Topology
 
 from .consumer import Consumer
 from .core import BusCore
+from .identity import PublisherPolicy
 from .publisher import Publisher
 
 
@@ -26,11 +27,13 @@ class Bus(Publisher, BusCore):
         Publisher.__init__(self, settings.amqp_url, Topology.from_settings(settings), service)
         self.app_id = f"docpipe-{service}"
         self.settings = settings
+        self.publisher_policy = PublisherPolicy.from_settings(settings)
         self.consumer = Consumer(settings.amqp_url, self.topology, self, self)
 
     async def start(self) -> None:
         await self.connect()
-        await self.declare()
+        if self.settings.declare_topology:
+            await self.declare()
         await self.consumer.start()
 
     async def stop(self) -> None:

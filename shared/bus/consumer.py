@@ -46,6 +46,7 @@ def inbound(raw: AbstractIncomingMessage) -> InboundMessage:
         priority=raw.priority or 0,
         redelivered=bool(raw.redelivered),
         raw=raw,
+        user_id=raw.user_id,
     )
 
 
@@ -113,7 +114,9 @@ class Consumer:
         for dead in bus.dead_letter_subscriptions:
             spec = topo.dead_letter_queue(dead.group)
             channel = await self._channel(dead.prefetch)
-            queue = await channel.declare_queue(spec.name, durable=True)
+            # Passive: the topology declared it, and a service consuming another group's
+            # dead letters (progress) has no right to configure that group's queues.
+            queue = await channel.declare_queue(spec.name, passive=True)
             await self._consume(queue, bus.dead_letter_pipeline(dead), spec.name)
 
     async def _channel(self, prefetch: int) -> AbstractChannel:

@@ -11,14 +11,17 @@ from typing import Any, TypeVar, overload
 from shared.events import Event, JobFailed
 from shared.topology import ConsumerGroup
 
+from .identity import PublisherPolicy
 from .message import Delivery, Handler, InboundMessage, MessageContext, Next, RawHandler
 from .middleware import (
     Advisory,
+    CheckPublisher,
     CountOutcomes,
     DeadLetterMalformed,
     FailurePolicy,
     Hook,
     LogContext,
+    OnRefused,
     Parse,
     RequeueAfterPause,
     TimeHandler,
@@ -82,6 +85,10 @@ class BusCore:
         # A handler failing during such an outage is not the message's fault, so the retry
         # does not use up an attempt: an outage longer than the retry ladder fails no job.
         self.dependency_down: Callable[[], Awaitable[bool]] | None = None
+        # Who may name which tenant on an upload (the AMQP bus sets it from the settings), and
+        # what a refusal does besides dropping the message (the extractor records it).
+        self.publisher_policy: PublisherPolicy | None = None
+        self.on_refused: OnRefused | None = None
 
     # --- subscribing -------------------------------------------------------
     @overload
@@ -174,6 +181,7 @@ class BusCore:
             Parse(sub.handlers, DeadLetterMalformed(transport, sub.group)),
             LogContext(),
             FailurePolicy(transport, sub.group, self.retry_delays_ms, self._dependency_down),
+            CheckPublisher(self.publisher_policy, lambda: self.on_refused),
             TimeHandler(self.on_handled),
         )
         return chain(steps, call_handler)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shared.events import Event, JobFailed
-from shared.settings import Settings
+from shared.settings import Settings, service_user
 
 from .amqp import Bus
 from .core import GroupSubscription
@@ -74,8 +74,13 @@ class DeadLettered:
 
 
 class MemoryBus(Bus):
-    def __init__(self, settings: Settings | None = None, service: str = "memory") -> None:
+    def __init__(
+        self, settings: Settings | None = None, service: str = "memory", user: str | None = None
+    ) -> None:
+        """`user`: the AMQP user its messages are published as (their user_id); by default
+        ingest's, which may carry any tenant, as RabbitMQ would have validated it."""
         super().__init__(settings or Settings.model_construct(), service)
+        self.user = user if user is not None else service_user("ingest")
         self.published: list[Published] = []
         self.raw_published: list[tuple[str, bytes]] = []
         self.retries: list[Retried] = []
@@ -120,13 +125,13 @@ class MemoryBus(Bus):
         if out.route is Route.EXCHANGE:
             await self._send_to_exchange(out)
         elif out.route is Route.QUEUE:
-            message = out.as_inbound(str(out.headers.get(H_EVENT) or ""))
+            message = out.as_inbound(str(out.headers.get(H_EVENT) or ""), self.user)
             for sub in self.groups.values():
                 if self.topology.queue_name(sub.group) == out.key:
                     await self._run(sub, message)
         elif out.route is Route.RETRY:
             assert out.group is not None and out.delay_ms is not None
-            message = out.as_inbound(str(out.headers.get(H_EVENT) or ""))
+            message = out.as_inbound(str(out.headers.get(H_EVENT) or ""), self.user)
             attempt, error = int(out.headers[H_ATTEMPT]), str(out.headers[H_ERROR])
             retried = Retried(out.group, attempt, error, out.delay_ms, message)
             self.retries.append(retried)
@@ -141,11 +146,11 @@ class MemoryBus(Bus):
             self.published.append(Published(event, priority, out.headers, group))
         else:
             self.raw_published.append((out.key, out.body))
-        await self.deliver(out.as_inbound())
+        await self.deliver(out.as_inbound(user_id=self.user))
 
     async def _dead_letter(self, out: Outbound) -> None:
         assert out.group is not None
-        dead = out.as_inbound(str(out.headers.get(H_EVENT) or ""))
+        dead = out.as_inbound(str(out.headers.get(H_EVENT) or ""), self.user)
         reason, error = str(out.headers[H_REASON]), str(out.headers[H_ERROR])
         attempt = int(out.headers[H_ATTEMPT])
         self.dead_letters.append(DeadLettered(out.group, reason, error, attempt, dead))

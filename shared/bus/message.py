@@ -59,8 +59,11 @@ class Outbound:
     group: str | None = None
     delay_ms: int | None = None
 
-    def as_inbound(self, routing_key: str | None = None) -> InboundMessage:
-        """How a consumer of it would see it (the in-memory bus delivers it so)."""
+    def as_inbound(
+        self, routing_key: str | None = None, user_id: str | None = None
+    ) -> InboundMessage:
+        """How a consumer of it would see it (the in-memory bus delivers it so), published
+        by `user_id`."""
         return InboundMessage(
             self.body,
             self.headers,
@@ -69,6 +72,7 @@ class Outbound:
             correlation_id=self.correlation_id,
             content_type=self.content_type,
             priority=self.priority or 0,
+            user_id=user_id,
         )
 
 
@@ -87,6 +91,7 @@ class InboundMessage:
         "raw",
         "redelivered",
         "routing_key",
+        "user_id",
     )
 
     def __init__(
@@ -101,6 +106,7 @@ class InboundMessage:
         priority: int = 0,
         redelivered: bool = False,
         raw: Any = None,
+        user_id: str | None = None,
     ) -> None:
         self.body = body
         self.headers = headers
@@ -111,6 +117,8 @@ class InboundMessage:
         self.priority = priority
         self.redelivered = redelivered
         self.raw = raw
+        # The AMQP user that published it, as the broker validated it (None: not given).
+        self.user_id = user_id
         # The event type the publisher named (header), else the routing key.
         self.event_type = str(headers.get(H_EVENT) or routing_key or "")
         # How many retries came before this delivery (0 on the first).

@@ -7,6 +7,8 @@ A work queue's message passes, outermost first:
                     a message that does not parse is dead-lettered as malformed
     LogContext      correlation id and structlog context; one "message handled" line
     FailurePolicy   the failure taxonomy: JobGone, PermanentError, retry ladder, dead letter
+    CheckPublisher  an upload's tenant against the AMQP user that published it; refused:
+                    recorded, then dropped (a JobGone)
     TimeHandler     how long the handler ran
     -> the handler
 
@@ -29,9 +31,10 @@ import structlog
 from pydantic import ValidationError
 
 from shared.errors import JobGone, PermanentError
-from shared.events import Event, JobFailed, event_type_of
+from shared.events import DocumentUploaded, Event, JobFailed, event_type_of
 from shared.topology import ConsumerGroup
 
+from .identity import PublisherPolicy
 from .message import (
     DEAD_LETTERED,
     H_CORRELATION,
@@ -349,6 +352,38 @@ class FailurePolicy:
             return bool(await self.dependency_down())
         except Exception:  # a failing probe proves nothing: count the attempt
             return False
+
+
+class RefusedPublisher(JobGone):
+    """The upload's publisher may not name its tenant: nothing of it reaches a job."""
+
+
+OnRefused = Callable[[DocumentUploaded, str], Awaitable[None]]
+
+
+class CheckPublisher:
+    """A document.uploaded names its tenant; the AMQP user that published it (validated by
+    the broker, shared/bus/identity.py) must be trusted or mapped to that tenant. A refused
+    upload goes to `on_refused` (the extractor records it in refused_messages), then is
+    dropped. Inside FailurePolicy: a record that fails is retried, and checked again."""
+
+    def __init__(self, policy: PublisherPolicy | None, on_refused: Callable[[], OnRefused | None]):
+        self.policy = policy
+        self.on_refused = on_refused  # read per message: the service sets it after subscribing
+
+    async def __call__(self, ctx: MessageContext, call_next: Next) -> None:
+        event = ctx.event
+        if self.policy is not None and isinstance(event, DocumentUploaded):
+            publisher = self.policy.publisher_of(ctx.message)
+            reason = self.policy.refusal(publisher, event.tenant)
+            if reason is not None:
+                record = self.on_refused()
+                if record is not None:
+                    await record(event, reason)
+                else:
+                    log.warning("bus message refused", publisher=publisher, reason=reason)
+                raise RefusedPublisher(f"refused: {reason}")
+        await call_next(ctx)
 
 
 class Advisory:

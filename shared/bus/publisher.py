@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from shared.events import Event
 from shared.topology import GROUPS, ConsumerGroup, Topology
 
+from .identity import H_PUBLISHED_BY, PublisherPolicy, amqp_user_of
 from .message import (
     H_ATTEMPT,
     H_CORRELATION,
@@ -41,6 +42,11 @@ class Publisher:
         self.amqp_url = amqp_url
         self.topology = topology
         self.app_id = app_id
+        # Every message carries the connection's user as user_id: the broker checks it.
+        self.user = amqp_user_of(amqp_url)
+        # Which publishers are trusted (the bus sets it): a retry or a dead letter keeps its
+        # first publisher in x-published-by (shared/bus/identity.py).
+        self.publisher_policy: PublisherPolicy | None = None
         self.connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -76,29 +82,12 @@ class Publisher:
         return connection is not None and not connection.is_closed and connection.connected.is_set()
 
     async def declare(self) -> None:
-        """Declare the whole topology, so a publish never races a consumer's first start."""
-        topo = self.topology
+        """Declare the whole topology, so a publish never races a consumer's first start.
+        Needs configure rights on all of it: a least-privilege service user has them only
+        for its own queues, and its deployment declares the topology (declare_topology)."""
         assert self.connection is not None, "connect first"
         async with self.connection.channel() as channel:
-            exchange = await channel.declare_exchange(
-                topo.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-            )
-            dlx = await channel.declare_exchange(
-                topo.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-            for group in GROUPS:
-                work = topo.work_queue(group)
-                queue = await channel.declare_queue(
-                    work.name, durable=True, arguments=work.arguments
-                )
-                for key in work.binding_keys:
-                    await queue.bind(exchange, routing_key=key)
-                dead = topo.dead_letter_queue(group)
-                dlq = await channel.declare_queue(dead.name, durable=True)
-                await dlq.bind(dlx, routing_key=group.name)
-                for delay in topo.retry_delays_ms:
-                    retry = topo.retry_queue(group, delay)
-                    await channel.declare_queue(retry.name, durable=True, arguments=retry.arguments)
+            await declare_topology(channel, self.topology)
 
     # --- publishing: every kind of message is built here, then send() carries it ---------
     async def publish(
@@ -152,6 +141,7 @@ class Publisher:
         expiration = max(1, int(delay_ms * random.uniform(0.8, 1.0))) / 1000
         headers = {**message.headers, H_ATTEMPT: attempt, H_ERROR: error[:1000]}
         queue = self.topology.retry_queue_name(group, delay_ms)
+        headers[H_PUBLISHED_BY] = self.first_publisher(message)
         out = _resend(message, Route.RETRY, queue, headers, group.name)
         await self.send(replace(out, expiration_seconds=expiration, delay_ms=delay_ms))
 
@@ -166,9 +156,16 @@ class Publisher:
             H_REASON: reason,
             H_ERROR: error[:4000],
             H_QUEUE: self.topology.queue_name(group),
+            H_PUBLISHED_BY: self.first_publisher(message),
         }
         out = _resend(message, Route.DEAD_LETTER, group.name, headers, group.name)
         await self.send(replace(out, priority=None))
+
+    def first_publisher(self, message: InboundMessage) -> str:
+        """Who first published a message this service publishes again ("" if unknown)."""
+        if self.publisher_policy is None:
+            return message.user_id or ""
+        return self.publisher_policy.publisher_of(message) or ""
 
     async def send(self, out: Outbound) -> None:
         """Carry one message with aio-pika, persistently, and wait for the broker's confirm."""
@@ -182,6 +179,7 @@ class Publisher:
             priority=out.priority,
             expiration=out.expiration_seconds,
             app_id=self.app_id,
+            user_id=self.user,
         )
         if out.route is Route.EXCHANGE:
             exchange = self._require(self._exchange)
@@ -213,3 +211,33 @@ def _resend(
         priority=message.priority,
         group=group,
     )
+
+
+async def declare_topology(channel: AbstractChannel, topo: Topology) -> None:
+    """Declare the exchanges, every group's queues and their bindings (idempotent)."""
+    exchange = await channel.declare_exchange(
+        topo.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    dlx = await channel.declare_exchange(topo.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True)
+    for group in GROUPS:
+        work = topo.work_queue(group)
+        queue = await channel.declare_queue(work.name, durable=True, arguments=work.arguments)
+        for key in work.binding_keys:
+            await queue.bind(exchange, routing_key=key)
+        dead = topo.dead_letter_queue(group)
+        dlq = await channel.declare_queue(dead.name, durable=True)
+        await dlq.bind(dlx, routing_key=group.name)
+        for delay in topo.retry_delays_ms:
+            retry = topo.retry_queue(group, delay)
+            await channel.declare_queue(retry.name, durable=True, arguments=retry.arguments)
+
+
+async def declare_topology_at(amqp_url: str, topo: Topology) -> None:
+    """Declare the topology over a connection of its own (an admin user's: the deployment
+    step that lets least-privilege services start)."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        async with connection.channel() as channel:
+            await declare_topology(channel, topo)
+    finally:
+        await connection.close()

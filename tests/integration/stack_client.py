@@ -14,17 +14,37 @@ import websockets
 
 from scripts.stack import Stack
 from shared.bus import Bus
-from shared.events import TERMINAL_STATUSES, Event
+from shared.bus.identity import dev_password, url_with_user
+from shared.events import TERMINAL_STATUSES, DocumentUploaded, Event
 from shared.settings import Settings
 
 
+def upstream_user(settings: Settings, tenant: str) -> str:
+    """The upstream AMQP user that publishes for `tenant` (DOCPIPE_AMQP_TENANTS)."""
+    users = [user for user, mapped in settings.amqp_tenants.items() if mapped == tenant]
+    if not users:
+        raise LookupError(f"no upstream AMQP user publishes for tenant {tenant!r}")
+    return users[0]
+
+
+def upstream_settings(settings: Settings, user: str) -> Settings:
+    """The settings an upstream app has: the broker, as its own user (dev password)."""
+    url = url_with_user(settings.amqp_url, user, dev_password(user))
+    return settings.model_copy(update={"amqp_url": url})
+
+
 async def publish_as_upstream(settings: Settings, event: Event) -> None:
-    """Publish one event the way an upstream app would: straight onto the bus, with the
-    topology declared first."""
+    """Publish one event the way an upstream app would: straight onto the bus. An upload goes
+    as the upstream user of its tenant (it may publish nothing else, and declares nothing:
+    the stack declared the topology); any other event as the admin connection of the tests,
+    standing in for the service that would publish it."""
+    if isinstance(event, DocumentUploaded):
+        settings = upstream_settings(settings, upstream_user(settings, event.tenant))
     bus = Bus(settings, "upstream-app")
     await bus.connect()
     try:
-        await bus.declare()
+        if not isinstance(event, DocumentUploaded):
+            await bus.declare()
         await bus.publish(event)
     finally:
         await bus.stop()
