@@ -36,9 +36,9 @@ import asyncpg
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from shared.db import DEV_OWNER_ROLE, DEV_RUNTIME_ROLE, prepare_database, with_role
 from shared.bus.identity import dev_password, service_user, url_with_user
 from shared.bus.publisher import declare_topology_at
+from shared.db import DEV_OWNER_ROLE, DEV_RUNTIME_ROLE, prepare_database, with_role
 from shared.settings import Settings
 from shared.topology import Topology
 
