@@ -1,7 +1,7 @@
 """What every HTTP service's OpenAPI document says beyond what FastAPI infers from the routes:
 the answers any route behind a key can give (401, 403), any route naming a resource by id
-(404) and any route with a body (400). schemathesis holds the services to these documents (tests/integration/test_api_fuzz.py),
-so an answer missing here is a failure there."""
+(404) and any route with a body (400). schemathesis holds the services to these documents
+(tests/integration/test_api_fuzz.py), so an answer missing here is a failure there."""
 
 from __future__ import annotations
 
