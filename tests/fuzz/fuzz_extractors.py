@@ -103,7 +103,7 @@ def seeds() -> list[bytes]:
                 b"<!doctype html><html><head><title>T</title></head><body><h1>Head</h1>"
                 b"<p>Para &amp; more</p><table><tr><td>1</td></tr></table></body></html>"
             ],
-            "csv": [b"name,qty\nalpha,1\nbeta,2\n\"quoted, cell\",3\n"],
+            "csv": [b'name,qty\nalpha,1\nbeta,2\n"quoted, cell",3\n'],
             "txt": [b"Plain text.\n\nSecond paragraph \xc3\xa9.\n", b"caf\xe9 latin-1\n"],
             "png": [images[0]],
             "jpeg": [images[1]],
