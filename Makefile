@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install services up demo test test-fast test-reliability bench lint docs clean
+.PHONY: install services up demo test test-fast test-reliability bench fuzz lint docs clean
 
 install: $(STAMP)
 
@@ -42,6 +42,21 @@ test-reliability: install services
 # the benchmarks that need none.
 bench: install services
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# Fuzzing (issue 10), not part of `make test`: the byte sniffer, the multipart parser, chunking
+# and the per-format extractors, FUZZ_SECONDS each (default 60). Coverage-guided with atheris
+# when it installs (the `fuzz` extra in pyproject.toml), else on random mutations of the
+# seeds (FUZZ_ENGINE=random forces that). Stops at the first finding, non-zero, with the
+# input in test-artifacts/fuzz/ (replay: $(PY) -m tests.fuzz.fuzz_<harness> <file>).
+FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES := sniff multipart chunking extractors
+fuzz: install
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q 'atheris>=2.3' \
+		|| echo "atheris did not install: fuzzing on random mutations"
+	@for harness in $(FUZZ_HARNESSES); do \
+		FUZZ_SECONDS=$(FUZZ_SECONDS) timeout $$(( $(FUZZ_SECONDS) + 120 )) \
+			$(PY) -m tests.fuzz.fuzz_$$harness || exit 1; \
+	done
 
 # ruff (with the complexity checks) and mypy (strict on shared/, services/ and docpipe_cli/); CI runs it.
 lint: install

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import asyncpg
 import structlog
 from fastapi import Depends, HTTPException, Request, WebSocket, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared import keys as key_store
 from shared import tickets
@@ -161,7 +162,17 @@ _UNAUTHORIZED = HTTPException(
 )
 
 
-async def require_principal(request: Request) -> Principal:
+# Declares the key in the OpenAPI documents (a security scheme on every route behind a key);
+# the header is read by require_principal itself, so a missing one answers our 401 sentence.
+BEARER_SCHEME = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An API key: 'Authorization: Bearer <key>'.",
+)
+DeclaredBearer = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER_SCHEME)]
+
+
+async def require_principal(request: Request, _declared: DeclaredBearer = None) -> Principal:
     """Any valid key, whatever its scopes."""
     principal = await authenticate(request.app, _bearer(request.headers.get("authorization")))
     if principal is None:

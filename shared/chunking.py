@@ -11,7 +11,9 @@ import uuid
 from shared.events import Chunk, PageSource
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
-_SENTENCE_END = re.compile(r"(?<=[.!?…。])[\"')\]]*\s+")
+# A sentence ends after its closing quotes and brackets: only the whitespace after them (the
+# "gap") separates it from the next one, so the closers stay in the chunk.
+_SENTENCE_END = re.compile(r"(?<=[.!?…。])[\"')\]]*(?P<gap>\s+)")
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -20,7 +22,7 @@ def _split(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[tu
     spans: list[tuple[int, int]] = []
     pos = start
     for m in pattern.finditer(text, start, end):
-        spans.append((pos, m.start()))
+        spans.append((pos, m.start("gap") if "gap" in pattern.groupindex else m.start()))
         pos = m.end()
     spans.append((pos, end))
     return [s for s in (_strip(text, a, b) for a, b in spans) if s[1] > s[0]]

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.api_docs import document_refusals
 from shared.blobstore import BlobStore
 from shared.bus import Bus, Delivery
 from shared.db import create_pool
@@ -94,6 +95,7 @@ def create_service_app(
     )
     app.state.settings = settings
     _add_ops_routes(app, name)
+    document_refusals(app)
     return app
 
 

@@ -27,6 +27,16 @@ ZIP_MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
 # 1030 (zeros), while very repetitive text XML reaches ~200 (a valid DOCX, tested).
 ZIP_MAX_RATIO = 500
 _RATIO_MIN_BYTES = 1024 * 1024
+# What zipfile raises for a damaged directory. NotImplementedError: a directory entry that
+# claims a ZIP version zipfile does not know (found by fuzzing; it was a 500 in ingest).
+UNREADABLE_ZIP = (
+    zipfile.BadZipFile,
+    OSError,
+    ValueError,
+    struct.error,
+    NotImplementedError,
+    EOFError,
+)
 
 
 def sniff_bytes(head: bytes, *, zip_names: list[str] | None = None) -> str | None:
@@ -105,7 +115,7 @@ def sniff_path(path: Path | str) -> str | None:
             try:
                 with zipfile.ZipFile(path) as zf:
                     names = zf.namelist()
-            except (zipfile.BadZipFile, OSError, ValueError):
+            except UNREADABLE_ZIP:
                 pass
     return sniff_bytes(head, zip_names=names)
 
@@ -170,7 +180,7 @@ def zip_problem(path: Path | str) -> str | None:
             return f"The ZIP container has more than {ZIP_MAX_ENTRIES} entries."
         with zipfile.ZipFile(path) as zf:
             return zip_sizes_problem(zf.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, struct.error):
+    except UNREADABLE_ZIP:
         return None  # not a readable ZIP: whoever opens it says so
 
 

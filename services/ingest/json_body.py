@@ -34,5 +34,14 @@ async def json_body(request: Request, model: type[Model]) -> Model:
         return model.model_validate_json(b"".join(chunks))
     except ValidationError as exc:
         raise InvalidRequest(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+            [
+                {**e, "loc": ("body", *e["loc"]), "input": _readable(e["input"])}
+                for e in exc.errors(include_url=False)
+            ]
         ) from None
+
+
+def _readable(value: object) -> object:
+    """An error's input as JSON can carry it: invalid JSON comes back as the raw bytes, which
+    need not be UTF-8 (the encoder's strict decode of them was a 500)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

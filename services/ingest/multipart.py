@@ -59,6 +59,20 @@ def boundary_of(content_type: str | None) -> bytes | None:
     return boundary or None
 
 
+def text_charset(declared: bytes | None) -> str:
+    """The declared charset when Python has a text codec by that name, else UTF-8. (A name
+    with a NUL byte made codecs.lookup raise ValueError, and `rot13` is a codec that
+    bytes.decode refuses: both were 500s.)"""
+    name = (declared or b"utf-8").decode("latin-1")
+    try:
+        codec = codecs.lookup(name)
+    except (LookupError, ValueError):
+        return "utf-8"
+    # The flag bytes.decode itself checks (CPython's codecs registry marks bytes-to-bytes
+    # codecs such as rot13, hex and zlib as not text encodings).
+    return codec.name if getattr(codec, "_is_text_encoding", True) else "utf-8"
+
+
 class _Collector:
     """python-multipart's callbacks are synchronous: collect events, the caller awaits them."""
 
@@ -78,7 +92,7 @@ class _Collector:
     def _decode(self, raw: bytes) -> str:
         try:
             return raw.decode(self.charset)
-        except UnicodeDecodeError:
+        except ValueError:  # UnicodeError, and the idna codec's own errors
             return raw.decode("latin-1")
 
     def on_part_begin(self) -> None:
@@ -149,12 +163,7 @@ async def iter_form(
     if boundary is None:
         raise MultipartError("Expected a multipart/form-data body with a boundary.")
     _, params = parse_options_header(content_type)
-    charset = params.get(b"charset", b"utf-8").decode("latin-1")
-    try:
-        charset = codecs.lookup(charset).name
-    except LookupError:
-        charset = "utf-8"
-    collector = _Collector(charset, max_parts)
+    collector = _Collector(text_charset(params.get(b"charset")), max_parts)
     parser = MultipartParser(
         boundary,
         {

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from services.progress.api import visible_job_or_404
 from services.progress.deps import PoolDep
 from services.progress.store import costs
+from shared.api_docs import invalid_request
 from shared.auth import ReadDep
 
 router = APIRouter(tags=["cost"])
@@ -174,7 +175,7 @@ async def usage(
     try:
         start, end = usage_window(since, until, datetime.now(UTC))
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        raise invalid_request(("query", "since"), str(exc)) from None
     if not principal.all_tenants:  # a tenant's key, or an admin key scoped to one tenant
         if tenant is not None and tenant != principal.tenant:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="A key sees its own tenant.")

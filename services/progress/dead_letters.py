@@ -37,6 +37,7 @@ from services.progress.deps import ctx_of, runtime_of
 from services.progress.hub import Hub
 from services.progress.lifecycle import JobWrite, save_one
 from shared import audit, topology
+from shared.api_docs import invalid_request, problem_response
 from shared.auth import AdminDep
 from shared.bus import H_ATTEMPT, H_ERROR, H_EVENT, H_QUEUE, H_REASON, Bus
 from shared.events import JobStatus
@@ -290,7 +291,11 @@ async def _bulk_ids(pool: asyncpg.Pool, topo: Topology, body: BulkReplay) -> lis
 # --- routes -------------------------------------------------------------------------------
 
 
-@router.get("", summary="List dead letters, newest first")
+@router.get(
+    "",
+    summary="List dead letters, newest first",
+    responses={400: problem_response("The cursor is not valid.")},
+)
 async def get_dead_letters(
     request: Request,
     _admin: AdminDep,
@@ -317,8 +322,8 @@ async def replay_many(request: Request, admin: AdminDep, body: BulkReplay) -> di
     ctx = _ctx(request)
     has_filter = body.queue or body.job_id or body.reason or body.all
     if body.ids is None and not has_filter:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
+        raise invalid_request(
+            ("body",),
             "Name the dead letters: 'ids', or a filter ('queue', 'job_id', 'reason', or "
             "'all': true).",
         )

@@ -35,6 +35,13 @@ UPLOAD_PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem},
     403: {"model": Problem},
     408: {"model": Problem, "description": "The body stopped arriving"},
+    # A hand-read body that is missing or fails its model: FastAPI's validation-error shape.
+    422: {
+        "description": "Validation Error",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    },
 }
 
 

@@ -99,7 +99,11 @@ async function api(path, options = {}) {
     } catch {
       /* not JSON */
     }
-    throw new HttpError(response.status, typeof detail === "string" ? detail : "");
+    // A 422's detail is a list of validation errors, each with its sentence in "msg".
+    const sentence = Array.isArray(detail)
+      ? detail.map((error) => (error && error.msg) || "").join(" ")
+      : detail;
+    throw new HttpError(response.status, typeof sentence === "string" ? sentence : "");
   }
   return response.status === 204 ? null : response.json();
 }
