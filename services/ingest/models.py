@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.ingest.labels import Labels
 from shared.events import JobStatus, OcrMode
+from shared.ocr_languages import OcrLang
 
 
 class JobOptions(BaseModel):
@@ -19,6 +20,12 @@ class JobOptions(BaseModel):
 
     priority: int = Field(default=0, ge=0, le=9)
     ocr: OcrMode = OcrMode.AUTO
+    ocr_lang: OcrLang | None = Field(
+        default=None,
+        description="The languages OCR reads the document in: tesseract codes joined by '+', "
+        "e.g. 'deu+eng'. Absent: the deployment's setting (DOCPIPE_OCR_LANG). A language that "
+        "is not installed is refused (422, naming it and listing the installed ones).",
+    )
     password: str | None = Field(default=None, max_length=1024, description="for encrypted PDFs")
     # Duplicates and retention (services/ingest/dedup.py, shared/purge.py).
     force: bool = Field(

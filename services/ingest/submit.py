@@ -30,6 +30,7 @@ from services.ingest.errors import (
 from services.ingest.filenames import sanitize_filename
 from services.ingest.models import UploadOptions
 from services.ingest.multipart import MultipartError, boundary_of
+from services.ingest.ocr_lang import checked_ocr_lang
 from services.ingest.outbox import publish_now
 from services.ingest.runtime import IngestRuntime
 from services.ingest.upload import (
@@ -108,7 +109,7 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
     refuse_unreadable_body(request, runtime.settings.max_upload_bytes)
     with runtime.upload_slots.hold(tenant):
         upload = await _receive(runtime, request)
-        options = parse_options(upload.fields)
+        options = checked_ocr_lang(parse_options(upload.fields), runtime.settings, ("body",))
         await check_callback_url(options.callback_url, runtime.settings)
         analysis = parse_analysis(upload.fields.get(FIELD), runtime.settings.analysis_profiles)
         if request.idempotency_key:
@@ -199,6 +200,7 @@ def new_job(
         document_uri=upload.uri,
         filename=sanitize_filename(upload.client_filename) or f"upload.{fmt}",
         ocr=options.ocr,
+        ocr_lang=options.ocr_lang,
         password=options.password,
         priority=options.priority,
         size_bytes=upload.size_bytes,
