@@ -114,6 +114,9 @@ class JobView(BaseModel):
     filename: str | None
     format: str | None
     ocr: OcrMode
+    ocr_lang: str | None = Field(
+        default=None, description="The OCR languages asked for (None: the deployment's)."
+    )
     priority: int
     size_bytes: int | None
     pages_total: int | None
@@ -147,6 +150,7 @@ class JobView(BaseModel):
             filename=row["filename"],
             format=row["format"],
             ocr=row["ocr_mode"],
+            ocr_lang=row.get("ocr_lang"),
             priority=row["priority"],
             size_bytes=row["size_bytes"],
             pages_total=row["pages_total"],

@@ -86,4 +86,4 @@ async def _existing(
     )
     if row is None:
         return None
-    return SubmittedJob.replayed(row, "document_uri", body.url, body.ocr, body.priority)
+    return SubmittedJob.replayed(row, "document_uri", body.url, body)

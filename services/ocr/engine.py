@@ -146,8 +146,11 @@ class Engine:
         degrees = self.orientation(path, tessdata)
         if not degrees:
             return upright
-        with _open_with_pillow(path) as image:
-            turned = _read(api, path, image.rotate(degrees, expand=True), _dpi_of(image))
+        try:
+            with _open_with_pillow(path) as image:
+                turned = _read(api, path, image.rotate(degrees, expand=True), _dpi_of(image))
+        except OcrRefused:  # Pillow cannot decode what leptonica read: keep the upright reading
+            return upright
         better = (turned.confidence or 0.0) > (upright.confidence or 0.0)
         return Recognised(turned.text, turned.confidences, degrees) if better else upright
 

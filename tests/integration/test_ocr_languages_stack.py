@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ async def test_languages_and_rotation_reach_the_result(stack: StackClient, tmp_p
     in_german, in_english, turned, upside_down, batched = await asyncio.gather(
         *(completed_result(stack, job_id) for job_id in ids)
     )
+    views = [(await stack.job(job_id)).json() for job_id in ids]
+    assert [v["ocr_lang"] for v in views] == ["deu", None, None, None, "deu+eng"]
     expected = "\n".join(GERMAN)
     assert umlaut_recall(expected, in_german["text"]) >= 0.9
     assert umlaut_recall(expected, batched["text"]) >= 0.9
@@ -117,3 +120,26 @@ async def test_a_language_that_is_not_installed_is_refused_at_submit(
         assert "deu, eng, fra" in error["msg"]
     assert bad_syntax.status_code == 422
     assert json.dumps(bad_syntax.json()).count("ocr_lang") >= 1
+
+
+async def test_an_idempotency_key_reused_with_another_language_is_refused(
+    stack: StackClient,
+) -> None:
+    key = {"Idempotency-Key": f"ocr-lang-{uuid.uuid4()}"}
+    async with httpx.AsyncClient(timeout=30, headers=stack.headers()) as client:
+
+        async def post(lang: str) -> httpx.Response:
+            return await client.post(
+                f"{stack.api}/v1/jobs",
+                headers=key,
+                files={"file": ("scan.png", png(ENGLISH))},
+                data={"ocr_lang": lang, "force": "true"},
+            )
+
+        first = await post("deu")
+        again = await post("deu")
+        other = await post("fra")
+    assert first.status_code == 202, first.text
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
+    assert other.status_code == 422
+    assert other.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
