@@ -150,6 +150,10 @@ def submit(
         list[str] | None, typer.Option("--label", "-l", help="key=value; may be repeated.")
     ] = None,
     ocr: Annotated[OcrMode, typer.Option(help="When to OCR pages.")] = OcrMode.AUTO,
+    ocr_lang: Annotated[
+        str | None,
+        typer.Option(help="OCR languages, e.g. deu+eng (default: the deployment's)."),
+    ] = None,
     priority: Annotated[int, typer.Option(min=0, max=9, help="0 (default) to 9.")] = 0,
     password: Annotated[str | None, typer.Option(help="Password of encrypted PDFs.")] = None,
 ) -> None:
@@ -160,6 +164,8 @@ def submit(
     if not paths:
         raise fail("There are no documents to submit.")
     form = {"ocr": ocr.value, "priority": str(priority)}
+    if ocr_lang is not None:
+        form["ocr_lang"] = ocr_lang
     if password is not None:
         form["password"] = password
     labels = parse_labels(label or [])

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Debian packages the pipeline and its tests need: tesseract (OCR), chromium (browser tests),
+# Debian packages the pipeline and its tests need: tesseract (OCR) with the language data of
+# the common European languages and orientation detection (osd), chromium (browser tests),
 # prometheus (promtool for alert-rule tests). Installs only what is missing.
 set -euo pipefail
 need=()
-command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
+command -v tesseract >/dev/null || need+=(tesseract-ocr)
+# A job's ocr_lang may name any of these (README, "OCR languages"); osd turns rotated scans upright.
+for lang in eng deu fra spa ita por nld osd; do
+  dpkg-query -W -f='${Status}' "tesseract-ocr-$lang" 2>/dev/null | grep -q "ok installed" \
+    || need+=("tesseract-ocr-$lang")
+done
 command -v chromium >/dev/null || need+=(chromium)
 command -v promtool >/dev/null || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0

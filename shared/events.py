@@ -39,6 +39,7 @@ from shared.bounds import (
     Tenant,
     Uri,
 )
+from shared.ocr_languages import OcrLang
 
 # Namespace for every deterministic id docpipe derives.
 DOCPIPE_NS = uuid.UUID("6f1c1e34-5b8e-4d6b-9d0b-7c1a3c2f9a10")
@@ -137,6 +138,8 @@ class DocumentUploaded(Event):
     document_uri: Uri  # blob://sha256/<hex>, file:///path or http(s)://...
     filename: str | None = Field(default=None, max_length=FILENAME_MAX)
     ocr: OcrMode = OcrMode.AUTO
+    # Tesseract languages for this job's OCR, e.g. "deu+eng" (None: the deployment's ocr_lang).
+    ocr_lang: OcrLang | None = None
     # The document's password, never in clear: a Fernet token under DOCPIPE_SECRET_KEYS
     # (shared.secret_box), which the extractor alone opens.
     password_token: str | None = Field(
@@ -298,7 +301,11 @@ class PageOcred(CarriesChunks, Event):
     chunks: list[Chunk] = Field(default_factory=list, max_length=CHUNKS_PER_MESSAGE_MAX)
     images_ocred: int = 0
     images_skipped: int = 0  # below the size threshold
+    # Images turned upright (orientation detection found them rotated) before recognition.
+    images_rotated: int = Field(default=0, ge=0)
     ocr_seconds: float = 0.0
+    # Tesseract's mean word confidence over the page's recognised words (0-100); None: no words.
+    confidence: float | None = Field(default=None, ge=0, le=100)
     error: Reason | None = None
 
     def identity(self) -> tuple[object, ...]:

@@ -37,12 +37,12 @@ async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
     inserted = await conn.fetchval(
         """
         INSERT INTO jobs (job_id, tenant, filename, document_uri, size_bytes, content_type,
-                          ocr_mode, priority, created_at, batch_id, analysis)
+                          ocr_mode, priority, created_at, batch_id, analysis, ocr_lang)
         SELECT $1::uuid, $2::text, $3::text, $4::text, $5::bigint, $6::text, $7::text,
                $8::smallint, $9::timestamptz,
                -- only a batch of the job's own tenant
                (SELECT batch_id FROM batches WHERE batch_id = $10 AND tenant = $2::text),
-               $11::jsonb
+               $11::jsonb, $12::text
         WHERE NOT EXISTS (SELECT 1 FROM deleted_jobs WHERE job_id = $1)
         ON CONFLICT (job_id) DO NOTHING
         RETURNING true
@@ -58,6 +58,7 @@ async def ensure_job(conn: Db, event: DocumentUploaded) -> None:
         event.occurred_at,
         event.batch_id,
         json.dumps(event.analysis.stored()) if event.analysis is not None else None,
+        event.ocr_lang,
     )
     if inserted:
         return

@@ -135,7 +135,12 @@ class Settings(BaseSettings):
     http_fetch_timeout_seconds: float = 30.0
 
     # OCR
+    # The OCR language(s) of a job that names none (a job's ocr_lang), e.g. "eng" or "deu+eng".
     ocr_lang: str = "eng"
+    # Turn rotated images upright before recognition: orientation detection runs on an image
+    # whose upright reading's mean word confidence is below this (services/ocr/engine.py).
+    ocr_orientation: bool = True
+    ocr_orientation_below_confidence: float = Field(default=60.0, ge=0, le=100)
     # Tesseract's language data; unset: TESSDATA_PREFIX, else the distribution's folder.
     ocr_tessdata_dir: Path | None = None
     ocr_dpi: int = 300

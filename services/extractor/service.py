@@ -107,9 +107,8 @@ def page_events(event: DocumentUploaded, record: PageRecord, settings: Settings)
         for i, img in enumerate(record["images"])
     ]
     if images:
-        out.append(
-            ImagesExtracted(job_id=event.job_id, page=page, images=images, lang=settings.ocr_lang)
-        )
+        lang = event.ocr_lang or settings.ocr_lang  # the job's languages, else the deployment's
+        out.append(ImagesExtracted(job_id=event.job_id, page=page, images=images, lang=lang))
     out.append(
         PageExtracted(
             job_id=event.job_id,

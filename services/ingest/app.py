@@ -13,6 +13,7 @@ from services.ingest.batch_models import BatchRequest, BatchUploadForm
 from services.ingest.limits import UploadSlots
 from services.ingest.middleware import RequestIdMiddleware
 from services.ingest.models import UploadForm, UrlJobRequest
+from services.ingest.ocr_lang import log_installed
 from services.ingest.outbox import run_relay
 from shared.auth import requiring_keys
 from shared.secret_box import requiring_secret_keys
@@ -21,6 +22,7 @@ from shared.settings import Settings, get_settings
 
 
 def setup(ctx: ServiceContext) -> None:
+    log_installed(ctx.settings)
     ctx.spawn(run_relay(ctx.pool, ctx.bus), name="outbox-relay")
 
 

@@ -29,6 +29,7 @@ from services.ingest.errors import (
 from services.ingest.filenames import sanitize_filename
 from services.ingest.models import JobOptions
 from services.ingest.multipart import MultipartError, boundary_of
+from services.ingest.ocr_lang import checked_ocr_lang
 from services.ingest.outbox import publish_many
 from services.ingest.runtime import IngestRuntime
 from services.ingest.submit import UploadRequest, refuse_unreadable_body
@@ -166,6 +167,7 @@ def _jobs_of(
             document_uri=uri,
             filename=filename,
             ocr=options.ocr,
+            ocr_lang=options.ocr_lang,
             password_token=password_token,
             priority=options.priority,
             size_bytes=size,
@@ -202,9 +204,10 @@ async def _create(
     if not files and not body.urls:
         raise EmptyBatch()
     batch_id = uuid.uuid4()
-    password_token = seal_password(runtime.settings, body.options.password)
-    jobs = _jobs_of(tenant, batch_id, body.options, files, body.urls, password_token)
-    shown_options = body.options.model_dump(mode="json", exclude={"password"})
+    options = checked_ocr_lang(body.options, runtime.settings, ("body", "options"))
+    password_token = seal_password(runtime.settings, options.password)
+    jobs = _jobs_of(tenant, batch_id, options, files, body.urls, password_token)
+    shown_options = options.model_dump(mode="json", exclude={"password"})
     batch = store.NewBatch(batch_id, tenant, body.name, body.labels, shown_options)
     async with runtime.pool.acquire() as conn:
         outbox_ids = await store.create_batch(

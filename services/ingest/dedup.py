@@ -54,6 +54,8 @@ def dedup_key(
         return None
     fields: dict[str, Any] = options.model_dump(mode="json", exclude=set(NOT_PROCESSING_OPTIONS))
     fields["password"] = False  # keeps the keys of jobs recorded before passwords were excluded
+    if fields.get("ocr_lang") is None:  # the deployment's languages: keys as before ocr_lang
+        fields.pop("ocr_lang", None)
     if analysis is not None:
         fields["analysis"] = analysis
     canonical = json.dumps({"sha256": sha256, "options": fields}, sort_keys=True)

@@ -159,3 +159,8 @@ class BodyTooLarge(UploadTooLarge):
         super().__init__(limit)
         self.detail = f"The JSON body is larger than the limit of {human_bytes(limit)}."
         self.args = (self.detail,)
+
+
+class OcrLanguageNotInstalled(InvalidRequest):
+    def __init__(self, loc: tuple[str, ...], sentence: str) -> None:
+        super().__init__([_validation_error("ocr_lang", loc, sentence)])

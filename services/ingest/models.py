@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.ingest.labels import Labels
 from shared.bounds import PASSWORD_MAX
 from shared.events import JobStatus, OcrMode
+from shared.ocr_languages import OcrLang
 
 
 class JobOptions(BaseModel):
@@ -20,6 +21,12 @@ class JobOptions(BaseModel):
 
     priority: int = Field(default=0, ge=0, le=9)
     ocr: OcrMode = OcrMode.AUTO
+    ocr_lang: OcrLang | None = Field(
+        default=None,
+        description="The languages OCR reads the document in: tesseract codes joined by '+', "
+        "e.g. 'deu+eng'. Absent: the deployment's setting (DOCPIPE_OCR_LANG). A language that "
+        "is not installed is refused (422, naming it and listing the installed ones).",
+    )
     password: str | None = Field(
         default=None,
         max_length=PASSWORD_MAX,
@@ -113,6 +120,9 @@ class JobView(BaseModel):
     filename: str | None
     format: str | None
     ocr: OcrMode
+    ocr_lang: str | None = Field(
+        default=None, description="The OCR languages asked for (None: the deployment's)."
+    )
     priority: int
     size_bytes: int | None
     pages_total: int | None
@@ -146,6 +156,7 @@ class JobView(BaseModel):
             filename=row["filename"],
             format=row["format"],
             ocr=row["ocr_mode"],
+            ocr_lang=row.get("ocr_lang"),
             priority=row["priority"],
             size_bytes=row["size_bytes"],
             pages_total=row["pages_total"],

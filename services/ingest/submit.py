@@ -28,8 +28,9 @@ from services.ingest.errors import (
     UploadTooLarge,
 )
 from services.ingest.filenames import sanitize_filename
-from services.ingest.models import UploadOptions
+from services.ingest.models import JobOptions, UploadOptions
 from services.ingest.multipart import MultipartError, boundary_of
+from services.ingest.ocr_lang import checked_ocr_lang
 from services.ingest.outbox import publish_now
 from services.ingest.runtime import IngestRuntime
 from services.ingest.upload import (
@@ -42,7 +43,7 @@ from services.ingest.upload import (
     with_read_timeout,
 )
 from shared.analysis import AnalysisOptions
-from shared.events import DocumentUploaded, JobStatus, OcrMode
+from shared.events import DocumentUploaded, JobStatus
 from shared.secret_box import seal_password
 from shared.sniff import MEDIA_TYPES
 
@@ -87,14 +88,15 @@ class SubmittedJob:
 
     @classmethod
     def replayed(
-        cls, existing: asyncpg.Record, column: str, document: str, ocr: OcrMode, priority: int
+        cls, existing: asyncpg.Record, column: str, document: str, options: JobOptions
     ) -> SubmittedJob:
         """The job a reused Idempotency-Key names, if it was the same document (`column` of
         its row: the bytes' hash, or the URL) with the same options; else refused."""
         same = (
             existing[column] == document
-            and existing["ocr_mode"] == ocr.value
-            and existing["priority"] == priority
+            and existing["ocr_mode"] == options.ocr.value
+            and existing["ocr_lang"] == options.ocr_lang
+            and existing["priority"] == options.priority
         )
         if not same:
             raise IdempotencyConflict(existing["job_id"])
@@ -109,7 +111,7 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
     refuse_unreadable_body(request, runtime.settings.max_upload_bytes)
     with runtime.upload_slots.hold(tenant):
         upload = await _receive(runtime, request)
-        options = parse_options(upload.fields)
+        options = checked_ocr_lang(parse_options(upload.fields), runtime.settings, ("body",))
         await check_callback_url(options.callback_url, runtime.settings)
         analysis = parse_analysis(upload.fields.get(FIELD), runtime.settings.analysis_profiles)
         if request.idempotency_key:
@@ -168,7 +170,7 @@ def replay(
     """A reused Idempotency-Key: the same upload (bytes and options) gets its job again; a
     different one is refused. The filename is display metadata and may differ. The password is
     not stored, so it cannot be compared."""
-    return SubmittedJob.replayed(existing, "sha256", upload.sha256, options.ocr, options.priority)
+    return SubmittedJob.replayed(existing, "sha256", upload.sha256, options)
 
 
 async def _judge_format(runtime: IngestRuntime, upload: ReceivedUpload) -> str:
@@ -203,6 +205,7 @@ def new_job(
         document_uri=upload.uri,
         filename=sanitize_filename(upload.client_filename) or f"upload.{fmt}",
         ocr=options.ocr,
+        ocr_lang=options.ocr_lang,
         password_token=password_token,
         priority=options.priority,
         size_bytes=upload.size_bytes,

@@ -13,6 +13,7 @@ import structlog
 from services.ingest import repository as repo
 from services.ingest.errors import InvalidDocumentUrl, NoTenant
 from services.ingest.models import UrlJobRequest
+from services.ingest.ocr_lang import checked_ocr_lang
 from services.ingest.outbox import publish_now
 from services.ingest.runtime import IngestRuntime
 from services.ingest.submit import SubmittedJob
@@ -36,6 +37,7 @@ async def submit_url(
     problem = url_problem(body.url, settings.fetch_allowed_ports, settings.allow_private_urls)
     if problem is not None:
         raise InvalidDocumentUrl(("body", "url"), problem)
+    body = checked_ocr_lang(body, settings, ("body",))
     if idempotency_key:
         existing = await _existing(runtime, tenant, idempotency_key, body)
         if existing is not None:
@@ -46,6 +48,7 @@ async def submit_url(
         document_uri=body.url,
         filename=filename_of_url(body.url),
         ocr=body.ocr,
+        ocr_lang=body.ocr_lang,
         password_token=seal_password(settings, body.password),
         priority=body.priority,
     )
@@ -84,4 +87,4 @@ async def _existing(
     )
     if row is None:
         return None
-    return SubmittedJob.replayed(row, "document_uri", body.url, body.ocr, body.priority)
+    return SubmittedJob.replayed(row, "document_uri", body.url, body)

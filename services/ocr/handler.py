@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from services.ocr import metrics
-from services.ocr.tesseract import join_page_text, ocr_image, valid_lang
+from services.ocr.tesseract import OcrResult, join_page_text, ocr_image, valid_lang
 from shared.blobstore import BlobNotFound, BlobStore
 from shared.bus import Delivery, Handler
 from shared.chunking import make_chunks
@@ -64,7 +64,27 @@ class PageOcr:
     errors: list[str] = field(default_factory=list)
     ocred: int = 0
     skipped: int = 0
+    rotated: int = 0
     seconds: float = 0.0
+    # Over every recognised word of the page's images: the sum of their confidences, and their
+    # number (the page's confidence is the mean over its words, not over its images).
+    confidence_sum: float = 0.0
+    words: int = 0
+
+    def add_reading(self, result: OcrResult) -> None:
+        if result.text:
+            self.texts.append(result.text)
+        if result.confidence is not None and result.words:
+            self.confidence_sum += result.confidence * result.words
+            self.words += result.words
+        if result.rotated:
+            self.rotated += 1
+
+    @property
+    def confidence(self) -> float | None:
+        if not self.words:
+            return None
+        return round(min(100.0, max(0.0, self.confidence_sum / self.words)), 1)
 
     def event(self, images: ImagesExtracted, settings: Settings) -> PageOcred:
         """The page.ocred that reports this page: its text, chunks, counts and errors."""
@@ -79,7 +99,9 @@ class PageOcr:
             chunks=chunks,
             images_ocred=self.ocred,
             images_skipped=self.skipped,
+            images_rotated=self.rotated,
             ocr_seconds=round(self.seconds, 3),
+            confidence=self.confidence,
             error=error,
         )
 
@@ -127,8 +149,9 @@ async def ocr_page(
         else:
             page.ocred += 1
             metrics.IMAGES_OCRED.inc()
-        if result.text:
-            page.texts.append(result.text)
+            if result.rotated:
+                metrics.IMAGES_ROTATED.inc()
+        page.add_reading(result)
     return page
 
 

@@ -22,6 +22,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from services.ocr.engine import DEFAULT_PSM
 from services.ocr.records import FAILED, OcrRecord, RefusalKind
+from shared.ocr_languages import valid_ocr_lang
 from shared.sandbox import ChildLimits, SandboxOutcome, WarmPool, run_sandboxed
 from shared.settings import Settings
 
@@ -29,14 +30,13 @@ ENGINE_ARGV = (sys.executable, "-m", "services.ocr.engine")
 
 _RECORD: TypeAdapter[OcrRecord] = TypeAdapter(Annotated[OcrRecord, Field(discriminator="type")])
 
-# Tesseract language codes: "eng", "chi_sim", combined as "eng+deu".
-_LANG = re.compile(r"^[A-Za-z][A-Za-z_]{1,31}(\+[A-Za-z][A-Za-z_]{1,31})*$")
 _TRAILING_SPACE = re.compile(r"[ \t\r]+$", re.MULTILINE)
 _BLANK_RUN = re.compile(r"\n{3,}")
 
 
 def valid_lang(lang: str) -> bool:
-    return bool(_LANG.match(lang))
+    """Tesseract language codes: "eng", "chi_sim", combined as "deu+eng"."""
+    return valid_ocr_lang(lang)
 
 
 def engine_pool(settings: Settings) -> WarmPool:
@@ -78,6 +78,9 @@ class OcrResult:
     detail: str = ""  # the end of tesseract's stderr, for the logs
     # How the child's job ended; OK with a failure: the child refused the image or language.
     outcome: SandboxOutcome = SandboxOutcome.OK
+    confidence: float | None = None  # mean word confidence, 0-100 (None: no words)
+    words: int = 0  # words recognised
+    rotated: int = 0  # degrees the image was turned (counter-clockwise) to read it upright
 
     @property
     def cancelled(self) -> bool:
@@ -157,6 +160,9 @@ async def ocr_image(
         "lang": lang,
         "psm": psm,
         "tessdata": str(settings.ocr_tessdata_dir) if settings.ocr_tessdata_dir else None,
+        "orient_below": (
+            settings.ocr_orientation_below_confidence if settings.ocr_orientation else None
+        ),
     }
     started = time.perf_counter()
     result = await run_sandboxed(
@@ -170,13 +176,18 @@ async def ocr_image(
         warm=engine,
     )
     seconds = time.perf_counter() - started
-    failure = result.failure
-    text = ""
-    if result.ok:
-        answer = _answer_of(lines)
-        if answer["type"] == "text":
-            text = clean_ocr_text(answer["text"])
-        else:
-            failure = describe_refusal(answer["kind"], lang)
-    detail = result.stderr[-500:] if failure else ""
-    return OcrResult(text, seconds, failure, detail, result.outcome)
+    if not result.ok:
+        return OcrResult("", seconds, result.failure, result.stderr[-500:], result.outcome)
+    answer = _answer_of(lines)
+    if answer["type"] == "error":
+        failure = describe_refusal(answer["kind"], lang)
+        return OcrResult("", seconds, failure, result.stderr[-500:], result.outcome)
+    return OcrResult(
+        clean_ocr_text(answer["text"]),
+        seconds,
+        None,
+        outcome=result.outcome,
+        confidence=answer.get("confidence"),
+        words=answer.get("words", 0),
+        rotated=answer.get("rotated", 0),
+    )

@@ -44,6 +44,9 @@ def page_entry(row: Mapping[str, Any]) -> dict[str, Any]:
     else:
         entry["text"] = text
         entry["source"] = TEXT_LAYER
+    confidence = row.get("ocr_confidence")
+    if confidence is not None:  # the OCR text's mean word confidence, 0-100
+        entry["ocr_confidence"] = round(float(confidence), 1)
     error = page_error(row)
     if error:
         entry["error"] = error

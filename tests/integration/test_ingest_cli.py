@@ -126,3 +126,22 @@ async def test_submit_a_folder_as_one_batch(
     empty.mkdir()
     r = await docpipe(api_url, "submit", str(empty), "--batch")
     assert r.exit_code == 1 and "no documents" in r.output
+
+
+async def test_submit_with_ocr_languages(
+    api_url: str, tmp_path: Path, db_pool: asyncpg.Pool
+) -> None:
+    doc = tmp_path / "brief.txt"
+    doc.write_text(f"Ein Brief {uuid.uuid4()}.\n")
+    refused = await docpipe(api_url, "submit", str(doc), "--ocr-lang", "deu+tlh")
+    assert refused.exit_code == 1
+    said = " ".join(refused.output.split())  # the console wraps long lines
+    assert "ocr_lang: The OCR language 'tlh' is not installed; installed: deu, eng" in said
+    submitted = await docpipe(api_url, "submit", str(doc), "--ocr-lang", "deu+eng")
+    assert submitted.exit_code == 0, submitted.output
+    match = re.search(r"^([0-9a-f-]{36})  brief\.txt$", submitted.output, re.MULTILINE)
+    assert match, submitted.output
+    stored = await db_pool.fetchval(
+        "SELECT ocr_lang FROM jobs WHERE job_id = $1", uuid.UUID(match.group(1))
+    )
+    assert stored == "deu+eng"

@@ -36,14 +36,15 @@ RETURNING p.job_id, p.page, p.ocred_at IS NOT NULL AS ocred, p.ocr_error IS NOT 
 """
 
 _PAGES_OCRED = """
-INSERT INTO job_pages AS p (job_id, page, ocred_at, ocr_text, ocr_chunks, ocr_seconds, ocr_error)
-SELECT s.job_id, s.page, s.at, s.text, s.chunks, s.secs, s.error
+INSERT INTO job_pages AS p (job_id, page, ocred_at, ocr_text, ocr_chunks, ocr_seconds, ocr_error,
+                            ocr_confidence)
+SELECT s.job_id, s.page, s.at, s.text, s.chunks, s.secs, s.error, s.confidence
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::int[], $6::real[],
-            $7::text[]) AS s(job_id, page, at, text, chunks, secs, error)
+            $7::text[], $8::real[]) AS s(job_id, page, at, text, chunks, secs, error, confidence)
 ON CONFLICT (job_id, page) DO UPDATE SET
     ocred_at = EXCLUDED.ocred_at, ocr_text = EXCLUDED.ocr_text,
     ocr_chunks = EXCLUDED.ocr_chunks, ocr_seconds = EXCLUDED.ocr_seconds,
-    ocr_error = EXCLUDED.ocr_error
+    ocr_error = EXCLUDED.ocr_error, ocr_confidence = EXCLUDED.ocr_confidence
 WHERE p.ocred_at IS NULL
 RETURNING p.job_id, p.page,
           p.extracted_at IS NOT NULL AND coalesce(p.ocr_pending, false) AS awaited
@@ -103,6 +104,7 @@ async def write_pages_ocred(
         [e.chunks_total for e in evs],
         [e.ocr_seconds for e in evs],
         [clean(e.error) for e in evs],
+        [e.confidence for e in evs],
     )
     for row in rows:
         ev = by_key[(row["job_id"], row["page"])]
