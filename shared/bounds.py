@@ -41,3 +41,6 @@ Tenant = Annotated[str, Field(min_length=1, max_length=TENANT_MAX)]
 Uri = Annotated[str, Field(min_length=1, max_length=URI_MAX)]
 Format = Annotated[str, Field(max_length=FORMAT_MAX)]
 Name = Annotated[str, Field(max_length=NAME_MAX)]
+# A document's own metadata value (a title, an author): cut rather than refused.
+META_VALUE_MAX = 1000
+MetaValue = Annotated[str, _cut_to(META_VALUE_MAX), Field(max_length=META_VALUE_MAX)]

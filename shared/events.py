@@ -34,6 +34,7 @@ from shared.bounds import (
     PASSWORD_MAX,
     URI_MAX,
     Format,
+    MetaValue,
     Name,
     Reason,
     Tenant,
@@ -156,14 +157,33 @@ class ExtractionAccepted(Event):
     format: Format
 
 
+class DocumentMetadata(BaseModel):
+    """What a document says about itself (PDF info and /Lang, OOXML docProps, ODF meta.xml,
+    EPUB OPF, email headers, HTML <title> and <meta>); dates in ISO 8601 where they parse.
+    Every field is optional: a format or a file may say nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: MetaValue | None = None
+    author: MetaValue | None = None
+    subject: MetaValue | None = None
+    created: MetaValue | None = None
+    modified: MetaValue | None = None
+    language: MetaValue | None = None
+    producer: MetaValue | None = None
+    page_count: int | None = Field(default=None, ge=0)
+
+
 class ExtractionStarted(Event):
-    """The extractor opened the document and knows how many pages it has."""
+    """The extractor opened the document and knows how many pages it has, and what the
+    document says about itself."""
 
     routing_key: ClassVar[str] = "extraction.started"
     format: Format
     pages_total: int = Field(ge=0)
     # Set when the extractor had to fetch the document itself.
     document_uri: str | None = Field(default=None, max_length=URI_MAX)
+    metadata: DocumentMetadata | None = None
 
 
 class Chunk(BaseModel):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 from prometheus_client import Counter
+from pydantic import ValidationError
 
 from services.extractor.fetch import resolve_document
 from services.extractor.records import parse_record
@@ -19,6 +20,7 @@ from shared.bus import Bus, Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
 from shared.events import (
+    DocumentMetadata,
     DocumentUploaded,
     Event,
     ExtractionAccepted,
@@ -48,11 +50,11 @@ PAGES_EXTRACTED = Counter(
 )
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, filename: str | None = None) -> str:
     """The sniffed format, or PermanentError with a sentence saying why it cannot be read."""
     if path.stat().st_size == 0:
         raise PermanentError("The document is empty (0 bytes).")
-    fmt = sniff_path(path)
+    fmt = sniff_path(path, filename)
     if fmt is not None:
         return fmt
     raise PermanentError(unsupported_reason(path))
@@ -108,6 +110,19 @@ def page_events(event: DocumentUploaded, record: PageRecord, settings: Settings)
         )
     )
     return out
+
+
+def document_metadata(record: MetaRecord) -> DocumentMetadata | None:
+    """The meta record's metadata as the event carries it (values past their bound cut);
+    None when the document says nothing about itself."""
+    raw = record.get("metadata")
+    if not raw:
+        return None
+    try:
+        return DocumentMetadata.model_validate(raw)
+    except ValidationError:
+        log.warning("ignored malformed document metadata from the child")
+        return None
 
 
 # A batch holds at most this share of a document's pages, so progress moves in steps of 2%.
@@ -255,6 +270,7 @@ class ExtractionRun:
                 format=record["format"],
                 pages_total=pages_total,
                 document_uri=self.fetched_uri,
+                metadata=document_metadata(record),
             ),
             priority=MAX_PRIORITY,
         )
@@ -333,7 +349,7 @@ async def handle_document(
         tenant=event.tenant,
         owns_blob=blob_owner_check(ctx.pool),
     )
-    fmt = await asyncio.to_thread(detect_format, doc.path)
+    fmt = await asyncio.to_thread(detect_format, doc.path, event.filename)
     spec = build_spec(doc.path, fmt, event, settings)
     scheduler = runtime.scheduler
     if scheduler is None:

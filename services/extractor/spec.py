@@ -32,15 +32,31 @@ class ImageRecord(TypedDict):
     kind: ImageKind
 
 
+class DocumentMeta(TypedDict, total=False):
+    """What the document says about itself (PDF info, OOXML docProps, ODF meta.xml, EPUB OPF,
+    email headers); dates as ISO 8601 where they parse. Every key is optional."""
+
+    title: str
+    author: str
+    subject: str
+    created: str
+    modified: str
+    language: str
+    producer: str
+    page_count: int
+
+
 class MetaRecord(TypedDict):
-    """The first record: the document's format and length. first_page..last_page (1-based,
-    inclusive) are present only when this child sends part of the document."""
+    """The first record: the document's format and length, and what it says about itself.
+    first_page..last_page (1-based, inclusive) are present only when this child sends part of
+    the document."""
 
     type: Literal["meta"]
     format: str
     pages_total: int
     first_page: NotRequired[int]
     last_page: NotRequired[int]
+    metadata: NotRequired[DocumentMeta]
 
 
 class PageRecord(TypedDict):
@@ -108,11 +124,18 @@ class ExtractSpec:
 
 
 def meta_record(
-    fmt: str, pages_total: int, *, first_page: int = 1, last_page: int | None = None
+    fmt: str,
+    pages_total: int,
+    *,
+    first_page: int = 1,
+    last_page: int | None = None,
+    metadata: DocumentMeta | None = None,
 ) -> MetaRecord:
     """first_page..last_page (1-based, inclusive): the pages this child will send, present
-    only when that is not the whole document."""
+    only when that is not the whole document. `metadata`: left out when empty."""
     record = MetaRecord(type="meta", format=fmt, pages_total=pages_total)
+    if metadata:
+        record["metadata"] = metadata
     last = pages_total if last_page is None else last_page
     if (first_page, last) != (1, pages_total):
         record["first_page"] = first_page

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.extractor.formats import Record, check_chars
+from services.extractor.formats.containers import ooxml_metadata, open_zip
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
 from shared.sniff import DOCX_MAIN_PART, zip_problem
@@ -121,5 +122,7 @@ def extract_docx(spec: ExtractSpec) -> Iterator[Record]:
             f"The Word document is damaged and could not be read: {detail}."
         ) from exc
     text = normalize_text("\n\n".join(parts))
-    yield meta_record("docx", 1)
+    with open_zip(spec.path, "Word document") as zf:
+        metadata = ooxml_metadata(zf, "Pages")
+    yield meta_record("docx", 1, metadata=metadata)
     yield page_record(1, text, has_text_layer=bool(text))
