@@ -253,9 +253,10 @@ def markdown_file(path: Path) -> Path:
 # --- hostile -------------------------------------------------------------------------------
 
 
-def zip_bomb_xlsx(path: Path, inflated_mb: int = 300) -> Path:
-    """An XLSX-shaped package whose sheet inflates to `inflated_mb` MB of zeros-like XML (a
-    few hundred KB on disk)."""
+def zip_bomb_xlsx(path: Path, inflated_mb: int = 24) -> Path:
+    """An XLSX-shaped package whose sheet inflates to `inflated_mb` MB of repetitive XML, a
+    thousand times its size on disk (a real bomb goes on for gigabytes: the ratio is what
+    gives it away)."""
     chunk = b"<row/>" * (1024 * 1024 // 6)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("[Content_Types].xml", _XLSX_TYPES)
@@ -266,7 +267,7 @@ def zip_bomb_xlsx(path: Path, inflated_mb: int = 300) -> Path:
     return path
 
 
-def zip_bomb_docx(path: Path, inflated_mb: int = 100) -> Path:
+def zip_bomb_docx(path: Path, inflated_mb: int = 24) -> Path:
     """A DOCX whose one extra part inflates more than 500 times."""
     base = docx_file(path.with_suffix(".base.docx"))
     with zipfile.ZipFile(base) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:

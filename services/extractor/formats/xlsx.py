@@ -43,9 +43,9 @@ def cell_text(value: Any) -> str:
 class CellBudget:
     """The cells left to read in a document; a sentence when they run out."""
 
-    def __init__(self, limit: int = MAX_CELLS) -> None:
-        self.left = limit
-        self.limit = limit
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_CELLS if limit is None else limit
+        self.left = self.limit
 
     def spend(self, cells: int) -> None:
         self.left -= cells
