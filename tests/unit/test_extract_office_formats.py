@@ -79,7 +79,8 @@ def test_pptx_slides_are_pages_with_notes_and_tables(tmp_path: Path) -> None:
     assert (head["format"], head["pages_total"]) == ("pptx", 2)
     first, second = texts(records)
     assert first == (
-        "Launch plan\n\nShip the harbour release in May\n\nNotes:\nRemind everyone about the embargo"
+        "Launch plan\n\nShip the harbour release in May\n\n"
+        "Notes:\nRemind everyone about the embargo"
     )
     assert second == "Budget\n\nItem\tCost\nLighthouse\t4500"
     assert head["metadata"]["title"] == "Harbour launch"
@@ -255,8 +256,7 @@ def test_entities_in_opendocument_xml_are_refused(tmp_path: Path) -> None:
         zf.writestr("mimetype", "application/vnd.oasis.opendocument.text")
         zf.writestr(
             "content.xml",
-            '<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-            "<d>&x;</d>",
+            '<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]><d>&x;</d>',
         )
     assert sniff_path(path) == "odt"
     with pytest.raises(ExtractionFatal, match="entities"):
