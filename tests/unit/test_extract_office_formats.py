@@ -351,3 +351,30 @@ def test_dates_become_iso_8601() -> None:
     assert iso_date("Tue, 05 Mar 2024 09:30:00 +0000") == "2024-03-05T09:30:00+00:00"
     assert iso_date("sometime in spring") == "sometime in spring"
     assert iso_date("") is None
+
+
+@pytest.mark.parametrize(
+    ("fmt", "maker", "what"),
+    [
+        ("xlsx", make.xlsx_file, "spreadsheet"),
+        ("pptx", make.pptx_file, "presentation"),
+        ("odt", make.odt_file, "text document"),
+        ("epub", make.epub_file, "e-book"),
+    ],
+)
+def test_a_damaged_container_is_a_sentence(tmp_path: Path, fmt: str, maker: Any, what: str) -> None:
+    whole = maker(tmp_path / f"whole.{fmt}").read_bytes()
+    cut = tmp_path / f"cut.{fmt}"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ExtractionFatal, match=f"The {what} is damaged"):
+        run(cut, tmp_path, fmt)
+
+
+def test_a_workbook_without_its_parts_is_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "hollow.xlsx"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("xl/workbook.xml", "<workbook/>")
+    assert sniff_path(path) == "xlsx"
+    with pytest.raises(ExtractionFatal, match="The spreadsheet is damaged and could not be read"):
+        run(path, tmp_path)

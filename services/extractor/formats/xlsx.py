@@ -11,15 +11,20 @@ recomputed).
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime, time
-from typing import Any
+from typing import IO, Any
 
-from services.extractor.formats import Record, check_chars
+from services.extractor.formats import Record, check_chars, short
 from services.extractor.formats.containers import ooxml_metadata, open_zip
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
+from services.extractor.spec import (
+    DocumentMeta,
+    ExtractionFatal,
+    ExtractSpec,
+    meta_record,
+    page_record,
+)
 
 # A sheet's data ends at the first run of this many empty rows.
 EMPTY_RUN_MAX = 10_000
@@ -75,33 +80,27 @@ def sheet_lines(rows: Iterator[tuple[Any, ...]], budget: CellBudget) -> list[str
     return lines
 
 
-def open_workbook(path: str) -> Any:
+def open_workbook(source: IO[bytes]) -> Any:
     """The workbook in read-only mode. openpyxl gets an open file, not the path: it refuses a
     path without an Excel suffix, and a stored blob has none."""
     import openpyxl
 
-    with open_zip(path, "spreadsheet"):
-        pass  # the container's sizes are checked before openpyxl opens it
     try:
-        return openpyxl.load_workbook(
-            open(path, "rb"),
-            read_only=True,
-            data_only=True,
-            keep_links=False,
-        )
-    except ExtractionFatal:
-        raise
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError) as exc:
-        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        return openpyxl.load_workbook(source, read_only=True, data_only=True, keep_links=False)
+    except Exception as exc:  # zipfile's, the XML parser's and openpyxl's errors alike
         raise ExtractionFatal(
-            f"The spreadsheet is damaged and could not be read: {detail}."
+            f"The spreadsheet is damaged and could not be read: {short(exc)}."
         ) from exc
 
 
 def extract_xlsx(spec: ExtractSpec) -> Iterator[Record]:
-    with open_zip(spec.path, "spreadsheet") as zf:
+    with open_zip(spec.path, "spreadsheet") as zf:  # the container is checked first
         metadata = ooxml_metadata(zf)
-    workbook = open_workbook(spec.path)
+    with open(spec.path, "rb") as source:
+        yield from read_workbook(spec, open_workbook(source), metadata)
+
+
+def read_workbook(spec: ExtractSpec, workbook: Any, metadata: DocumentMeta) -> Iterator[Record]:
     try:
         sheets = list(workbook.worksheets)
         metadata["page_count"] = len(sheets)
