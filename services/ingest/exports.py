@@ -1,7 +1,8 @@
 """A job's result as Markdown or plain text, rendered from the stored JSON result. Pure.
 
 Markdown: a title heading (the document's title, else its file name), the metadata the
-document gave as a list, then each page after a `<!-- page N -->` marker. Page text keeps the
+document gave as a list, then each page after a `<!-- page N -->` marker (a Markdown document
+gets no title or list: its own headings come first). Page text keeps the
 structure the extractor kept: a Markdown document's headings and lists as written, list items
 of OpenDocument text (`- `), and rows of cells (spreadsheets, slides' and documents' tables:
 tab-separated lines) as Markdown tables.
@@ -80,13 +81,13 @@ def markdown_blocks(text: str) -> Iterator[str]:
 def to_markdown(result: Mapping[str, Any]) -> str:
     metadata = result.get("metadata") or {}
     title = metadata.get("title") or result.get("filename") or str(result.get("job_id", ""))
-    # A Markdown document has its own headings: no second title above them.
-    out: list[str] = (
-        [] if result.get("format") == "md" else [f"# {' '.join(str(title).split())}", ""]
-    )
-    facts = [f"- {label}: {metadata[key]}" for key, label in _META_LABELS if metadata.get(key)]
-    if facts:
-        out += [*facts, ""]
+    out: list[str] = []
+    # A Markdown document is its own export: no title or facts above its own headings.
+    if result.get("format") != "md":
+        out += [f"# {' '.join(str(title).split())}", ""]
+        facts = [f"- {label}: {metadata[key]}" for key, label in _META_LABELS if metadata.get(key)]
+        if facts:
+            out += [*facts, ""]
     if result.get("partial"):
         out += ["<!-- partial result: the job did not complete -->", ""]
     for page in result.get("pages") or []:

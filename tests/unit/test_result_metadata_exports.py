@@ -103,9 +103,7 @@ def test_a_markdown_document_keeps_its_own_headings() -> None:
     result = result_with({"title": "Release notes"}, fmt="md")
     result["pages"] = [{"number": 1, "text": "# Release notes\n\n- one\n- two"}]
     markdown = render(result, ExportFormat.MARKDOWN)
-    assert markdown.startswith("# Release notes")
-    assert "# Release notes\n\n- one\n- two\n" in markdown
-    assert markdown.count("# Release notes") == 1
+    assert markdown == "<!-- page 1 -->\n\n# Release notes\n\n- one\n- two\n"
 
 
 def test_text_export_is_plain_with_form_feeds_between_pages() -> None:
