@@ -378,3 +378,30 @@ def test_a_workbook_without_its_parts_is_a_sentence(tmp_path: Path) -> None:
     assert sniff_path(path) == "xlsx"
     with pytest.raises(ExtractionFatal, match="The spreadsheet is damaged and could not be read"):
         run(path, tmp_path)
+
+
+def test_docx_and_html_give_their_metadata_too(tmp_path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("The harbour master's report.")
+    document.core_properties.title = "Harbour report"
+    document.core_properties.author = "Harbour Master"
+    document.core_properties.language = "nb-NO"
+    document.save(str(tmp_path / "report.docx"))
+    metadata = meta(run(tmp_path / "report.docx", tmp_path))["metadata"]
+    assert (metadata["title"], metadata["author"]) == ("Harbour report", "Harbour Master")
+    assert metadata["language"] == "nb-NO"
+
+    page = tmp_path / "page.html"
+    page.write_text(
+        '<!DOCTYPE html><html lang="de"><head><title>Hafenordnung</title>'
+        '<meta name="author" content="Hafenamt"><meta name="generator" content="Hugo">'
+        "</head><body><p>Anlegen nur mit Erlaubnis des Hafenmeisters.</p></body></html>"
+    )
+    assert meta(run(page, tmp_path))["metadata"] == {
+        "title": "Hafenordnung",
+        "author": "Hafenamt",
+        "language": "de",
+        "producer": "Hugo",
+    }
