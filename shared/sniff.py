@@ -1,4 +1,6 @@
-"""Decide a document's format from its bytes, never from its name or declared type."""
+"""Decide a document's format from its bytes, never from its declared type. The name counts
+once: a text that looks like Markdown is taken for Markdown more readily when it is named
+`.md` (plain text and Markdown share every byte)."""
 
 from __future__ import annotations
 
