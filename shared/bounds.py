@@ -21,6 +21,8 @@ CHUNK_TEXT_MAX = 20_000
 PAGE_TEXT_MAX = 20_000_000
 # Lists: far above what one message carries (a batch is at most extract_batch_max_pages).
 PAGES_PER_MESSAGE_MAX = 1000
+# Headings one page may name (a whole ODT or DOCX is one page); more are left out.
+HEADINGS_PER_PAGE_MAX = 5000
 IMAGES_PER_PAGE_MAX = 10_000
 CHUNKS_PER_MESSAGE_MAX = 100_000
 KEYWORDS_MAX = 1000

@@ -27,6 +27,7 @@ from shared.bounds import (
     CONTENT_TYPE_MAX,
     ENTITIES_MAX,
     FILENAME_MAX,
+    HEADINGS_PER_PAGE_MAX,
     IMAGES_PER_PAGE_MAX,
     KEYWORDS_MAX,
     PAGE_TEXT_MAX,
@@ -174,6 +175,16 @@ class DocumentMetadata(BaseModel):
     page_count: int | None = Field(default=None, ge=0)
 
 
+class Heading(BaseModel):
+    """A heading the document marks as such (a heading style, <h1>, a slide's title, a sheet's
+    name), as it stands in the page's text: what the Markdown export marks as a heading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: int = Field(ge=1, le=6)
+    text: MetaValue
+
+
 class ExtractionStarted(Event):
     """The extractor opened the document and knows how many pages it has, and what the
     document says about itself."""
@@ -250,6 +261,8 @@ class PageExtracted(CarriesChunks, Event):
     # The text's chunks, source text-layer.
     chunks: list[Chunk] = Field(default_factory=list, max_length=CHUNKS_PER_MESSAGE_MAX)
     error: Reason | None = None  # this page failed; the job may still complete
+    # The page's headings in order, where the format knows them.
+    headings: list[Heading] = Field(default_factory=list, max_length=HEADINGS_PER_PAGE_MAX)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)

@@ -16,6 +16,7 @@ from services.extractor.fetch import resolve_document
 from services.extractor.records import parse_record
 from services.extractor.scheduler import Scheduler
 from services.extractor.spec import ExtractSpec, MetaRecord, PageRecord
+from shared.bounds import HEADINGS_PER_PAGE_MAX
 from shared.bus import Bus, Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
@@ -25,6 +26,7 @@ from shared.events import (
     Event,
     ExtractionAccepted,
     ExtractionStarted,
+    Heading,
     ImageRef,
     ImagesExtracted,
     PageExtracted,
@@ -107,6 +109,10 @@ def page_events(event: DocumentUploaded, record: PageRecord, settings: Settings)
             ocr_pending=bool(images),
             chunks=chunks,
             error=record["error"],
+            headings=[
+                Heading(level=h["level"], text=h["text"])
+                for h in record.get("headings", [])[:HEADINGS_PER_PAGE_MAX]
+            ],
         )
     )
     return out

@@ -59,9 +59,16 @@ class MetaRecord(TypedDict):
     metadata: NotRequired[DocumentMeta]
 
 
+class HeadingRecord(TypedDict):
+    """A heading as it stands in the page's text (one line of it), and its level (1-6)."""
+
+    level: int
+    text: str
+
+
 class PageRecord(TypedDict):
     """One page: its text layer and the images it needs OCRed; `error` when the page (not the
-    document) could not be read."""
+    document) could not be read; `headings` where the format marks them."""
 
     type: Literal["page"]
     page: int
@@ -69,6 +76,7 @@ class PageRecord(TypedDict):
     has_text_layer: bool
     images: list[ImageRecord]
     error: str | None
+    headings: NotRequired[list[HeadingRecord]]
 
 
 class FatalRecord(TypedDict):
@@ -154,8 +162,9 @@ def page_record(
     has_text_layer: bool,
     images: list[ImageRecord] | None = None,
     error: str | None = None,
+    headings: list[HeadingRecord] | None = None,
 ) -> PageRecord:
-    return {
+    record: PageRecord = {
         "type": "page",
         "page": page,
         "text": text,
@@ -163,6 +172,9 @@ def page_record(
         "images": images or [],
         "error": error,
     }
+    if headings:
+        record["headings"] = headings
+    return record
 
 
 def fatal_record(reason: str) -> FatalRecord:

@@ -2,9 +2,10 @@
 
 Markdown: a title heading (the document's title, else its file name), the metadata the
 document gave as a list, then each page after a `<!-- page N -->` marker (a Markdown document
-gets no title or list: its own headings come first). Page text keeps the
-structure the extractor kept: a Markdown document's headings and lists as written, list items
-of OpenDocument text (`- `), and rows of cells (spreadsheets, slides' and documents' tables:
+gets no title or list: its own headings come first). The lines a page names as its
+headings (the result's `headings`) are marked at their level; the rest is the page text as the
+extractor kept it: a Markdown document's headings and lists as written, list items of
+OpenDocument text (`- `), and rows of cells (spreadsheets, slides' and documents' tables:
 tab-separated lines) as Markdown tables.
 
 Text: each page's text (OCR text after it), pages separated by a form feed line, as
@@ -63,10 +64,23 @@ def markdown_table(rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def markdown_blocks(text: str) -> Iterator[str]:
-    """The page's lines, runs of two or more tab-separated lines turned into tables."""
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def markdown_blocks(text: str, headings: list[Mapping[str, Any]] | None = None) -> Iterator[str]:
+    """The page's lines: those that are the page's headings (matched in order) marked as
+    Markdown headings, runs of two or more tab-separated lines turned into tables."""
+    wanted = [(_words(str(h.get("text", ""))), int(h.get("level", 1))) for h in headings or []]
     run: list[list[str]] = []
     for line in text.split("\n"):
+        if wanted and line.strip() and _words(line) == wanted[0][0]:
+            level = min(max(wanted.pop(0)[1], 1), 6)
+            if run:
+                yield from (markdown_table(run) if len(run) > 1 else ["  ".join(run[0])])
+                run = []
+            yield f"{'#' * level} {_words(line)}"
+            continue
         if "\t" in line:
             run.append(line.split("\t"))
             continue
@@ -93,8 +107,9 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     for page in result.get("pages") or []:
         out.append(f"<!-- page {page.get('number')} -->")
         out.append("")
-        for text in page_texts(page):
-            out += list(markdown_blocks(text))
+        for index, text in enumerate(page_texts(page)):
+            headings = page.get("headings") if index == 0 else None  # the text layer's
+            out += list(markdown_blocks(text, headings))
             out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
 

@@ -47,6 +47,9 @@ def page_entry(row: Mapping[str, Any]) -> dict[str, Any]:
     error = page_error(row)
     if error:
         entry["error"] = error
+    headings = row.get("headings")
+    if headings:
+        entry["headings"] = json.loads(headings) if isinstance(headings, str) else headings
     return entry
 
 

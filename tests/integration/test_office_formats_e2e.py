@@ -97,6 +97,14 @@ async def test_every_new_format_through_the_pipeline(stack: StackClient, tmp_pat
     assert markdown.text.startswith("# Regional sales\n")
     assert "<!-- page 2 -->" in markdown.text
     assert "| Ingrid Larsen | Accountant |" in markdown.text
+    assert "## Staff\n" in markdown.text, "a sheet's name is its page's heading"
+    assert results["minutes.odt"]["pages"][0]["headings"] == [
+        {"level": 1, "text": "Minutes of the harbour board"}
+    ]
+    minutes = (await export(stack, runs["minutes.odt"]["job"], "markdown")).text
+    assert "\n# Minutes of the harbour board\n" in minutes and "\n- Order new buoys\n" in minutes
+    deck = (await export(stack, runs["launch.pptx"]["job"], "markdown")).text
+    assert "\n## Launch plan\n" in deck and "\n## Budget\n" in deck
     text = await export(stack, sales, "text")
     assert text.headers["content-type"].startswith("text/plain")
     assert "\f" in text.text and "Ingrid Larsen\tAccountant" in text.text

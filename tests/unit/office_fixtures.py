@@ -128,6 +128,7 @@ def ods_file(path: Path) -> Path:
 
 def odp_file(path: Path) -> Path:
     from odf import draw, presentation, style, text
+    from odf.namespaces import PRESENTATIONNS
     from odf.opendocument import OpenDocumentPresentation
 
     document = OpenDocumentPresentation()
@@ -139,6 +140,7 @@ def odp_file(path: Path) -> Path:
     for heading, note in (("Welcome aboard", "Smile at the guests"), ("Safety rules", "")):
         page = draw.Page(masterpagename=master)
         frame = draw.Frame(width="20cm", height="3cm", x="1cm", y="1cm")
+        frame.setAttrNS(PRESENTATIONNS, "class", "title")  # the slide's title frame
         box = draw.TextBox()
         box.addElement(text.P(text=heading))
         frame.addElement(box)

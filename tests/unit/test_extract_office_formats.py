@@ -31,6 +31,15 @@ def texts(records: list[dict[str, Any]]) -> list[str]:
     return [r["text"] for r in records if r["type"] == "page"]
 
 
+def headings(records: list[dict[str, Any]]) -> list[list[tuple[int, str]]]:
+    """Each page's headings as (level, text)."""
+    return [
+        [(h["level"], h["text"]) for h in r.get("headings", [])]
+        for r in records
+        if r["type"] == "page"
+    ]
+
+
 def meta(records: list[dict[str, Any]]) -> dict[str, Any]:
     assert records[0]["type"] == "meta"
     return records[0]
@@ -44,6 +53,7 @@ def test_xlsx_sheets_are_pages_with_tab_separated_rows_and_properties(tmp_path: 
         "Sales\n\nRegion\tRevenue\tQuarter\nNorth\t1200\tQ1\nSouth\t980.5\tQ1",
         "Staff\n\nName\tRole\nIngrid Larsen\tAccountant",
     ]
+    assert headings(records) == [[(2, "Sales")], [(2, "Staff")]]
     metadata = head["metadata"]
     assert metadata["title"] == "Regional sales" and metadata["author"] == "Finance Team"
     assert metadata["subject"] == "Quarterly figures" and metadata["language"] == "en-GB"
@@ -83,6 +93,7 @@ def test_pptx_slides_are_pages_with_notes_and_tables(tmp_path: Path) -> None:
         "Notes:\nRemind everyone about the embargo"
     )
     assert second == "Budget\n\nItem\tCost\nLighthouse\t4500"
+    assert headings(records) == [[(2, "Launch plan")], [(2, "Budget")]]
     assert head["metadata"]["title"] == "Harbour launch"
     assert head["metadata"]["author"] == "Product Office"
 
@@ -95,6 +106,7 @@ def test_odt_headings_lists_and_tables_in_order(tmp_path: Path) -> None:
         "Minutes of the harbour board\n\nThe board approved the new pier.\n\n"
         "- Repaint the crane\n\n- Order new buoys\n\nMember\tVote\nAnna\tYes"
     ]
+    assert headings(records) == [[(1, "Minutes of the harbour board")]]
     assert head["metadata"] == {
         "title": "Meeting minutes",
         "author": "Odile Martin",
@@ -117,6 +129,7 @@ def test_ods_sheets_are_pages_and_repeated_empty_rows_cost_nothing(tmp_path: Pat
 def test_odp_slides_are_pages_with_notes(tmp_path: Path) -> None:
     records = run(make.odp_file(tmp_path / "tour.odp"), tmp_path)
     assert texts(records) == ["Welcome aboard\n\nNotes:\nSmile at the guests", "Safety rules"]
+    assert headings(records) == [[(2, "Welcome aboard")], [(2, "Safety rules")]]
     assert meta(records)["metadata"]["title"] == "Harbour tour"
 
 
@@ -127,6 +140,7 @@ def test_epub_chapters_are_pages_in_spine_order(tmp_path: Path) -> None:
     pages = texts(records)
     assert pages[0].startswith("Chapter 1") and "light the lamp" in pages[0]
     assert "storm rolled in" in pages[1] and "keeper finally slept" in pages[2]
+    assert headings(records) == [[(1, f"Chapter {n}")] for n in (1, 2, 3)]
     assert head["metadata"]["title"] == "The Lighthouse Keeper"
     assert head["metadata"]["author"] == "Maren Holt"
     assert head["metadata"]["language"] == "en"
@@ -145,6 +159,13 @@ def test_eml_message_then_its_attachments_pages(tmp_path: Path) -> None:
     assert pages[2] == "Payment terms 30 days"
     assert pages[3].startswith("Attachment: orders.xlsx\n\nSales") and "Ingrid" in pages[4]
     assert [r["page"] for r in records[1:]] == [1, 2, 3, 4, 5]
+    assert headings(records) == [
+        [],
+        [(2, "Attachment: invoice.pdf")],
+        [],
+        [(2, "Attachment: orders.xlsx"), (2, "Sales")],
+        [(2, "Staff")],
+    ]
     assert head["metadata"]["title"] == "Invoice for March"
     assert head["metadata"]["author"] == "Clara Berg <clara@example.com>"
     assert head["metadata"]["created"] == "2024-03-05T09:30:00+00:00"
@@ -389,7 +410,11 @@ def test_docx_and_html_give_their_metadata_too(tmp_path: Path) -> None:
     document.core_properties.author = "Harbour Master"
     document.core_properties.language = "nb-NO"
     document.save(str(tmp_path / "report.docx"))
-    metadata = meta(run(tmp_path / "report.docx", tmp_path))["metadata"]
+    document.add_heading("Arrivals", level=2)
+    document.save(str(tmp_path / "report.docx"))
+    records = run(tmp_path / "report.docx", tmp_path)
+    assert headings(records) == [[(2, "Arrivals")]]
+    metadata = meta(records)["metadata"]
     assert (metadata["title"], metadata["author"]) == ("Harbour report", "Harbour Master")
     assert metadata["language"] == "nb-NO"
 
@@ -397,9 +422,12 @@ def test_docx_and_html_give_their_metadata_too(tmp_path: Path) -> None:
     page.write_text(
         '<!DOCTYPE html><html lang="de"><head><title>Hafenordnung</title>'
         '<meta name="author" content="Hafenamt"><meta name="generator" content="Hugo">'
-        "</head><body><p>Anlegen nur mit Erlaubnis des Hafenmeisters.</p></body></html>"
+        "</head><body><h1>Hafenordnung</h1>"
+        "<p>Anlegen nur mit Erlaubnis des Hafenmeisters.</p></body></html>"
     )
-    assert meta(run(page, tmp_path))["metadata"] == {
+    html_records = run(page, tmp_path)
+    assert headings(html_records) == [[(1, "Hafenordnung")]]
+    assert meta(html_records)["metadata"] == {
         "title": "Hafenordnung",
         "author": "Hafenamt",
         "language": "de",

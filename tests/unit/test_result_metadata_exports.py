@@ -106,6 +106,24 @@ def test_a_markdown_document_keeps_its_own_headings() -> None:
     assert markdown == "<!-- page 1 -->\n\n# Release notes\n\n- one\n- two\n"
 
 
+def test_the_pages_headings_are_marked_in_the_markdown_export() -> None:
+    result = result_with({"title": "Minutes"}, fmt="odt")
+    result["pages"] = [
+        {
+            "number": 1,
+            "text": "Minutes of the board\n\nThe board met.\n\nVotes\n\nAll agreed.",
+            "headings": [
+                {"level": 1, "text": "Minutes of the board"},
+                {"level": 2, "text": "Votes"},
+            ],
+        }
+    ]
+    markdown = render(result, ExportFormat.MARKDOWN)
+    assert markdown.endswith(
+        "<!-- page 1 -->\n\n# Minutes of the board\n\nThe board met.\n\n## Votes\n\nAll agreed.\n"
+    )
+
+
 def test_text_export_is_plain_with_form_feeds_between_pages() -> None:
     text = to_text(result_with(None))
     assert text == "Sales\n\nRegion\tRevenue\nNorth\t1200\n\f\nNotes on | pipes\n\nScan\n"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from services.extractor.formats import Record, check_chars, short
 from services.extractor.formats.containers import clean_meta
+from services.extractor.formats.headings import heading, headings_of
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import (
     DocumentMeta,
@@ -51,7 +52,12 @@ class MessagePages:
     chars: int = 0
 
     def add(self, record: PageRecord, prefix: str = "") -> None:
+        """Add a page as the next one; `prefix` (an `Attachment: <name>` line) goes above its
+        text, as a heading."""
         text = f"{prefix}\n\n{record['text']}".strip() if prefix else record["text"]
+        headings = list(record.get("headings", []))
+        if prefix:
+            headings = headings_of([heading(2, prefix), *headings])
         self.chars += len(text)
         check_chars(self.chars, self.spec)
         if len(self.pages) + 1 > self.spec.max_pages:
@@ -59,7 +65,10 @@ class MessagePages:
                 "The email and its attachments have more pages than the limit of "
                 f"{self.spec.max_pages}."
             )
-        self.pages.append({**record, "page": len(self.pages) + 1, "text": text})
+        page: PageRecord = {**record, "page": len(self.pages) + 1, "text": text}
+        if headings:
+            page["headings"] = headings
+        self.pages.append(page)
 
 
 def parse_message(data: bytes) -> EmailMessage:

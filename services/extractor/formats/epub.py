@@ -22,6 +22,7 @@ from services.extractor.formats.containers import (
     parse_xml,
     read_entry,
 )
+from services.extractor.formats.headings import html_headings
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import (
     DocumentMeta,
@@ -115,4 +116,5 @@ def extract_epub(spec: ExtractSpec) -> Iterator[Record]:
             text = chapter_text(data)
             total += len(text)
             check_chars(total, spec)
-            yield page_record(number, text, has_text_layer=bool(text))
+            headings = html_headings(data)
+            yield page_record(number, text, has_text_layer=bool(text), headings=headings)

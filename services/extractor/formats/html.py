@@ -11,6 +11,7 @@ from pathlib import Path
 
 from services.extractor.formats import Record, check_chars
 from services.extractor.formats.containers import clean_meta
+from services.extractor.formats.headings import html_headings
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import (
     DocumentMeta,
@@ -93,4 +94,4 @@ def extract_html(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(main_text(data))
     check_chars(len(text), spec)
     yield meta_record("html", 1, metadata=html_metadata(data))
-    yield page_record(1, text, has_text_layer=bool(text))
+    yield page_record(1, text, has_text_layer=bool(text), headings=html_headings(data))

@@ -21,8 +21,15 @@ from services.extractor.formats.containers import (
     parse_xml,
     read_entry,
 )
+from services.extractor.formats.headings import first_line_heading, heading, headings_of
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import DocumentMeta, ExtractSpec, meta_record, page_record
+from services.extractor.spec import (
+    DocumentMeta,
+    ExtractSpec,
+    HeadingRecord,
+    meta_record,
+    page_record,
+)
 
 WHAT = {"odt": "text document", "ods": "spreadsheet", "odp": "presentation"}
 # A repeated row or cell with content is written out at most this many times.
@@ -69,6 +76,7 @@ def inline_text(element: Any) -> str:
 
 
 def _repeat(element: Any, attribute: str) -> int:
+    """A positive count attribute (repeated rows or columns, an outline level); 1 if absent."""
     try:
         return max(1, int(_attr(element, attribute) or 1))
     except ValueError:
@@ -173,23 +181,60 @@ _PAGES = {
 }
 
 
-def read_opendocument(path: str, fmt: str) -> tuple[list[str], DocumentMeta]:
-    """The pages' texts and the metadata of an OpenDocument file."""
+def odt_headings(body: Any) -> list[list[HeadingRecord]]:
+    """<text:h> elements at their outline level, in order (one page)."""
+    found = (
+        heading(_repeat(h, "outline-level"), inline_text(h))  # a missing level is 1
+        for h in body.iter()
+        if local_name(h.tag) == "h"
+    )
+    return [headings_of(found)]
+
+
+def odp_headings(body: Any) -> list[list[HeadingRecord]]:
+    """Each slide's title frames (presentation:class="title")."""
+    pages: list[list[HeadingRecord]] = []
+    for slide in body:
+        if local_name(slide.tag) != "page":
+            continue
+        titles = [
+            heading(
+                2, " ".join(inline_text(p) for p in frame.iter() if local_name(p.tag) in _BLOCKS)
+            )
+            for frame in slide
+            if local_name(frame.tag) == "frame" and _attr(frame, "class") == "title"
+        ]
+        pages.append(headings_of(titles))
+    return pages
+
+
+def read_opendocument(
+    path: str, fmt: str
+) -> tuple[list[str], list[list[HeadingRecord]], DocumentMeta]:
+    """The pages' texts, each page's headings, and the metadata of an OpenDocument file."""
     what = WHAT[fmt]
     with open_zip(path, what) as zf:
         metadata = odf_metadata(zf)
         root = parse_xml(read_entry(zf, "content.xml", what), what)
     kind, pages_of = _PAGES[fmt]
     body = body_of(root, kind)
-    pages = pages_of(body) if body is not None else [""]
-    return [normalize_text(text) for text in pages] or [""], metadata
+    pages = [normalize_text(text) for text in pages_of(body)] if body is not None else []
+    pages = pages or [""]
+    if body is not None and fmt == "odt":
+        headings = odt_headings(body)
+    elif body is not None and fmt == "odp":
+        headings = odp_headings(body)
+    else:  # a sheet's name heads its rows
+        headings = [first_line_heading(text) for text in pages]
+    return pages, headings, metadata
 
 
 def extract_opendocument(spec: ExtractSpec) -> Iterator[Record]:
-    pages, metadata = read_opendocument(spec.path, spec.format)
+    pages, headings, metadata = read_opendocument(spec.path, spec.format)
     if spec.format != "odt":
         metadata["page_count"] = len(pages)
     check_chars(sum(len(text) for text in pages), spec)
     yield meta_record(spec.format, len(pages), metadata=metadata)
     for number, text in enumerate(pages, start=1):
-        yield page_record(number, text, has_text_layer=bool(text))
+        page_headings = headings[number - 1] if number <= len(headings) else []
+        yield page_record(number, text, has_text_layer=bool(text), headings=page_headings)

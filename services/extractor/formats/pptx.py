@@ -13,6 +13,7 @@ from typing import Any
 
 from services.extractor.formats import Record, check_chars
 from services.extractor.formats.containers import ooxml_metadata, open_zip
+from services.extractor.formats.headings import heading, headings_of
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
 
@@ -46,11 +47,16 @@ def shape_texts(shapes: Any, depth: int = 0) -> Iterator[str]:
             yield text.strip()
 
 
+def slide_title(slide: Any) -> str:
+    title_shape = slide.shapes.title
+    if title_shape is None or not title_shape.has_text_frame:
+        return ""
+    return str(title_shape.text).strip()
+
+
 def slide_text(slide: Any) -> str:
     title_shape = slide.shapes.title
-    title = (
-        title_shape.text.strip() if title_shape is not None and title_shape.has_text_frame else ""
-    )
+    title = slide_title(slide)
     parts = [title] if title else []
     title_id = title_shape.shape_id if title_shape is not None else None
     for text in shape_texts(shape for shape in slide.shapes if shape.shape_id != title_id):
@@ -94,4 +100,5 @@ def extract_pptx(spec: ExtractSpec) -> Iterator[Record]:
             continue
         total += len(text)
         check_chars(total, spec)
-        yield page_record(number, text, has_text_layer=bool(text))
+        headings = headings_of([heading(2, slide_title(slide))])
+        yield page_record(number, text, has_text_layer=bool(text), headings=headings)

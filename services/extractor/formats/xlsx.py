@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from services.extractor.formats import Record, check_chars, short
 from services.extractor.formats.containers import ooxml_metadata, open_zip
+from services.extractor.formats.headings import first_line_heading
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import (
     DocumentMeta,
@@ -123,6 +124,7 @@ def read_workbook(spec: ExtractSpec, workbook: Any, metadata: DocumentMeta) -> I
             text = normalize_text(f"{sheet.title}\n\n" + "\n".join(lines)) if lines else ""
             total += len(text)
             check_chars(total, spec)
-            yield page_record(number, text, has_text_layer=bool(text))
+            headings = first_line_heading(text)  # the sheet's name
+            yield page_record(number, text, has_text_layer=bool(text), headings=headings)
     finally:
         workbook.close()
