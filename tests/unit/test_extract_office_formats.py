@@ -201,6 +201,16 @@ def test_eml_hostile_inputs_end_with_a_sentence(tmp_path: Path) -> None:
         run(make.nested_eml(tmp_path / "nested.eml"), tmp_path)
 
 
+def test_attachments_are_counted_across_attached_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.extractor.formats import eml
+
+    monkeypatch.setattr(eml, "MAX_ATTACHMENTS_TOTAL", 2)
+    with pytest.raises(ExtractionFatal, match="more than 2 attachments, the limit for one doc"):
+        run(make.nested_eml(tmp_path / "nested.eml", depth=3), tmp_path)
+
+
 def test_an_attachments_pages_count_against_the_page_limit(tmp_path: Path) -> None:
     with pytest.raises(ExtractionFatal, match="more pages than the limit of 3"):
         run(make.eml_file(tmp_path / "mail.eml", tmp_path), tmp_path, max_pages=3)

@@ -4,7 +4,8 @@ names of its attachments. Each attachment of a supported format follows as pages
 job, read by that format's extractor (an attached message recursively, as its own pages);
 the first page of each starts with an `Attachment: <name>` line.
 
-Bounds, each a sentence: at most MAX_ATTACHMENTS attachments in a message, attached messages
+Bounds, each a sentence: at most MAX_ATTACHMENTS attachments in a message (MAX_ATTACHMENTS_TOTAL
+in the whole document), attached messages
 at most MAX_DEPTH deep, MIME parts nested at most MAX_PART_DEPTH deep; the document's page
 and character limits count every attachment's pages. An attachment that cannot be read, or
 whose type is not supported, is a page with an error (the rest of the message still counts).
@@ -34,6 +35,8 @@ from services.extractor.spec import (
 )
 
 MAX_ATTACHMENTS = 50
+# Across the message and every attached message in it.
+MAX_ATTACHMENTS_TOTAL = 200
 MAX_DEPTH = 3
 MAX_PART_DEPTH = 20
 _HEADERS = ("From", "To", "Cc", "Date", "Subject")
@@ -50,6 +53,15 @@ class MessagePages:
     workdir: str
     pages: list[PageRecord] = field(default_factory=list)
     chars: int = 0
+    attachments: int = 0
+
+    def count_attachments(self, count: int) -> None:
+        self.attachments += count
+        if self.attachments > MAX_ATTACHMENTS_TOTAL:
+            raise ExtractionFatal(
+                f"The email and the messages attached to it have more than "
+                f"{MAX_ATTACHMENTS_TOTAL} attachments, the limit for one document."
+            )
 
     def add(self, record: PageRecord, prefix: str = "") -> None:
         """Add a page as the next one; `prefix` (an `Attachment: <name>` line) goes above its
@@ -178,6 +190,7 @@ def read_message(gathered: MessagePages, data: bytes, depth: int, prefix: str = 
     message = parse_message(data)
     body = message.get_body(preferencelist=("plain", "html"))
     parts = attachments(message, body)
+    gathered.count_attachments(len(parts))
     names = [attachment_name(part, i) for i, part in enumerate(parts, start=1)]
     text = message_page(message, names)
     gathered.add(page_record(0, text, has_text_layer=bool(text)), prefix)
