@@ -8,6 +8,7 @@ import contextlib
 import json
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -247,18 +248,42 @@ def status(ctx: typer.Context, job: Annotated[str, typer.Argument(help="Job id."
     console.print(table)
 
 
+class ResultExport(StrEnum):
+    """What `docpipe result --format` asks the API for."""
+
+    MARKDOWN = "markdown"
+    TEXT = "text"
+    JSON = "json"
+
+
 @app.command()
 def result(
     ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="Job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result JSON.")] = False,
+    export: Annotated[
+        ResultExport | None,
+        typer.Option(
+            "--format",
+            help="Print the result exported as markdown, text or json (as the API renders it).",
+        ),
+    ] = None,
 ) -> None:
-    """Show a completed job's result: a summary, or everything with --json."""
+    """Show a completed job's result: a summary, everything with --json, or the document
+    exported with --format markdown|text|json."""
     cfg = _cfg(ctx)
-    response = _request(cfg, "GET", f"/v1/jobs/{job}/result")
+    params = {"format": export.value} if export is not None else None
+    response = _request(cfg, "GET", f"/v1/jobs/{job}/result", params=params)
     if response.status_code == 409:
         raise fail(detail_of(response))
+    if export is not None and export is not ResultExport.JSON:
+        if response.status_code != 200:
+            raise fail(http_error_message(response, job))
+        typer.echo(response.text, nl=False)
+        return
     body = _job_or_exit(cfg, response, job)
+    if export is ResultExport.JSON:
+        as_json = True
     if as_json:
         typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return

@@ -25,6 +25,8 @@ CHUNK_TEXT_MAX = 20_000
 PAGE_TEXT_MAX = 20_000_000
 # Lists: far above what one message carries (a batch is at most extract_batch_max_pages).
 PAGES_PER_MESSAGE_MAX = 1000
+# Headings one page may name (a whole ODT or DOCX is one page); more are left out.
+HEADINGS_PER_PAGE_MAX = 5000
 IMAGES_PER_PAGE_MAX = 10_000
 CHUNKS_PER_MESSAGE_MAX = 100_000
 KEYWORDS_MAX = 1000
@@ -45,3 +47,6 @@ Tenant = Annotated[str, Field(min_length=1, max_length=TENANT_MAX)]
 Uri = Annotated[str, Field(min_length=1, max_length=URI_MAX)]
 Format = Annotated[str, Field(max_length=FORMAT_MAX)]
 Name = Annotated[str, Field(max_length=NAME_MAX)]
+# A document's own metadata value (a title, an author): cut rather than refused.
+META_VALUE_MAX = 1000
+MetaValue = Annotated[str, _cut_to(META_VALUE_MAX), Field(max_length=META_VALUE_MAX)]

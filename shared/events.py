@@ -27,6 +27,7 @@ from shared.bounds import (
     CONTENT_TYPE_MAX,
     ENTITIES_MAX,
     FILENAME_MAX,
+    HEADINGS_PER_PAGE_MAX,
     IMAGES_PER_PAGE_MAX,
     KEYWORDS_MAX,
     PAGE_TEXT_MAX,
@@ -34,6 +35,7 @@ from shared.bounds import (
     PASSWORD_TOKEN_MAX,
     URI_MAX,
     Format,
+    MetaValue,
     Name,
     Reason,
     Tenant,
@@ -167,14 +169,43 @@ class ExtractionAccepted(Event):
     format: Format
 
 
+class DocumentMetadata(BaseModel):
+    """What a document says about itself (PDF info and /Lang, OOXML docProps, ODF meta.xml,
+    EPUB OPF, email headers, HTML <title> and <meta>); dates in ISO 8601 where they parse.
+    Every field is optional: a format or a file may say nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: MetaValue | None = None
+    author: MetaValue | None = None
+    subject: MetaValue | None = None
+    created: MetaValue | None = None
+    modified: MetaValue | None = None
+    language: MetaValue | None = None
+    producer: MetaValue | None = None
+    page_count: int | None = Field(default=None, ge=0)
+
+
+class Heading(BaseModel):
+    """A heading the document marks as such (a heading style, <h1>, a slide's title, a sheet's
+    name), as it stands in the page's text: what the Markdown export marks as a heading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: int = Field(ge=1, le=6)
+    text: MetaValue
+
+
 class ExtractionStarted(Event):
-    """The extractor opened the document and knows how many pages it has."""
+    """The extractor opened the document and knows how many pages it has, and what the
+    document says about itself."""
 
     routing_key: ClassVar[str] = "extraction.started"
     format: Format
     pages_total: int = Field(ge=0)
     # Set when the extractor had to fetch the document itself.
     document_uri: str | None = Field(default=None, max_length=URI_MAX)
+    metadata: DocumentMetadata | None = None
 
 
 class Chunk(BaseModel):
@@ -241,6 +272,8 @@ class PageExtracted(CarriesChunks, Event):
     # The text's chunks, source text-layer.
     chunks: list[Chunk] = Field(default_factory=list, max_length=CHUNKS_PER_MESSAGE_MAX)
     error: Reason | None = None  # this page failed; the job may still complete
+    # The page's headings in order, where the format knows them.
+    headings: list[Heading] = Field(default_factory=list, max_length=HEADINGS_PER_PAGE_MAX)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)

@@ -10,19 +10,23 @@ from pathlib import Path
 
 import structlog
 from prometheus_client import Counter
+from pydantic import ValidationError
 
 from services.extractor.fetch import resolve_document
 from services.extractor.records import parse_record
 from services.extractor.scheduler import Scheduler
 from services.extractor.spec import ExtractSpec, MetaRecord, PageRecord
+from shared.bounds import HEADINGS_PER_PAGE_MAX
 from shared.bus import Bus, Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
 from shared.events import (
+    DocumentMetadata,
     DocumentUploaded,
     Event,
     ExtractionAccepted,
     ExtractionStarted,
+    Heading,
     ImageRef,
     ImagesExtracted,
     PageExtracted,
@@ -49,11 +53,11 @@ PAGES_EXTRACTED = Counter(
 )
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, filename: str | None = None) -> str:
     """The sniffed format, or PermanentError with a sentence saying why it cannot be read."""
     if path.stat().st_size == 0:
         raise PermanentError("The document is empty (0 bytes).")
-    fmt = sniff_path(path)
+    fmt = sniff_path(path, filename)
     if fmt is not None:
         return fmt
     raise PermanentError(unsupported_reason(path))
@@ -118,9 +122,26 @@ def page_events(event: DocumentUploaded, record: PageRecord, settings: Settings)
             ocr_pending=bool(images),
             chunks=chunks,
             error=record["error"],
+            headings=[
+                Heading(level=h["level"], text=h["text"])
+                for h in record.get("headings", [])[:HEADINGS_PER_PAGE_MAX]
+            ],
         )
     )
     return out
+
+
+def document_metadata(record: MetaRecord) -> DocumentMetadata | None:
+    """The meta record's metadata as the event carries it (values past their bound cut);
+    None when the document says nothing about itself."""
+    raw = record.get("metadata")
+    if not raw:
+        return None
+    try:
+        return DocumentMetadata.model_validate(raw)
+    except ValidationError:
+        log.warning("ignored malformed document metadata from the child")
+        return None
 
 
 # A batch holds at most this share of a document's pages, so progress moves in steps of 2%.
@@ -268,6 +289,7 @@ class ExtractionRun:
                 format=record["format"],
                 pages_total=pages_total,
                 document_uri=self.fetched_uri,
+                metadata=document_metadata(record),
             ),
             priority=MAX_PRIORITY,
         )
@@ -347,7 +369,7 @@ async def handle_document(
         tenant=event.tenant,
         owns_blob=blob_owner_check(ctx.pool),
     )
-    fmt = await asyncio.to_thread(detect_format, doc.path)
+    fmt = await asyncio.to_thread(detect_format, doc.path, event.filename)
     spec = build_spec(doc.path, fmt, event, settings, password)
     scheduler = runtime.scheduler
     if scheduler is None:

@@ -32,20 +32,43 @@ class ImageRecord(TypedDict):
     kind: ImageKind
 
 
+class DocumentMeta(TypedDict, total=False):
+    """What the document says about itself (PDF info, OOXML docProps, ODF meta.xml, EPUB OPF,
+    email headers); dates as ISO 8601 where they parse. Every key is optional."""
+
+    title: str
+    author: str
+    subject: str
+    created: str
+    modified: str
+    language: str
+    producer: str
+    page_count: int
+
+
 class MetaRecord(TypedDict):
-    """The first record: the document's format and length. first_page..last_page (1-based,
-    inclusive) are present only when this child sends part of the document."""
+    """The first record: the document's format and length, and what it says about itself.
+    first_page..last_page (1-based, inclusive) are present only when this child sends part of
+    the document."""
 
     type: Literal["meta"]
     format: str
     pages_total: int
     first_page: NotRequired[int]
     last_page: NotRequired[int]
+    metadata: NotRequired[DocumentMeta]
+
+
+class HeadingRecord(TypedDict):
+    """A heading as it stands in the page's text (one line of it), and its level (1-6)."""
+
+    level: int
+    text: str
 
 
 class PageRecord(TypedDict):
     """One page: its text layer and the images it needs OCRed; `error` when the page (not the
-    document) could not be read."""
+    document) could not be read; `headings` where the format marks them."""
 
     type: Literal["page"]
     page: int
@@ -53,6 +76,7 @@ class PageRecord(TypedDict):
     has_text_layer: bool
     images: list[ImageRecord]
     error: str | None
+    headings: NotRequired[list[HeadingRecord]]
 
 
 class FatalRecord(TypedDict):
@@ -108,11 +132,18 @@ class ExtractSpec:
 
 
 def meta_record(
-    fmt: str, pages_total: int, *, first_page: int = 1, last_page: int | None = None
+    fmt: str,
+    pages_total: int,
+    *,
+    first_page: int = 1,
+    last_page: int | None = None,
+    metadata: DocumentMeta | None = None,
 ) -> MetaRecord:
     """first_page..last_page (1-based, inclusive): the pages this child will send, present
-    only when that is not the whole document."""
+    only when that is not the whole document. `metadata`: left out when empty."""
     record = MetaRecord(type="meta", format=fmt, pages_total=pages_total)
+    if metadata:
+        record["metadata"] = metadata
     last = pages_total if last_page is None else last_page
     if (first_page, last) != (1, pages_total):
         record["first_page"] = first_page
@@ -131,8 +162,9 @@ def page_record(
     has_text_layer: bool,
     images: list[ImageRecord] | None = None,
     error: str | None = None,
+    headings: list[HeadingRecord] | None = None,
 ) -> PageRecord:
-    return {
+    record: PageRecord = {
         "type": "page",
         "page": page,
         "text": text,
@@ -140,6 +172,9 @@ def page_record(
         "images": images or [],
         "error": error,
     }
+    if headings:
+        record["headings"] = headings
+    return record
 
 
 def fatal_record(reason: str) -> FatalRecord:

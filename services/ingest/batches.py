@@ -141,7 +141,7 @@ async def _judged(runtime: IngestRuntime, upload: ReceivedUpload) -> _JudgedFile
     name = sanitize_filename(upload.client_filename) or "a file"
     if upload.size_bytes == 0:
         raise UploadRejected(f"The file {name} is empty.")
-    fmt = await sniff_blob(runtime.blobs, upload.uri)
+    fmt = await sniff_blob(runtime.blobs, upload.uri, upload.client_filename)
     if fmt is None:
         reason = await unsupported_upload_reason(runtime.blobs, upload.uri)
         raise UnsupportedFormat(f"{name}: {reason}")

@@ -179,7 +179,7 @@ async def _judge_format(runtime: IngestRuntime, upload: ReceivedUpload) -> str:
     if upload.size_bytes == 0:
         await discard_blob(runtime.blobs, upload.uri)
         raise EmptyUpload()
-    fmt = await sniff_blob(runtime.blobs, upload.uri)
+    fmt = await sniff_blob(runtime.blobs, upload.uri, upload.client_filename)
     if fmt is None:
         reason = await unsupported_upload_reason(runtime.blobs, upload.uri)
         await discard_blob(runtime.blobs, upload.uri)

@@ -154,13 +154,14 @@ async def with_read_timeout(stream: AsyncIterable[bytes], seconds: float) -> Asy
         yield chunk
 
 
-async def sniff_blob(store: BlobStore, uri: str) -> str | None:
-    """The stored document's format, judged by its bytes (and ZIP member names for DOCX).
+async def sniff_blob(store: BlobStore, uri: str, filename: str | None = None) -> str | None:
+    """The stored document's format, judged by its bytes (and a ZIP container's declared
+    type; `filename` only tells Markdown from plain text).
 
     Blobs are content-addressed, so identical uploads racing each other share one file; when it
     is gone, a concurrent upload of the same bytes judged them unsupported and discarded it
     (discard_blob), and the same bytes get the same verdict here."""
-    return await _read_blob(store, uri, sniff_path, None)
+    return await _read_blob(store, uri, lambda path: sniff_path(path, filename), None)
 
 
 async def unsupported_upload_reason(store: BlobStore, uri: str) -> str:

@@ -188,7 +188,11 @@ async def store_results(
         j, state = job.job_id, job.state
         end = finished_at_of(state.started_at, pages[j], chunks[j])
         state.finished_at = state.finished_at or end or job.row["created_at"]
-        fields = {"format": state.format, "pages_total": state.pages_total}
+        fields = {
+            "format": state.format,
+            "pages_total": state.pages_total,
+            "document_metadata": state.document_metadata,
+        }
         result = assemble_result(
             {**dict(job.row), **fields, "started_at": state.started_at},
             pages[j],

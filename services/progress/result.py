@@ -50,6 +50,9 @@ def page_entry(row: Mapping[str, Any]) -> dict[str, Any]:
     error = page_error(row)
     if error:
         entry["error"] = error
+    headings = row.get("headings")
+    if headings:
+        entry["headings"] = json.loads(headings) if isinstance(headings, str) else headings
     return entry
 
 
@@ -91,7 +94,8 @@ def assemble_result(
     partial: bool = False,
 ) -> dict[str, Any]:
     """The result document. `job` needs job_id, filename, format, pages_total, created_at and
-    started_at; `pages` are job_pages rows; `chunks` are job_chunks rows."""
+    started_at (document_metadata if known); `pages` are job_pages rows; `chunks` are
+    job_chunks rows."""
     page_rows = sorted(pages, key=lambda r: r["page"])
     chunk_rows = sorted(
         chunks, key=lambda r: (r["page"], SOURCE_ORDER.get(r["source"], 9), r["idx"])
@@ -106,6 +110,7 @@ def assemble_result(
         "filename": job.get("filename"),
         "format": job.get("format"),
         "pages_total": job.get("pages_total"),
+        "metadata": document_metadata(job),
         "text": full_text(page_list),
         "pages": page_list,
         "chunks": [chunk_entry(r) for r in chunk_rows],
@@ -123,6 +128,31 @@ def assemble_result(
         "cost": {"total_usd": round(cost, 6)},
         "partial": partial,
     }
+
+
+METADATA_FIELDS = (
+    "title",
+    "author",
+    "subject",
+    "created",
+    "modified",
+    "language",
+    "producer",
+    "page_count",
+)
+
+
+def document_metadata(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The result's `metadata`: every field present (null when the document does not say),
+    page_count falling back to the pages extracted."""
+    stored = job.get("document_metadata")
+    if isinstance(stored, str):
+        stored = json.loads(stored)
+    known = dict(stored or {})
+    metadata = {name: known.get(name) for name in METADATA_FIELDS}
+    if metadata["page_count"] is None:
+        metadata["page_count"] = job.get("pages_total")
+    return metadata
 
 
 def finished_at_of(

@@ -56,6 +56,8 @@ class JobState:
     cost_usd: float = 0.0
     summary_requested: bool = False
     document_summary: dict[str, Any] | None = None
+    # What the document says about itself (ExtractionStarted.metadata), first one kept.
+    document_metadata: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> JobState:
@@ -74,6 +76,7 @@ class JobState:
             cost_usd=float(row.get("cost_usd") or 0.0),
             summary_requested=row.get("summary_requested_at") is not None,
             document_summary=_json_object(row.get("document_summary")),
+            document_metadata=_json_object(row.get("document_metadata")),
         )
 
     @property
@@ -128,6 +131,8 @@ def advance(state: JobState, event: Event, revived_at: datetime | None = None) -
         case ExtractionStarted():
             state.format = state.format or event.format
             state.started_at = state.started_at or event.occurred_at
+            if state.document_metadata is None and event.metadata is not None:
+                state.document_metadata = event.metadata.model_dump(exclude_none=True)
             if state.pages_total is None:
                 state.pages_total = event.pages_total
                 return Counts(extract=StageCount(event.pages_total, 0, 0))

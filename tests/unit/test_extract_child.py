@@ -92,11 +92,11 @@ def test_detect_format_reasons(tmp_path: Path) -> None:
         detect_format(empty)
     binary = tmp_path / "blob.bin"
     binary.write_bytes(bytes(range(256)) * 8)
-    with pytest.raises(PermanentError, match="PDF, DOCX, HTML, CSV, TXT, PNG, JPEG, TIFF"):
+    with pytest.raises(PermanentError, match="PDF, DOCX, XLSX, PPTX, ODT, ODS, ODP, EPUB, EML"):
         detect_format(binary)
     ole = tmp_path / "old.doc"
     ole.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600))
-    with pytest.raises(PermanentError, match="encrypted or legacy"):
+    with pytest.raises(PermanentError, match="encrypted Office file"):
         detect_format(ole)
 
 

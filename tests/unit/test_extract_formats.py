@@ -42,7 +42,10 @@ def test_normalize_folds_ligatures_and_drops_controls() -> None:
 
 def test_pdf_three_pages_text(tmp_path: Path) -> None:
     records = run(text_pdf(tmp_path / "t.pdf", PAGES), "pdf", tmp_path)
+    metadata = records[0].pop("metadata")
     assert records[0] == {"type": "meta", "format": "pdf", "pages_total": 3}
+    assert metadata["producer"].startswith("ReportLab") and metadata["page_count"] == 3
+    assert metadata["created"].endswith("+00:00"), "a PDF date read as ISO 8601"
     pages = pages_of(records)
     assert [p["page"] for p in pages] == [1, 2, 3]
     for page, want in zip(pages, PAGES, strict=True):

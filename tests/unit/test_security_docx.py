@@ -184,7 +184,7 @@ def test_another_office_package_with_pdf_magic_is_not_a_pdf(tmp_path: Path) -> N
         zf.writestr(zipfile.ZipInfo("a.txt"), b"%PDF-1.7", compress_type=zipfile.ZIP_STORED)
         zf.writestr("[Content_Types].xml", "<Types/>")
         zf.writestr("xl/workbook.xml", "<workbook/>")
-    assert sniff_path(path) is None
+    assert sniff_path(path) == "xlsx"  # the container is judged first: an XLSX, not a PDF
 
 
 def test_the_dead_supported_list_is_gone() -> None:

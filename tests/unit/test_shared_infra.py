@@ -99,6 +99,9 @@ class TestSniff:
     def test_formats_by_bytes(self, head: bytes, expected: str | None) -> None:
         assert sniff_bytes(head) == expected
 
-    def test_zip_is_docx_only_with_a_word_document(self) -> None:
+    def test_an_office_zip_is_told_by_its_main_part(self) -> None:
         assert sniff_bytes(b"PK\x03\x04rest", zip_names=["word/document.xml"]) == "docx"
+        office = ["[Content_Types].xml"]
+        assert sniff_bytes(b"PK\x03\x04rest", zip_names=[*office, "xl/workbook.xml"]) == "xlsx"
         assert sniff_bytes(b"PK\x03\x04rest", zip_names=["xl/workbook.xml"]) is None
+        assert sniff_bytes(b"PK\x03\x04rest", zip_names=["a.txt"], zip_format="epub") == "epub"

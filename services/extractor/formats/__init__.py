@@ -40,6 +40,38 @@ def extract(spec: ExtractSpec) -> Iterator[Record]:
         from services.extractor.formats.plain import extract_txt
 
         return extract_txt(spec)
+    if fmt == "xlsx":
+        from services.extractor.formats.xlsx import extract_xlsx
+
+        return extract_xlsx(spec)
+    if fmt == "pptx":
+        from services.extractor.formats.pptx import extract_pptx
+
+        return extract_pptx(spec)
+    if fmt in ("odt", "ods", "odp"):
+        from services.extractor.formats.opendocument import extract_opendocument
+
+        return extract_opendocument(spec)
+    if fmt == "epub":
+        from services.extractor.formats.epub import extract_epub
+
+        return extract_epub(spec)
+    if fmt == "eml":
+        from services.extractor.formats.eml import extract_eml
+
+        return extract_eml(spec)
+    if fmt == "rtf":
+        from services.extractor.formats.rtf import extract_rtf
+
+        return extract_rtf(spec)
+    if fmt == "md":
+        from services.extractor.formats.markdown import extract_markdown
+
+        return extract_markdown(spec)
+    if fmt in ("doc", "xls", "ppt"):
+        from services.extractor.formats.legacy import extract_legacy
+
+        return extract_legacy(spec)
     if fmt in ("png", "jpeg", "tiff"):
         from services.extractor.formats.image import extract_image
 

@@ -17,8 +17,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.extractor.formats import Record, check_chars
+from services.extractor.formats.containers import ooxml_metadata, open_zip
+from services.extractor.formats.headings import heading, headings_of
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
+from services.extractor.spec import (
+    ExtractionFatal,
+    ExtractSpec,
+    HeadingRecord,
+    meta_record,
+    page_record,
+)
 from shared.sniff import DOCX_MAIN_PART, zip_problem
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -58,6 +66,30 @@ def document_blocks(document: Any) -> Iterator[str]:
             lines = table_lines(Table(child, document))
             if lines:
                 yield "\n".join(lines)
+
+
+def heading_level(style_name: str) -> int | None:
+    """The level a paragraph style gives (Title 1, Heading N as N), else None."""
+    if style_name == "Title":
+        return 1
+    name, _, number = style_name.partition(" ")
+    if name == "Heading" and number.isdigit():
+        return int(number)
+    return None
+
+
+def docx_headings(document: Any) -> list[HeadingRecord]:
+    """The body's paragraphs with a Title or Heading style, in order (a style that cannot be
+    read makes a paragraph plain text, never a failure)."""
+    found: list[HeadingRecord | None] = []
+    for paragraph in document.paragraphs:
+        try:
+            level = heading_level(str(paragraph.style.name or ""))
+        except Exception:  # a damaged style part: the text is what matters
+            level = None
+        if level is not None:
+            found.append(heading(level, paragraph.text))
+    return headings_of(found)
 
 
 def drop_entity_references(element: Any) -> int:
@@ -121,5 +153,7 @@ def extract_docx(spec: ExtractSpec) -> Iterator[Record]:
             f"The Word document is damaged and could not be read: {detail}."
         ) from exc
     text = normalize_text("\n\n".join(parts))
-    yield meta_record("docx", 1)
-    yield page_record(1, text, has_text_layer=bool(text))
+    with open_zip(spec.path, "Word document") as zf:
+        metadata = ooxml_metadata(zf, "Pages")
+    yield meta_record("docx", 1, metadata=metadata)
+    yield page_record(1, text, has_text_layer=bool(text), headings=docx_headings(document))

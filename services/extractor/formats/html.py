@@ -10,8 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from services.extractor.formats import Record, check_chars
+from services.extractor.formats.containers import clean_meta
+from services.extractor.formats.headings import html_headings
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
+from services.extractor.spec import (
+    DocumentMeta,
+    ExtractionFatal,
+    ExtractSpec,
+    meta_record,
+    page_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +61,37 @@ def visible_text(data: bytes) -> str:
     return str(root.text_content())
 
 
+def html_metadata(data: bytes) -> DocumentMeta:
+    """<title>, <html lang>, and the author, description, generator and date <meta> tags; an
+    unparsable page gives nothing."""
+    import lxml.html
+
+    try:
+        root = lxml.html.document_fromstring(data)
+    except Exception:
+        return DocumentMeta()
+    names = {
+        "author": "author",
+        "description": "subject",
+        "generator": "producer",
+        "date": "created",
+        "dcterms.created": "created",
+        "dcterms.modified": "modified",
+    }
+    raw: dict[str, str] = {"language": str(root.get("lang") or "")}
+    titles = root.xpath("//title/text()")
+    if titles:
+        raw["title"] = str(titles[0])
+    for element in root.xpath("//meta[@name and @content]"):
+        key = names.get(str(element.get("name")).lower())
+        if key is not None and not raw.get(key):
+            raw[key] = str(element.get("content"))
+    return clean_meta(raw)
+
+
 def extract_html(spec: ExtractSpec) -> Iterator[Record]:
     data = Path(spec.path).read_bytes()
     text = normalize_text(main_text(data))
     check_chars(len(text), spec)
-    yield meta_record("html", 1)
-    yield page_record(1, text, has_text_layer=bool(text))
+    yield meta_record("html", 1, metadata=html_metadata(data))
+    yield page_record(1, text, has_text_layer=bool(text), headings=html_headings(data))

@@ -15,6 +15,7 @@ from typing import Any
 from pypdf import PasswordType, PdfReader
 
 from services.extractor.formats import Record, fatal_if_limit, short
+from services.extractor.formats.containers import clean_meta
 from services.extractor.formats.pdf_images import embedded_images, image_keys, to_png
 from services.extractor.normalize import (
     content_chars,
@@ -23,6 +24,7 @@ from services.extractor.normalize import (
     normalize_text,
 )
 from services.extractor.spec import (
+    DocumentMeta,
     ExtractionFatal,
     ExtractSpec,
     ImageRecord,
@@ -358,7 +360,8 @@ def extract_pdf(spec: ExtractSpec, blobs: BlobStore) -> Iterator[Record]:
             f"The PDF has {pages_total} pages, more than the limit of {spec.max_pages}."
         )
     start, stop = page_range(spec, pages_total)
-    yield meta_record("pdf", pages_total, first_page=start + 1, last_page=stop)
+    metadata = pdf_metadata(reader, pages_total)
+    yield meta_record("pdf", pages_total, first_page=start + 1, last_page=stop, metadata=metadata)
     pdfium = PdfiumPages(spec.path, password)
     # Per child: with a split document a logo repeated in both halves is OCRed twice at most.
     seen_images: set[Any] = set()
@@ -368,6 +371,26 @@ def extract_pdf(spec: ExtractSpec, blobs: BlobStore) -> Iterator[Record]:
             yield _extract_page(reader, index, spec, blobs, pdfium, seen_images, undecodable)
     finally:
         pdfium.close()
+
+
+def pdf_metadata(reader: PdfReader, pages_total: int) -> DocumentMeta:
+    """The document information dictionary (title, author, subject, dates, producer) and the
+    catalog's /Lang. A damaged dictionary gives what could be read, never a failure."""
+    raw: dict[str, Any] = {"page_count": pages_total}
+    try:
+        info = reader.metadata
+        if info is not None:
+            raw["title"] = info.title
+            raw["author"] = info.author
+            raw["subject"] = info.subject
+            raw["created"] = info.creation_date_raw
+            raw["modified"] = info.modification_date_raw
+            raw["producer"] = info.producer or info.creator
+        lang = reader.root_object.get("/Lang")
+        raw["language"] = lang.get_object() if lang is not None else None
+    except Exception as exc:  # metadata is a courtesy: the text is what matters
+        log.debug("unreadable PDF metadata: %s", exc)
+    return clean_meta({k: (str(v) if v is not None else None) for k, v in raw.items()})
 
 
 def page_range(spec: ExtractSpec, pages_total: int) -> tuple[int, int]:

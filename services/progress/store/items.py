@@ -23,14 +23,15 @@ from shared.events import AnalyzedChunk, ChunksAnalyzed, PageExtracted, PageOcre
 
 _PAGES_EXTRACTED = """
 INSERT INTO job_pages AS p (job_id, page, extracted_at, has_text_layer, text, text_chunks,
-                            ocr_pending, error)
-SELECT s.job_id, s.page, s.at, s.htl, s.text, s.chunks, s.pending, s.error
+                            ocr_pending, error, headings)
+SELECT s.job_id, s.page, s.at, s.htl, s.text, s.chunks, s.pending, s.error, s.headings::jsonb
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::bool[], $5::text[], $6::int[],
-            $7::bool[], $8::text[]) AS s(job_id, page, at, htl, text, chunks, pending, error)
+            $7::bool[], $8::text[], $9::text[])
+     AS s(job_id, page, at, htl, text, chunks, pending, error, headings)
 ON CONFLICT (job_id, page) DO UPDATE SET
     extracted_at = EXCLUDED.extracted_at, has_text_layer = EXCLUDED.has_text_layer,
     text = EXCLUDED.text, text_chunks = EXCLUDED.text_chunks,
-    ocr_pending = EXCLUDED.ocr_pending, error = EXCLUDED.error
+    ocr_pending = EXCLUDED.ocr_pending, error = EXCLUDED.error, headings = EXCLUDED.headings
 WHERE p.extracted_at IS NULL
 RETURNING p.job_id, p.page, p.ocred_at IS NOT NULL AS ocred, p.ocr_error IS NOT NULL AS ocr_failed
 """
@@ -64,6 +65,15 @@ RETURNING job_id, chunk_id
 """
 
 
+def headings_json(event: PageExtracted) -> str | None:
+    """The page's headings as JSON text (NUL characters removed, as from all stored text), or
+    None when it names none."""
+    if not event.headings:
+        return None
+    headings = clean([h.model_dump() for h in event.headings])  # before \u0000 escapes hide NUL
+    return json.dumps(headings, ensure_ascii=False)
+
+
 async def write_pages_extracted(
     conn: asyncpg.Connection, events: list[PageExtracted], deltas: Deltas
 ) -> None:
@@ -81,6 +91,7 @@ async def write_pages_extracted(
         [e.chunks_total for e in evs],
         [e.ocr_pending for e in evs],
         [clean(e.error) for e in evs],
+        [headings_json(e) for e in evs],
     )
     for row in rows:  # only the pages written first here
         ev = by_key[(row["job_id"], row["page"])]

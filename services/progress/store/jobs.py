@@ -47,6 +47,7 @@ UPDATE jobs SET
     tokens = $14, cost_usd = $15, document_summary = $16::jsonb,
     summary_requested_at = CASE WHEN $17 THEN coalesce(summary_requested_at, $13)
                                 ELSE summary_requested_at END,
+    document_metadata = $18::jsonb,
     first_progress_at = CASE WHEN $2 <> 'queued' THEN coalesce(first_progress_at, $13)
                              ELSE first_progress_at END
 WHERE job_id = $1
@@ -74,6 +75,7 @@ def save_args(job_id: uuid.UUID, state: JobState, seq: int, now: datetime) -> tu
         state.cost_usd,
         json.dumps(state.document_summary) if state.document_summary is not None else None,
         state.summary_requested,
+        json.dumps(state.document_metadata) if state.document_metadata is not None else None,
     )
 
 

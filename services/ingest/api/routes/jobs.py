@@ -30,6 +30,8 @@ from services.ingest.api.routes.common import (
 )
 from services.ingest.cancel import request_cancel
 from services.ingest.errors import JobNotFound
+from services.ingest.exports import MEDIA_TYPES as EXPORT_MEDIA_TYPES
+from services.ingest.exports import ExportFormat, render
 from services.ingest.json_body import is_json, json_body
 from services.ingest.models import (
     CancelAccepted,
@@ -162,12 +164,33 @@ async def get_job(job_id: uuid.UUID, principal: ReadDep, pool: PoolDep) -> JobVi
 @router.get(
     "/{job_id}/result",
     responses={
-        200: {"description": "The assembled result (see the progress service)"},
+        200: {
+            "description": "The assembled result (see the progress service): JSON, or as "
+            "Markdown or plain text (?format=)",
+            "content": {
+                "application/json": {},
+                "text/markdown": {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        },
         404: {"model": Problem},
         409: {"description": "The job has not completed"},
     },
 )
-async def get_result(job_id: uuid.UUID, principal: ReadDep, pool: PoolDep) -> Any:
+async def get_result(
+    job_id: uuid.UUID,
+    principal: ReadDep,
+    pool: PoolDep,
+    format_: Annotated[
+        ExportFormat,
+        Query(
+            alias="format",
+            description="json (default); markdown: title, metadata, pages marked "
+            "`<!-- page N -->`, headings, lists and tables kept; text: plain text, pages "
+            "separated by a form feed",
+        ),
+    ] = ExportFormat.JSON,
+) -> Any:
     """The result of a completed job; a cancelled job's partial result carries partial=true."""
     row = await repo.get_job(pool, job_id, visible_tenant(principal))
     if row is None:
@@ -178,7 +201,9 @@ async def get_result(job_id: uuid.UUID, principal: ReadDep, pool: PoolDep) -> An
         if result is not None:
             if job_status is JobStatus.CANCELLED and isinstance(result, dict):
                 result = {**result, "partial": True}
-            return JSONResponse(result)
+            if format_ is ExportFormat.JSON:
+                return JSONResponse(result)
+            return Response(render(result, format_), media_type=EXPORT_MEDIA_TYPES[format_])
     return JSONResponse(
         {
             "detail": f"The job is {job_status}; the result is available once it has completed.",

@@ -1,0 +1,130 @@
+"""Document metadata from extraction.started to the result, and the result's Markdown and
+text exports (pure functions)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from services.extractor.service import document_metadata
+from services.extractor.spec import meta_record
+from services.ingest.exports import ExportFormat, render, to_markdown, to_text
+from services.progress.result import assemble_result
+from services.progress.transitions import advance
+from shared.events import DocumentMetadata, ExtractionStarted
+from tests.unit.test_progress_transitions import JOB, state
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+METADATA = DocumentMetadata(
+    title="Regional sales", author="Finance Team", created="2024-03-05T09:30:00", page_count=2
+)
+
+
+def test_the_meta_records_metadata_becomes_the_events() -> None:
+    record = meta_record("xlsx", 2, metadata={"title": "T" * 5000, "language": "en"})
+    metadata = document_metadata(record)
+    assert metadata is not None and metadata.language == "en"
+    assert metadata.title is not None and len(metadata.title) == 1000, "cut, not refused"
+    assert document_metadata(meta_record("txt", 1)) is None
+
+
+def test_the_first_extraction_start_sets_the_metadata() -> None:
+    s = state()
+    advance(s, ExtractionStarted(job_id=JOB, format="xlsx", pages_total=2, metadata=METADATA))
+    later = DocumentMetadata(title="Another")
+    advance(s, ExtractionStarted(job_id=JOB, format="xlsx", pages_total=2, metadata=later))
+    assert s.document_metadata == {
+        "title": "Regional sales",
+        "author": "Finance Team",
+        "created": "2024-03-05T09:30:00",
+        "page_count": 2,
+    }
+
+
+def result_with(metadata: dict[str, object] | None, fmt: str = "xlsx") -> dict[str, object]:
+    job = {
+        "job_id": uuid.UUID(int=7),
+        "filename": "sales.xlsx",
+        "format": fmt,
+        "pages_total": 2,
+        "created_at": T0,
+        "started_at": T0,
+        "document_metadata": metadata,
+    }
+    pages = [
+        {"page": 1, "has_text_layer": True, "text": "Sales\n\nRegion\tRevenue\nNorth\t1200"},
+        {"page": 2, "has_text_layer": True, "text": "Notes on | pipes", "ocr_text": "Scan"},
+    ]
+    return assemble_result(job, pages, [], status="completed", finished_at=T0)  # type: ignore[arg-type]
+
+
+def test_the_result_carries_every_metadata_field() -> None:
+    result = result_with(METADATA.model_dump(exclude_none=True))
+    assert result["metadata"] == {
+        "title": "Regional sales",
+        "author": "Finance Team",
+        "subject": None,
+        "created": "2024-03-05T09:30:00",
+        "modified": None,
+        "language": None,
+        "producer": None,
+        "page_count": 2,
+    }
+    bare = result_with(None)["metadata"]
+    assert isinstance(bare, dict) and bare["title"] is None and bare["page_count"] == 2
+
+
+def test_markdown_export_has_title_metadata_page_marks_and_tables() -> None:
+    markdown = to_markdown(result_with(METADATA.model_dump(exclude_none=True)))
+    assert markdown == (
+        "# Regional sales\n"
+        "\n"
+        "- Author: Finance Team\n"
+        "- Created: 2024-03-05T09:30:00\n"
+        "- Pages: 2\n"
+        "\n"
+        "<!-- page 1 -->\n"
+        "\n"
+        "Sales\n"
+        "\n"
+        "| Region | Revenue |\n"
+        "|---|---|\n"
+        "| North | 1200 |\n"
+        "\n"
+        "<!-- page 2 -->\n"
+        "\n"
+        "Notes on | pipes\n"
+        "\n"
+        "Scan\n"
+    )
+
+
+def test_a_markdown_document_keeps_its_own_headings() -> None:
+    result = result_with({"title": "Release notes"}, fmt="md")
+    result["pages"] = [{"number": 1, "text": "# Release notes\n\n- one\n- two"}]
+    markdown = render(result, ExportFormat.MARKDOWN)
+    assert markdown == "<!-- page 1 -->\n\n# Release notes\n\n- one\n- two\n"
+
+
+def test_the_pages_headings_are_marked_in_the_markdown_export() -> None:
+    result = result_with({"title": "Minutes"}, fmt="odt")
+    result["pages"] = [
+        {
+            "number": 1,
+            "text": "Minutes of the board\n\nThe board met.\n\nVotes\n\nAll agreed.",
+            "headings": [
+                {"level": 1, "text": "Minutes of the board"},
+                {"level": 2, "text": "Votes"},
+            ],
+        }
+    ]
+    markdown = render(result, ExportFormat.MARKDOWN)
+    assert markdown.endswith(
+        "<!-- page 1 -->\n\n# Minutes of the board\n\nThe board met.\n\n## Votes\n\nAll agreed.\n"
+    )
+
+
+def test_text_export_is_plain_with_form_feeds_between_pages() -> None:
+    text = to_text(result_with(None))
+    assert text == "Sales\n\nRegion\tRevenue\nNorth\t1200\n\f\nNotes on | pipes\n\nScan\n"
+    assert render(["not", "a", "result"], ExportFormat.TEXT) == ""
