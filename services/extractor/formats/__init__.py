@@ -8,12 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.extractor.spec import ExtractionFatal, ExtractSpec, FormatRecord
+from services.extractor.spec import (
+    ExtractionFatal,
+    ExtractSpec,
+    FormatRecord,
+    meta_record,
+    page_record,
+)
 from shared.blobstore import BlobStore
+from shared.chunking import chunk_spans
 from shared.sandbox import limit_reason
 
 # What every format extractor yields: a meta record, then page records.
 Record = FormatRecord
+
+# Formats without pages of their own (plain text, CSV, HTML, DOCX) are cut into pages of at
+# most this many characters, at paragraph (else sentence, else word) boundaries. A page is
+# what one bus message carries and what the analyzer and progress hold at once, so its size
+# bounds their memory whatever the document's length (docs/decisions/0990).
+TEXT_PAGE_MAX_CHARS = 50_000
 
 
 def extract(spec: ExtractSpec) -> Iterator[Record]:
@@ -45,6 +58,20 @@ def extract(spec: ExtractSpec) -> Iterator[Record]:
 
         return extract_image(spec, blobs)
     raise ExtractionFatal(f"The {fmt!r} format is not supported.")
+
+
+def text_pages(text: str, max_chars: int = TEXT_PAGE_MAX_CHARS) -> list[str]:
+    """The text as consecutive pages of at most max_chars, cut between paragraphs where it
+    can be; one empty page for no text (the document still has a page to report)."""
+    return [text[start:end] for start, end in chunk_spans(text, max_chars)] or [""]
+
+
+def paged_text_records(fmt: str, text: str) -> Iterator[Record]:
+    """The meta record and the page records of a format without pages of its own."""
+    pages = text_pages(text)
+    yield meta_record(fmt, len(pages))
+    for number, page in enumerate(pages, start=1):
+        yield page_record(number, page, has_text_layer=bool(page))
 
 
 def check_chars(total: int, spec: ExtractSpec) -> None:

@@ -1,7 +1,8 @@
-"""DOCX: body paragraphs and tables in document order, as one page.
+"""DOCX: body paragraphs and tables in document order.
 
-Word documents have no fixed pagination (page breaks depend on the renderer), so the whole
-document is page 1.
+Word documents have no fixed pagination (page breaks depend on the renderer), so the text is
+cut into pages of bounded size (TEXT_PAGE_MAX_CHARS) between paragraphs: a short document is
+page 1.
 
 The container is checked before it is opened (entry count, inflated size and ratio:
 shared.sniff.zip_problem). python-docx parses with lxml set not to resolve entities or fetch
@@ -16,9 +17,9 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from services.extractor.formats import Record, check_chars
+from services.extractor.formats import Record, check_chars, paged_text_records
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import ExtractionFatal, ExtractSpec, meta_record, page_record
+from services.extractor.spec import ExtractionFatal, ExtractSpec
 from shared.sniff import DOCX_MAIN_PART, zip_problem
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -121,5 +122,4 @@ def extract_docx(spec: ExtractSpec) -> Iterator[Record]:
             f"The Word document is damaged and could not be read: {detail}."
         ) from exc
     text = normalize_text("\n\n".join(parts))
-    yield meta_record("docx", 1)
-    yield page_record(1, text, has_text_layer=bool(text))
+    yield from paged_text_records("docx", text)
