@@ -10,6 +10,8 @@ busy event loop in this process cannot stretch the interval.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -30,11 +32,11 @@ SAMPLE_SECONDS = 0.1
 TEXT_SERVICES = ("ingest", "extractor", "analyzer", "progress")
 
 _MB = 1024 * 1024
-_FALLBACK_WORDS = (
+_FALLBACK_PROSE = (
     "the report describes how the committee reviewed each invoice before payment was approved "
     "and which supplier delivered the goods on time while the auditors checked every account "
     "in the ledger for errors that might have been missed during the previous financial year"
-).split()
+)
 
 
 def prose_source() -> str:
@@ -43,10 +45,11 @@ def prose_source() -> str:
     book = corpus_dir() / "office" / "txt-snappy-alice29.txt"
     if book.is_file():
         return book.read_text(encoding="utf-8", errors="replace")
+    words = _FALLBACK_PROSE.split()
     sentences = []
     for i in range(2000):
-        words = [_FALLBACK_WORDS[(i * 7 + j * 3) % len(_FALLBACK_WORDS)] for j in range(12)]
-        sentences.append(" ".join(words).capitalize() + ".")
+        picked = [words[(i * 7 + j * 3) % len(words)] for j in range(12)]
+        sentences.append(" ".join(picked).capitalize() + ".")
     return "\n\n".join(" ".join(sentences[i : i + 5]) for i in range(0, len(sentences), 5))
 
 
@@ -88,10 +91,9 @@ class RssSampler:
                 parent = proc.memory_info().rss / _MB
                 children = 0.0
                 for child in proc.children(recursive=True):
-                    try:
+                    # A child may end between listing and reading it.
+                    with contextlib.suppress(psutil.NoSuchProcess):
                         children += child.memory_info().rss / _MB
-                    except psutil.NoSuchProcess:  # a child that ended between the two calls
-                        pass
             except psutil.NoSuchProcess:
                 continue
             peak = self.peaks[name]
@@ -139,7 +141,7 @@ async def measure(bs: BenchStack, documents: list[bytes], settle: float = 2.0) -
             ]
         await bs.wait_all(jobs, timeout=600)
         seconds = time.monotonic() - started
-        time.sleep(settle)  # noqa: ASYNC251 - the sampler thread keeps sampling meanwhile
+        await asyncio.sleep(settle)  # what the services keep once the work is done
     for i, job in enumerate(jobs):
         status, text = await bs.job_texts(job)
         bs.check_job(f"large text {i}", status, text, baseline_has_text=True)
@@ -148,7 +150,9 @@ async def measure(bs: BenchStack, documents: list[bytes], settle: float = 2.0) -
     }
 
 
-async def run(bs: BenchStack, work: Path, smoke: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+async def run(
+    bs: BenchStack, work: Path, smoke: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     size = DOCUMENT_BYTES // 16 if smoke else DOCUMENT_BYTES
     one = await measure(bs, [large_text(size, salt="one")])
     three = await measure(bs, [large_text(size, salt=f"three-{i}") for i in range(3)])

@@ -1,4 +1,4 @@
-"""HTML: the main text of the page (trafilatura), not its navigation; cut into pages of bounded size.
+"""HTML: the main text of the page (trafilatura), not its navigation; in pages of bounded size.
 
 Nothing is ever fetched: both parsers get the bytes and no base URL.
 """
