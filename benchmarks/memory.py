@@ -1,6 +1,6 @@
 """Memory for large valid input: the peak resident memory of each service's own process (and,
-apart, of its sandboxed children) while one ~19 MB plain-text document goes through the stack,
-then while three go through at once.
+apart, of its sandboxed children) while one ~19 MB plain-text document goes through the stack
+and its result is read, then while three go through at once.
 
 The document is within every limit (upload size, extracted characters), so whatever memory it
 takes is memory any tenant can make a service take. The parents are what matter: the children
@@ -139,14 +139,26 @@ async def measure(bs: BenchStack, documents: list[bytes], settle: float = 2.0) -
                 (await bs.submit(client, data, f"large-{i}.txt", ocr="never"))[0]
                 for i, data in enumerate(documents)
             ]
-        await bs.wait_all(jobs, timeout=600)
-        seconds = time.monotonic() - started
+            await bs.wait_all(jobs, timeout=600)
+            seconds = time.monotonic() - started
+            # A client then reads each result (ingest serves it): tens of MB of JSON each.
+            results = await asyncio.gather(
+                *(client.get(f"{bs.api}/v1/jobs/{j}/result", headers=bs.headers) for j in jobs)
+            )
+            result_mb = [round(len(r.content) / _MB, 1) for r in results if r.status_code == 200]
+            if len(result_mb) < len(jobs):
+                bs.failures.append(f"large text: {len(jobs) - len(result_mb)} results not served")
+            del results
         await asyncio.sleep(settle)  # what the services keep once the work is done
     for i, job in enumerate(jobs):
         status, text = await bs.job_texts(job)
         bs.check_job(f"large text {i}", status, text, baseline_has_text=True)
-    return {"jobs": len(jobs), "seconds": round(seconds, 1), "samples": sampler.samples} | {
-        "services": sampler.report()
+    return {
+        "jobs": len(jobs),
+        "seconds": round(seconds, 1),
+        "result_mb": result_mb,
+        "samples": sampler.samples,
+        "services": sampler.report(),
     }
 
 

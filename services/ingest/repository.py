@@ -136,8 +136,20 @@ async def list_jobs(
     return rows
 
 
-async def get_result(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> Any:
-    return await conn.fetchval("SELECT result FROM job_results WHERE job_id = $1", job_id)
+async def get_result_json(
+    conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, *, partial: bool = False
+) -> bytes | None:
+    """The stored result as JSON bytes, as PostgreSQL writes it (None: no result yet);
+    `partial` sets partial=true. The text is passed through, never decoded into objects: a
+    long document's result is tens of MB, and its objects took ingest past 300 MB
+    (docs/decisions/0990)."""
+    text: str | None = await conn.fetchval(
+        "SELECT CASE WHEN $2 THEN result || '{\"partial\": true}' ELSE result END::text "
+        "FROM job_results WHERE job_id = $1",
+        job_id,
+        partial,
+    )
+    return None if text is None else text.encode()
 
 
 @dataclass(frozen=True)

@@ -174,11 +174,10 @@ async def get_result(job_id: uuid.UUID, principal: ReadDep, pool: PoolDep) -> An
         raise JobNotFound()
     job_status = JobStatus(row["status"])
     if job_status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
-        result = await repo.get_result(pool, job_id)
+        partial = job_status is JobStatus.CANCELLED
+        result = await repo.get_result_json(pool, job_id, partial=partial)
         if result is not None:
-            if job_status is JobStatus.CANCELLED and isinstance(result, dict):
-                result = {**result, "partial": True}
-            return JSONResponse(result)
+            return Response(result, media_type="application/json")
     return JSONResponse(
         {
             "detail": f"The job is {job_status}; the result is available once it has completed.",
