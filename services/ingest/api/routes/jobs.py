@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.ingest import repository as repo
 from services.ingest.api.deps import (
@@ -173,11 +173,12 @@ async def get_result(job_id: uuid.UUID, principal: ReadDep, pool: PoolDep) -> An
     if row is None:
         raise JobNotFound()
     job_status = JobStatus(row["status"])
-    if job_status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
+    ended = job_status in (JobStatus.COMPLETED, JobStatus.CANCELLED)
+    if ended and await repo.has_result(pool, job_id):
         partial = job_status is JobStatus.CANCELLED
-        result = await repo.get_result_json(pool, job_id, partial=partial)
-        if result is not None:
-            return Response(result, media_type="application/json")
+        return StreamingResponse(
+            repo.result_pieces(pool, job_id, partial=partial), media_type="application/json"
+        )
     return JSONResponse(
         {
             "detail": f"The job is {job_status}; the result is available once it has completed.",
