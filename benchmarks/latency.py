@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from benchmarks.common import BenchStack, corpus_files, distribution, http_client, target
+from benchmarks.memory import RssSampler
 from benchmarks.text_throughput import build_long_pdf
 from shared.events import TERMINAL_STATUSES, JobPhase
 
@@ -93,40 +92,6 @@ async def first_progress(
     return targets, {}
 
 
-class RssSampler:
-    """Peak RSS per service: the process plus all its descendants, sampled every 100 ms."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.peak_mb: dict[str, float] = dict.fromkeys(pids, 0.0)
-        self._task: asyncio.Task[None] | None = None
-
-    def sample(self) -> None:
-        for name, pid in self.pids.items():
-            try:
-                proc = psutil.Process(pid)
-                total = proc.memory_info().rss
-                for child in proc.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        total += child.memory_info().rss
-            except psutil.Error:
-                continue
-            self.peak_mb[name] = max(self.peak_mb[name], total / 2**20)
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.to_thread(self.sample)
-            await asyncio.sleep(0.1)
-
-    def __enter__(self) -> RssSampler:
-        self._task = asyncio.create_task(self._loop())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-
 async def _big_and_concurrent(
     bs: BenchStack, client: httpx.AsyncClient, long_pdf: Path, files: list[Path], concurrent: int
 ) -> None:
@@ -174,7 +139,8 @@ async def small_behind_big(
     small = one_page_pdf().read_bytes()
     durations: list[float] = []
     overlapped = 0  # tries whose big PDF was still running when the small job ended
-    with RssSampler(bs.service_pids()) as sampler:
+    sampler = RssSampler(bs.service_pids())
+    with sampler.running():
         async with http_client() as client:
             # Target 6: memory while the big PDF and 20 concurrent jobs are processed.
             await _big_and_concurrent(bs, client, long_pdf, files, concurrent)
@@ -187,7 +153,7 @@ async def small_behind_big(
                 overlapped += big_running
         sampler.sample()
     dist = distribution(durations)
-    peak = max(sampler.peak_mb.values()) if sampler.peak_mb else 0.0
+    peak = max(sampler.total_peak_mb.values(), default=0.0)
     targets = [
         target(
             "small_job_behind_big_p95_s",
@@ -202,7 +168,7 @@ async def small_behind_big(
             peak,
             f"every service, children included, <= {RSS_LIMIT_MB:g} MB",
             peak <= RSS_LIMIT_MB,
-            per_service_mb={k: round(v, 1) for k, v in sampler.peak_mb.items()},
+            per_service_mb={k: round(v, 1) for k, v in sampler.total_peak_mb.items()},
         ),
     ]
     return targets, {}

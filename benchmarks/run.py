@@ -6,7 +6,7 @@ ratio against a baseline measured in the same run, or a latency distribution. Ex
 when a job failed, a job's text was empty where a baseline found text, or a benchmark crashed;
 missed targets are reported, not fatal. Exit status 2, before any stack starts, when a
 selected benchmark's corpus folder is absent or empty: the message says where the corpus goes
-(DOCPIPE_CORPUS). `push` and `bus` need no corpus: they generate their own events.
+(DOCPIPE_CORPUS). `push`, `bus` and `memory` need no corpus: they generate their own input.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from benchmarks import (
     eta,
     latency,
     llm_analyze,
+    memory,
     ocr_throughput,
     synthetic,
     text_throughput,
@@ -64,6 +65,8 @@ BENCHMARKS = {
     "dedup": Benchmark(dedup.duplicate_of_long_pdf, ("pdf_text",)),
     "llm": Benchmark(llm_analyze.run),
     "eta": Benchmark(eta.run, ("pdf_text", "pdf_scanned")),
+    # Last: its large documents would leave the services' heaps grown for the ones after it.
+    "memory": Benchmark(memory.run),
 }
 
 
@@ -171,6 +174,8 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {row['file']} | {row['recall_pipeline']} | {row['recall_pypdf']} | "
                     f"{row['recall_pdfium']} |"
                 )
+    if "memory" in report["details"]:
+        lines += memory.markdown_section(report["details"]["memory"])
     if report["failures"]:
         lines += ["", "## Failures", ""] + [f"- {f}" for f in report["failures"]]
     return "\n".join(lines) + "\n"

@@ -36,6 +36,10 @@ EXPECTED_TARGETS = {
     "eta_error_scanned_pdf",
     "eta_error_text_pdf",
     "eta_error_batch",
+    *(
+        f"memory_{service}_parent_peak_mb_large_txt"
+        for service in ("ingest", "extractor", "analyzer", "progress", "ocr")
+    ),
 }
 
 

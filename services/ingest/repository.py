@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -137,8 +138,45 @@ async def list_jobs(
     return rows
 
 
+# A stored result as UTF-8 bytes, converted once (MATERIALIZED) and cut into pieces of $3
+# bytes (bytea offsets are bytes, so each piece costs the same whatever its position);
+# `partial` ($2) sets partial=true.
+_RESULT_PIECES = """
+WITH r AS MATERIALIZED (
+    SELECT convert_to(
+        (CASE WHEN $2 THEN result || '{"partial": true}' ELSE result END)::text, 'UTF8') AS b
+    FROM job_results WHERE job_id = $1
+)
+SELECT substring(r.b FROM i FOR $3) AS piece
+FROM r, generate_series(1, length(r.b), $3) AS i
+ORDER BY i
+"""
+RESULT_PIECE_BYTES = 1024 * 1024
+
+
 async def get_result(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> Any:
+    """The stored result, decoded (for the Markdown and text exports; JSON is streamed)."""
     return await conn.fetchval("SELECT result FROM job_results WHERE job_id = $1", job_id)
+
+
+async def has_result(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> bool:
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM job_results WHERE job_id = $1)", job_id
+    )
+    return found
+
+
+async def result_pieces(
+    pool: asyncpg.Pool, job_id: uuid.UUID, *, partial: bool = False
+) -> AsyncIterator[bytes]:
+    """The stored result's JSON, as PostgreSQL writes it, in pieces of RESULT_PIECE_BYTES read
+    through a cursor: never decoded into objects nor held whole here. A long document's result
+    is tens of MB; decoded, one took ingest past 300 MB (docs/decisions/0990)."""
+    async with pool.acquire() as conn, conn.transaction():
+        async for row in conn.cursor(
+            _RESULT_PIECES, job_id, partial, RESULT_PIECE_BYTES, prefetch=2
+        ):
+            yield bytes(row["piece"])
 
 
 @dataclass(frozen=True)

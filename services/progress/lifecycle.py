@@ -27,7 +27,7 @@ from services.progress.arithmetic import (
 )
 from services.progress.costmodel import BOOK, FormatCosts, cost_key
 from services.progress.models import Outcome
-from services.progress.result import assemble_result, finished_at_of
+from services.progress.result import finished_at_of, result_head
 from services.progress.transitions import JobState, deadline_reason
 from services.progress.webhooks import hooks as webhooks
 from shared.events import JobCompleted, JobFailed, JobStatus
@@ -181,22 +181,21 @@ async def store_results(
     with the status each job's state has; returns each job's chunk count."""
     if not jobs:
         return {}
-    pages, chunks = await store.read_items(conn, [j.job_id for j in jobs])
+    totals = await store.item_totals(conn, [j.job_id for j in jobs])
     results = []
     chunk_counts: dict[uuid.UUID, int] = {}
     for job in jobs:
         j, state = job.job_id, job.state
-        end = finished_at_of(state.started_at, pages[j], chunks[j])
+        end = finished_at_of(state.started_at, totals[j])
         state.finished_at = state.finished_at or end or job.row["created_at"]
         fields = {
             "format": state.format,
             "pages_total": state.pages_total,
             "document_metadata": state.document_metadata,
         }
-        result = assemble_result(
+        result = result_head(
             {**dict(job.row), **fields, "started_at": state.started_at},
-            pages[j],
-            chunks[j],
+            totals[j],
             status=state.status,
             finished_at=state.finished_at,
             partial=partial or state.partial,
@@ -205,7 +204,7 @@ async def store_results(
             result["analysis"] = section
             result["cost"] = {"total_usd": round(state.cost_usd, 6)}
         results.append((j, result))
-        chunk_counts[j] = len(chunks[j])
+        chunk_counts[j] = totals[j].chunks
     await store.insert_results(conn, results)
     return chunk_counts
 

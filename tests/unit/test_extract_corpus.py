@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from services.extractor.formats import TEXT_PAGE_MAX_CHARS
 from services.extractor.service import CHILD_ARGV, detect_format
 from services.extractor.spec import ExtractSpec
 from shared.errors import PermanentError
@@ -119,6 +120,11 @@ async def test_office_corpus(corpus: Path, tmp_path: Path) -> None:
     first_row = titanic[1]["text"].split("\n")[1]
     assert first_row.startswith("survived: 0; pclass: 3; sex: male; age: 22.0")
     alice = await extract_through_child(office / "txt-snappy-alice29.txt", tmp_path)
-    assert "Alice" in alice[1]["text"] and len(alice[1]["text"]) > 100_000
+    # The book (~150,000 characters) is cut into pages of at most TEXT_PAGE_MAX_CHARS,
+    # between paragraphs: every page is within the bound and none is lost.
+    pages = [r for r in alice if r["type"] == "page"]
+    assert alice[0]["pages_total"] == len(pages) >= 3
+    assert all(0 < len(p["text"]) <= TEXT_PAGE_MAX_CHARS for p in pages)
+    assert "Alice" in pages[0]["text"] and sum(len(p["text"]) for p in pages) > 100_000
     tables = await extract_through_child(office / "docx-mammoth-tables.docx", tmp_path)
     assert " | " in tables[1]["text"]

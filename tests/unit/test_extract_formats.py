@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.extractor.formats import extract
+from services.extractor.formats import TEXT_PAGE_MAX_CHARS, extract
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractionFatal, ExtractSpec
 from shared.blobstore import BlobStore
@@ -170,6 +170,26 @@ def test_txt_char_limit(tmp_path: Path) -> None:
     path.write_text("word " * 100)
     with pytest.raises(ExtractionFatal, match="more text than the limit of 100 characters"):
         run(path, "txt", tmp_path, max_extracted_chars=100)
+
+
+def test_long_txt_is_cut_into_bounded_pages_between_paragraphs(tmp_path: Path) -> None:
+    paragraphs = [f"Paragraph {i} tells of ledgers, invoices and totals." * 20 for i in range(300)]
+    path = tmp_path / "long.txt"
+    path.write_text("\n\n".join(paragraphs))
+    records = run(path, "txt", tmp_path)
+    pages = pages_of(records)
+    assert records[0] == {"type": "meta", "format": "txt", "pages_total": len(pages)}
+    assert len(pages) > 1 and [p["page"] for p in pages] == list(range(1, len(pages) + 1))
+    assert all(0 < len(p["text"]) <= TEXT_PAGE_MAX_CHARS for p in pages)
+    # Cut between paragraphs: the pages joined as the result joins them give the text back.
+    assert "\n\n".join(p["text"] for p in pages) == "\n\n".join(paragraphs)
+
+
+def test_empty_txt_is_one_empty_page(tmp_path: Path) -> None:
+    path = tmp_path / "blank.txt"
+    path.write_text("\n\n  \n")
+    pages = pages_of(run(path, "txt", tmp_path))
+    assert [(p["page"], p["text"], p["has_text_layer"]) for p in pages] == [(1, "", False)]
 
 
 def test_two_frame_tiff_is_two_page_scans(tmp_path: Path) -> None:

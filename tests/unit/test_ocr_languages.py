@@ -18,7 +18,6 @@ from services.ingest.ocr_lang import checked_ocr_lang, installed
 from services.ocr.engine import DEFAULT_PSM, Engine, Recognised, needs_orientation_check
 from services.ocr.handler import PageOcr
 from services.ocr.tesseract import OcrResult
-from services.progress.result import page_entry
 from shared.events import DocumentUploaded, ImagesExtracted
 from shared.ocr_languages import installed_languages, not_installed_sentence
 from shared.settings import Settings
@@ -212,10 +211,3 @@ def test_a_pages_confidence_is_the_mean_over_its_words() -> None:
     assert event.images_rotated == 1
     blank = PageOcr().event(ImagesExtracted(job_id=uuid.uuid4(), page=1, images=[]), Settings())
     assert blank.confidence is None and blank.images_rotated == 0
-
-
-def test_the_result_carries_each_ocr_pages_confidence() -> None:
-    scanned = page_entry({"page": 1, "ocr_text": "Hi", "ocred_at": 1, "ocr_confidence": 91.26})
-    assert scanned == {"number": 1, "text": "Hi", "source": "ocr", "ocr_confidence": 91.3}
-    text_layer = page_entry({"page": 2, "text": "Hello", "has_text_layer": True})
-    assert "ocr_confidence" not in text_layer

@@ -1,12 +1,14 @@
-"""Result assembly is pure and deterministic."""
+"""The head of a result is pure: timings from the events' own clocks, totals rounded.
+(The text, pages and chunks are assembled by the database:
+tests/integration/test_progress_result_sql.py.)"""
 
 from __future__ import annotations
 
-import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.progress.result import assemble_result, finished_at_of, result_json
+from services.progress.result import ItemTotals, finished_at_of, result_head
+from shared.events import JobStatus
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 JOB = {
@@ -17,88 +19,32 @@ JOB = {
     "created_at": T0,
     "started_at": T0 + timedelta(seconds=2),
 }
-PAGES = [
-    {"page": 1, "has_text_layer": True, "text": "Hello", "extracted_at": T0 + timedelta(seconds=3),
-     "ocr_pending": False, "ocred_at": None, "ocr_text": None, "error": None, "ocr_error": None},
-    {"page": 2, "has_text_layer": False, "text": "", "extracted_at": T0 + timedelta(seconds=4),
-     "ocr_pending": True, "ocred_at": T0 + timedelta(seconds=9), "ocr_text": "Scanned",
-     "ocr_seconds": 1.25, "error": None, "ocr_error": None},
-    {"page": 3, "has_text_layer": True, "text": "Both", "extracted_at": T0 + timedelta(seconds=5),
-     "ocr_pending": True, "ocred_at": T0 + timedelta(seconds=8), "ocr_text": "Figure",
-     "ocr_seconds": 0.5, "error": None, "ocr_error": "tesseract timed out"},
-]  # fmt: skip
 
 
-def chunk(page, source, idx, cost, at):
-    return {
-        "chunk_id": uuid.UUID(int=page * 100 + idx + (50 if source == "ocr" else 0)),
-        "page": page,
-        "source": source,
-        "idx": idx,
-        "start_offset": 0,
-        "end_offset": 5,
-        "text": f"{page}-{source}-{idx}",
-        "analysis": {"analyzer": "builtin/1", "cost_usd": cost},
-        "cost_usd": cost,
-        "analyzed_at": T0 + timedelta(seconds=at),
-    }
-
-
-CHUNKS = [
-    chunk(1, "text-layer", 0, 0.1, 10),
-    chunk(1, "text-layer", 1, 0.2, 11),
-    chunk(2, "ocr", 0, 0.3, 12),
-    chunk(3, "text-layer", 0, 0.0, 10),
-    chunk(3, "ocr", 0, 0.0, 13),
-]
-
-
-def build(pages, chunks):
-    finished = finished_at_of(JOB["started_at"], pages, chunks)
-    return assemble_result(JOB, pages, chunks, status="completed", finished_at=finished)
-
-
-def test_result_shape():
-    result = build(PAGES, CHUNKS)
-    assert result["text"] == "Hello\n\nScanned\n\nBoth\n\nFigure"
-    assert result["pages"][0] == {"number": 1, "text": "Hello", "source": "text-layer"}
-    assert result["pages"][1] == {"number": 2, "text": "Scanned", "source": "ocr"}
-    assert result["pages"][2] == {
-        "number": 3,
-        "text": "Both",
-        "source": "text-layer",
-        "ocr_text": "Figure",
-        "error": "tesseract timed out",
-    }
-    assert result["failed_pages"] == [{"page": 3, "reason": "tesseract timed out"}]
-    assert [(c["page"], c["source"], c["index"]) for c in result["chunks"]] == [
-        (1, "text-layer", 0),
-        (1, "text-layer", 1),
-        (2, "ocr", 0),
-        (3, "text-layer", 0),
-        (3, "ocr", 0),
-    ]
-    timings = result["timings"]
+def test_result_head() -> None:
+    totals = ItemTotals(last_at=T0 + timedelta(seconds=13), ocr_seconds=1.7500001, cost_usd=0.6)
+    finished = finished_at_of(JOB["started_at"], totals)
+    head = result_head(JOB, totals, status=JobStatus.COMPLETED, finished_at=finished)
+    assert head["job_id"] == str(JOB["job_id"]) and head["status"] == "completed"
+    assert (head["filename"], head["format"], head["pages_total"]) == ("doc.pdf", "pdf", 3)
+    timings = head["timings"]
     assert timings["queued_seconds"] == 2.0
     assert timings["finished_at"] == (T0 + timedelta(seconds=13)).isoformat()
     assert timings["processing_seconds"] == 11.0
     assert timings["ocr_seconds"] == 1.75
-    assert result["cost"] == {"total_usd": 0.6}
-    assert result["partial"] is False and result["status"] == "completed"
+    assert head["cost"] == {"total_usd": 0.6}
+    assert head["partial"] is False
+    assert not {"text", "pages", "chunks", "failed_pages"} & set(head)  # the database's part
 
 
-def test_result_is_byte_identical_whatever_the_row_order():
-    expected = result_json(build(PAGES, CHUNKS))
-    rng = random.Random(7)
-    for _ in range(20):
-        pages, chunks = PAGES[:], CHUNKS[:]
-        rng.shuffle(pages)
-        rng.shuffle(chunks)
-        assert result_json(build(pages, chunks)) == expected
+def test_finished_at_is_the_latest_work_or_the_start() -> None:
+    started = JOB["started_at"]
+    assert finished_at_of(started, ItemTotals()) == started
+    assert finished_at_of(started, ItemTotals(last_at=T0)) == started  # never before the start
+    assert finished_at_of(None, ItemTotals()) is None
 
 
-def test_empty_document():
+def test_empty_document() -> None:
     job = {**JOB, "pages_total": 0}
-    result = assemble_result(job, [], [], status="completed", finished_at=JOB["started_at"])
-    assert result["text"] == "" and result["pages"] == [] and result["chunks"] == []
-    assert result["timings"]["processing_seconds"] == 0.0
+    head = result_head(job, ItemTotals(), status=JobStatus.COMPLETED, finished_at=T0)
+    assert head["timings"]["processing_seconds"] == 0.0 and head["cost"] == {"total_usd": 0.0}

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from services.extractor.service import document_metadata
 from services.extractor.spec import meta_record
 from services.ingest.exports import ExportFormat, render, to_markdown, to_text
-from services.progress.result import assemble_result
+from services.progress.result import ItemTotals, result_head
 from services.progress.transitions import advance
-from shared.events import DocumentMetadata, ExtractionStarted
+from shared.events import DocumentMetadata, ExtractionStarted, JobStatus
 from tests.unit.test_progress_transitions import JOB, state
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -51,11 +51,18 @@ def result_with(metadata: dict[str, object] | None, fmt: str = "xlsx") -> dict[s
         "started_at": T0,
         "document_metadata": metadata,
     }
-    pages = [
-        {"page": 1, "has_text_layer": True, "text": "Sales\n\nRegion\tRevenue\nNorth\t1200"},
-        {"page": 2, "has_text_layer": True, "text": "Notes on | pipes", "ocr_text": "Scan"},
+    # The head as progress builds it, the text and pages as the database adds them
+    # (services/progress/store/items.py; their shape is tested in test_progress_result_sql).
+    result = result_head(job, ItemTotals(), status=JobStatus.COMPLETED, finished_at=T0)
+    sheet = "Sales\n\nRegion\tRevenue\nNorth\t1200"
+    result["pages"] = [
+        {"number": 1, "text": sheet, "source": "text-layer"},
+        {"number": 2, "text": "Notes on | pipes", "source": "text-layer", "ocr_text": "Scan"},
     ]
-    return assemble_result(job, pages, [], status="completed", finished_at=T0)  # type: ignore[arg-type]
+    result["text"] = "\n\n".join(
+        ["Sales\n\nRegion\tRevenue\nNorth\t1200", "Notes on | pipes", "Scan"]
+    )
+    return result
 
 
 def test_the_result_carries_every_metadata_field() -> None:

@@ -8,12 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.extractor.spec import ExtractionFatal, ExtractSpec, FormatRecord
+from services.extractor.spec import (
+    DocumentMeta,
+    ExtractionFatal,
+    ExtractSpec,
+    FormatRecord,
+    HeadingRecord,
+    meta_record,
+    page_record,
+)
 from shared.blobstore import BlobStore
+from shared.chunking import chunk_spans
 from shared.sandbox import limit_reason
 
 # What every format extractor yields: a meta record, then page records.
 Record = FormatRecord
+
+# Formats without pages of their own (plain text, CSV, HTML, DOCX) are cut into pages of at
+# most this many characters, at paragraph (else sentence, else word) boundaries. A page is
+# what one bus message carries and what the analyzer and progress hold at once, so its size
+# bounds their memory whatever the document's length (docs/decisions/0990).
+TEXT_PAGE_MAX_CHARS = 50_000
 
 
 def extract(spec: ExtractSpec) -> Iterator[Record]:
@@ -77,6 +92,36 @@ def extract(spec: ExtractSpec) -> Iterator[Record]:
 
         return extract_image(spec, blobs)
     raise ExtractionFatal(f"The {fmt!r} format is not supported.")
+
+
+def text_pages(text: str, max_chars: int = TEXT_PAGE_MAX_CHARS) -> list[str]:
+    """The text as consecutive pages of at most max_chars, cut between paragraphs where it
+    can be; one empty page for no text (the document still has a page to report)."""
+    return [text[start:end] for start, end in chunk_spans(text, max_chars)] or [""]
+
+
+def paged_text_records(
+    fmt: str,
+    text: str,
+    *,
+    metadata: DocumentMeta | None = None,
+    headings: list[HeadingRecord] | None = None,
+) -> Iterator[Record]:
+    """The meta record and the page records of a format without pages of its own. Each
+    heading goes with the page its text is found on, in document order (one not found there
+    stays pending; whatever is left goes with the last page)."""
+    pages = text_pages(text)
+    yield meta_record(fmt, len(pages), metadata=metadata)
+    pending = list(headings or [])
+    for number, page in enumerate(pages, start=1):
+        here: list[HeadingRecord] = []
+        at = 0
+        while pending and (found := page.find(pending[0]["text"], at)) >= 0:
+            at = found + len(pending[0]["text"])
+            here.append(pending.pop(0))
+        if number == len(pages):
+            here += pending
+        yield page_record(number, page, has_text_layer=bool(page), headings=here or None)
 
 
 def check_chars(total: int, spec: ExtractSpec) -> None:

@@ -5,7 +5,7 @@
     name: Bob; age: 45; city: Rome
     <blank line every ROWS_PER_BLOCK rows, so chunks cut between rows>
 
-One page.
+Cut into pages of bounded size (TEXT_PAGE_MAX_CHARS), between row blocks where it can be.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import csv
 import io
 from collections.abc import Iterator
 
-from services.extractor.formats import Record
+from services.extractor.formats import Record, paged_text_records
 from services.extractor.formats.plain import read_text
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import ExtractSpec, meta_record, page_record
+from services.extractor.spec import ExtractSpec
 
 ROWS_PER_BLOCK = 20
 _SNIFF_SAMPLE = 64 * 1024
@@ -68,5 +68,4 @@ def render_csv(text: str) -> str:
 
 def extract_csv(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(render_csv(read_text(spec)))
-    yield meta_record("csv", 1)
-    yield page_record(1, text, has_text_layer=bool(text))
+    yield from paged_text_records("csv", text)

@@ -1,7 +1,8 @@
-"""DOCX: body paragraphs and tables in document order, as one page.
+"""DOCX: body paragraphs and tables in document order.
 
-Word documents have no fixed pagination (page breaks depend on the renderer), so the whole
-document is page 1.
+Word documents have no fixed pagination (page breaks depend on the renderer), so the text is
+cut into pages of bounded size (TEXT_PAGE_MAX_CHARS) between paragraphs: a short document is
+page 1.
 
 The container is checked before it is opened (entry count, inflated size and ratio:
 shared.sniff.zip_problem). python-docx parses with lxml set not to resolve entities or fetch
@@ -16,17 +17,11 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from services.extractor.formats import Record, check_chars
+from services.extractor.formats import Record, check_chars, paged_text_records
 from services.extractor.formats.containers import ooxml_metadata, open_zip
 from services.extractor.formats.headings import heading, headings_of
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import (
-    ExtractionFatal,
-    ExtractSpec,
-    HeadingRecord,
-    meta_record,
-    page_record,
-)
+from services.extractor.spec import ExtractionFatal, ExtractSpec, HeadingRecord
 from shared.sniff import DOCX_MAIN_PART, zip_problem
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -155,5 +150,4 @@ def extract_docx(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text("\n\n".join(parts))
     with open_zip(spec.path, "Word document") as zf:
         metadata = ooxml_metadata(zf, "Pages")
-    yield meta_record("docx", 1, metadata=metadata)
-    yield page_record(1, text, has_text_layer=bool(text), headings=docx_headings(document))
+    yield from paged_text_records("docx", text, metadata=metadata, headings=docx_headings(document))

@@ -1,4 +1,4 @@
-"""HTML: the main text of the page (trafilatura), not its navigation; one page.
+"""HTML: the main text of the page (trafilatura), not its navigation; in pages of bounded size.
 
 Nothing is ever fetched: both parsers get the bytes and no base URL.
 """
@@ -9,17 +9,11 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.extractor.formats import Record, check_chars
+from services.extractor.formats import Record, check_chars, paged_text_records
 from services.extractor.formats.containers import clean_meta
 from services.extractor.formats.headings import html_headings
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import (
-    DocumentMeta,
-    ExtractionFatal,
-    ExtractSpec,
-    meta_record,
-    page_record,
-)
+from services.extractor.spec import DocumentMeta, ExtractionFatal, ExtractSpec
 
 log = logging.getLogger(__name__)
 
@@ -93,5 +87,6 @@ def extract_html(spec: ExtractSpec) -> Iterator[Record]:
     data = Path(spec.path).read_bytes()
     text = normalize_text(main_text(data))
     check_chars(len(text), spec)
-    yield meta_record("html", 1, metadata=html_metadata(data))
-    yield page_record(1, text, has_text_layer=bool(text), headings=html_headings(data))
+    yield from paged_text_records(
+        "html", text, metadata=html_metadata(data), headings=html_headings(data)
+    )

@@ -1,13 +1,13 @@
-"""Plain text: decoded with the detected encoding; one page."""
+"""Plain text: decoded with the detected encoding; cut into pages of bounded size."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.extractor.formats import Record, check_chars
+from services.extractor.formats import Record, check_chars, paged_text_records
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import ExtractSpec, meta_record, page_record
+from services.extractor.spec import ExtractSpec
 
 _WESTERN = "cp1252"
 # How much more "chaos" charset-normalizer may score Windows-1252 than its favourite before we
@@ -55,5 +55,4 @@ def read_text(spec: ExtractSpec) -> str:
 
 def extract_txt(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(read_text(spec))
-    yield meta_record("txt", 1)
-    yield page_record(1, text, has_text_layer=bool(text))
+    yield from paged_text_records("txt", text)

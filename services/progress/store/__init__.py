@@ -14,7 +14,7 @@ from services.progress.store.base import (
 )
 from services.progress.store.items import (
     insert_results,
-    read_items,
+    item_totals,
     write_chunks_analyzed,
     write_pages_extracted,
     write_pages_ocred,
@@ -61,6 +61,7 @@ __all__ = [
     "clean",
     "finished_job_times",
     "insert_results",
+    "item_totals",
     "job_counts_by_status",
     "job_tenant",
     "last_pushed_statuses",
@@ -71,7 +72,6 @@ __all__ = [
     "move_counts",
     "read_counts",
     "read_counts_many",
-    "read_items",
     "read_job",
     "recount_many",
     "save_args",

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from services.progress.analysis import Spend, add_spend
+from services.progress.result import ItemTotals
 from services.progress.store.base import Deltas, add_delta, clean
 from services.progress.transitions import (
     CHUNK_ANALYZED,
@@ -159,24 +160,103 @@ async def write_chunks_analyzed(
 # --- results ------------------------------------------------------------------------------
 
 
-async def read_items(
+_ITEM_TOTALS = """
+SELECT j.job_id,
+       greatest(p.last_at, c.last_at) AS last_at,
+       coalesce(p.ocr_seconds, 0) AS ocr_seconds,
+       coalesce(c.cost_usd, 0) AS cost_usd,
+       coalesce(c.chunks, 0) AS chunks
+FROM unnest($1::uuid[]) AS j(job_id)
+LEFT JOIN LATERAL (
+    SELECT greatest(max(extracted_at), max(ocred_at)) AS last_at,
+           sum(ocr_seconds::float8 ORDER BY page) AS ocr_seconds
+    FROM job_pages WHERE job_id = j.job_id
+) p ON true
+LEFT JOIN LATERAL (
+    SELECT max(analyzed_at) AS last_at,
+           sum(cost_usd ORDER BY page, source DESC, idx) AS cost_usd,
+           count(*) AS chunks
+    FROM job_chunks WHERE job_id = j.job_id
+) c ON true
+"""
+
+
+async def item_totals(
     conn: asyncpg.Connection, job_ids: list[uuid.UUID]
-) -> tuple[dict[uuid.UUID, list[asyncpg.Record]], dict[uuid.UUID, list[asyncpg.Record]]]:
-    """Every page and chunk row of the jobs, grouped by job (two statements)."""
-    pages: dict[uuid.UUID, list[asyncpg.Record]] = {j: [] for j in job_ids}
-    chunks: dict[uuid.UUID, list[asyncpg.Record]] = {j: [] for j in job_ids}
-    for r in await conn.fetch("SELECT * FROM job_pages WHERE job_id = ANY($1::uuid[])", job_ids):
-        pages[r["job_id"]].append(r)
-    for r in await conn.fetch("SELECT * FROM job_chunks WHERE job_id = ANY($1::uuid[])", job_ids):
-        chunks[r["job_id"]].append(r)
-    return pages, chunks
+) -> dict[uuid.UUID, ItemTotals]:
+    """Per job, what the head of its result needs from its page and chunk rows (one
+    statement; no text is read)."""
+    rows = await conn.fetch(_ITEM_TOTALS, job_ids)
+    return {
+        r["job_id"]: ItemTotals(
+            last_at=r["last_at"],
+            ocr_seconds=float(r["ocr_seconds"]),
+            cost_usd=float(r["cost_usd"]),
+            chunks=int(r["chunks"]),
+        )
+        for r in rows
+    }
+
+
+# The result's text, pages, chunks and failed_pages, assembled in the database from the rows:
+# a long document's result is tens of MB that this process never holds. A page shows its text
+# layer if it has one (its OCR text alongside), else its OCR text, with its OCR confidence
+# (0-100, one decimal) and its headings when it has them; "source" sorts text-layer
+# before ocr ("text-layer" > "ocr", hence DESC).
+_INSERT_RESULT = """
+WITH p AS (
+    SELECT page,
+           coalesce(text, '') AS text,
+           coalesce(ocr_text, '') AS ocr_text,
+           coalesce(has_text_layer, false) OR coalesce(text, '') <> '' AS has_layer,
+           ocred_at IS NOT NULL OR coalesce(ocr_pending, false) AS ocr_side,
+           nullif(concat_ws('; ', nullif(error, ''), nullif(ocr_error, '')), '') AS err,
+           ocr_confidence,
+           nullif(headings, '[]'::jsonb) AS headings
+    FROM job_pages WHERE job_id = $1
+), e AS (
+    SELECT page, err, ocr_confidence, headings,
+           CASE WHEN has_layer OR NOT ocr_side THEN text ELSE ocr_text END AS main_text,
+           CASE WHEN has_layer OR NOT ocr_side THEN 'text-layer' ELSE 'ocr' END AS source,
+           CASE WHEN has_layer AND ocr_text <> '' THEN ocr_text END AS extra_ocr
+    FROM p
+)
+INSERT INTO job_results (job_id, result)
+SELECT $1, $2::jsonb || jsonb_build_object(
+    'text', coalesce((
+        SELECT string_agg(part.t, E'\n\n' ORDER BY e.page, part.n)
+        FROM e CROSS JOIN LATERAL (VALUES (1, e.main_text), (2, e.extra_ocr)) AS part(n, t)
+        WHERE part.t <> ''), ''),
+    'pages', coalesce((
+        SELECT jsonb_agg(
+            jsonb_build_object('number', page, 'text', main_text, 'source', source)
+            || CASE WHEN extra_ocr IS NULL THEN '{}'::jsonb
+                    ELSE jsonb_build_object('ocr_text', extra_ocr) END
+            || CASE WHEN err IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('error', err) END
+            || CASE WHEN ocr_confidence IS NULL THEN '{}'::jsonb
+                    ELSE jsonb_build_object('ocr_confidence', round(ocr_confidence::numeric, 1))
+               END
+            || CASE WHEN headings IS NULL THEN '{}'::jsonb
+                    ELSE jsonb_build_object('headings', headings) END
+            ORDER BY page)
+        FROM e), '[]'::jsonb),
+    'failed_pages', coalesce((
+        SELECT jsonb_agg(jsonb_build_object('page', page, 'reason', err) ORDER BY page)
+        FROM e WHERE err IS NOT NULL), '[]'::jsonb),
+    'chunks', coalesce((
+        SELECT jsonb_agg(jsonb_build_object(
+            'chunk_id', chunk_id::text, 'page', page, 'source', source, 'index', idx,
+            'start', start_offset, 'end', end_offset, 'text', text, 'analysis', analysis)
+            ORDER BY page, source DESC, idx)
+        FROM job_chunks WHERE job_id = $1), '[]'::jsonb))
+ON CONFLICT (job_id) DO NOTHING
+"""
 
 
 async def insert_results(
     conn: asyncpg.Connection, results: Iterable[tuple[uuid.UUID, dict[str, Any]]]
 ) -> None:
-    """First write wins: a job's result is stored once."""
-    await conn.executemany(
-        "INSERT INTO job_results (job_id, result) VALUES ($1, $2) ON CONFLICT (job_id) DO NOTHING",
-        list(results),
-    )
+    """Store each job's result: its head (result.result_head) with the text, pages, chunks and
+    failed pages the database assembles from the job's rows. First write wins: a job's result
+    is stored once."""
+    await conn.executemany(_INSERT_RESULT, list(results))

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.ingest import repository as repo
 from services.ingest.api.deps import (
@@ -196,13 +196,19 @@ async def get_result(
     if row is None:
         raise JobNotFound()
     job_status = JobStatus(row["status"])
-    if job_status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
+    ended = job_status in (JobStatus.COMPLETED, JobStatus.CANCELLED)
+    if ended and await repo.has_result(pool, job_id):
+        partial = job_status is JobStatus.CANCELLED
+        if format_ is ExportFormat.JSON:  # streamed as stored, never decoded here
+            return StreamingResponse(
+                repo.result_pieces(pool, job_id, partial=partial), media_type="application/json"
+            )
+        # An export is rendered from the decoded result: it costs this process the result's
+        # size (a JSON result of tens of MB stays streamed; see docs/decisions/0990).
         result = await repo.get_result(pool, job_id)
         if result is not None:
-            if job_status is JobStatus.CANCELLED and isinstance(result, dict):
+            if partial and isinstance(result, dict):
                 result = {**result, "partial": True}
-            if format_ is ExportFormat.JSON:
-                return JSONResponse(result)
             return Response(render(result, format_), media_type=EXPORT_MEDIA_TYPES[format_])
     return JSONResponse(
         {
