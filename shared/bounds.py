@@ -40,13 +40,29 @@ def _cut_to(limit: int) -> BeforeValidator:
     return BeforeValidator(cut)
 
 
+# C0 controls but tab, newline and carriage return. PostgreSQL stores no NUL in text nor
+# "\u0000" in jsonb, and documents do carry them: a PDF's /Title is often a NUL-terminated
+# string. Removed where a document's own words become a field stored as it is.
+_CONTROLS = {c: None for c in range(32) if chr(c) not in "\t\n\r"}
+
+
+def _without_controls() -> BeforeValidator:
+    def strip(value: object) -> object:
+        return value.translate(_CONTROLS) if isinstance(value, str) else value
+
+    return BeforeValidator(strip)
+
+
 # A sentence for a person (why a job or a page failed): cut to its bound rather than refused,
 # so reporting a failure can never fail.
-Reason = Annotated[str, _cut_to(REASON_MAX), Field(max_length=REASON_MAX)]
+Reason = Annotated[str, _cut_to(REASON_MAX), _without_controls(), Field(max_length=REASON_MAX)]
 Tenant = Annotated[str, Field(min_length=1, max_length=TENANT_MAX)]
 Uri = Annotated[str, Field(min_length=1, max_length=URI_MAX)]
 Format = Annotated[str, Field(max_length=FORMAT_MAX)]
 Name = Annotated[str, Field(max_length=NAME_MAX)]
-# A document's own metadata value (a title, an author): cut rather than refused.
+# A document's own metadata value (a title, an author): cut rather than refused, and without
+# control characters.
 META_VALUE_MAX = 1000
-MetaValue = Annotated[str, _cut_to(META_VALUE_MAX), Field(max_length=META_VALUE_MAX)]
+MetaValue = Annotated[
+    str, _cut_to(META_VALUE_MAX), _without_controls(), Field(max_length=META_VALUE_MAX)
+]

@@ -135,3 +135,11 @@ def test_text_export_is_plain_with_form_feeds_between_pages() -> None:
     text = to_text(result_with(None))
     assert text == "Sales\n\nRegion\tRevenue\nNorth\t1200\n\f\nNotes on | pipes\n\nScan\n"
     assert render(["not", "a", "result"], ExportFormat.TEXT) == ""
+
+
+def test_metadata_loses_the_control_characters_postgresql_cannot_store() -> None:
+    # A corpus PDF (PDFBOX-3042) has a NUL-terminated /Title: stored as it was, it made
+    # progress fail the job (jsonb refuses "\u0000").
+    metadata = DocumentMetadata(title="05-30197-CV0.wpd\x00", author="A\x01B\tC")
+    assert metadata.title == "05-30197-CV0.wpd"
+    assert metadata.author == "AB\tC"
