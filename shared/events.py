@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,6 +41,13 @@ from shared.bounds import (
     Uri,
 )
 from shared.ocr_languages import OcrLang
+from shared.vocabulary import ACTIVE_STATUSES as ACTIVE_STATUSES
+from shared.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES
+from shared.vocabulary import JobPhase as JobPhase
+from shared.vocabulary import JobStatus as JobStatus
+from shared.vocabulary import OcrMode as OcrMode
+from shared.vocabulary import PageSource as PageSource
+from shared.vocabulary import Stage as Stage
 
 # Namespace for every deterministic id docpipe derives.
 DOCPIPE_NS = uuid.UUID("6f1c1e34-5b8e-4d6b-9d0b-7c1a3c2f9a10")
@@ -54,57 +60,6 @@ def derive_id(*parts: object) -> uuid.UUID:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class OcrMode(StrEnum):
-    AUTO = "auto"  # OCR pages without a text layer, and large embedded images
-    ALWAYS = "always"  # OCR every page, even those with a text layer
-    NEVER = "never"  # text layer only
-
-
-class PageSource(StrEnum):
-    TEXT_LAYER = "text-layer"
-    OCR = "ocr"
-
-
-class Stage(StrEnum):
-    """A counted stage of a job: its due, done and failed items live in job_progress."""
-
-    EXTRACT = "extract"
-    OCR = "ocr"
-    ANALYZE = "analyze"
-
-
-class JobStatus(StrEnum):
-    """Where a job stands. Only the progress service writes it (ingest writes the first row)."""
-
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATUSES
-
-
-TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
-    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
-)
-ACTIVE_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING})
-
-
-class JobPhase(StrEnum):
-    """What a snapshot's `stage` field shows: the stage a running job is in, else its status."""
-
-    QUEUED = "queued"
-    EXTRACTING = "extracting"
-    OCR = "ocr"
-    ANALYZING = "analyzing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 class Event(BaseModel):

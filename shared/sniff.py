@@ -201,11 +201,7 @@ def legacy_converter() -> str | None:
     explicit = os.environ.get("DOCPIPE_SOFFICE")
     if explicit:
         return shutil.which(explicit)
-    for name in SOFFICE_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    return next((found for name in SOFFICE_NAMES if (found := shutil.which(name))), None)
 
 
 def _sniff_text(head: bytes, filename: str | None = None) -> str | None:

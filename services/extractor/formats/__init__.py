@@ -6,6 +6,7 @@ sandboxed child (services.extractor.child), never in the service's event loop.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 
 from services.extractor.spec import (
@@ -31,67 +32,45 @@ Record = FormatRecord
 TEXT_PAGE_MAX_CHARS = 50_000
 
 
+# Each format's reader: its module under services.extractor.formats and its function, which
+# takes the spec (and the blob store, for the formats that store page images).
+_READERS: dict[str, tuple[str, str]] = {
+    "pdf": ("pdf", "extract_pdf"),
+    "docx": ("docx", "extract_docx"),
+    "html": ("html", "extract_html"),
+    "csv": ("csv_text", "extract_csv"),
+    "txt": ("plain", "extract_txt"),
+    "xlsx": ("xlsx", "extract_xlsx"),
+    "pptx": ("pptx", "extract_pptx"),
+    "odt": ("opendocument", "extract_opendocument"),
+    "ods": ("opendocument", "extract_opendocument"),
+    "odp": ("opendocument", "extract_opendocument"),
+    "epub": ("epub", "extract_epub"),
+    "eml": ("eml", "extract_eml"),
+    "rtf": ("rtf", "extract_rtf"),
+    "md": ("markdown", "extract_markdown"),
+    "doc": ("legacy", "extract_legacy"),
+    "xls": ("legacy", "extract_legacy"),
+    "ppt": ("legacy", "extract_legacy"),
+    "png": ("image", "extract_image"),
+    "jpeg": ("image", "extract_image"),
+    "tiff": ("image", "extract_image"),
+}
+_STORE_IMAGES = {"pdf", "png", "jpeg", "tiff"}
+
+
 def extract(spec: ExtractSpec) -> Iterator[Record]:
     """Dispatch on the sniffed format; imports are lazy so the child loads only what it needs."""
-    blobs = BlobStore(spec.blob_dir)
-    fmt = spec.format
-    if fmt == "pdf":
-        from services.extractor.formats.pdf import extract_pdf
-
-        return extract_pdf(spec, blobs)
-    if fmt == "docx":
-        from services.extractor.formats.docx import extract_docx
-
-        return extract_docx(spec)
-    if fmt == "html":
-        from services.extractor.formats.html import extract_html
-
-        return extract_html(spec)
-    if fmt == "csv":
-        from services.extractor.formats.csv_text import extract_csv
-
-        return extract_csv(spec)
-    if fmt == "txt":
-        from services.extractor.formats.plain import extract_txt
-
-        return extract_txt(spec)
-    if fmt == "xlsx":
-        from services.extractor.formats.xlsx import extract_xlsx
-
-        return extract_xlsx(spec)
-    if fmt == "pptx":
-        from services.extractor.formats.pptx import extract_pptx
-
-        return extract_pptx(spec)
-    if fmt in ("odt", "ods", "odp"):
-        from services.extractor.formats.opendocument import extract_opendocument
-
-        return extract_opendocument(spec)
-    if fmt == "epub":
-        from services.extractor.formats.epub import extract_epub
-
-        return extract_epub(spec)
-    if fmt == "eml":
-        from services.extractor.formats.eml import extract_eml
-
-        return extract_eml(spec)
-    if fmt == "rtf":
-        from services.extractor.formats.rtf import extract_rtf
-
-        return extract_rtf(spec)
-    if fmt == "md":
-        from services.extractor.formats.markdown import extract_markdown
-
-        return extract_markdown(spec)
-    if fmt in ("doc", "xls", "ppt"):
-        from services.extractor.formats.legacy import extract_legacy
-
-        return extract_legacy(spec)
-    if fmt in ("png", "jpeg", "tiff"):
-        from services.extractor.formats.image import extract_image
-
-        return extract_image(spec, blobs)
-    raise ExtractionFatal(f"The {fmt!r} format is not supported.")
+    reader = _READERS.get(spec.format)
+    if reader is None:
+        raise ExtractionFatal(f"The {spec.format!r} format is not supported.")
+    module, function = reader
+    read = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    if spec.format in _STORE_IMAGES:
+        records: Iterator[Record] = read(spec, BlobStore(spec.blob_dir))
+    else:
+        records = read(spec)
+    return records
 
 
 def text_pages(text: str, max_chars: int = TEXT_PAGE_MAX_CHARS) -> list[str]:

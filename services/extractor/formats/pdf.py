@@ -380,11 +380,8 @@ def pdf_metadata(reader: PdfReader, pages_total: int) -> DocumentMeta:
     try:
         info = reader.metadata
         if info is not None:
-            raw["title"] = info.title
-            raw["author"] = info.author
-            raw["subject"] = info.subject
-            raw["created"] = info.creation_date_raw
-            raw["modified"] = info.modification_date_raw
+            raw.update(title=info.title, author=info.author, subject=info.subject)
+            raw.update(created=info.creation_date_raw, modified=info.modification_date_raw)
             raw["producer"] = info.producer or info.creator
         lang = reader.root_object.get("/Lang")
         raw["language"] = lang.get_object() if lang is not None else None
