@@ -44,6 +44,10 @@ RUNTIME_REVOKED = {
 }
 
 
+# The connection setting that names the writing process's bus (see create_pool).
+BUS_PREFIX_SETTING = "docpipe.bus_prefix"
+
+
 class MigrationsPending(RuntimeError):
     """Migrations are pending and the connected role may not apply them."""
 
@@ -215,12 +219,20 @@ async def create_pool(
     migrate_url: str | None = None,
     min_size: int = 1,
     max_size: int = 10,
+    bus_prefix: str | None = None,
 ) -> asyncpg.Pool:
     """Migrate (as `migrate_url`'s role, by default `database_url`'s) and return a pool on
-    `database_url`. The database is created if missing."""
+    `database_url`. The database is created if missing. `bus_prefix`: the bus this process
+    publishes on, carried by every connection as docpipe.bus_prefix (the outbox rows it
+    writes are its bus's; migration 018)."""
     await prepare_database(migrate_url or database_url, database_url)
+    server_settings = {BUS_PREFIX_SETTING: bus_prefix} if bus_prefix else None
     pool = await asyncpg.create_pool(
-        database_url, min_size=min_size, max_size=max_size, init=_init_connection
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings=server_settings,
     )
     assert pool is not None
     return pool

@@ -108,7 +108,10 @@ def _lifespan(name: str, setup: Setup, settings: Settings, pool_size: int) -> Li
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(
-            settings.database_url, migrate_url=settings.migrate_database_url, max_size=pool_size
+            settings.database_url,
+            migrate_url=settings.migrate_database_url,
+            max_size=pool_size,
+            bus_prefix=settings.bus_prefix,
         )
         bus = Bus(settings, name)
         bus.on_outcome.append(count_outcome)

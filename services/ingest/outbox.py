@@ -86,6 +86,9 @@ async def _mark_published(conn: asyncpg.Connection, ids: list[int]) -> None:
 
 FAST_PATH_FAILED = "fast-path publish failed; the outbox relay will retry"
 
+# The rows the relay may publish: its own bus's, and those no bus claims (migration 018).
+_THIS_BUS = "(bus_prefix IS NULL OR bus_prefix = current_setting('docpipe.bus_prefix', true))"
+
 
 async def publish_now(pool: asyncpg.Pool, bus: Bus, outbox_id: int) -> bool:
     """Fast path right after commit. False if it could not (the relay will) or another
@@ -133,7 +136,7 @@ async def relay_once(pool: asyncpg.Pool, bus: Bus, *, batch: int = RELAY_BATCH) 
     published: list[int] = []
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM outbox WHERE published_at IS NULL "
+            f"SELECT {_COLUMNS} FROM outbox WHERE published_at IS NULL AND {_THIS_BUS} "
             "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
             batch,
         )

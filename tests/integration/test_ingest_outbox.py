@@ -109,3 +109,32 @@ async def test_two_relay_loops_publish_each_row_exactly_once(
             task.cancel()
         await asyncio.gather(*relays, return_exceptions=True)
         await other_bus.stop()
+
+
+async def test_a_relay_publishes_only_its_own_buses_rows(
+    test_settings: Settings, db_pool: asyncpg.Pool, bus: Bus
+) -> None:
+    """Stacks on different buses may share a database (the tests' do): a relay must not put
+    another bus's rows on its own (one once completed another stack's job in CI)."""
+    from shared.db import create_pool
+
+    pools = {
+        prefix: await create_pool(test_settings.database_url, max_size=2, bus_prefix=prefix)
+        for prefix in ("bus_a", "bus_b")
+    }
+    try:
+        ids = await insert_unpublished(pools["bus_a"], 2)
+        claimed = await db_pool.fetch(
+            "SELECT DISTINCT bus_prefix FROM outbox WHERE message_id = ANY($1::text[])", ids
+        )
+        assert [r["bus_prefix"] for r in claimed] == ["bus_a"]
+        # bus_b's relay passes over them, even when they are the only rows waiting.
+        for _ in range(3):
+            await relay_once(pools["bus_b"], bus, batch=1000)
+        assert await unpublished(db_pool, ids) == 2
+        while await relay_once(pools["bus_a"], bus, batch=1000):
+            pass
+        assert await unpublished(db_pool, ids) == 0
+    finally:
+        for pool in pools.values():
+            await pool.close()
