@@ -6,8 +6,12 @@ tests/conftest.py); tests that need other settings start their own with stack_en
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,7 +21,8 @@ from shared.db import DEV_RUNTIME_ROLE, with_role
 from shared.settings import Settings
 from tests.integration.stack_client import StackClient
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
 
 
 def runtime_database_url(settings: Settings) -> str:
@@ -68,3 +73,50 @@ async def stack(
     finally:
         await running.stop()
     print(f"stack logs: {log_dir}")
+
+
+@asynccontextmanager
+async def own_stack(
+    base: Settings, suffix: str, overrides: dict[str, str], services: tuple[str, ...] | None = None
+) -> AsyncIterator[StackClient]:
+    """A stack on its own bus prefix (same database) with some settings overridden; its
+    exchanges and queues are deleted at the end."""
+    from tests.conftest import delete_bus  # tests.conftest imports this module
+
+    settings = base.model_copy(update={"bus_prefix": f"{base.bus_prefix}_{suffix}"})
+    kwargs: dict[str, Any] = {"services": services} if services else {}
+    running = Stack(
+        {**stack_env(settings), **overrides},
+        log_dir=ARTIFACTS / "logs" / settings.bus_prefix,
+        **kwargs,
+    )
+    await running.start()
+    try:
+        await running.wait_ready(90)
+        key, other = list(settings.tenants_by_key)[:2]
+        yield StackClient(running, key=key, other_key=other, admin_key="admin-key")
+    finally:
+        await running.stop()
+        await delete_bus(settings)
+
+
+async def refused_start(service: str, env: dict[str, Any]) -> str:
+    """Start `python -m services.<service>` with `env` and expect it to refuse: asserts it
+    exited non-zero within 90 s, and returns what it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        f"services.{service}",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode not in (None, 0)
+    return out.decode(errors="replace")

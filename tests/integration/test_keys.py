@@ -30,6 +30,7 @@ from shared.db import drop_database
 from shared.keys import ALL_SCOPES, Scope
 from shared.settings import Settings
 from tests.integration.stack_client import StackClient
+from tests.stack_fixture import refused_start
 
 pytestmark = pytest.mark.integration
 
@@ -281,20 +282,4 @@ async def test_a_service_without_keys_refuses_to_start_outside_dev(
         "DOCPIPE_BUS_PREFIX": test_settings.bus_prefix + "_nokeys",
         "DOCPIPE_BLOB_DIR": str(test_settings.blob_dir),
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        f"services.{service}",
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 90)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode not in (None, 0)
-    assert NO_KEYS in out.decode(errors="replace")
+    assert NO_KEYS in await refused_start(service, env)

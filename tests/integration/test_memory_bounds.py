@@ -19,9 +19,8 @@ import pytest
 from benchmarks.memory import PARENT_PEAK_MAX_MB, TEXT_SERVICES, RssSampler, large_text
 from scripts.stack import Stack
 from shared.settings import Settings
-from tests.conftest import delete_bus
-from tests.integration.conftest import ARTIFACTS, stack_env
 from tests.integration.stack_client import StackClient
+from tests.stack_fixture import own_stack
 
 pytestmark = pytest.mark.integration
 
@@ -31,21 +30,12 @@ async def quiet_stack(
     test_settings: Settings, db_pool: asyncpg.Pool, rabbit_available: None
 ) -> AsyncIterator[StackClient]:
     """A stack on its own bus prefix, without the local model server (no LLM job here)."""
-    settings = test_settings.model_copy(update={"bus_prefix": f"{test_settings.bus_prefix}_mem"})
-    env = {
-        **stack_env(settings),
+    quiet = {
         "DOCPIPE_LOG_LEVEL": "WARNING",  # one log line per message is not what is measured
         "DOCPIPE_LLM_BASE_URL": "http://127.0.0.1:9/v1",  # never called: no job asks for it
     }
-    running = Stack(env, log_dir=ARTIFACTS / "logs" / settings.bus_prefix)
-    await running.start()
-    try:
-        await running.wait_ready(90)
-        key, other = list(settings.tenants_by_key)[:2]
-        yield StackClient(running, key=key, other_key=other, admin_key="admin-key")
-    finally:
-        await running.stop()
-        await delete_bus(settings)
+    async with own_stack(test_settings, "mem", quiet) as client:
+        yield client
 
 
 def parent_pids(stack: Stack) -> dict[str, int]:

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from scripts.stack import Stack
 from shared.events import DocumentUploaded
 from shared.settings import Settings
-from tests.conftest import delete_bus
 from tests.fixtures import docx_file, pdf_with_pages, text_image
-from tests.integration.conftest import ARTIFACTS, free_port, stack_env
+from tests.integration.conftest import free_port
 from tests.integration.stack_client import StackClient, publish_as_upstream
+from tests.stack_fixture import own_stack
 
 pytestmark = pytest.mark.integration
 
@@ -31,28 +28,6 @@ MAX_PAGES = 3
 MAX_CHARS = 20_000
 OCR_TIMEOUT = 0.05
 EXTRACT_TIMEOUT = 0.2
-
-
-@asynccontextmanager
-async def own_stack(
-    base: Settings, suffix: str, overrides: dict[str, str], services: tuple[str, ...] | None = None
-) -> AsyncIterator[StackClient]:
-    """A stack on its own bus prefix (same database) with some settings overridden."""
-    settings = base.model_copy(update={"bus_prefix": f"{base.bus_prefix}_{suffix}"})
-    kwargs: dict[str, Any] = {"services": services} if services else {}
-    running = Stack(
-        {**stack_env(settings), **overrides},
-        log_dir=ARTIFACTS / "logs" / settings.bus_prefix,
-        **kwargs,
-    )
-    await running.start()
-    try:
-        await running.wait_ready(90)
-        key, other = list(settings.tenants_by_key)[:2]
-        yield StackClient(running, key=key, other_key=other, admin_key="admin-key")
-    finally:
-        await running.stop()
-        await delete_bus(settings)
 
 
 @pytest.fixture(scope="module")

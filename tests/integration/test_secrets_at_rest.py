@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,12 @@ from shared.settings import Settings
 from tests.integration.stack_client import StackClient, publish_as_upstream
 from tests.integration.test_ingest_api import bus_tap
 from tests.integration.test_reliability_dead_letters import publish_raw
+from tests.stack_fixture import refused_start
 from tests.unit.extractor_fixtures import encrypted_pdf, text_pdf
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 TEXT = "Quarterly figures behind a password."
 
 
@@ -240,23 +239,7 @@ async def test_a_service_without_a_secret_key_refuses_to_start_outside_dev(
         "DOCPIPE_BUS_PREFIX": test_settings.bus_prefix + "_nosecret",
         "DOCPIPE_BLOB_DIR": str(test_settings.blob_dir),
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        f"services.{service}",
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 90)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = out.decode(errors="replace")
-    assert proc.returncode not in (None, 0)
+    text = await refused_start(service, env)
     assert sentence in text
     if secret_keys:
         assert secret_keys not in text  # a bad key is named by its position only
