@@ -65,3 +65,12 @@ def test_benchmark_smoke_run_writes_a_report(
     for t in report["targets"]:
         assert set(t) >= {"name", "value", "target", "met"}
         assert isinstance(t["value"], int | float) and isinstance(t["met"], bool)
+    # The capacity figures: every page cost something, and the document is made from them.
+    per_page = report["details"]["capacity"]["per_page"]
+    for kind in ("text_pdf", "scan"):
+        assert per_page[kind]["pages"] >= 1
+        assert per_page[kind]["cpu_seconds_per_page"]["extractor"] > 0
+        assert per_page[kind]["bus_messages_per_page"] >= 2  # uploaded, and at least a page
+        assert per_page[kind]["db_rows_written_per_page"] > 0
+    assert per_page["scan"]["cpu_seconds_per_page"]["ocr"] > 0
+    assert "| peak pages/s |" in (tmp_path / "capacity.md").read_text()
