@@ -166,7 +166,9 @@ def render(report: dict[str, Any]) -> str:
         f"Measured in the same run: one progress replica applied "
         f"{rates['progress_events_per_s']:,.0f} events/s, and one queue was consumed and acked at "
         f"{rates['raw_events_per_s']:,.0f} messages/s by a bare aio-pika consumer (both on this "
-        f"machine: {report['machine']['cores']} cores).",
+        f"machine: {report['machine']['cores']} cores). The WAL is the server's: whatever else "
+        "wrote to it during the run counts too, so `make bench` runs on an otherwise idle "
+        "machine. CPU includes each service's idle work during the run (polls, metrics).",
         "",
         "## What a day needs (derived)",
         "",
