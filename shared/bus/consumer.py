@@ -98,18 +98,24 @@ class Consumer:
             self.amqp_url, reconnect_interval=RECONNECT_SECONDS
         )
         for sub in bus.groups.values():
-            work = topo.work_queue(sub.group)
-            channel = await self._channel(sub.prefetch)
-            queue = await channel.declare_queue(work.name, durable=True, arguments=work.arguments)
-            acks = AckCoalescer() if sub.coalesce_acks else None
-            await self._consume(
-                queue, bus.group_pipeline(sub, self.transport), sub.group.name, acks
-            )
+            pipeline = bus.group_pipeline(sub, self.transport)
+            # One consumer per lane, each on its own channel and prefetch: an urgent message
+            # never waits behind the bulk lane's backlog nor for a bulk prefetch slot.
+            for lane in topo.lanes(sub.group):
+                work = topo.work_queue(sub.group, lane)
+                channel = await self._channel(sub.prefetch)
+                queue = await channel.declare_queue(
+                    work.name, durable=True, arguments=work.arguments
+                )
+                acks = AckCoalescer() if sub.coalesce_acks else None
+                await self._consume(queue, pipeline, sub.group.name, acks)
         for broadcast in bus.broadcasts:
             channel = await self._channel(BROADCAST_PREFETCH)
             name = f"{topo.prefix}.broadcast.{bus.service}.{uuid.uuid4().hex[:12]}"
+            # Transient and of this process alone: a classic exclusive queue on any type.
             queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
-            await queue.bind(topo.exchange_name, routing_key=broadcast.event_type.routing_key)
+            for exchange in topo.event_exchanges:  # a cancel is urgent on quorum queues
+                await queue.bind(exchange, routing_key=broadcast.event_type.routing_key)
             await self._consume(queue, bus.broadcast_pipeline(broadcast), "broadcast")
         for dead in bus.dead_letter_subscriptions:
             spec = topo.dead_letter_queue(dead.group)
