@@ -29,7 +29,12 @@ from shared.settings import Settings
 from shared.topology import Topology
 from tests.conftest import unavailable
 from tests.fixtures import pdf_with_pages
-from tests.reliability.conftest import SHORT_RETRIES_MS, ReliabilityStack, StackFactory
+from tests.reliability.conftest import (
+    SHORT_RETRIES_MS,
+    ReliabilityStack,
+    StackFactory,
+    rabbit_up,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -80,8 +85,22 @@ class Cluster:
             "RABBITMQ_LOG_BASE": str(base / "log"),
             "RABBITMQ_PID_FILE": str(base / "pid"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),  # none
-            "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq"),  # absent: the defaults
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
         }
+
+    def write_config(self, node: Node, first: Node) -> None:
+        """The first node loads the docpipe users (least privilege over the queue names) as a
+        deployment does; the others join it as they boot (no stop/join/start round)."""
+        base = self.home / node.name.split("@")[0]
+        base.mkdir(parents=True, exist_ok=True)
+        if node is first:
+            lines = [f"load_definitions = {DEFINITIONS}"]
+        else:
+            lines = [
+                "cluster_formation.peer_discovery_backend = classic_config",
+                f"cluster_formation.classic_config.nodes.1 = {first.name}",
+            ]
+        (base / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
 
     async def ctl(self, node: Node, *args: str, timeout: float = 60.0) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -106,25 +125,28 @@ class Cluster:
         run = f"{os.getpid()}"
         for i in range(3):
             self.nodes.append(Node(f"docpipe_q{run}_{i}@localhost", free_port(), free_port()))
-        for node in self.nodes:
-            log = (self.home / f"{node.name.split('@')[0]}.out").open("wb")
-            node.process = await asyncio.create_subprocess_exec(
-                str(RABBIT_BIN / "rabbitmq-server"),
-                env=self.env(node),
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # its own process group: the VM dies with it
-            )
-        await asyncio.gather(
-            *(self.ctl(n, "await_startup", timeout=BOOT_SECONDS) for n in self.nodes)
-        )
         first = self.nodes[0]
-        for node in self.nodes[1:]:
-            await self.ctl(node, "stop_app")
-            await self.ctl(node, "join_cluster", first.name)
-            await self.ctl(node, "start_app")
-        # The docpipe users, as a deployment loads them (least privilege over the queue names).
-        await self.ctl(first, "import_definitions", str(DEFINITIONS))
+        for node in self.nodes:
+            self.write_config(node, first)
+        await self.boot(first)
+        await asyncio.gather(*(self.boot(node) for node in self.nodes[1:]))
+
+    async def boot(self, node: Node) -> None:
+        """Start the node and wait until it takes AMQP connections (polled: the CLI's
+        await_startup checks only every ten seconds)."""
+        log = (self.home / f"{node.name.split('@')[0]}.out").open("wb")
+        node.process = await asyncio.create_subprocess_exec(
+            str(RABBIT_BIN / "rabbitmq-server"),
+            env=self.env(node),
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the VM dies with it
+        )
+        async with asyncio.timeout(BOOT_SECONDS):
+            while not await rabbit_up(node.url):
+                if node.process.returncode is not None:
+                    raise RuntimeError(f"{node.name} exited {node.process.returncode}")
+                await asyncio.sleep(0.3)
 
     async def running_nodes(self, via: Node) -> list[str]:
         status = json.loads(await self.ctl(via, "cluster_status", "--formatter", "json"))
