@@ -4,12 +4,15 @@ topology's declaration; the retry and dead-letter publishes the failure policy m
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import replace
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aiormq.exceptions import DeliveryError
 
 from shared.events import Event
 from shared.topology import GROUPS, ConsumerGroup, Topology
@@ -28,9 +31,14 @@ from .message import (
     correlation_id,
 )
 
+log = structlog.get_logger("shared.bus")
+
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 # How soon a robust connection tries again after the broker went away.
 RECONNECT_SECONDS = 1.0
+# Pauses before publishing again a message the broker nacked (about 16 s in all). A quorum
+# queue nacks what arrives while it has no leader, and elects one within seconds.
+NACK_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class Publisher:
@@ -194,13 +202,30 @@ class Publisher:
             exchange = self._require(self._dlx)
         else:
             exchange = self.channel.default_exchange
-        await exchange.publish(message, out.key, mandatory=False)
+        await _publish_until_taken(exchange, message, out.key)
 
     @staticmethod
     def _require(exchange: AbstractExchange | None) -> AbstractExchange:
         if exchange is None:
             raise RuntimeError("the bus is not connected")
         return exchange
+
+
+async def _publish_until_taken(
+    exchange: AbstractExchange, message: aio_pika.Message, key: str
+) -> None:
+    """Publish, and publish again while the broker nacks (a queue between two leaders): a
+    nack means the broker did not take the message. One routed to several queues may then
+    reach some of them twice; consumers are idempotent (they are for redeliveries too)."""
+    for pause in (*NACK_RETRY_SECONDS, None):
+        try:
+            await exchange.publish(message, key, mandatory=False)
+            return
+        except DeliveryError as exc:
+            if pause is None:
+                raise
+            log.warning("publish nacked, publishing again", key=key, pause=pause, error=str(exc))
+            await asyncio.sleep(pause)
 
 
 def _resend(

@@ -232,7 +232,12 @@ async def test_jobs_complete_when_the_node_leading_the_queues_dies(
     leaders = await cluster.leaders(witness, topo.prefix)
     assert sorted(leaders) == sorted(topo.all_queue_names()), leaders
     assert set(leaders.values()) == {leader_node.name}, leaders
-    env = {"DOCPIPE_AMQP_URL": stack_node.url, "DOCPIPE_QUEUE_TYPE": "quorum"}
+    env = {
+        "DOCPIPE_AMQP_URL": stack_node.url,
+        "DOCPIPE_QUEUE_TYPE": "quorum",
+        # No AI analysis in these jobs: the stack need not start the local model server.
+        "DOCPIPE_LLM_BASE_URL": "http://127.0.0.1:9/v1",
+    }
     async with private_stack("quorum", env=env) as rs:
         assert rs.settings.bus_prefix == topo.prefix
         jobs = documents(tmp_path)
