@@ -44,7 +44,7 @@ DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 # which would lose the cluster's own cookie.
 RABBIT_BIN = Path(os.environ.get("DOCPIPE_TEST_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 BOOT_SECONDS = 90.0
-JOBS = 24
+JOBS = 16
 URGENT_EVERY = 4  # every fourth job at priority 9: the urgent lanes carry load too
 
 
