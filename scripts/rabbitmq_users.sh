@@ -39,7 +39,12 @@ fi
 
 ctl() { rabbitmqctl -q "$@" >/dev/null; }
 
-topic() {  # topic permissions of every user on one exchange
+topic() {  # topic permissions of every user on one exchange and its urgent lane's exchange
+  local exchange
+  for exchange in "$1" "$1.urgent"; do topic_on "$exchange"; done
+}
+
+topic_on() {
   local exchange=$1 pair
   for pair in $UPSTREAM; do
     # An upstream publisher may publish document.uploaded and nothing else, and bind nothing.
@@ -55,11 +60,13 @@ topic() {  # topic permissions of every user on one exchange
 case "${1:-}" in
   --topic-only) topic "${2:?exchange name}"; exit 0 ;;
   --clear-topic)
-    for pair in $UPSTREAM; do
-      ctl clear_topic_permissions -p "$VHOST" "${pair%%=*}" "${2:?exchange name}" || true
-    done
-    for service in $SERVICES; do
-      ctl clear_topic_permissions -p "$VHOST" "docpipe-$service" "$2" || true
+    for exchange in "${2:?exchange name}" "$2.urgent"; do
+      for pair in $UPSTREAM; do
+        ctl clear_topic_permissions -p "$VHOST" "${pair%%=*}" "$exchange" || true
+      done
+      for service in $SERVICES; do
+        ctl clear_topic_permissions -p "$VHOST" "docpipe-$service" "$exchange" || true
+      done
     done
     exit 0 ;;
   --definitions) DEFINITIONS=${2:?definitions file} ;;
@@ -88,11 +95,14 @@ ensure_user() {
   fi
 }
 
-# What each service's queues are called: <prefix>.<group>, .dlq, .retry.<ms>, and its
+# What each service's queues are called: <prefix>.<group>, .dlq, .retry.<ms>, on quorum
+# queues also the urgent lane <prefix>.<group>.urgent and its .urgent.retry.<ms>, and its
 # job.cancelled broadcast queues <prefix>.broadcast.<service>.<hex>.
-own_queues() { echo "^$P\\.$1(\\.dlq|\\.retry\\.[0-9]+)?\$"; }
+own_queues() { echo "^$P\\.$1(\\.urgent)?(\\.dlq|\\.retry\\.[0-9]+)?\$"; }
 broadcast() { echo "^$P\\.broadcast\\.$1\\.[0-9a-f]+\$"; }
-EVENTS="^$P\$"           # the topic exchange: publish events, bind the broadcast queue
+# The topic exchanges (<prefix>, and <prefix>.urgent on quorum queues): publish events, bind
+# the broadcast queue.
+EVENTS="^$P(\\.urgent)?\$"
 DEAD="^$P\\.dlx\$"       # the dead-letter exchange
 DEFAULT='^amq\.default$' # retries and replays go straight into a queue
 
@@ -111,7 +121,7 @@ for service in $SERVICES; do
     *)  # extractor, ocr, analyzer: their own queue, retries and dead letters
       configure="$(own_queues "$service")|$(broadcast "$service")"
       write="$EVENTS|$DEAD|$DEFAULT|$(broadcast "$service")"
-      read="$EVENTS|^$P\\.$service\$|$(broadcast "$service")" ;;
+      read="$EVENTS|^$P\\.$service(\\.urgent)?\$|$(broadcast "$service")" ;;
   esac
   ctl set_permissions -p "$VHOST" "$user" "$configure" "$write" "$read"
 done
@@ -119,7 +129,7 @@ done
 for pair in $UPSTREAM; do
   user=${pair%%=*}
   ensure_user "$user"
-  # Write on the topic exchange only (the topic permission limits the routing key); nothing
+  # Write on the topic exchanges only (the topic permission limits the routing key); nothing
   # to configure, nothing to read.
   ctl set_permissions -p "$VHOST" "$user" '^$' "$EVENTS" '^$'
 done

@@ -120,9 +120,13 @@ def service_amqp_urls(env: dict[str, str]) -> dict[str, str]:
 def stack_topology(env: dict[str, str]) -> Topology:
     """The topology the stack's services use (their prefix and retry delays)."""
     delays = env.get("DOCPIPE_RETRY_DELAYS_MS")
+    queue_type = env.get("DOCPIPE_QUEUE_TYPE") or "classic"
+    if queue_type not in ("classic", "quorum"):
+        raise ValueError(f"DOCPIPE_QUEUE_TYPE={queue_type!r}: expected classic or quorum")
     return Topology(
         env.get("DOCPIPE_BUS_PREFIX") or "docpipe",
         tuple(json.loads(delays)) if delays else tuple(Settings.model_construct().retry_delays_ms),
+        "quorum" if queue_type == "quorum" else "classic",
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Prefix of every exchange and queue name, so a test run can own a private topology. No
     # dot: the RabbitMQ users' permission regexes find the prefix as the first dotted word.
     bus_prefix: str = Field(default="docpipe", pattern=r"^[A-Za-z0-9_-]+$")
+    # The queue type of every durable queue (shared/topology.py): "classic" (priority queues,
+    # one node) or "quorum" (replicated over a RabbitMQ cluster; an urgent and a bulk lane per
+    # worker group instead of priorities). Every service of a deployment must agree.
+    queue_type: Literal["classic", "quorum"] = "classic"
     # Whether a service declares the whole topology at start. Least-privilege users may not:
     # the deployment declares it once with an admin user (`python -m scripts.declare_topology`,
     # the stack, compose's definitions) and each service sets this to false.

@@ -32,6 +32,8 @@ log = structlog.get_logger("shared.bus")
 BROADCAST_PREFETCH = 32
 # How long a stop waits for the messages being handled to finish.
 GRACEFUL_STOP_SECONDS = 30.0
+# Pause before a message whose pipeline could not settle it goes back to its queue.
+UNSETTLED_REQUEUE_SECONDS = 1.0
 
 
 def inbound(raw: AbstractIncomingMessage) -> InboundMessage:
@@ -98,18 +100,24 @@ class Consumer:
             self.amqp_url, reconnect_interval=RECONNECT_SECONDS
         )
         for sub in bus.groups.values():
-            work = topo.work_queue(sub.group)
-            channel = await self._channel(sub.prefetch)
-            queue = await channel.declare_queue(work.name, durable=True, arguments=work.arguments)
-            acks = AckCoalescer() if sub.coalesce_acks else None
-            await self._consume(
-                queue, bus.group_pipeline(sub, self.transport), sub.group.name, acks
-            )
+            pipeline = bus.group_pipeline(sub, self.transport)
+            # One consumer per lane, each on its own channel and prefetch: an urgent message
+            # never waits behind the bulk lane's backlog nor for a bulk prefetch slot.
+            for lane in topo.lanes(sub.group):
+                work = topo.work_queue(sub.group, lane)
+                channel = await self._channel(sub.prefetch)
+                queue = await channel.declare_queue(
+                    work.name, durable=True, arguments=work.arguments
+                )
+                acks = AckCoalescer() if sub.coalesce_acks else None
+                await self._consume(queue, pipeline, sub.group.name, acks)
         for broadcast in bus.broadcasts:
             channel = await self._channel(BROADCAST_PREFETCH)
             name = f"{topo.prefix}.broadcast.{bus.service}.{uuid.uuid4().hex[:12]}"
+            # Transient and of this process alone: a classic exclusive queue on any type.
             queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
-            await queue.bind(topo.exchange_name, routing_key=broadcast.event_type.routing_key)
+            for exchange in topo.event_exchanges:  # a cancel is urgent on quorum queues
+                await queue.bind(exchange, routing_key=broadcast.event_type.routing_key)
             await self._consume(queue, bus.broadcast_pipeline(broadcast), "broadcast")
         for dead in bus.dead_letter_subscriptions:
             spec = topo.dead_letter_queue(dead.group)
@@ -158,7 +166,11 @@ def _on_message(
         in_flight.enter()
         try:
             ctx = MessageContext(inbound(raw), queue)
-            await pipeline(ctx)
+            try:
+                await pipeline(ctx)
+            except Exception as exc:
+                await _requeue_unsettled(raw, queue, exc, acks)
+                return
             if ctx.settled == REQUEUED:
                 await raw.nack(requeue=True)
             elif acks is not None:
@@ -169,6 +181,21 @@ def _on_message(
             in_flight.exit()
 
     return on_message
+
+
+async def _requeue_unsettled(
+    raw: AbstractIncomingMessage, queue: str, exc: Exception, acks: AckCoalescer | None
+) -> None:
+    """The pipeline could not settle the message: its retry or dead letter was not confirmed
+    (on quorum queues, a queue between two leaders nacks). Left unacked on a channel that
+    stays open it would be stuck, and hold back every coalesced ack after it; so it goes back
+    to its queue, after a pause (no hot loop), and is handled again."""
+    log.warning("message not settled, requeued", queue=queue, error=repr(exc)[:300])
+    await asyncio.sleep(UNSETTLED_REQUEUE_SECONDS)
+    if acks is not None:
+        acks.release(raw)
+    with contextlib.suppress(Exception):  # a channel already gone redelivers it anyway
+        await raw.nack(requeue=True)
 
 
 class AckCoalescer:
@@ -189,7 +216,8 @@ class AckCoalescer:
     def __init__(self) -> None:
         self._channel: object | None = None
         self._order: deque[int] = deque()
-        self._settled: dict[int, AbstractIncomingMessage] = {}
+        # Settled messages by tag; None: given back to the broker (nacked), nothing to ack.
+        self._settled: dict[int, AbstractIncomingMessage | None] = {}
         self._flush_scheduled = False
 
     def delivered(self, raw: AbstractIncomingMessage) -> None:
@@ -202,10 +230,18 @@ class AckCoalescer:
             self._order.append(raw.delivery_tag)
 
     def settle(self, raw: AbstractIncomingMessage) -> None:
+        self._settle(raw, raw)
+
+    def release(self, raw: AbstractIncomingMessage) -> None:
+        """The message goes back to the broker (nacked): not acked, but it no longer holds
+        back the acks of the messages delivered after it."""
+        self._settle(raw, None)
+
+    def _settle(self, raw: AbstractIncomingMessage, ack: AbstractIncomingMessage | None) -> None:
         channel = _channel_of(raw)
         if channel is None or channel is not self._channel or raw.delivery_tag is None:
             return  # a message of a channel that is gone: it will be redelivered
-        self._settled[raw.delivery_tag] = raw
+        self._settled[raw.delivery_tag] = ack
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -219,7 +255,9 @@ class AckCoalescer:
         self._flush_scheduled = False
         last: AbstractIncomingMessage | None = None
         while self._order and self._order[0] in self._settled:
-            last = self._settled.pop(self._order.popleft())
+            # ack(multiple) up to the last acked one also covers the earlier ones; a nacked
+            # one among them is no longer the channel's to ack.
+            last = self._settled.pop(self._order.popleft()) or last
         if last is not None:
             task = asyncio.ensure_future(last.ack(multiple=True))
             task.add_done_callback(_log_ack_failure)

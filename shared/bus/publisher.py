@@ -1,15 +1,18 @@
 """Publishing on RabbitMQ with aio-pika: persistent messages, publisher confirms, priorities
-and docpipe's headers; the topology's declaration; the retry and dead-letter publishes the
-failure policy makes."""
+(on quorum queues: the urgent or the bulk lane, by priority) and docpipe's headers; the
+topology's declaration; the retry and dead-letter publishes the failure policy makes."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import replace
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aiormq.exceptions import DeliveryError
 
 from shared.events import Event
 from shared.topology import GROUPS, ConsumerGroup, Topology
@@ -28,9 +31,14 @@ from .message import (
     correlation_id,
 )
 
+log = structlog.get_logger("shared.bus")
+
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 # How soon a robust connection tries again after the broker went away.
 RECONNECT_SECONDS = 1.0
+# Pauses before publishing again a message the broker nacked (about 16 s in all). A quorum
+# queue nacks what arrives while it has no leader, and elects one within seconds.
+NACK_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class Publisher:
@@ -50,6 +58,7 @@ class Publisher:
         self.connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._urgent: AbstractExchange | None = None  # quorum queues only
         self._dlx: AbstractExchange | None = None
 
     async def connect(self) -> None:
@@ -63,11 +72,14 @@ class Publisher:
         # only sends must not need configure rights.
         self._exchange = await self._channel.get_exchange(self.topology.exchange_name, ensure=False)
         self._dlx = await self._channel.get_exchange(self.topology.dlx_name, ensure=False)
+        if self.topology.quorum:
+            name = self.topology.urgent_exchange_name
+            self._urgent = await self._channel.get_exchange(name, ensure=False)
 
     async def close(self) -> None:
         if self.connection is not None:
             await self.connection.close()
-        self.connection = self._channel = self._exchange = self._dlx = None
+        self.connection = self._channel = self._exchange = self._urgent = self._dlx = None
 
     @property
     def channel(self) -> AbstractChannel:
@@ -136,11 +148,13 @@ class Publisher:
         self, message: InboundMessage, group: ConsumerGroup, attempt: int, error: str, delay_ms: int
     ) -> None:
         """Into the group's delay queue for `delay_ms` (through the default exchange, so only
-        this group sees it again); the queue's TTL then sends it back to the work queue."""
+        this group sees it again); the queue's TTL then sends it back to the work queue (on
+        quorum queues: of the lane the message's priority chose)."""
         # Jitter spreads a burst of failures; the queue TTL still bounds the wait.
         expiration = max(1, int(delay_ms * random.uniform(0.8, 1.0))) / 1000
         headers = {**message.headers, H_ATTEMPT: attempt, H_ERROR: error[:1000]}
-        queue = self.topology.retry_queue_name(group, delay_ms)
+        lane = self.topology.lane_of(message.priority)
+        queue = self.topology.retry_queue_name(group, delay_ms, lane)
         headers[H_PUBLISHED_BY] = self.first_publisher(message)
         out = _resend(message, Route.RETRY, queue, headers, group.name)
         await self.send(replace(out, expiration_seconds=expiration, delay_ms=delay_ms))
@@ -182,18 +196,36 @@ class Publisher:
             user_id=self.user,
         )
         if out.route is Route.EXCHANGE:
-            exchange = self._require(self._exchange)
+            urgent = self.topology.exchange_for(out.priority) != self.topology.exchange_name
+            exchange = self._require(self._urgent if urgent else self._exchange)
         elif out.route is Route.DEAD_LETTER:
             exchange = self._require(self._dlx)
         else:
             exchange = self.channel.default_exchange
-        await exchange.publish(message, out.key, mandatory=False)
+        await _publish_until_taken(exchange, message, out.key)
 
     @staticmethod
     def _require(exchange: AbstractExchange | None) -> AbstractExchange:
         if exchange is None:
             raise RuntimeError("the bus is not connected")
         return exchange
+
+
+async def _publish_until_taken(
+    exchange: AbstractExchange, message: aio_pika.Message, key: str
+) -> None:
+    """Publish, and publish again while the broker nacks (a queue between two leaders): a
+    nack means the broker did not take the message. One routed to several queues may then
+    reach some of them twice; consumers are idempotent (they are for redeliveries too)."""
+    for pause in (*NACK_RETRY_SECONDS, None):
+        try:
+            await exchange.publish(message, key, mandatory=False)
+            return
+        except DeliveryError as exc:
+            if pause is None:
+                raise
+            log.warning("publish nacked, publishing again", key=key, pause=pause, error=str(exc))
+            await asyncio.sleep(pause)
 
 
 def _resend(
@@ -215,21 +247,19 @@ def _resend(
 
 async def declare_topology(channel: AbstractChannel, topo: Topology) -> None:
     """Declare the exchanges, every group's queues and their bindings (idempotent)."""
-    exchange = await channel.declare_exchange(
-        topo.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-    )
-    dlx = await channel.declare_exchange(topo.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True)
+    for name in topo.event_exchanges:
+        await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(topo.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True)
     for group in GROUPS:
-        work = topo.work_queue(group)
-        queue = await channel.declare_queue(work.name, durable=True, arguments=work.arguments)
-        for key in work.binding_keys:
-            await queue.bind(exchange, routing_key=key)
-        dead = topo.dead_letter_queue(group)
-        dlq = await channel.declare_queue(dead.name, durable=True)
-        await dlq.bind(dlx, routing_key=group.name)
-        for delay in topo.retry_delays_ms:
-            retry = topo.retry_queue(group, delay)
-            await channel.declare_queue(retry.name, durable=True, arguments=retry.arguments)
+        specs = [topo.dead_letter_queue(group)]
+        for lane in topo.lanes(group):
+            specs.append(topo.work_queue(group, lane))
+            specs += [topo.retry_queue(group, delay, lane) for delay in topo.retry_delays_ms]
+        for spec in specs:
+            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            for exchange in spec.exchanges:
+                for key in spec.binding_keys:
+                    await queue.bind(exchange, routing_key=key)
 
 
 async def declare_topology_at(amqp_url: str, topo: Topology) -> None:
