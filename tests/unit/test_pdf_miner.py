@@ -29,6 +29,7 @@ BROKEN = (
     "accordance with t he require ments of Secti on 38, fro m 5 p. m. The Conf erence Cent er"
 )
 BROKEN_ONCE_OR_TWICE = PROSE + " nor did he state that he was currentl y t aking medications, s"
+NO_FONTS: frozenset[tuple[int, int]] = frozenset()
 CZECH = "Toto je pokusný text s češtinou, který přijel k nám z Brna do hlavního města. " * 3
 
 
@@ -87,14 +88,33 @@ def test_third_reading_replaces_a_broken_reading(three_pages: Path) -> None:
     reader = PdfReader(str(three_pages))
     miner = MinerPages(str(three_pages), None)
     try:
-        text = third_reading(reader.pages[1], 1, miner, BROKEN)
+        text = third_reading(reader.pages[1], 1, miner, BROKEN, NO_FONTS)
         assert "South Carolina Department" in text and "Sout h" not in text
         # A page that draws with no font has nothing for pdfminer to find: it is not asked.
         blank = PdfWriter().add_blank_page(595, 842)
         assert not miner_may_read(blank, miner)
-        assert third_reading(blank, 2, miner, "") == ""
+        assert third_reading(blank, 2, miner, "", NO_FONTS) == ""
         # Once the document's pdfminer budget is spent, the other engines' text stays.
         miner.cpu_seconds = MINER_CPU_BUDGET_SECONDS
-        assert third_reading(reader.pages[1], 1, miner, BROKEN) == BROKEN
+        assert third_reading(reader.pages[1], 1, miner, BROKEN, NO_FONTS) == BROKEN
+    finally:
+        miner.close()
+
+
+def test_fonts_pdfminer_did_not_help_with_are_not_read_again(three_pages: Path) -> None:
+    reader = PdfReader(str(three_pages))
+    miner = MinerPages(str(three_pages), None)
+    fonts = frozenset({(5, 0)})
+    try:
+        # pdfminer's reading of page 1 has fewer letters than this: it is not kept...
+        longer = PROSE + " " + PROSE
+        assert third_reading(reader.pages[1], 1, miner, longer, fonts) == longer
+        assert miner.unhelpful_fonts == {(5, 0)}
+        spent = miner.cpu_seconds
+        # ...so a later page drawn with the same fonts is not given to pdfminer at all.
+        assert third_reading(reader.pages[0], 0, miner, BROKEN, fonts) == BROKEN
+        assert miner.cpu_seconds == spent
+        # Pages whose fonts are not known are never skipped for it.
+        assert "South Carolina" in third_reading(reader.pages[1], 1, miner, BROKEN, NO_FONTS)
     finally:
         miner.close()

@@ -225,7 +225,7 @@ def page_text(
     if glyph_names:
         undecodable.add(fonts)
     elif careful_suspicion(text) is not None:
-        text = third_reading(page, index, miner, text)
+        text = third_reading(page, index, miner, text, fonts)
     return text
 
 

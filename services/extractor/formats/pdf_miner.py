@@ -37,6 +37,9 @@ class MinerPages:
         self.path = path
         self.password = password
         self.cpu_seconds = 0.0
+        # Fonts of pages whose pdfminer text was not kept: a later page drawn with the same
+        # font objects would be read no better (a merged report repeats such pages).
+        self.unhelpful_fonts: set[tuple[int, int]] = set()
         self._file: Any = None
         self._pages: list[Any] = []
         self._more: Any = None
@@ -97,17 +100,23 @@ def miner_may_read(page: Any, miner: MinerPages) -> bool:
         return False
 
 
-def third_reading(page: Any, index: int, miner: MinerPages, current: str) -> str:
+def third_reading(
+    page: Any, index: int, miner: MinerPages, current: str, fonts: frozenset[tuple[int, int]]
+) -> str:
     """pdfminer's text of a page that pdfium and pypdf both read badly (`current` is the better
-    of their two texts), when pdfminer's passes the check theirs failed; else `current`."""
-    if not miner_may_read(page, miner):
+    of their two texts), when pdfminer's passes the check theirs failed; else `current`.
+    `fonts`: the page's font objects (pdf.page_font_ids)."""
+    if fonts and fonts <= miner.unhelpful_fonts or not miner_may_read(page, miner):
         return current
     try:
         text = normalize_text(miner.text(index))
     except Exception as exc:  # pdfminer is the last resort: its failure costs nothing
         log.warning("pdfminer could not read page %d: %s", index + 1, short(exc))
         return current
-    return choose_miner_text(text, current)
+    chosen = choose_miner_text(text, current)
+    if chosen is current:
+        miner.unhelpful_fonts |= fonts
+    return chosen
 
 
 def choose_miner_text(miner_text: str, current: str) -> str:
