@@ -91,7 +91,16 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions: dict[str, str | None] = {}
-    dists = ("pypdf", "pypdfium2", "tesserocr", "faststream", "aio-pika", "asyncpg", "fastapi")
+    dists = (
+        "pypdf",
+        "pypdfium2",
+        "pdfminer.six",
+        "tesserocr",
+        "faststream",
+        "aio-pika",
+        "asyncpg",
+        "fastapi",
+    )
     for dist in (*dists, "psutil"):
         try:
             versions[dist] = metadata.version(dist)
