@@ -154,3 +154,16 @@ async def test_office_corpus(corpus: Path, tmp_path: Path) -> None:
     assert "Alice" in pages[0]["text"] and sum(len(p["text"]) for p in pages) > 100_000
     tables = await extract_through_child(office / "docx-mammoth-tables.docx", tmp_path)
     assert " | " in tables[1]["text"]
+
+
+async def test_embedded_images_sent_to_ocr_are_those_with_text(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """With the default options, through the sandboxed child: TAMReview's four diagrams go to
+    OCR; pdkids' paintings and portraits (where OCR finds no word) do not."""
+    for stem, expected in (("pdfjs-TAMReview", 4), ("pdfjs-pdkids", 0)):
+        lines = await extract_through_child(corpus / "pdf_text" / f"{stem}.pdf", tmp_path)
+        assert not [r for r in lines if r["type"] == "fatal"], stem
+        images = [i for r in lines if r["type"] == "page" for i in r["images"]]
+        assert len(images) == expected, (stem, images)
+        assert all(i["kind"] == "embedded" for i in images)
