@@ -180,8 +180,12 @@ def test_every_code_point() -> None:
     # Character by character: sums alone could hide two mistakes that cancel out.
     alnum = "".join(ch for ch in everything if ch.isalnum())
     assert normalize._NOT_ALNUM.sub("", everything) == alnum
-    assert pdf_checks._SPACE.sub("", everything) == "".join(ch for ch in everything if not ch.isspace())
-    classes = everything.encode("ascii", pdf_checks._WORD_CLASS_ERRORS).translate(pdf_checks._WORD_CLASS_TABLE)
+    assert pdf_checks._SPACE.sub("", everything) == "".join(
+        ch for ch in everything if not ch.isspace()
+    )
+    classes = everything.encode("ascii", pdf_checks._WORD_CLASS_ERRORS).translate(
+        pdf_checks._WORD_CLASS_TABLE
+    )
     expected = "".join(
         "a" if ch.isalpha() else "0" if ch.isalnum() or ch == "_" else " " for ch in everything
     )
