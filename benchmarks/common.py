@@ -91,7 +91,16 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions: dict[str, str | None] = {}
-    dists = ("pypdf", "pypdfium2", "tesserocr", "faststream", "aio-pika", "asyncpg", "fastapi")
+    dists = (
+        "pypdf",
+        "pypdfium2",
+        "pdfminer.six",
+        "tesserocr",
+        "faststream",
+        "aio-pika",
+        "asyncpg",
+        "fastapi",
+    )
     for dist in (*dists, "psutil"):
         try:
             versions[dist] = metadata.version(dist)
@@ -156,18 +165,19 @@ class BenchStack:
         data: bytes,
         name: str,
         *,
-        ocr: str = "never",
+        ocr: str | None = "never",
         priority: int = 0,
         force: bool = True,
     ) -> tuple[str, float]:
         """Upload; returns the job id and the monotonic time the upload was accepted.
+        `ocr` None: the field is left out, so the job gets the default a user gets.
         `force`: process it even when the same document was processed before (benchmarks
         measure processing, not the reuse of a duplicate's result)."""
+        form = {"priority": str(priority), "force": str(force).lower()}
+        if ocr is not None:
+            form["ocr"] = ocr
         response = await client.post(
-            f"{self.api}/v1/jobs",
-            headers=self.headers,
-            files={"file": (name, data)},
-            data={"ocr": ocr, "priority": str(priority), "force": str(force).lower()},
+            f"{self.api}/v1/jobs", headers=self.headers, files={"file": (name, data)}, data=form
         )
         accepted = time.monotonic()
         if response.status_code != 202:

@@ -172,12 +172,16 @@ def markdown(report: dict[str, Any]) -> str:
     text = report["details"].get("text", {})
     if text.get("per_file"):
         lines += ["", "### Text quality per file (word recall)", ""]
-        lines += ["| file | pipeline | pypdf | pypdfium2 |", "|---|---|---|---|"]
+        lines += [
+            "| file | pipeline ocr=never | pipeline defaults | pypdf | pypdfium2 | pdfminer |",
+            "|---|---|---|---|---|---|",
+        ]
         for row in text["per_file"]:
             if "recall_pipeline" in row:
                 lines.append(
-                    f"| {row['file']} | {row['recall_pipeline']} | {row['recall_pypdf']} | "
-                    f"{row['recall_pdfium']} |"
+                    f"| {row['file']} | {row['recall_pipeline']} | {row.get('recall_defaults')} "
+                    f"| {row['recall_pypdf']} | {row['recall_pdfium']} | "
+                    f"{row.get('recall_pdfminer')} |"
                 )
     if "memory" in report["details"]:
         lines += memory.markdown_section(report["details"]["memory"])

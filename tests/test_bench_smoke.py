@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.corpus]
 EXPECTED_TARGETS = {
     "text_pdf_speed_vs_pypdf",
     "text_pdf_quality_vs_best_engine",
+    "text_pdf_defaults_speed_vs_pypdf",
     "ocr_speed_vs_tesseract_cli",
     "ocr_cer_vs_tesseract_cli",
     "progress_push_latency_p99_s",

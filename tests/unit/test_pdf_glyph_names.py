@@ -10,7 +10,7 @@ import pytest
 from pypdf import PageObject
 
 from services.extractor.formats import extract
-from services.extractor.formats.pdf import GLYPH_NAMES_SHARE, glyph_name_share
+from services.extractor.formats.pdf_checks import GLYPH_NAMES_SHARE, glyph_name_share
 from services.extractor.spec import ExtractSpec
 from tests.conftest import corpus_dir, unavailable
 

@@ -1,5 +1,6 @@
-"""The per-page text checks (normalize.content_chars/has_text_layer, pdf.garbage_ratio/suspicion)
-count with C-level passes; they must answer exactly as the straightforward definitions below."""
+"""The per-page text checks (normalize.content_chars/has_text_layer, pdf_checks.garbage_ratio and
+suspicion) count with C-level passes; they must answer exactly as the straightforward
+definitions below."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import re
 import pytest
 
 from services.extractor import normalize
-from services.extractor.formats import pdf
-from services.extractor.formats.pdf import garbage_ratio, glued_words, suspicion, word_counts
+from services.extractor.formats import pdf_checks
+from services.extractor.formats.pdf_checks import garbage_ratio, glued_words, suspicion, word_counts
 from services.extractor.normalize import TEXT_LAYER_MIN_CHARS, content_chars, has_text_layer
 
 # --- the definitions, as they were written before they were made fast ---------------------
@@ -45,16 +46,16 @@ def ref_glued(text: str) -> int:
 def ref_suspicion(text: str) -> str | None:
     if not ref_has_text_layer(text):
         return "little or no text"
-    if ref_garbage_ratio(text) > pdf.GARBAGE_SHARE:
+    if ref_garbage_ratio(text) > pdf_checks.GARBAGE_SHARE:
         return "replacement or private-use characters"
-    if pdf._RTL_OR_VERTICAL.search(text):
+    if pdf_checks._RTL_OR_VERTICAL.search(text):
         return "right-to-left or vertical script"
     tokens = re.findall(r"\w+", text)
     letters = [t for t in tokens if t.isalpha()]
     if len(letters) >= 20 and sum(len(t) == 1 for t in letters) > 0.3 * len(letters):
         return "letter-spaced words"
     glued = ref_glued(text)
-    if glued >= 2 and glued > pdf.GLUED_WORDS_SHARE * len(tokens):
+    if glued >= 2 and glued > pdf_checks.GLUED_WORDS_SHARE * len(tokens):
         return "words run together"
     return None
 
@@ -179,8 +180,12 @@ def test_every_code_point() -> None:
     # Character by character: sums alone could hide two mistakes that cancel out.
     alnum = "".join(ch for ch in everything if ch.isalnum())
     assert normalize._NOT_ALNUM.sub("", everything) == alnum
-    assert pdf._SPACE.sub("", everything) == "".join(ch for ch in everything if not ch.isspace())
-    classes = everything.encode("ascii", pdf._WORD_CLASS_ERRORS).translate(pdf._WORD_CLASS_TABLE)
+    assert pdf_checks._SPACE.sub("", everything) == "".join(
+        ch for ch in everything if not ch.isspace()
+    )
+    classes = everything.encode("ascii", pdf_checks._WORD_CLASS_ERRORS).translate(
+        pdf_checks._WORD_CLASS_TABLE
+    )
     expected = "".join(
         "a" if ch.isalpha() else "0" if ch.isalnum() or ch == "_" else " " for ch in everything
     )

@@ -1,13 +1,12 @@
 """PDF: pypdfium2 reads the text layer page by page (fast); pypdf (careful, ~10x slower) reads
-only the pages where a cheap check finds pdfium's text suspicious; pypdfium2 renders pages that
+only the pages where a cheap check finds pdfium's text suspicious, and pdfminer.six only those
+where pypdf's text fails the check too (pdf_checks, pdf_miner); pypdfium2 renders pages that
 need OCR. A spec may name a page range, so two children can extract one large PDF at once."""
 
 from __future__ import annotations
 
-import codecs
 import logging
 import math
-import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -16,13 +15,16 @@ from pypdf import PasswordType, PdfReader
 
 from services.extractor.formats import Record, fatal_if_limit, short
 from services.extractor.formats.containers import clean_meta
-from services.extractor.formats.pdf_images import embedded_images, image_keys, to_png
-from services.extractor.normalize import (
-    content_chars,
-    has_text_layer,
-    non_ascii,
-    normalize_text,
+from services.extractor.formats.pdf_checks import (
+    GLYPH_NAMES_SHARE,
+    careful_suspicion,
+    garbage_ratio,
+    glyph_name_share,
+    suspicion,
 )
+from services.extractor.formats.pdf_images import embedded_images, image_keys, to_png
+from services.extractor.formats.pdf_miner import MinerPages, third_reading
+from services.extractor.normalize import content_chars, has_text_layer, normalize_text
 from services.extractor.spec import (
     DocumentMeta,
     ExtractionFatal,
@@ -78,25 +80,6 @@ def count_pages(reader: PdfReader) -> int:
         raise damaged(exc) from exc
 
 
-# garbage_ratio and suspicion run on every page (several times on a suspicious one); they count
-# with passes in C instead of a Python loop over the characters (see normalize.py).
-_ASCII_SPACE = bytes(b for b in range(128) if chr(b).isspace())
-_SPACE = re.compile(r"\s+")  # exactly str.isspace()
-_GARBAGE = re.compile("[\ufffd\ue000-\uf8ff]")  # all non-ASCII, none of them space
-
-
-def garbage_ratio(text: str) -> float:
-    """Share of visible characters that are replacement, private-use or unassigned glyphs."""
-    rest = non_ascii(text)
-    visible = len(text.encode("ascii", "ignore").translate(None, _ASCII_SPACE))
-    if rest:
-        visible += len(_SPACE.sub("", rest))
-    if not visible:
-        return 0.0
-    bad = len(_GARBAGE.findall(rest)) if rest else 0
-    return bad / visible
-
-
 class PdfiumPages:
     """pypdfium2 opened on demand: most text PDFs never need it."""
 
@@ -142,83 +125,6 @@ class PdfiumPages:
             self._doc.close()
 
 
-# Scripts pdfium gets wrong and pypdf gets right: right-to-left text comes out in visual
-# order or without its ligatures, and vertical CJK fonts come out letter by letter.
-_RTL_OR_VERTICAL = re.compile(
-    "[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufeff\ufe10-\ufe1f\ufe30-\ufe4f\u3000-\u30ff]"
-)
-_TOKEN = re.compile(r"\w+")
-# Two words run together ("SamuelCleveland"): pdfium's space detection misses some gaps.
-_GLUED = re.compile(r"[a-z]{2,}[A-Z][a-z]")
-SPACED_LETTERS_SHARE = 0.3  # "N O T I C E": a vertical or letter-spaced font
-GLUED_WORDS_SHARE = 0.01
-GARBAGE_SHARE = 0.01
-
-# One byte per character of a text, so the words (_TOKEN's matches) can be counted with bytes
-# methods: b"a" for a letter (str.isalpha), b"0" for another word character (str.isalnum or
-# "_", i.e. `\w`), b" " for the rest. ASCII goes through a translate table; the few other
-# characters through an encode error handler, which is handed whole runs of them.
-_WORD_CLASS_TABLE = (
-    bytes(
-        ord("a") if chr(b).isalpha() else ord("0") if chr(b).isalnum() or b == ord("_") else 32
-        for b in range(128)
-    )
-    + b" " * 128
-)
-_WORD_CLASS_ERRORS = "docpipe-word-class"
-
-
-def _word_class_errors(exc: UnicodeError) -> tuple[str, int]:
-    assert isinstance(exc, UnicodeEncodeError)
-    run = exc.object[exc.start : exc.end]
-    classes = "".join("a" if ch.isalpha() else "0" if ch.isalnum() else " " for ch in run)
-    return classes, exc.end
-
-
-codecs.register_error(_WORD_CLASS_ERRORS, _word_class_errors)
-_NOT_ONLY_LETTERS = re.compile(rb"0[a0]*")  # one match per word holding a non-letter
-# [a-z] then [A-Z] then [a-z], as b"lUl" in a text mapped by this table (non-ASCII becomes "?").
-_CASE_TABLE = bytes(
-    ord("l") if 97 <= b <= 122 else ord("U") if 65 <= b <= 90 else 32 for b in range(256)
-)
-
-
-def word_counts(text: str) -> tuple[int, int, int]:
-    """(words, words of letters only, one-letter words): the counts of `_TOKEN.findall(text)`,
-    of those `t.isalpha()`, and of those of length 1."""
-    classes = text.encode("ascii", _WORD_CLASS_ERRORS).translate(_WORD_CLASS_TABLE)
-    words = classes.split()
-    letters = len(words) - len(_NOT_ONLY_LETTERS.findall(classes))
-    return len(words), letters, words.count(b"a")
-
-
-def glued_words(text: str) -> int:
-    """len(_GLUED.findall(text)) when that is 2 or more; may be less when it is below 2.
-
-    Every match ends in lowercase-uppercase-lowercase, and matches do not overlap: so fewer
-    than 2 such triples (counted without overlap: as many as can be) means fewer than 2
-    matches, and the slow regex only runs on the few pages with 2 or more."""
-    triples = text.encode("ascii", "replace").translate(_CASE_TABLE).count(b"lUl")
-    return triples if triples < 2 else len(_GLUED.findall(text))
-
-
-def suspicion(text: str) -> str | None:
-    """Why pdfium's text of a page may be wrong (then pypdf reads it too), or None."""
-    if not has_text_layer(text):
-        return "little or no text"
-    if garbage_ratio(text) > GARBAGE_SHARE:
-        return "replacement or private-use characters"
-    if _RTL_OR_VERTICAL.search(text):
-        return "right-to-left or vertical script"
-    tokens, letters, single_letters = word_counts(text)
-    if letters >= 20 and single_letters > SPACED_LETTERS_SHARE * letters:
-        return "letter-spaced words"
-    glued = glued_words(text)
-    if glued >= 2 and glued > GLUED_WORDS_SHARE * tokens:
-        return "words run together"
-    return None
-
-
 def risky_fonts(page: Any) -> bool:
     """Fonts whose text pdfium is known to drop: a simple font whose custom /Differences
     encoding overrides its ToUnicode map, or a Type3 font. Reads only the font dictionaries
@@ -240,19 +146,6 @@ def risky_fonts(page: Any) -> bool:
     except Exception:
         return True  # a font dictionary we cannot read: let the careful engine look
     return False
-
-
-# pypdf writes a glyph it cannot map to Unicode as the glyph's name: "/g18", "/uni00A0", "/cid7".
-_GLYPH_NAME = re.compile(r"/(?:g|G|cid|uni|glyph)[0-9A-Fa-f]+")
-GLYPH_NAMES_SHARE = 0.3
-
-
-def glyph_name_share(text: str) -> float:
-    """Share of the visible characters that are glyph names pypdf could not decode."""
-    names = sum(len(m) for m in _GLYPH_NAME.findall(text))
-    if not names:
-        return 0.0
-    return names / max(1, len("".join(text.split())))
 
 
 def page_font_ids(page: Any) -> frozenset[tuple[int, int]]:
@@ -313,8 +206,10 @@ def page_text(
     index: int,
     pdfium: PdfiumPages,
     undecodable: UndecodableFonts,
+    miner: MinerPages,
 ) -> str:
-    """pdfium's text, unless it looks wrong; then the better of pypdf's and pdfium's."""
+    """pdfium's text, unless it looks wrong; then the better of pypdf's and pdfium's, unless
+    that looks wrong too; then pdfminer's if it looks right."""
     try:
         fast: str | None = normalize_text(pdfium.text(index))
     except Exception as exc:
@@ -329,6 +224,8 @@ def page_text(
     text, glyph_names = careful_text(reader, index, fast)
     if glyph_names:
         undecodable.add(fonts)
+    elif careful_suspicion(text) is not None:
+        text = third_reading(page, index, miner, text, fonts)
     return text
 
 
@@ -366,11 +263,13 @@ def extract_pdf(spec: ExtractSpec, blobs: BlobStore) -> Iterator[Record]:
     # Per child: with a split document a logo repeated in both halves is OCRed twice at most.
     seen_images: set[Any] = set()
     undecodable = UndecodableFonts()
+    miner = MinerPages(spec.path, password)
     try:
         for index in range(start, stop):
-            yield _extract_page(reader, index, spec, blobs, pdfium, seen_images, undecodable)
+            yield _extract_page(reader, index, spec, blobs, pdfium, seen_images, undecodable, miner)
     finally:
         pdfium.close()
+        miner.close()
 
 
 def pdf_metadata(reader: PdfReader, pages_total: int) -> DocumentMeta:
@@ -417,13 +316,14 @@ def _extract_page(
     pdfium: PdfiumPages,
     seen_images: set[Any],
     undecodable: UndecodableFonts,
+    miner: MinerPages,
 ) -> Record:
     number = index + 1
     problems: list[str] = []
     text = ""
     text_layer = False
     try:
-        text = page_text(reader, index, pdfium, undecodable)
+        text = page_text(reader, index, pdfium, undecodable, miner)
         text_layer = page_has_text_layer(text, reader.pages[index])
     except Exception as exc:
         problems.append(f"its text could not be read ({short(exc)})")

@@ -1,5 +1,5 @@
-"""PDF images: the images a page draws (embedded XObjects, nested forms included), decoded and
-stored as PNG blobs for OCR."""
+"""PDF images: the images a page draws (embedded XObjects, nested forms included), decoded,
+kept when they likely hold text (pdf_image_gate), and stored as PNG blobs for OCR."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from services.extractor.formats import fatal_if_limit, short
+from services.extractor.formats.pdf_image_gate import likely_holds_text, ocr_copy, ocr_max_pixels
 from services.extractor.spec import ExtractSpec, ImageRecord, image_record
 from shared.blobstore import BlobStore
 
@@ -100,7 +101,8 @@ def drawn_xobjects(page: Any) -> set[str]:
 def embedded_images(
     page: Any, spec: ExtractSpec, blobs: BlobStore, seen: set[Any]
 ) -> list[ImageRecord]:
-    """Large enough embedded images of a text page, stored as PNG; undecodable ones skipped.
+    """Large enough embedded images of a text page that likely hold text (pdf_image_gate),
+    downscaled to what OCR needs and stored as PNG; undecodable ones skipped.
 
     `seen` holds the image objects taken from earlier pages: a logo on every page, or a
     resource dictionary shared by all pages, is OCRed once, not once per page.
@@ -130,8 +132,9 @@ def embedded_images(
             if identity is not None:
                 seen.add(identity)
             image = decode_image(page, key)
-            if image is None:
-                continue
+            if image is None or not likely_holds_text(image):
+                continue  # a photograph, a drawing, an icon: nothing for OCR to read
+            image = ocr_copy(image, ocr_max_pixels(spec.ocr_dpi))
             uri = blobs.put_bytes(to_png(image))
             out.append(image_record(uri, image.width, image.height, "embedded"))
         except Exception as exc:
