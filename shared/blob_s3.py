@@ -39,6 +39,8 @@ KEY_PREFIX = "sha256/"
 # until the parent uploads them: not part of the cache, so never evicted before the upload.
 OUTGOING = ".outgoing"
 DOWNLOAD_BLOCK = 1 << 20
+# What obstore raises for a missing object (its own error, or the builtin it maps 404 to).
+MISSING = (NotFoundError, FileNotFoundError)
 
 
 class BlobCorrupted(RuntimeError):
@@ -170,7 +172,7 @@ class S3BlobStore:
         """Stream the object into the cache, checking its hash on the way."""
         try:
             result = obstore.get(self.store, KEY_PREFIX + digest)
-        except NotFoundError:
+        except MISSING:
             raise BlobNotFound(uri) from None
         hasher = hashlib.sha256()
         fd, tmp = tempfile.mkstemp(dir=self.staging_dir, prefix=".download-")
@@ -190,7 +192,7 @@ class S3BlobStore:
             digest = digest_of(uri)
             check_digest(digest)
             obstore.head(self.store, KEY_PREFIX + digest)
-        except (ValueError, NotFoundError):
+        except (ValueError, *MISSING):
             return False
         return True
 
@@ -202,7 +204,7 @@ class S3BlobStore:
         key = KEY_PREFIX + digest
         try:
             meta = obstore.head(self.store, key)
-        except NotFoundError:
+        except MISSING:
             self.cache.discard(digest)
             return False
         age = (datetime.now(UTC) - meta["last_modified"]).total_seconds()

@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key_id: str = ""
     s3_secret_access_key: SecretStr = SecretStr("")
-    # Multipart upload: part size, and parts in flight at once (their product bounds the
-    # memory one upload holds).
-    s3_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
+    # Multipart upload: part size (S3's minimum, 5 MiB, by default), and parts in flight at
+    # once. One upload holds about part x (concurrency + 2) in memory (measured: 5 MiB x 2,
+    # ~23 MB for a 100 MB upload; docs/decisions/1050).
+    s3_part_bytes: int = Field(default=5 * 1024**2, ge=5 * 1024**2)
     s3_upload_concurrency: int = Field(default=2, ge=1)
     # Prefix of every exchange and queue name, so a test run can own a private topology. No
     # dot: the RabbitMQ users' permission regexes find the prefix as the first dotted word.
