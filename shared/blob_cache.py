@@ -60,9 +60,11 @@ class BlobCache:
         finally:
             os.close(fd)  # releases the lock
 
-    def admit(self, tmp: Path, digest: str) -> Path:
-        """Move a complete file (in this cache's folder) to its place, then evict down to size.
-        The first copy wins: a file already there may be pinned, and its bytes are the same."""
+    def admit(self, tmp: Path, digest: str, *, evict: bool = True) -> Path:
+        """Move a complete file (in this cache's folder) to its place, then evict down to size
+        (`evict=False`: the caller pins it first, then evicts; else a cache smaller than the
+        file would drop it at once). The first copy wins: a file already there may be pinned,
+        and its bytes are the same."""
         final = self.path_for(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -75,7 +77,8 @@ class BlobCache:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        self.evict()
+        if evict:
+            self.evict()
         return final
 
     def entries(self) -> list[CachedFile]:

@@ -151,13 +151,22 @@ class S3BlobStore:
         """The blob's local file, downloaded when not cached, never evicted while held."""
         digest = digest_of(uri)
         check_digest(digest)
-        for _ in range(3):  # evicted again between download and pin: rare, retried
-            with self.cache.pinned(digest) as path:
-                if path is not None:
-                    yield path
-                    return
-            self._download(digest, uri)
-        raise BlobNotFound(uri)
+        downloaded = held = False
+        try:
+            for _ in range(3):  # evicted by another process between download and pin: retried
+                with self.cache.pinned(digest) as path:
+                    if path is not None:
+                        held = True
+                        if downloaded:
+                            self.cache.evict()  # room for it, made once it is held
+                        yield path
+                        return
+                self._download(digest, uri)
+                downloaded = True
+            raise BlobNotFound(uri)
+        finally:
+            if held and downloaded:
+                self.cache.evict()  # released (over size while it was held): fit again
 
     def local_path(self, uri: str) -> Path:
         """The cached file, downloaded when not there; not held (see pinned)."""
@@ -183,7 +192,7 @@ class S3BlobStore:
                     fh.write(chunk)
             if hasher.hexdigest() != digest:
                 raise BlobCorrupted(f"the stored object of {uri} does not match its hash")
-            self.cache.admit(Path(tmp), digest)
+            self.cache.admit(Path(tmp), digest, evict=False)  # the caller pins, then evicts
         finally:
             _unlink(Path(tmp))
 

@@ -185,3 +185,20 @@ def test_100_mb_upload_and_download_in_bounded_memory(
     limit_kib = 40 * 1024
     assert measured["upload_kib"] < limit_kib, measured
     assert measured["download_kib"] < limit_kib, measured
+
+
+def test_a_cache_smaller_than_the_blob_still_serves_it(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """Downloaded, held while in use, and dropped once released (the cache holds 1 byte)."""
+    writer = machine(s3, bucket, tmp_path / "a")
+    uri = writer.put_bytes(b"larger than the whole cache")
+    reader = machine(s3, bucket, tmp_path / "b", blob_cache_max_bytes=1)
+    with reader.pinned(uri) as path:
+        assert path.read_bytes() == b"larger than the whole cache"
+        other = writer.put_bytes(b"another blob")
+        assert reader.read_bytes(other) == b"another blob"
+        assert not reader.cache.path_for(other.rsplit("/", 1)[1]).exists()  # gone once read
+        assert path.exists()  # still held
+    assert not path.exists()  # released: the cache fits again
+    assert reader.cache.entries() == []

@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from scripts.stack import SERVICES
 from shared.blob_s3 import KEY_PREFIX
 from shared.settings import Settings
 from tests.fixtures import pdf_with_pages, text_image
@@ -51,7 +52,8 @@ async def s3_stack(
         "DOCPIPE_BLOB_DIR": str(cache),
         "DOCPIPE_BLOB_CACHE_MAX_BYTES": "1",
     }
-    async with own_stack(test_settings, "s3", overrides) as client:
+    # The five services; no model server (these jobs ask for no LLM analysis).
+    async with own_stack(test_settings, "s3", overrides, services=SERVICES) as client:
         yield client
 
 
