@@ -1,17 +1,30 @@
-"""Content-addressed blob store on the filesystem: blob://sha256/<hex>.
+"""Content-addressed blob stores: blob://sha256/<hex>.
 
-Writes go to a temporary file in the same directory and are renamed into place, so a reader
-never sees a half-written blob and concurrent writers of the same content are harmless.
+`Blobs` is what the services use; two backends implement it: `BlobStore`, a folder on this
+machine (the default), and shared.blob_s3.S3BlobStore, an S3-compatible bucket that machines
+share, read through a bounded local cache (DOCPIPE_BLOB_BACKEND, docs/decisions/1050). Their
+methods block on disk or network: services call them in worker threads.
+
+The folder: writes go to a temporary file in the same directory and are renamed into place, so
+a reader never sees a half-written blob and concurrent writers of the same content are harmless.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from shared.errors import PermanentError
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 SCHEME = "blob://sha256/"
 
@@ -20,24 +33,112 @@ class BlobNotFound(FileNotFoundError):
     pass
 
 
+def check_digest(digest: str) -> None:
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+
+
+def uri_for(digest: str) -> str:
+    return SCHEME + digest
+
+
+def digest_of(uri: str) -> str:
+    if not uri.startswith(SCHEME):
+        raise ValueError(f"not a blob URI: {uri!r}")
+    return uri[len(SCHEME) :]
+
+
+class Blobs(Protocol):
+    """A content-addressed blob store as the services use it (every method may block)."""
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where a caller writes a file it will hand to put_staged (same file system)."""
+
+    @property
+    def child_dir(self) -> Path:
+        """The folder of the local BlobStore a sandboxed child writes its blobs to; the parent
+        then calls push for each."""
+
+    def put_bytes(self, data: bytes) -> str: ...
+    def put_chunks(self, chunks: Iterable[bytes]) -> str: ...
+    def put_file(self, path: Path | str) -> str: ...
+    def put_staged(self, tmp: Path, digest: str) -> str:
+        """Store a complete file of staging_dir whose sha256 is `digest` (it is moved)."""
+
+    def push(self, uri: str) -> None:
+        """Make a blob a child wrote into child_dir readable by every reader of the store."""
+
+    def pinned(self, uri: str) -> contextlib.AbstractContextManager[Path]:
+        """The blob as a local file that stays there until the block ends; BlobNotFound."""
+
+    def local_path(self, uri: str) -> Path: ...
+    def read_bytes(self, uri: str) -> bytes: ...
+    def exists(self, uri: str) -> bool: ...
+    def delete(self, uri: str, *, min_age_seconds: float = 0.0) -> bool: ...
+
+
+@contextlib.asynccontextmanager
+async def pinned_file(blobs: Blobs, uri: str, *, missing: str) -> AsyncIterator[Path]:
+    """blobs.pinned for async code: the download (if any) runs in a worker thread; the file
+    stays on this machine until the block ends (a child reads it meanwhile). A blob that is
+    not there, or a URI that names none, is a PermanentError saying `missing`."""
+    pin = blobs.pinned(uri)
+    try:
+        path = await asyncio.to_thread(pin.__enter__)
+    except (BlobNotFound, ValueError) as exc:
+        raise PermanentError(missing) from exc
+    try:
+        yield path
+    finally:
+        pin.__exit__(None, None, None)  # closes the lock's descriptor: never blocks
+
+
+def open_blob_store(settings: Settings) -> Blobs:
+    """The backend the settings choose (DOCPIPE_BLOB_BACKEND)."""
+    if settings.blob_backend == "s3":
+        from shared.blob_s3 import S3BlobStore  # obstore is loaded only where it is used
+
+        return S3BlobStore(settings)
+    return BlobStore(settings.blob_dir)
+
+
 class BlobStore:
+    """The folder backend (and the layout of the S3 backend's cache and the children's
+    output): <root>/ab/cd/<sha256>."""
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
 
     def path_for(self, digest: str) -> Path:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"not a sha256 digest: {digest!r}")
+        check_digest(digest)
         return self.root / digest[:2] / digest[2:4] / digest
 
-    @staticmethod
-    def uri_for(digest: str) -> str:
-        return SCHEME + digest
+    uri_for = staticmethod(uri_for)
+    digest_of = staticmethod(digest_of)
 
-    @staticmethod
-    def digest_of(uri: str) -> str:
-        if not uri.startswith(SCHEME):
-            raise ValueError(f"not a blob URI: {uri!r}")
-        return uri[len(SCHEME) :]
+    @property
+    def staging_dir(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self.root
+
+    @property
+    def child_dir(self) -> Path:
+        return self.root
+
+    def put_staged(self, tmp: Path, digest: str) -> str:
+        final = self.path_for(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)  # atomic: readers never see a partial blob
+        return self.uri_for(digest)
+
+    def push(self, uri: str) -> None:
+        """The children write into this very folder: nothing to do."""
+
+    @contextlib.contextmanager
+    def pinned(self, uri: str) -> Iterator[Path]:
+        """Nothing evicts a blob here (only the purge deletes, of blobs nothing references)."""
+        yield self.local_path(uri)
 
     def put_bytes(self, data: bytes) -> str:
         return self.put_chunks([data])

@@ -22,7 +22,7 @@ from typing import TypeAlias
 import asyncpg
 import structlog
 
-from shared.blobstore import SCHEME, BlobStore
+from shared.blobstore import SCHEME, Blobs
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +107,7 @@ SELECT EXISTS (SELECT 1 FROM jobs WHERE document_uri = $1)
 
 
 async def delete_unreferenced_blobs(
-    pool: asyncpg.Pool, blobs: BlobStore, uris: Sequence[str], *, min_age_seconds: float = 0.0
+    pool: asyncpg.Pool, blobs: Blobs, uris: Sequence[str], *, min_age_seconds: float = 0.0
 ) -> list[str]:
     """Delete the files of the blobs no job references any more; returns the URIs deleted.
     `min_age_seconds`: leave a file written more recently than that (a writer that has not

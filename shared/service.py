@@ -17,7 +17,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.api_docs import document_refusals
-from shared.blobstore import BlobStore
+from shared.blobstore import Blobs, open_blob_store
 from shared.bus import Bus, Delivery
 from shared.db import create_pool
 from shared.events import JobCancelled
@@ -39,7 +39,7 @@ class ServiceContext:
     settings: Settings
     bus: Bus
     pool: asyncpg.Pool
-    blobs: BlobStore
+    blobs: Blobs
     # Deprecated: being replaced by each service's own typed runtime object (issue 9).
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     # A service's own /readyz checks beside the database and the broker: name -> "ready?".
@@ -117,7 +117,7 @@ def _lifespan(name: str, setup: Setup, settings: Settings, pool_size: int) -> Li
         bus.on_outcome.append(count_outcome)
         bus.on_handled.append(observe_handler)
         bus.dependency_down = lambda: database_unreachable(pool)
-        ctx = ServiceContext(name, settings, bus, pool, BlobStore(settings.blob_dir))
+        ctx = ServiceContext(name, settings, bus, pool, open_blob_store(settings))
         app.state.ctx = ctx
         result = setup(ctx)
         if asyncio.iscoroutine(result):

@@ -57,6 +57,23 @@ class Settings(BaseSettings):
     # there starts as long as nothing is pending and otherwise refuses with a sentence.
     migrate_database_url: str | None = None
     blob_dir: Path = Path("var/blobs")
+    # Where blobs live (docs/decisions/1050): "local", the folder blob_dir itself; or "s3", an
+    # S3-compatible bucket that every machine shares, with blob_dir as this machine's bounded
+    # cache of it (the sandboxed children read and write local files there).
+    blob_backend: Literal["local", "s3"] = "local"
+    blob_cache_max_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # The bucket: an endpoint URL for a server other than AWS (MinIO, Ceph, R2...); credentials
+    # left empty are read from the usual AWS_* variables and instance metadata by the client.
+    s3_bucket: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    # Multipart upload: part size (S3's minimum, 5 MiB, by default), and parts in flight at
+    # once. One upload holds about part x (concurrency + 2) in memory (measured: 5 MiB x 2,
+    # ~23 MB for a 100 MB upload; docs/decisions/1050).
+    s3_part_bytes: int = Field(default=5 * 1024**2, ge=5 * 1024**2)
+    s3_upload_concurrency: int = Field(default=2, ge=1)
     # Prefix of every exchange and queue name, so a test run can own a private topology. No
     # dot: the RabbitMQ users' permission regexes find the prefix as the first dotted word.
     bus_prefix: str = Field(default="docpipe", pattern=r"^[A-Za-z0-9_-]+$")
@@ -311,6 +328,14 @@ class Settings(BaseSettings):
             self.admin_keys = self.admin_keys or DEV_ADMIN_KEYS
             self.secret_keys = self.secret_keys or [SecretStr(DEV_SECRET_KEY)]
             self.amqp_tenants = self.amqp_tenants or dict(DEV_AMQP_TENANTS)
+        return self
+
+    @model_validator(mode="after")
+    def _s3_bucket_named(self) -> Settings:
+        if self.blob_backend == "s3" and not self.s3_bucket:
+            raise ValueError(
+                "DOCPIPE_BLOB_BACKEND=s3 needs the bucket's name in DOCPIPE_S3_BUCKET."
+            )
         return self
 
     # AI analysis (issue 11, the pipeline). Named analysis profiles a submit may name

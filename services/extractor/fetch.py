@@ -14,7 +14,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -23,7 +23,7 @@ import httpx
 import structlog
 
 from services.extractor.ssrf import PinnedBackend, PinnedTransport
-from shared.blobstore import BlobNotFound, BlobStore
+from shared.blobstore import BlobNotFound, Blobs, pinned_file
 from shared.errors import PermanentError
 from shared.settings import Settings
 
@@ -39,10 +39,11 @@ BlobOwnerCheck = Callable[[str, str], Awaitable[bool]]
 class LocalDocument:
     path: Path
     fetched_uri: str | None = None  # the blob URI when the document had to be downloaded
+    blob_uri: str | None = None  # the blob the file is a copy of (to pin while it is read)
 
 
 async def resolve_document(
-    uri: str, settings: Settings, blobs: BlobStore, *, tenant: str, owns_blob: BlobOwnerCheck
+    uri: str, settings: Settings, blobs: Blobs, *, tenant: str, owns_blob: BlobOwnerCheck
 ) -> LocalDocument:
     """The local file of the document `tenant` asks for, or PermanentError saying why not."""
     scheme = urlsplit(uri).scheme.lower()
@@ -51,22 +52,33 @@ async def resolve_document(
             log.warning("blob not uploaded by this tenant refused", tenant=tenant, uri=uri[:200])
             # The same sentence as a missing blob: whether another tenant has it is not told.
             raise PermanentError(blob_missing(uri))
-        return LocalDocument(resolve_blob(uri, blobs))
+        return LocalDocument(await asyncio.to_thread(resolve_blob, uri, blobs), blob_uri=uri)
     if scheme == "file":
         return LocalDocument(await asyncio.to_thread(resolve_file, uri, settings))
     if scheme in ("http", "https"):
         blob_uri = await fetch_http(uri, settings, blobs)
-        return LocalDocument(blobs.local_path(blob_uri), blob_uri)
+        path = await asyncio.to_thread(blobs.local_path, blob_uri)
+        return LocalDocument(path, blob_uri, blob_uri)
     raise PermanentError(
         f"The document address {uri[:200]!r} is not supported; use blob://, file:// or http(s)://."
     )
+
+
+@contextlib.asynccontextmanager
+async def document_file(blobs: Blobs, doc: LocalDocument) -> AsyncIterator[Path]:
+    """The document's local file, held in the blob cache (never evicted) while in use."""
+    if doc.blob_uri is None:
+        yield doc.path
+        return
+    async with pinned_file(blobs, doc.blob_uri, missing=blob_missing(doc.blob_uri)) as path:
+        yield path
 
 
 def blob_missing(uri: str) -> str:
     return f"The uploaded document {uri[:200]} is not in the blob store."
 
 
-def resolve_blob(uri: str, blobs: BlobStore) -> Path:
+def resolve_blob(uri: str, blobs: Blobs) -> Path:
     try:
         return blobs.local_path(uri)
     except BlobNotFound as exc:
@@ -121,7 +133,7 @@ def within(path: Path, roots: list[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
-async def fetch_http(url: str, settings: Settings, blobs: BlobStore) -> str:
+async def fetch_http(url: str, settings: Settings, blobs: Blobs) -> str:
     """Download into the blob store; returns the blob URI. Every connection (the first and
     each redirect's) is made by a PinnedBackend: resolved, checked, connected by address."""
     backend = PinnedBackend(
@@ -164,7 +176,7 @@ def redirect_target(url: str, response: httpx.Response) -> str:
     return target
 
 
-async def save_response(response: httpx.Response, blobs: BlobStore, limit: int) -> str:
+async def save_response(response: httpx.Response, blobs: Blobs, limit: int) -> str:
     if 400 <= response.status_code < 500:
         raise PermanentError(
             f"The document could not be downloaded from {response.request.url.host}: the "
@@ -182,11 +194,10 @@ def too_large(limit: int) -> str:
     return f"The document is larger than the limit of {size}."
 
 
-async def stream_to_blob(response: httpx.Response, blobs: BlobStore, limit: int) -> str:
-    blobs.root.mkdir(parents=True, exist_ok=True)
+async def stream_to_blob(response: httpx.Response, blobs: Blobs, limit: int) -> str:
     hasher = hashlib.sha256()
     size = 0
-    fd, tmp = tempfile.mkstemp(dir=blobs.root, prefix=".download-")
+    fd, tmp = tempfile.mkstemp(dir=blobs.staging_dir, prefix=".download-")
     try:
         with os.fdopen(fd, "wb") as fh:
             async for chunk in response.aiter_bytes(1 << 16):
@@ -195,12 +206,9 @@ async def stream_to_blob(response: httpx.Response, blobs: BlobStore, limit: int)
                     raise PermanentError(too_large(limit))
                 hasher.update(chunk)
                 fh.write(chunk)
-        digest = hasher.hexdigest()
-        final = blobs.path_for(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)  # atomic, as BlobStore does: readers never see a partial blob
+        # Moved into place atomically (readers never see a partial blob), or uploaded.
+        return await asyncio.to_thread(blobs.put_staged, Path(tmp), hasher.hexdigest())
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return blobs.uri_for(digest)

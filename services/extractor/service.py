@@ -12,10 +12,11 @@ import structlog
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from services.extractor.fetch import resolve_document
+from services.extractor.fetch import document_file, resolve_document
 from services.extractor.records import parse_record
 from services.extractor.scheduler import Scheduler
 from services.extractor.spec import ExtractSpec, MetaRecord, PageRecord
+from shared.blobstore import Blobs
 from shared.bounds import HEADINGS_PER_PAGE_MAX
 from shared.bus import Bus, Delivery, Handler
 from shared.chunking import make_chunks
@@ -75,12 +76,18 @@ def document_password(event: DocumentUploaded, settings: Settings) -> str | None
 
 
 def build_spec(
-    path: Path, fmt: str, event: DocumentUploaded, settings: Settings, password: str | None = None
+    path: Path,
+    fmt: str,
+    event: DocumentUploaded,
+    settings: Settings,
+    password: str | None = None,
+    blob_dir: Path | None = None,
 ) -> ExtractSpec:
+    """`blob_dir`: where the child writes page images (the blob store's child_dir)."""
     return ExtractSpec(
         path=str(path),
         format=fmt,
-        blob_dir=str(Path(settings.blob_dir).resolve()),
+        blob_dir=str(Path(blob_dir or settings.blob_dir).resolve()),
         password=password,
         ocr=event.ocr.value,
         max_pages=settings.max_pages,
@@ -175,6 +182,7 @@ class ExtractionRun:
     bus: Bus
     settings: Settings
     spec: ExtractSpec | None = None
+    blobs: Blobs | None = None  # where the child's page images go (None: they stay local)
     fetched_uri: str | None = None
     pages_total: int | None = None
     pages_done: int = 0
@@ -309,8 +317,16 @@ class ExtractionRun:
                 f"{self.settings.max_extracted_chars} characters."
             )
             return
+        if record["images"] and self.blobs is not None:
+            # In the store before any ImagesExtracted names them (OCR may run elsewhere).
+            await asyncio.to_thread(push_images, self.blobs, record)
         await self._add_page(page_events(self.event, record, self.settings))
         self.pages_done += 1
+
+
+def push_images(blobs: Blobs, record: PageRecord) -> None:
+    for image in record["images"]:
+        blobs.push(image["uri"])
 
 
 async def run_child(
@@ -369,19 +385,20 @@ async def handle_document(
         tenant=event.tenant,
         owns_blob=blob_owner_check(ctx.pool),
     )
-    fmt = await asyncio.to_thread(detect_format, doc.path, event.filename)
-    spec = build_spec(doc.path, fmt, event, settings, password)
-    scheduler = runtime.scheduler
-    if scheduler is None:
-        await extract_document(ctx, event, spec, doc.fetched_uri, runtime.warm_children)
-        return
-    # Many documents wait here at once; the highest-priority, then smallest, runs next. Say
-    # so at once, so a client sees the job move while it waits for a slot.
-    await ctx.bus.publish(ExtractionAccepted(job_id=event.job_id, format=fmt), priority=9)
-    size = await asyncio.to_thread(lambda: doc.path.stat().st_size)
-    async with scheduler.slot(priority=event.priority, size=size):
-        await require_active(ctx.pool, event.job_id)  # it may have been cancelled meanwhile
-        await extract_document(ctx, event, spec, doc.fetched_uri, runtime.warm_children)
+    async with document_file(ctx.blobs, doc) as path:
+        fmt = await asyncio.to_thread(detect_format, path, event.filename)
+        spec = build_spec(path, fmt, event, settings, password, ctx.blobs.child_dir)
+        scheduler = runtime.scheduler
+        if scheduler is None:
+            await extract_document(ctx, event, spec, doc.fetched_uri, runtime.warm_children)
+            return
+        # Many documents wait here at once; the highest-priority, then smallest, runs next.
+        # Say so at once, so a client sees the job move while it waits for a slot.
+        await ctx.bus.publish(ExtractionAccepted(job_id=event.job_id, format=fmt), priority=9)
+        size = await asyncio.to_thread(lambda: path.stat().st_size)
+        async with scheduler.slot(priority=event.priority, size=size):
+            await require_active(ctx.pool, event.job_id)  # it may have been cancelled meanwhile
+            await extract_document(ctx, event, spec, doc.fetched_uri, runtime.warm_children)
 
 
 async def extract_document(
@@ -392,7 +409,9 @@ async def extract_document(
     warm: WarmPool | None = None,
 ) -> None:
     settings = ctx.settings
-    run = ExtractionRun(event, ctx.bus, settings, spec=spec, fetched_uri=fetched_uri, warm=warm)
+    run = ExtractionRun(
+        event, ctx.bus, settings, spec=spec, fetched_uri=fetched_uri, warm=warm, blobs=ctx.blobs
+    )
     try:
         result = await run_child(event, settings, spec, run)
         second = await run.second_child if run.second_child is not None else None

@@ -10,7 +10,7 @@ from services.ingest.errors import FilenameTooLong, TooManyInBatch, UploadTooLar
 from services.ingest.filenames import MAX_FILENAME_CHARS, filename_length
 from services.ingest.multipart import FieldPart, FileData, FileEnd, FileStart, iter_form
 from services.ingest.upload import BlobWriter, ReceivedUpload
-from shared.blobstore import BlobStore
+from shared.blobstore import Blobs
 
 BATCH_FILE_FIELD = "files"
 # Form fields besides the files: name, labels, urls and the job options.
@@ -24,7 +24,7 @@ class BatchForm:
 
 
 class _Receiver:
-    def __init__(self, store: BlobStore, max_bytes: int, max_files: int) -> None:
+    def __init__(self, store: Blobs, max_bytes: int, max_files: int) -> None:
         self.store, self.max_bytes, self.max_files = store, max_bytes, max_files
         self.form = BatchForm()
         self.writer: BlobWriter | None = None
@@ -59,7 +59,7 @@ class _Receiver:
 async def receive_batch_form(
     content_type: str,
     stream: AsyncIterator[bytes],
-    store: BlobStore,
+    store: Blobs,
     *,
     max_bytes: int,
     max_files: int,

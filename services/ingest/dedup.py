@@ -21,6 +21,7 @@ source.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -33,7 +34,7 @@ from pydantic import BaseModel
 from services.ingest import repository as repo
 from services.ingest.errors import UploadRejected
 from services.ingest.outbox import enqueue
-from shared.blobstore import BlobStore
+from shared.blobstore import Blobs
 from shared.events import JobDeduplicated
 from shared.jobs import record_blob_owner
 from shared.purge import blob_lock
@@ -97,7 +98,7 @@ async def create_job_or_reuse(
     headers: dict[str, Any],
     *,
     force: bool,
-    blobs: BlobStore,
+    blobs: Blobs,
 ) -> Created:
     """Record the job in one transaction: as a duplicate of a matching job (with its
     job.deduplicated event), or, with `force` or without a match, as a new job to process
@@ -107,7 +108,7 @@ async def create_job_or_reuse(
     async with conn.transaction():
         # A blob is never deleted while a job naming it is being created (shared.purge).
         await blob_lock(conn, ev.document_uri)
-        if not blobs.exists(ev.document_uri):
+        if not await asyncio.to_thread(blobs.exists, ev.document_uri):
             raise UploadRejected("The upload was removed while it was being stored; send it again.")
         source = None
         if job.dedup_key is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.ingest.limits import UploadSlots
-from shared.blobstore import BlobStore
+from shared.blobstore import Blobs
 from shared.bus import Bus
 from shared.settings import Settings
 
@@ -19,5 +19,5 @@ class IngestRuntime:
     settings: Settings
     pool: asyncpg.Pool
     bus: Bus
-    blobs: BlobStore
+    blobs: Blobs
     upload_slots: UploadSlots

@@ -18,7 +18,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from services.ingest.errors import FilenameTooLong, UploadRejected, UploadTimedOut, UploadTooLarge
 from services.ingest.filenames import MAX_FILENAME_CHARS, filename_length
 from services.ingest.multipart import FieldPart, FileData, FileEnd, FileStart, iter_form
-from shared.blobstore import BlobStore
+from shared.blobstore import Blobs, digest_of
 from shared.sniff import UNSUPPORTED_REASON, sniff_path, unsupported_reason
 
 T = TypeVar("T")
@@ -33,10 +33,10 @@ class _Aborted(Exception):
 
 
 class BlobWriter:
-    """Feeds chunks to BlobStore.put_chunks running in a worker thread, with backpressure:
+    """Feeds chunks to the blob store's put_chunks running in a worker thread, with backpressure:
     the request waits while the disk is behind, instead of buffering the upload."""
 
-    def __init__(self, store: BlobStore, buffer: int = 8) -> None:
+    def __init__(self, store: Blobs, buffer: int = 8) -> None:
         self.store = store
         send, receive = anyio.create_memory_object_stream[bytes](buffer)
         self._send: MemoryObjectSendStream[bytes] = send
@@ -87,11 +87,11 @@ class ReceivedUpload:
 
     @property
     def sha256(self) -> str:
-        return BlobStore.digest_of(self.uri)
+        return digest_of(self.uri)
 
 
 async def receive_upload(
-    content_type: str, stream: AsyncIterator[bytes], store: BlobStore, max_bytes: int
+    content_type: str, stream: AsyncIterator[bytes], store: Blobs, max_bytes: int
 ) -> ReceivedUpload | None:
     """Store the form's `file` part as a blob and collect the other fields.
 
@@ -154,7 +154,7 @@ async def with_read_timeout(stream: AsyncIterable[bytes], seconds: float) -> Asy
         yield chunk
 
 
-async def sniff_blob(store: BlobStore, uri: str, filename: str | None = None) -> str | None:
+async def sniff_blob(store: Blobs, uri: str, filename: str | None = None) -> str | None:
     """The stored document's format, judged by its bytes (and a ZIP container's declared
     type; `filename` only tells Markdown from plain text).
 
@@ -164,27 +164,26 @@ async def sniff_blob(store: BlobStore, uri: str, filename: str | None = None) ->
     return await _read_blob(store, uri, lambda path: sniff_path(path, filename), None)
 
 
-async def unsupported_upload_reason(store: BlobStore, uri: str) -> str:
+async def unsupported_upload_reason(store: Blobs, uri: str) -> str:
     """Why an upload that sniffs as unsupported cannot be processed (read in a thread); the
     generic sentence when a concurrent upload of the same bytes has discarded the blob."""
     return await _read_blob(store, uri, unsupported_reason, UNSUPPORTED_REASON)
 
 
-async def _read_blob(store: BlobStore, uri: str, read: Callable[[Path], T], gone: T) -> T:
+async def _read_blob(store: Blobs, uri: str, read: Callable[[Path], T], gone: T) -> T:
     """`read` of the blob's file, in a thread; `gone` when the blob is not there."""
+
+    def read_pinned() -> T:
+        with store.pinned(uri) as path:
+            return read(path)
+
     try:
-        path = store.local_path(uri)
-        return await anyio.to_thread.run_sync(read, path)
+        return await anyio.to_thread.run_sync(read_pinned)
     except FileNotFoundError:  # BlobNotFound included
         return gone
 
 
-async def discard_blob(store: BlobStore, uri: str) -> None:
+async def discard_blob(store: Blobs, uri: str) -> None:
     """Remove a blob nothing should reference (an empty or unsupported upload)."""
-
-    def unlink(path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
     with contextlib.suppress(ValueError):
-        await anyio.to_thread.run_sync(unlink, store.path_for(BlobStore.digest_of(uri)))
+        await anyio.to_thread.run_sync(store.delete, uri)

@@ -8,6 +8,7 @@ succeed, so it fails the job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import structlog
 
 from services.ocr import metrics
 from services.ocr.tesseract import OcrResult, join_page_text, ocr_image, valid_lang
-from shared.blobstore import BlobNotFound, BlobStore
+from shared.blobstore import Blobs, pinned_file
 from shared.bus import Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
@@ -46,14 +47,13 @@ def page_lang(event: ImagesExtracted, settings: Settings) -> str:
     return lang
 
 
-def image_path(blobs: BlobStore, image: ImageRef, number: int, page: int) -> Path:
-    """Where the image's blob is, or PermanentError: a missing image never comes back."""
-    try:
-        return blobs.local_path(image.uri)
-    except (BlobNotFound, ValueError) as exc:
-        raise PermanentError(
-            f"Image {number} of page {page} is missing from storage, so the page cannot be OCRed."
-        ) from exc
+def image_file(
+    blobs: Blobs, image: ImageRef, number: int, page: int
+) -> contextlib.AbstractAsyncContextManager[Path]:
+    """The image's local file while the block runs (fetched from a remote store and held in
+    its cache), or PermanentError: a missing image never comes back."""
+    missing = f"Image {number} of page {page} is missing from storage, so the page cannot be OCRed."
+    return pinned_file(blobs, image.uri, missing=missing)
 
 
 @dataclass
@@ -126,8 +126,8 @@ async def ocr_page(
         if too_small(image, settings):
             page.skipped += 1
             continue
-        path = image_path(ctx.blobs, image, number, event.page)
-        async with runtime.slots:
+        # Fetched before a slot is taken: a download never holds up a tesseract slot.
+        async with image_file(ctx.blobs, image, number, event.page) as path, runtime.slots:
             result = await ocr_image(
                 path, lang=lang, settings=settings, job_id=event.job_id, engine=runtime.engine
             )

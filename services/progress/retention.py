@@ -23,7 +23,7 @@ import structlog
 
 from services.progress.lifecycle import utcnow
 from services.progress.store import retention as retention_store
-from shared.blobstore import BlobStore
+from shared.blobstore import Blobs
 from shared.purge import delete_unreferenced_blobs, purge_jobs
 from shared.service import ServiceContext
 from shared.settings import Settings
@@ -60,7 +60,7 @@ async def _in_batches(
 
 
 async def purge_expired(
-    pool: asyncpg.Pool, blobs: BlobStore, before: datetime, batch: int, report: SweepReport
+    pool: asyncpg.Pool, blobs: Blobs, before: datetime, batch: int, report: SweepReport
 ) -> None:
     uris: set[str] = set()
 
@@ -79,7 +79,7 @@ async def purge_expired(
 
 
 async def release_images(
-    pool: asyncpg.Pool, blobs: BlobStore, keep_seconds: float, now: datetime, batch: int,
+    pool: asyncpg.Pool, blobs: Blobs, keep_seconds: float, now: datetime, batch: int,
     report: SweepReport,
 ) -> None:  # fmt: skip
     uris: set[str] = set()
@@ -120,7 +120,7 @@ async def trim(pool: asyncpg.Pool, settings: Settings, now: datetime, report: Sw
 
 
 async def sweep_once(
-    pool: asyncpg.Pool, blobs: BlobStore, settings: Settings, now: datetime | None = None
+    pool: asyncpg.Pool, blobs: Blobs, settings: Settings, now: datetime | None = None
 ) -> SweepReport:
     """One round of every retention rule."""
     now = now or utcnow()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ocr.handler import PageOcr, image_path, page_lang, too_small
+from services.ocr.handler import PageOcr, image_file, page_lang, too_small
 from shared.blobstore import BlobStore
 from shared.errors import PermanentError
 from shared.events import ImageRef, ImagesExtracted, PageSource
@@ -30,17 +30,20 @@ def test_the_page_language_is_the_events_or_the_default() -> None:
         page_lang(ImagesExtracted(job_id=JOB, page=1, images=[], lang="../etc"), settings)
 
 
-def test_a_missing_image_fails_the_job_with_a_sentence(tmp_path: Path) -> None:
+async def test_a_missing_image_fails_the_job_with_a_sentence(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path)
     uri = blobs.put_bytes(b"\x89PNG\r\n\x1a\n")
-    assert image_path(blobs, image(uri), 1, 3).is_file()
+    async with image_file(blobs, image(uri), 1, 3) as path:
+        assert path.is_file()
     with pytest.raises(PermanentError) as missing:
-        image_path(blobs, image("blob://sha256/" + "0" * 64), 2, 3)
+        async with image_file(blobs, image("blob://sha256/" + "0" * 64), 2, 3):
+            pass
     assert missing.value.reason == (
         "Image 2 of page 3 is missing from storage, so the page cannot be OCRed."
     )
     with pytest.raises(PermanentError):
-        image_path(blobs, image("file:///etc/passwd"), 1, 3)
+        async with image_file(blobs, image("file:///etc/passwd"), 1, 3):
+            pass
 
 
 def test_icons_are_skipped() -> None:
