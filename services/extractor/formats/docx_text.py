@@ -191,8 +191,11 @@ class BodyText:
                 if rows:
                     parts.append("(" + "; ".join(rows) + ")")
             else:
+                # a row is one line: line breaks inside a cell become spaces
                 parts.extend(
-                    " ".join(block.split()) for block in self.block(child) if isinstance(block, str)
+                    block.replace("\n", " ")
+                    for block in self.block(child)
+                    if isinstance(block, str)
                 )
         return " ".join(part for part in parts if part)
 
