@@ -70,7 +70,8 @@ def docx_headings(document: Any) -> list[HeadingRecord]:
             heading_level(names.get(style.get(W + "val", ""), "")) if style is not None else None
         )
         if level is not None:
-            text = " ".join(b for b in BodyText().paragraph(paragraph) if isinstance(b, str))
+            # its own text: the first block (a text box anchored in it follows as another)
+            text = next((b for b in BodyText().paragraph(paragraph) if isinstance(b, str)), "")
             found.append(heading(level, text))
     return headings_of(found)
 
