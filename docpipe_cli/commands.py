@@ -157,6 +157,9 @@ def submit(
     ] = None,
     priority: Annotated[int, typer.Option(min=0, max=9, help="0 (default) to 9.")] = 0,
     password: Annotated[str | None, typer.Option(help="Password of encrypted PDFs.")] = None,
+    docx_comments: Annotated[
+        bool, typer.Option("--docx-comments", help="Read Word documents' comments too.")
+    ] = False,
 ) -> None:
     """Upload documents; print their job ids (and follow them with --follow). With --batch,
     they are one batch, followed with one overall bar."""
@@ -169,6 +172,8 @@ def submit(
         form["ocr_lang"] = ocr_lang
     if password is not None:
         form["password"] = password
+    if docx_comments:
+        form["docx_comments"] = "true"
     labels = parse_labels(label or [])
     if labels:
         form["labels"] = json.dumps(labels)

@@ -114,6 +114,10 @@ class DocumentUploaded(Event):
     batch_id: uuid.UUID | None = None
     # What the analysis does (None: the deployment's default, the built-in analyzer).
     analysis: AnalysisOptions | None = None
+    docx_comments: bool = Field(
+        default=False,
+        description="Read a Word document's comments too (each after the text of its page).",
+    )
 
 
 class ExtractionAccepted(Event):

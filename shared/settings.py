@@ -170,6 +170,11 @@ class Settings(BaseSettings):
 
     # Chunking
     chunk_max_chars: int = 1200
+    # Formats without pages of their own (TXT, CSV, HTML, Markdown, a DOCX between its page and
+    # section breaks) are cut into pages of at most this many characters, between paragraphs.
+    # A page is what one bus message carries, so this bounds the services' memory per message
+    # (docs/decisions/0990, 1020); smaller pages report progress more often.
+    flowing_page_chars: int = Field(default=50_000, ge=1_000, le=1_000_000)
 
     # Reliability
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 10000, 60000])

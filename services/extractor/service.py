@@ -98,6 +98,8 @@ def build_spec(
         ocr_min_image_area=settings.ocr_min_image_area,
         split_pages=settings.extract_split_pages,
         nice_above_pages=settings.extract_nice_above_pages,
+        flowing_page_chars=settings.flowing_page_chars,
+        docx_comments=event.docx_comments,
     )
 
 

@@ -99,6 +99,11 @@ class ExtractionFatal(Exception):
         self.reason = reason
 
 
+# A format without pages of its own (TXT, CSV, HTML, Markdown, a DOCX between its breaks) is cut
+# into pages of at most this many characters: DOCPIPE_FLOWING_PAGE_CHARS (docs/decisions/0990).
+FLOWING_PAGE_CHARS_DEFAULT = 50_000
+
+
 @dataclass(frozen=True)
 class ExtractSpec:
     path: str
@@ -120,6 +125,9 @@ class ExtractSpec:
     # A document longer than this runs at a lower CPU priority (nice), so small documents
     # and the downstream services keep moving while it is extracted; 0 disables.
     nice_above_pages: int = 0
+    flowing_page_chars: int = FLOWING_PAGE_CHARS_DEFAULT
+    # A DOCX's comments are read (after the text of the page they are on) only when asked for.
+    docx_comments: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()

@@ -168,6 +168,7 @@ def _jobs_of(
             filename=filename,
             ocr=options.ocr,
             ocr_lang=options.ocr_lang,
+            docx_comments=options.docx_comments,
             password_token=password_token,
             priority=options.priority,
             size_bytes=size,

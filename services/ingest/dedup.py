@@ -57,6 +57,8 @@ def dedup_key(
     fields["password"] = False  # keeps the keys of jobs recorded before passwords were excluded
     if fields.get("ocr_lang") is None:  # the deployment's languages: keys as before ocr_lang
         fields.pop("ocr_lang", None)
+    if not fields.get("docx_comments"):  # comments left out: keys as before docx_comments
+        fields.pop("docx_comments", None)
     if analysis is not None:
         fields["analysis"] = analysis
     canonical = json.dumps({"sha256": sha256, "options": fields}, sort_keys=True)

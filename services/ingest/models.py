@@ -27,6 +27,11 @@ class JobOptions(BaseModel):
         "e.g. 'deu+eng'. Absent: the deployment's setting (DOCPIPE_OCR_LANG). A language that "
         "is not installed is refused (422, naming it and listing the installed ones).",
     )
+    docx_comments: bool = Field(
+        default=False,
+        description="Read a Word document's comments too, each after the text of the page it "
+        "is on, as 'Comment (author): text'. Other formats ignore it.",
+    )
     password: str | None = Field(
         default=None,
         max_length=PASSWORD_MAX,

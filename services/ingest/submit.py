@@ -206,6 +206,7 @@ def new_job(
         filename=sanitize_filename(upload.client_filename) or f"upload.{fmt}",
         ocr=options.ocr,
         ocr_lang=options.ocr_lang,
+        docx_comments=options.docx_comments,
         password_token=password_token,
         priority=options.priority,
         size_bytes=upload.size_bytes,

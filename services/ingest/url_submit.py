@@ -49,6 +49,7 @@ async def submit_url(
         filename=filename_of_url(body.url),
         ocr=body.ocr,
         ocr_lang=body.ocr_lang,
+        docx_comments=body.docx_comments,
         password_token=seal_password(settings, body.password),
         priority=body.priority,
     )

@@ -145,3 +145,23 @@ async def test_submit_with_ocr_languages(
         "SELECT ocr_lang FROM jobs WHERE job_id = $1", uuid.UUID(match.group(1))
     )
     assert stored == "deu+eng"
+
+
+async def test_submit_with_docx_comments(
+    api_url: str, tmp_path: Path, db_pool: asyncpg.Pool
+) -> None:
+    doc = tmp_path / "review.txt"
+    doc.write_text(f"Reviewed {uuid.uuid4()}.\n")
+    asked: dict[str, bool] = {}
+    for flags, name in (([], "plain"), (["--docx-comments"], "commented")):
+        submitted = await docpipe(api_url, "submit", str(doc), *flags)
+        assert submitted.exit_code == 0, submitted.output
+        match = re.search(r"^([0-9a-f-]{36})  review\.txt$", submitted.output, re.MULTILINE)
+        assert match, submitted.output
+        # The option travels on the job's document.uploaded event (its outbox row).
+        asked[name] = await db_pool.fetchval(
+            "SELECT (payload->>'docx_comments')::boolean FROM outbox "
+            "WHERE routing_key = 'document.uploaded' AND payload->>'job_id' = $1",
+            match.group(1),
+        )
+    assert asked == {"plain": False, "commented": True}

@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Iterator
 
 from services.extractor.spec import (
+    FLOWING_PAGE_CHARS_DEFAULT,
     DocumentMeta,
     ExtractionFatal,
     ExtractSpec,
@@ -25,11 +26,12 @@ from shared.sandbox import limit_reason
 # What every format extractor yields: a meta record, then page records.
 Record = FormatRecord
 
-# Formats without pages of their own (plain text, CSV, HTML, DOCX) are cut into pages of at
-# most this many characters, at paragraph (else sentence, else word) boundaries. A page is
-# what one bus message carries and what the analyzer and progress hold at once, so its size
-# bounds their memory whatever the document's length (docs/decisions/0990).
-TEXT_PAGE_MAX_CHARS = 50_000
+# Formats without pages of their own (plain text, CSV, HTML, Markdown, DOCX between its breaks)
+# are cut into pages of at most spec.flowing_page_chars characters (this by default), at
+# paragraph (else sentence, else word) boundaries. A page is what one bus message carries and
+# what the analyzer and progress hold at once, so its size bounds their memory whatever the
+# document's length (docs/decisions/0990, 1020).
+TEXT_PAGE_MAX_CHARS = FLOWING_PAGE_CHARS_DEFAULT
 
 
 # Each format's reader: its module under services.extractor.formats and its function, which
@@ -82,14 +84,28 @@ def text_pages(text: str, max_chars: int = TEXT_PAGE_MAX_CHARS) -> list[str]:
 def paged_text_records(
     fmt: str,
     text: str,
+    max_chars: int,
     *,
     metadata: DocumentMeta | None = None,
     headings: list[HeadingRecord] | None = None,
 ) -> Iterator[Record]:
-    """The meta record and the page records of a format without pages of its own. Each
+    """The meta record and the page records of a format without pages of its own."""
+    yield from paged_section_records(fmt, [text], max_chars, metadata=metadata, headings=headings)
+
+
+def paged_section_records(
+    fmt: str,
+    sections: list[str],
+    max_chars: int,
+    *,
+    metadata: DocumentMeta | None = None,
+    headings: list[HeadingRecord] | None = None,
+) -> Iterator[Record]:
+    """The meta record and the page records of a text in sections that each start a page
+    (a DOCX's page and section breaks), each cut into pages of at most max_chars. Each
     heading goes with the page its text is found on, in document order (one not found there
     stays pending; whatever is left goes with the last page)."""
-    pages = text_pages(text)
+    pages = [page for text in sections if text for page in text_pages(text, max_chars)] or [""]
     yield meta_record(fmt, len(pages), metadata=metadata)
     pending = list(headings or [])
     for number, page in enumerate(pages, start=1):

@@ -5,7 +5,7 @@
     name: Bob; age: 45; city: Rome
     <blank line every ROWS_PER_BLOCK rows, so chunks cut between rows>
 
-Cut into pages of bounded size (TEXT_PAGE_MAX_CHARS), between row blocks where it can be.
+Cut into pages of bounded size (spec.flowing_page_chars), between row blocks where it can be.
 """
 
 from __future__ import annotations
@@ -68,4 +68,4 @@ def render_csv(text: str) -> str:
 
 def extract_csv(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(render_csv(read_text(spec)))
-    yield from paged_text_records("csv", text)
+    yield from paged_text_records("csv", text, spec.flowing_page_chars)

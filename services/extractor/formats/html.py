@@ -88,5 +88,9 @@ def extract_html(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(main_text(data))
     check_chars(len(text), spec)
     yield from paged_text_records(
-        "html", text, metadata=html_metadata(data), headings=html_headings(data)
+        "html",
+        text,
+        spec.flowing_page_chars,
+        metadata=html_metadata(data),
+        headings=html_headings(data),
     )

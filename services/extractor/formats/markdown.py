@@ -1,5 +1,6 @@
 """Markdown: the source text as it is written (headings, lists and tables keep their marks,
-so the Markdown export is the document itself), decoded like plain text; one page. The title
+so the Markdown export is the document itself), decoded like plain text; cut into pages of
+bounded size between paragraphs like plain text (spec.flowing_page_chars). The title
 is the first level-1 heading, or a front matter `title:`."""
 
 from __future__ import annotations
@@ -7,11 +8,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from services.extractor.formats import Record
+from services.extractor.formats import Record, paged_text_records
 from services.extractor.formats.containers import clean_meta
 from services.extractor.formats.plain import read_text
 from services.extractor.normalize import normalize_text
-from services.extractor.spec import DocumentMeta, ExtractSpec, meta_record, page_record
+from services.extractor.spec import DocumentMeta, ExtractSpec
 
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n(?:---|\.\.\.)\n", re.S)
 _FRONT_FIELD = re.compile(r"^(title|author|date|lang|language|subject)\s*:\s*(.+)$", re.M)
@@ -32,5 +33,6 @@ def markdown_metadata(text: str) -> DocumentMeta:
 
 def extract_markdown(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(read_text(spec))
-    yield meta_record("md", 1, metadata=markdown_metadata(text))
-    yield page_record(1, text, has_text_layer=bool(text))
+    yield from paged_text_records(
+        "md", text, spec.flowing_page_chars, metadata=markdown_metadata(text)
+    )

@@ -55,4 +55,4 @@ def read_text(spec: ExtractSpec) -> str:
 
 def extract_txt(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text(read_text(spec))
-    yield from paged_text_records("txt", text)
+    yield from paged_text_records("txt", text, spec.flowing_page_chars)
