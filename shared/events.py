@@ -32,11 +32,15 @@ from shared.bounds import (
     PAGE_TEXT_MAX,
     PAGES_PER_MESSAGE_MAX,
     PASSWORD_TOKEN_MAX,
+    TABLE_COLUMNS_MAX,
+    TABLE_ROWS_MAX,
+    TABLES_PER_PAGE_MAX,
     URI_MAX,
     Format,
     MetaValue,
     Name,
     Reason,
+    TableCell,
     Tenant,
     Uri,
 )
@@ -151,6 +155,34 @@ class Heading(BaseModel):
     text: MetaValue
 
 
+class Table(BaseModel):
+    """A table of the document as rows of cells (text), on the page its rows stand on: DOCX,
+    ODT and HTML tables, an XLSX or ODS sheet, a CSV file, a ruled PDF table. The cells'
+    text is also in the page's text (as the format flattens a table); this is its structure.
+
+    A table longer than a page (a CSV, a long Word table) continues as the next page's first
+    table: `first_row` is the position of this part's first row in the whole table (0: the
+    table starts here, and its first row is usually its header)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0, description="The table's position among its page's, from 0.")
+    rows: list[Annotated[list[TableCell], Field(max_length=TABLE_COLUMNS_MAX)]] = Field(
+        min_length=1, max_length=TABLE_ROWS_MAX
+    )
+    first_row: int = Field(
+        default=0,
+        ge=0,
+        description="Where this part starts in a table continued from the page before "
+        "(0: the table starts on this page).",
+    )
+    truncated: bool = Field(
+        default=False,
+        description="Rows or cells were left out to keep the page within its bound "
+        "(the page's text still has them).",
+    )
+
+
 class ExtractionStarted(Event):
     """The extractor opened the document and knows how many pages it has, and what the
     document says about itself."""
@@ -229,9 +261,17 @@ class PageExtracted(CarriesChunks, Event):
     error: Reason | None = None  # this page failed; the job may still complete
     # The page's headings in order, where the format knows them.
     headings: list[Heading] = Field(default_factory=list, max_length=HEADINGS_PER_PAGE_MAX)
+    # The tables whose rows stand on this page, in order, where the format has tables.
+    tables: list[Table] = Field(default_factory=list, max_length=TABLES_PER_PAGE_MAX)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
+
+    @property
+    def table_chars(self) -> int:
+        """What the page's tables weigh in a message: their cells' characters, and three
+        more per cell (its quotes and comma in the JSON)."""
+        return sum(len(cell) + 3 for table in self.tables for row in table.rows for cell in row)
 
 
 class PagesExtracted(CarriesChunks, Event):

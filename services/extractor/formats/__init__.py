@@ -15,6 +15,7 @@ from services.extractor.spec import (
     ExtractSpec,
     FormatRecord,
     HeadingRecord,
+    TableRecord,
     meta_record,
     page_record,
 )
@@ -70,6 +71,10 @@ def extract(spec: ExtractSpec) -> Iterator[Record]:
         records: Iterator[Record] = read(spec, BlobStore(spec.blob_dir))
     else:
         records = read(spec)
+    if spec.format == "pdf":  # tables as data, beside the text the PDF reader reads
+        from services.extractor.formats.pdf_tables import with_tables
+
+        records = with_tables(spec, records)
     return records
 
 
@@ -85,11 +90,19 @@ def paged_text_records(
     *,
     metadata: DocumentMeta | None = None,
     headings: list[HeadingRecord] | None = None,
+    tables: list[list[list[str]]] | None = None,
+    only_found_tables: bool = False,
 ) -> Iterator[Record]:
     """The meta record and the page records of a format without pages of its own. Each
     heading goes with the page its text is found on, in document order (one not found there
-    stays pending; whatever is left goes with the last page)."""
+    stays pending; whatever is left goes with the last page); each table row likewise
+    (formats.tables.place_rows)."""
+    from services.extractor.formats.tables import place_rows
+
     pages = text_pages(text)
+    placed: list[list[TableRecord]] = (
+        place_rows(pages, tables, only_found=only_found_tables) if tables else []
+    )
     yield meta_record(fmt, len(pages), metadata=metadata)
     pending = list(headings or [])
     for number, page in enumerate(pages, start=1):
@@ -100,7 +113,10 @@ def paged_text_records(
             here.append(pending.pop(0))
         if number == len(pages):
             here += pending
-        yield page_record(number, page, has_text_layer=bool(page), headings=here or None)
+        page_tables = placed[number - 1] if placed else None
+        yield page_record(
+            number, page, has_text_layer=bool(page), headings=here or None, tables=page_tables
+        )
 
 
 def check_chars(total: int, spec: ExtractSpec) -> None:

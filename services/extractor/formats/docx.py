@@ -20,6 +20,7 @@ from typing import Any
 from services.extractor.formats import Record, check_chars, paged_text_records
 from services.extractor.formats.containers import ooxml_metadata, open_zip
 from services.extractor.formats.headings import heading, headings_of
+from services.extractor.formats.tables import docx_tables
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractionFatal, ExtractSpec, HeadingRecord
 from shared.sniff import DOCX_MAIN_PART, zip_problem
@@ -150,4 +151,10 @@ def extract_docx(spec: ExtractSpec) -> Iterator[Record]:
     text = normalize_text("\n\n".join(parts))
     with open_zip(spec.path, "Word document") as zf:
         metadata = ooxml_metadata(zf, "Pages")
-    yield from paged_text_records("docx", text, metadata=metadata, headings=docx_headings(document))
+    yield from paged_text_records(
+        "docx",
+        text,
+        metadata=metadata,
+        headings=docx_headings(document),
+        tables=docx_tables(document),
+    )
