@@ -55,7 +55,9 @@ def to_text(result: Mapping[str, Any]) -> str:
 
 
 def _cell(value: str) -> str:
-    return value.strip().replace("\\", "\\\\").replace("|", "\\|") or " "
+    """A cell in a Markdown table row: pipes escaped, its own line breaks as <br>."""
+    escaped = value.strip().replace("\\", "\\\\").replace("|", "\\|")
+    return "<br>".join(line.strip() for line in escaped.split("\n")) or " "
 
 
 def markdown_table(rows: list[list[str]]) -> list[str]:

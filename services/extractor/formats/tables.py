@@ -30,8 +30,10 @@ CELL_OVERHEAD = 3
 
 
 def cell_text(text: str) -> str:
-    """A cell as one line of normalised text (a cell's own line breaks become spaces)."""
-    words = " ".join(normalize_text(text).split())
+    """A cell's normalised text: its lines kept (a PDF cell of five states, one a line),
+    spaces within each collapsed, empty lines dropped."""
+    lines = (" ".join(line.split()) for line in normalize_text(text).split("\n"))
+    words = "\n".join(line for line in lines if line)
     return words if len(words) <= TABLE_CELL_MAX else words[: TABLE_CELL_MAX - 1] + "…"
 
 
@@ -85,11 +87,24 @@ def bound_page(
     return kept
 
 
-def _key(row: list[str]) -> str:
-    """What finds a row in the page text: its longest word (a word survives however the
-    format joins cells: ` | `, a tab, `name: value;`)."""
-    words = [w for cell in row for w in cell.split()]
-    return max(words, key=len) if words else ""
+def _keys(row: list[str]) -> list[str]:
+    """What finds a row in the page text: its longest cell, else its longest word (a word
+    survives whatever space the format puts inside a cell)."""
+    cells = [cell for cell in row if cell]
+    words = [w for cell in cells for w in cell.split()]
+    return [max(cells, key=len), max(words, key=len)] if words else []
+
+
+def _find(pages: list[str], page: int, at: int, keys: list[str]) -> tuple[int, int] | None:
+    """(page, offset past the key) of the first key found from `at` on `page`, else from the
+    start of the next page."""
+    for key in keys:
+        where = pages[page].find(key, at)
+        if where >= 0:
+            return page, where + len(key)
+        if page + 1 < len(pages) and (where := pages[page + 1].find(key)) >= 0:
+            return page + 1, where + len(key)
+    return None
 
 
 def place_rows(
@@ -107,14 +122,9 @@ def place_rows(
         parts: dict[int, TableRecord] = {}
         found_any = False
         for number, row in enumerate(rows):
-            key = _key(row)
-            where = pages[page].find(key, at) if key else -1
-            if where < 0 and key and page + 1 < len(pages):
-                where = pages[page + 1].find(key)
-                if where >= 0:
-                    page += 1
-            if where >= 0:
-                at = where + len(key)
+            found = _find(pages, page, at, _keys(row))
+            if found is not None:
+                page, at = found
                 found_any = True
             part = parts.setdefault(page, TableRecord(index=0, rows=[]))
             if not part["rows"] and number:
