@@ -2,10 +2,11 @@
 
 pdfplumber (over pdfminer.six) finds ruled tables well, but it lays out the whole page to do
 it: tens of milliseconds a page, more than pdfium takes to read its text. So each page with a
-text layer is first looked at through pdfium, which the PDF reader already uses: its path
-objects (lines and rectangles) are counted, and only a page with enough ruling to draw a grid
-goes to pdfplumber. A page of plain text has no paths, or a rule or two (a header line, a
-footnote separator). Costs are measured by benchmarks/pdf_tables.py (docs/decisions/1040).
+text layer is first looked at through pdfium, which the PDF reader already uses: the straight
+level and plumb segments of its path objects (lines, rectangles' sides) are collected, and only
+a page with rules at three heights and at three places across (the smallest ruled grid) goes to
+pdfplumber. A page of plain text has no paths, or a rule or two (a header line, a footnote
+separator, a box). Costs are measured by benchmarks/pdf_tables.py (docs/decisions/1040).
 
 The finder's strategy is pdfplumber's default, "lines": cells are the boxes the ruling draws.
 Tables without ruling (columns aligned by whitespace) stay text; guessing them from word
@@ -14,6 +15,7 @@ positions finds tables in ordinary two-column text.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -24,41 +26,68 @@ from services.extractor.spec import ExtractSpec, PageRecord
 
 log = logging.getLogger(__name__)
 
-# A path thinner than this (points) is a line; longer than RULE_MIN_LENGTH, a rule.
-THIN = 2.0
+# A straight segment within this many points of level (or plumb) is a rule, when it is at
+# least RULE_MIN_LENGTH long; rules at the same place within a point are one.
+LEVEL = 1.0
 RULE_MIN_LENGTH = 10.0
-# Edges a page needs before the finder looks at it: a grid of 2 × 2 cells has 6 (3 rules
-# each way). A rectangle or a path of several segments counts its segments.
-MIN_EDGES = 6
-# More path objects than this is a drawing (a chart, a map): the finder would lay it all out.
+# A grid of 2 x 2 cells has 3 horizontal rules at different heights and 3 vertical ones at
+# different places; a box, a text frame, underlines or a page border have fewer one way.
+MIN_RULES_EACH_WAY = 3
+# More path objects, or segments, than this is a drawing (a chart, a map): the finder would
+# lay it all out for nothing.
 MAX_PATHS = 5000
+MAX_SEGMENTS = 50_000
 
 
-def path_edges(path: Any) -> int:
-    """The edges a path object may contribute to a grid: 1 for a thin rule, its segments
-    (at least the 4 sides) for a box or a polyline, 0 for a short stroke."""
+def path_rules(path: Any, rules: tuple[set[int], set[int]]) -> int:
+    """Add the path's straight rules to (heights of horizontal rules, places of vertical
+    rules), in page points rounded to 1; returns its segment count. A rectangle is a move,
+    three or four lines and a close: its four sides."""
     import pypdfium2.raw as pdfium_c
 
-    left, bottom, right, top = path.get_bounds()
-    width, height = right - left, top - bottom
-    if max(width, height) < RULE_MIN_LENGTH:
-        return 0
-    if min(width, height) <= THIN:
-        return 1
-    segments = int(pdfium_c.FPDFPath_CountSegments(path.raw))
-    return max(4, segments - 1)  # a closed rectangle is a move and four lines
+    matrix = path.get_matrix()
+    across, down = rules
+    count = int(pdfium_c.FPDFPath_CountSegments(path.raw))
+    x, y = ctypes.c_float(), ctypes.c_float()
+    start = here = (0.0, 0.0)
+    for n in range(count):
+        segment = pdfium_c.FPDFPath_GetPathSegment(path.raw, n)
+        pdfium_c.FPDFPathSegment_GetPoint(segment, ctypes.byref(x), ctypes.byref(y))
+        point = matrix.on_point(x.value, y.value)
+        kind = pdfium_c.FPDFPathSegment_GetType(segment)
+        if kind == pdfium_c.FPDF_SEGMENT_LINETO:
+            _add_rule(here, point, across, down)
+        if kind == pdfium_c.FPDF_SEGMENT_MOVETO:
+            start = point
+        here = point
+        if pdfium_c.FPDFPathSegment_GetClose(segment):
+            _add_rule(here, start, across, down)
+            here = start
+    return count
+
+
+def _add_rule(
+    a: tuple[float, float], b: tuple[float, float], across: set[int], down: set[int]
+) -> None:
+    dx, dy = abs(a[0] - b[0]), abs(a[1] - b[1])
+    if dy <= LEVEL and dx >= RULE_MIN_LENGTH:
+        across.add(round(a[1]))
+    elif dx <= LEVEL and dy >= RULE_MIN_LENGTH:
+        down.add(round(a[0]))
 
 
 def looks_tabular(page: Any) -> bool:
-    """Whether a pdfium page draws enough rules or boxes to hold a ruled table."""
+    """Whether a pdfium page draws rules at three heights or more and at three places or
+    more across: what the smallest ruled grid needs."""
     import pypdfium2.raw as pdfium_c
 
-    edges = 0
+    rules: tuple[set[int], set[int]] = (set(), set())
+    segments = 0
     for count, path in enumerate(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH]), 1):
-        if count > MAX_PATHS:
+        segments += path_rules(path, rules)
+        if count > MAX_PATHS or segments > MAX_SEGMENTS:
             return False
-        edges += path_edges(path)
-    return edges >= MIN_EDGES
+    return min(len(rules[0]), len(rules[1])) >= MIN_RULES_EACH_WAY
 
 
 class PdfTableFinder:
