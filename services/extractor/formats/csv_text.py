@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from services.extractor.formats import Record, paged_text_records
 from services.extractor.formats.plain import read_text
-from services.extractor.formats.tables import clean_rows, is_table
+from services.extractor.formats.tables import clean_row, is_table
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractSpec
 
@@ -37,15 +37,16 @@ def sniff_dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
 
 
 def render_rows(rows: Iterator[list[str]], table: list[list[str]] | None = None) -> str:
-    """The rows as text; each non-empty row also appended to `table`, when given."""
+    """The rows as text; each non-empty row also appended to `table`, when given, as cell
+    texts (cleaned as it is read: a large file's rows are held once)."""
     header: list[str] | None = None
     lines: list[str] = []
     count = 0
     for row in rows:
         if not any(cell.strip() for cell in row):
             continue
-        if table is not None:
-            table.append(row)
+        if table is not None and (cells := clean_row(row)):
+            table.append(cells)
         if header is None:
             header = [cell.strip() or f"column {i + 1}" for i, cell in enumerate(row)]
             lines.append(", ".join(header))
@@ -76,7 +77,6 @@ def render_csv(text: str, table: list[list[str]] | None = None) -> str:
 
 
 def extract_csv(spec: ExtractSpec) -> Iterator[Record]:
-    raw: list[list[str]] = []
-    text = normalize_text(render_csv(read_text(spec), raw))
-    rows = clean_rows(raw)
+    rows: list[list[str]] = []
+    text = normalize_text(render_csv(read_text(spec), rows))
     yield from paged_text_records("csv", text, tables=[rows] if is_table(rows) else None)

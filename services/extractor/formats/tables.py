@@ -37,17 +37,18 @@ def cell_text(text: str) -> str:
     return words if len(words) <= TABLE_CELL_MAX else words[: TABLE_CELL_MAX - 1] + "…"
 
 
+def clean_row(row: Sequence[Any]) -> list[str]:
+    """A row of cell text: cells normalised, trailing empty cells dropped, at most
+    TABLE_COLUMNS_MAX cells; [] for a row without text."""
+    cells = [cell_text(str(c)) if c is not None else "" for c in row[:TABLE_COLUMNS_MAX]]
+    while cells and not cells[-1]:
+        cells.pop()
+    return cells
+
+
 def clean_rows(rows: Iterable[Sequence[Any]]) -> Rows:
-    """Rows of cell text: cells normalised, trailing empty cells and empty rows dropped,
-    at most TABLE_COLUMNS_MAX cells a row."""
-    cleaned: Rows = []
-    for row in rows:
-        cells = [cell_text(str(c)) if c is not None else "" for c in row[:TABLE_COLUMNS_MAX]]
-        while cells and not cells[-1]:
-            cells.pop()
-        if cells:
-            cleaned.append(cells)
-    return cleaned
+    """Rows of cell text (clean_row), empty rows dropped."""
+    return [cells for cells in map(clean_row, rows) if cells]
 
 
 def is_table(rows: Rows) -> bool:
