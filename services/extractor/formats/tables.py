@@ -114,9 +114,9 @@ def place_rows(
     """Each page's tables, for a text cut into `pages`: every row goes on the page where its
     text is found, searching forward from the row before (this page, else the next), so a
     table longer than a page continues as the next page's first table (its `first_row` says
-    where in the whole table it goes on). A row not found
-    stays with the row before. With `only_found`, a table none of whose rows is in the text
-    (an HTML table the main-text extraction left out: navigation, boilerplate) is dropped."""
+    where in the whole table it goes on). A row not found stays with the row before. With
+    `only_found`, a table none of whose rows is in the text (an HTML table the main-text
+    extraction left out: navigation, boilerplate) is dropped."""
     placed: list[list[TableRecord]] = [[] for _ in pages]
     page, at = 0, 0
     for rows in tables:
@@ -200,7 +200,8 @@ def html_tables(data: bytes) -> list[Rows]:
         if next(table.iterdescendants("table"), None) is not None:
             continue
         rows = (
-            [cell.text_content() for cell in tr if cell.tag in ("td", "th")]
+            # Line breaks in HTML source are spaces.
+            [" ".join(cell.text_content().split()) for cell in tr if cell.tag in ("td", "th")]
             for tr in table.iterdescendants("tr")
         )
         cleaned = clean_rows(rows)
