@@ -32,18 +32,16 @@ from shared.bounds import (
     PAGE_TEXT_MAX,
     PAGES_PER_MESSAGE_MAX,
     PASSWORD_TOKEN_MAX,
-    TABLE_COLUMNS_MAX,
-    TABLE_ROWS_MAX,
     TABLES_PER_PAGE_MAX,
     URI_MAX,
     Format,
     MetaValue,
     Name,
     Reason,
-    TableCell,
     Tenant,
     Uri,
 )
+from shared.document_tables import Table as Table
 from shared.ocr_languages import OcrLang
 from shared.vocabulary import ACTIVE_STATUSES as ACTIVE_STATUSES
 from shared.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES
@@ -153,34 +151,6 @@ class Heading(BaseModel):
 
     level: int = Field(ge=1, le=6)
     text: MetaValue
-
-
-class Table(BaseModel):
-    """A table of the document as rows of cells (text), on the page its rows stand on: DOCX,
-    ODT and HTML tables, an XLSX or ODS sheet, a CSV file, a ruled PDF table. The cells'
-    text is also in the page's text (as the format flattens a table); this is its structure.
-
-    A table longer than a page (a CSV, a long Word table) continues as the next page's first
-    table: `first_row` is the position of this part's first row in the whole table (0: the
-    table starts here, and its first row is usually its header)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    index: int = Field(ge=0, description="The table's position among its page's, from 0.")
-    rows: list[Annotated[list[TableCell], Field(max_length=TABLE_COLUMNS_MAX)]] = Field(
-        min_length=1, max_length=TABLE_ROWS_MAX
-    )
-    first_row: int = Field(
-        default=0,
-        ge=0,
-        description="Where this part starts in a table continued from the page before "
-        "(0: the table starts on this page).",
-    )
-    truncated: bool = Field(
-        default=False,
-        description="Rows or cells were left out to keep the page within its bound "
-        "(the page's text still has them).",
-    )
 
 
 class ExtractionStarted(Event):
