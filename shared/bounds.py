@@ -28,6 +28,15 @@ PAGES_PER_MESSAGE_MAX = 1000
 # Headings one page may name (a whole ODT or DOCX is one page); more are left out.
 HEADINGS_PER_PAGE_MAX = 5000
 IMAGES_PER_PAGE_MAX = 10_000
+# Tables as data (a page's `tables`): what one page may carry. The extractor keeps a page's
+# tables within TABLE_CHARS_PER_PAGE_MAX characters of cells (services/extractor/formats/
+# tables.py, leaving the rest out and saying so), so they add a bounded amount to a message;
+# the model's own bounds are the last line of defence.
+TABLES_PER_PAGE_MAX = 1000
+TABLE_ROWS_MAX = 100_000
+TABLE_COLUMNS_MAX = 1000  # as the XLSX reader's columns per row
+TABLE_CELL_MAX = 10_000  # a cell is cut here, with "…", rather than refused
+TABLE_CHARS_PER_PAGE_MAX = 500_000
 CHUNKS_PER_MESSAGE_MAX = 100_000
 KEYWORDS_MAX = 1000
 ENTITIES_MAX = CHUNK_TEXT_MAX  # never more entities than characters
@@ -65,4 +74,9 @@ Name = Annotated[str, Field(max_length=NAME_MAX)]
 META_VALUE_MAX = 1000
 MetaValue = Annotated[
     str, _cut_to(META_VALUE_MAX), _without_controls(), Field(max_length=META_VALUE_MAX)
+]
+# A table cell's text: cut rather than refused, and without control characters (a cell is a
+# document's own words stored as they are).
+TableCell = Annotated[
+    str, _cut_to(TABLE_CELL_MAX), _without_controls(), Field(max_length=TABLE_CELL_MAX)
 ]

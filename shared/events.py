@@ -32,6 +32,7 @@ from shared.bounds import (
     PAGE_TEXT_MAX,
     PAGES_PER_MESSAGE_MAX,
     PASSWORD_TOKEN_MAX,
+    TABLES_PER_PAGE_MAX,
     URI_MAX,
     Format,
     MetaValue,
@@ -40,6 +41,7 @@ from shared.bounds import (
     Tenant,
     Uri,
 )
+from shared.document_tables import Table as Table
 from shared.ocr_languages import OcrLang
 from shared.vocabulary import ACTIVE_STATUSES as ACTIVE_STATUSES
 from shared.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES
@@ -233,9 +235,17 @@ class PageExtracted(CarriesChunks, Event):
     error: Reason | None = None  # this page failed; the job may still complete
     # The page's headings in order, where the format knows them.
     headings: list[Heading] = Field(default_factory=list, max_length=HEADINGS_PER_PAGE_MAX)
+    # The tables whose rows stand on this page, in order, where the format has tables.
+    tables: list[Table] = Field(default_factory=list, max_length=TABLES_PER_PAGE_MAX)
 
     def identity(self) -> tuple[object, ...]:
         return (self.page,)
+
+    @property
+    def table_chars(self) -> int:
+        """What the page's tables weigh in a message: their cells' characters, and three
+        more per cell (its quotes and comma in the JSON)."""
+        return sum(len(cell) + 3 for table in self.tables for row in table.rows for cell in row)
 
 
 class PagesExtracted(CarriesChunks, Event):

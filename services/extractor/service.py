@@ -17,7 +17,7 @@ from services.extractor.records import parse_record
 from services.extractor.scheduler import Scheduler
 from services.extractor.spec import ExtractSpec, MetaRecord, PageRecord
 from shared.blobstore import Blobs
-from shared.bounds import HEADINGS_PER_PAGE_MAX
+from shared.bounds import HEADINGS_PER_PAGE_MAX, TABLES_PER_PAGE_MAX
 from shared.bus import Bus, Delivery, Handler
 from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
@@ -33,6 +33,7 @@ from shared.events import (
     PageExtracted,
     PagesExtracted,
     PageSource,
+    Table,
     derive_id,
 )
 from shared.jobs import blob_owner_check, ensure_job, require_active
@@ -135,6 +136,9 @@ def page_events(event: DocumentUploaded, record: PageRecord, settings: Settings)
                 Heading(level=h["level"], text=h["text"])
                 for h in record.get("headings", [])[:HEADINGS_PER_PAGE_MAX]
             ],
+            tables=[
+                Table.model_validate(t) for t in record.get("tables", [])[:TABLES_PER_PAGE_MAX]
+            ],
         )
     )
     return out
@@ -232,7 +236,8 @@ class ExtractionRun:
         *images, page = events
         assert isinstance(page, PageExtracted)
         self._batch.append(page)
-        self._batch_chars += len(page.text)
+        # A page's tables travel beside its text: they count toward the batch's bound too.
+        self._batch_chars += len(page.text) + page.table_chars
         self._batch_images += images
         if len(self._batch) >= self.batch_pages or self._batch_chars >= self.batch_max_chars:
             self.flush()

@@ -66,9 +66,20 @@ class HeadingRecord(TypedDict):
     text: str
 
 
+class TableRecord(TypedDict):
+    """A table's rows of cells on a page (shared.events.Table): its index in the document, and
+    where a table continues from the page before, the position of this part's first row."""
+
+    index: int
+    rows: list[list[str]]
+    first_row: NotRequired[int]
+    truncated: NotRequired[bool]
+
+
 class PageRecord(TypedDict):
     """One page: its text layer and the images it needs OCRed; `error` when the page (not the
-    document) could not be read; `headings` where the format marks them."""
+    document) could not be read; `headings` where the format marks them; `tables` where it has
+    tables."""
 
     type: Literal["page"]
     page: int
@@ -77,6 +88,7 @@ class PageRecord(TypedDict):
     images: list[ImageRecord]
     error: str | None
     headings: NotRequired[list[HeadingRecord]]
+    tables: NotRequired[list[TableRecord]]
 
 
 class FatalRecord(TypedDict):
@@ -171,6 +183,7 @@ def page_record(
     images: list[ImageRecord] | None = None,
     error: str | None = None,
     headings: list[HeadingRecord] | None = None,
+    tables: list[TableRecord] | None = None,
 ) -> PageRecord:
     record: PageRecord = {
         "type": "page",
@@ -182,6 +195,8 @@ def page_record(
     }
     if headings:
         record["headings"] = headings
+    if tables:
+        record["tables"] = tables
     return record
 
 

@@ -5,8 +5,9 @@ document gave as a list, then each page after a `<!-- page N -->` marker (a Mark
 gets no title or list: its own headings come first). The lines a page names as its
 headings (the result's `headings`) are marked at their level; the rest is the page text as the
 extractor kept it: a Markdown document's headings and lists as written, list items of
-OpenDocument text (`- `), and rows of cells (spreadsheets, slides' and documents' tables:
-tab-separated lines) as Markdown tables.
+OpenDocument text (`- `). A page's tables (the result's `tables`: rows of cells) are Markdown
+tables in place of the lines that hold their rows (services/ingest/export_tables.py); other
+runs of tab-separated lines (slides' tables) are Markdown tables too.
 
 Text: each page's text (OCR text after it), pages separated by a form feed line, as
 pdftotext does.
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from typing import Any
+
+from services.ingest.export_tables import TableHeaders, place_tables
 
 
 class ExportFormat(StrEnum):
@@ -52,7 +55,9 @@ def to_text(result: Mapping[str, Any]) -> str:
 
 
 def _cell(value: str) -> str:
-    return value.strip().replace("\\", "\\\\").replace("|", "\\|") or " "
+    """A cell in a Markdown table row: pipes escaped, its own line breaks as <br>."""
+    escaped = value.strip().replace("\\", "\\\\").replace("|", "\\|")
+    return "<br>".join(line.strip() for line in escaped.split("\n")) or " "
 
 
 def markdown_table(rows: list[list[str]]) -> list[str]:
@@ -68,12 +73,31 @@ def _words(text: str) -> str:
     return " ".join(text.split())
 
 
-def markdown_blocks(text: str, headings: list[Mapping[str, Any]] | None = None) -> Iterator[str]:
+def markdown_blocks(
+    text: str,
+    headings: list[Mapping[str, Any]] | None = None,
+    tables: list[Mapping[str, Any]] | None = None,
+    table_headers: TableHeaders | None = None,
+) -> Iterator[str]:
     """The page's lines: those that are the page's headings (matched in order) marked as
-    Markdown headings, runs of two or more tab-separated lines turned into tables."""
+    Markdown headings; the page's tables in place of the lines that hold their rows (those
+    found on no line after the text); other runs of two or more tab-separated lines turned
+    into tables."""
     wanted = [(_words(str(h.get("text", ""))), int(h.get("level", 1))) for h in headings or []]
     run: list[list[str]] = []
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    placed, unplaced = place_tables(lines, tables or [], table_headers or TableHeaders())
+    skip_to = 0
+    for number, line in enumerate(lines):
+        if number < skip_to:
+            continue
+        if number in placed:
+            if run:
+                yield from (markdown_table(run) if len(run) > 1 else ["  ".join(run[0])])
+                run = []
+            skip_to, rows = placed[number]
+            yield from ["", *markdown_table(rows), ""]
+            continue
         if wanted and line.strip() and _words(line) == wanted[0][0]:
             level = min(max(wanted.pop(0)[1], 1), 6)
             if run:
@@ -90,6 +114,8 @@ def markdown_blocks(text: str, headings: list[Mapping[str, Any]] | None = None) 
         yield line
     if run:
         yield from (markdown_table(run) if len(run) > 1 else ["  ".join(run[0])])
+    for rows in unplaced:
+        yield from ["", *markdown_table(rows)]
 
 
 def to_markdown(result: Mapping[str, Any]) -> str:
@@ -104,12 +130,16 @@ def to_markdown(result: Mapping[str, Any]) -> str:
             out += [*facts, ""]
     if result.get("partial"):
         out += ["<!-- partial result: the job did not complete -->", ""]
+    table_headers = TableHeaders()  # a table continued on the next page repeats its header
     for page in result.get("pages") or []:
         out.append(f"<!-- page {page.get('number')} -->")
         out.append("")
-        for index, text in enumerate(page_texts(page)):
-            headings = page.get("headings") if index == 0 else None  # the text layer's
-            out += list(markdown_blocks(text, headings))
+        texts = page_texts(page) or ([""] if page.get("tables") else [])
+        for index, text in enumerate(texts):
+            # The headings and tables are the text layer's.
+            headings = page.get("headings") if index == 0 else None
+            tables = page.get("tables") if index == 0 else None
+            out += list(markdown_blocks(text, headings, tables, table_headers))
             out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
 

@@ -158,3 +158,40 @@ async def test_result_is_stored_once(db_pool: asyncpg.Pool) -> None:
             "SELECT result->>'status' FROM job_results WHERE job_id = $1", job_id
         )
     assert status == "completed"
+
+
+async def test_page_tables_are_kept_and_shown_on_their_page(db_pool: asyncpg.Pool) -> None:
+    """A page.extracted's tables through the write path progress uses, into the result's
+    page; a page without tables shows none."""
+    from services.progress.store.items import write_pages_extracted
+    from shared.events import PageExtracted, Table
+
+    job_id = uuid.uuid4()
+    rows = [["Vessel", "Berth"], ["Aurora", "North 4"]]
+    events = [
+        PageExtracted(job_id=job_id, page=1, text="Vessel | Berth\nAurora | North 4",
+                      tables=[Table(index=0, rows=rows)]),
+        PageExtracted(job_id=job_id, page=2, text="Lofoten | East 2",
+                      tables=[Table(index=0, rows=[["Lofoten", "East 2"]], first_row=2,
+                                    truncated=True)]),
+        PageExtracted(job_id=job_id, page=3, text="No table here."),
+    ]  # fmt: skip
+    async with db_pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO jobs (job_id, tenant, document_uri, filename, status, created_at) "
+            "VALUES ($1, 'dev', 'blob://none', 'plan.docx', 'completed', $2)",
+            job_id,
+            T0,
+        )
+        await write_pages_extracted(conn, events, {})
+        totals = (await store.item_totals(conn, [job_id]))[job_id]
+        job = {"job_id": job_id, "filename": "plan.docx", "format": "docx", "pages_total": 3,
+               "created_at": T0, "started_at": T0}  # fmt: skip
+        head = result_head(job, totals, status=JobStatus.COMPLETED, finished_at=T0)
+        await store.insert_results(conn, [(job_id, head)])
+        result = await conn.fetchval("SELECT result FROM job_results WHERE job_id = $1", job_id)
+    assert [page.get("tables") for page in result["pages"]] == [
+        [{"index": 0, "rows": rows}],
+        [{"index": 0, "rows": [["Lofoten", "East 2"]], "first_row": 2, "truncated": True}],
+        None,
+    ]

@@ -16,6 +16,7 @@ from services.extractor.spec import (
     ExtractSpec,
     FormatRecord,
     HeadingRecord,
+    TableRecord,
     meta_record,
     page_record,
 )
@@ -72,6 +73,10 @@ def extract(spec: ExtractSpec) -> Iterator[Record]:
         records: Iterator[Record] = read(spec, BlobStore(spec.blob_dir))
     else:
         records = read(spec)
+    if spec.format == "pdf":  # tables as data, beside the text the PDF reader reads
+        from services.extractor.formats.pdf_tables import with_tables
+
+        records = with_tables(spec, records)
     return records
 
 
@@ -88,9 +93,19 @@ def paged_text_records(
     *,
     metadata: DocumentMeta | None = None,
     headings: list[HeadingRecord] | None = None,
+    tables: list[list[list[str]]] | None = None,
+    only_found_tables: bool = False,
 ) -> Iterator[Record]:
     """The meta record and the page records of a format without pages of its own."""
-    yield from paged_section_records(fmt, [text], max_chars, metadata=metadata, headings=headings)
+    yield from paged_section_records(
+        fmt,
+        [text],
+        max_chars,
+        metadata=metadata,
+        headings=headings,
+        tables=tables,
+        only_found_tables=only_found_tables,
+    )
 
 
 def paged_section_records(
@@ -100,12 +115,20 @@ def paged_section_records(
     *,
     metadata: DocumentMeta | None = None,
     headings: list[HeadingRecord] | None = None,
+    tables: list[list[list[str]]] | None = None,
+    only_found_tables: bool = False,
 ) -> Iterator[Record]:
     """The meta record and the page records of a text in sections that each start a page
     (a DOCX's page and section breaks), each cut into pages of at most max_chars. Each
     heading goes with the page its text is found on, in document order (one not found there
-    stays pending; whatever is left goes with the last page)."""
+    stays pending; whatever is left goes with the last page); each table row likewise
+    (formats.tables.place_rows)."""
+    from services.extractor.formats.tables import place_rows
+
     pages = [page for text in sections if text for page in text_pages(text, max_chars)] or [""]
+    placed: list[list[TableRecord]] = (
+        place_rows(pages, tables, only_found=only_found_tables) if tables else []
+    )
     yield meta_record(fmt, len(pages), metadata=metadata)
     pending = list(headings or [])
     for number, page in enumerate(pages, start=1):
@@ -116,7 +139,10 @@ def paged_section_records(
             here.append(pending.pop(0))
         if number == len(pages):
             here += pending
-        yield page_record(number, page, has_text_layer=bool(page), headings=here or None)
+        page_tables = placed[number - 1] if placed else None
+        yield page_record(
+            number, page, has_text_layer=bool(page), headings=here or None, tables=page_tables
+        )
 
 
 def check_chars(total: int, spec: ExtractSpec) -> None:

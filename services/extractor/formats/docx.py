@@ -25,6 +25,7 @@ from services.extractor.formats.containers import ooxml_metadata, open_zip
 from services.extractor.formats.docx_pages import DocxPager
 from services.extractor.formats.docx_text import BodyText, W
 from services.extractor.formats.headings import heading, headings_of
+from services.extractor.formats.tables import docx_tables
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import ExtractionFatal, ExtractSpec, HeadingRecord
 from shared.sniff import DOCX_MAIN_PART, zip_problem
@@ -145,4 +146,5 @@ def extract_docx(spec: ExtractSpec) -> Iterator[Record]:
         spec.flowing_page_chars,
         metadata=metadata,
         headings=docx_headings(document),
+        tables=docx_tables(document),
     )

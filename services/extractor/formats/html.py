@@ -12,6 +12,7 @@ from pathlib import Path
 from services.extractor.formats import Record, check_chars, paged_text_records
 from services.extractor.formats.containers import clean_meta
 from services.extractor.formats.headings import html_headings
+from services.extractor.formats.tables import html_tables
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import DocumentMeta, ExtractionFatal, ExtractSpec
 
@@ -87,10 +88,13 @@ def extract_html(spec: ExtractSpec) -> Iterator[Record]:
     data = Path(spec.path).read_bytes()
     text = normalize_text(main_text(data))
     check_chars(len(text), spec)
+    # Only the tables whose text the main-text extraction kept (not navigation or layout).
     yield from paged_text_records(
         "html",
         text,
         spec.flowing_page_chars,
         metadata=html_metadata(data),
         headings=html_headings(data),
+        tables=html_tables(data),
+        only_found_tables=True,
     )

@@ -11,7 +11,7 @@ with defusedxml (no entities), the metadata from meta.xml.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.extractor.formats import Record, check_chars
 from services.extractor.formats.containers import (
@@ -22,11 +22,13 @@ from services.extractor.formats.containers import (
     read_entry,
 )
 from services.extractor.formats.headings import first_line_heading, heading, headings_of
+from services.extractor.formats.tables import clean_rows, is_table, page_tables
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import (
     DocumentMeta,
     ExtractSpec,
     HeadingRecord,
+    TableRecord,
     meta_record,
     page_record,
 )
@@ -85,7 +87,12 @@ def _repeat(element: Any, attribute: str) -> int:
 
 def table_lines(table: Any) -> list[str]:
     """A table's rows as tab-separated lines (rows in header and row groups included)."""
-    lines: list[str] = []
+    return ["\t".join(cells) for cells in table_rows(table)]
+
+
+def table_rows(table: Any) -> list[list[str]]:
+    """A table's rows of cell texts (rows in header and row groups included)."""
+    lines: list[list[str]] = []
     for row in table.iter():
         if local_name(row.tag) != "table-row":
             continue
@@ -101,7 +108,7 @@ def table_lines(table: Any) -> list[str]:
         while cells and not cells[-1]:
             cells.pop()
         if cells:
-            lines += ["\t".join(cells)] * min(_repeat(row, "number-rows-repeated"), MAX_REPEAT)
+            lines += [cells] * min(_repeat(row, "number-rows-repeated"), MAX_REPEAT)
     return lines
 
 
@@ -208,10 +215,16 @@ def odp_headings(body: Any) -> list[list[HeadingRecord]]:
     return pages
 
 
-def read_opendocument(
-    path: str, fmt: str
-) -> tuple[list[str], list[list[HeadingRecord]], DocumentMeta]:
-    """The pages' texts, each page's headings, and the metadata of an OpenDocument file."""
+class OpenDocument(NamedTuple):
+    pages: list[str]
+    headings: list[list[HeadingRecord]]
+    tables: list[list[TableRecord]]
+    metadata: DocumentMeta
+
+
+def read_opendocument(path: str, fmt: str) -> OpenDocument:
+    """The pages' texts, each page's headings and tables, and the metadata of an
+    OpenDocument file."""
     what = WHAT[fmt]
     with open_zip(path, what) as zf:
         metadata = odf_metadata(zf)
@@ -226,15 +239,43 @@ def read_opendocument(
         headings = odp_headings(body)
     else:  # a sheet's name heads its rows
         headings = [first_line_heading(text) for text in pages]
-    return pages, headings, metadata
+    tables = document_tables(body, fmt) if body is not None else []
+    return OpenDocument(pages, headings, tables, metadata)
+
+
+def document_tables(body: Any, fmt: str) -> list[list[TableRecord]]:
+    """Each page's tables: an ODS sheet is one (its rows); an ODT's tables (those not inside
+    another table, whose text is part of a cell) are on its one page; slides' tables stay
+    text."""
+    if fmt == "ods":
+        sheets = (clean_rows(table_rows(t)) for t in body if local_name(t.tag) == "table")
+        return [page_tables([rows]) if is_table(rows) else [] for rows in sheets]
+    if fmt != "odt":
+        return []
+    found = [
+        rows for rows in map(clean_rows, map(table_rows, outer_tables(body))) if is_table(rows)
+    ]
+    return [page_tables(found)]
+
+
+def outer_tables(element: Any) -> Iterator[Any]:
+    """The tables below `element` that are not inside another table, in document order."""
+    for child in element:
+        if local_name(child.tag) == "table":
+            yield child
+        else:
+            yield from outer_tables(child)
 
 
 def extract_opendocument(spec: ExtractSpec) -> Iterator[Record]:
-    pages, headings, metadata = read_opendocument(spec.path, spec.format)
+    pages, headings, tables, metadata = read_opendocument(spec.path, spec.format)
     if spec.format != "odt":
         metadata["page_count"] = len(pages)
     check_chars(sum(len(text) for text in pages), spec)
     yield meta_record(spec.format, len(pages), metadata=metadata)
     for number, text in enumerate(pages, start=1):
         page_headings = headings[number - 1] if number <= len(headings) else []
-        yield page_record(number, text, has_text_layer=bool(text), headings=page_headings)
+        page_tables_ = tables[number - 1] if number <= len(tables) else None
+        yield page_record(
+            number, text, has_text_layer=bool(text), headings=page_headings, tables=page_tables_
+        )

@@ -1,4 +1,5 @@
-"""XLSX: each sheet a page, its rows as lines of tab-separated cell values.
+"""XLSX: each sheet a page, its rows as lines of tab-separated cell values, and the sheet as
+a table (its rows of cells) beside them.
 
 openpyxl reads in read-only mode, which streams each sheet's XML row by row instead of
 building the workbook in memory. What a sheet declares about its size is ignored
@@ -18,6 +19,7 @@ from typing import IO, Any
 from services.extractor.formats import Record, check_chars, short
 from services.extractor.formats.containers import ooxml_metadata, open_zip
 from services.extractor.formats.headings import first_line_heading
+from services.extractor.formats.tables import clean_rows, is_table, page_tables
 from services.extractor.normalize import normalize_text
 from services.extractor.spec import (
     DocumentMeta,
@@ -61,10 +63,10 @@ class CellBudget:
             )
 
 
-def sheet_lines(rows: Iterator[tuple[Any, ...]], budget: CellBudget) -> list[str]:
-    """The sheet's non-empty rows as tab-separated lines; stops after EMPTY_RUN_MAX empty rows
-    in a row (the rest of the sheet is taken to be empty)."""
-    lines: list[str] = []
+def sheet_rows(rows: Iterator[tuple[Any, ...]], budget: CellBudget) -> list[list[str]]:
+    """The sheet's non-empty rows as cell texts; stops after EMPTY_RUN_MAX empty rows in a row
+    (the rest of the sheet is taken to be empty)."""
+    lines: list[list[str]] = []
     empty_run = 0
     for row in rows:
         budget.spend(max(len(row), 1))
@@ -77,7 +79,7 @@ def sheet_lines(rows: Iterator[tuple[Any, ...]], budget: CellBudget) -> list[str
                 break
             continue
         empty_run = 0
-        lines.append("\t".join(texts))
+        lines.append(texts)
     return lines
 
 
@@ -112,7 +114,7 @@ def read_workbook(spec: ExtractSpec, workbook: Any, metadata: DocumentMeta) -> I
             if hasattr(sheet, "reset_dimensions"):
                 sheet.reset_dimensions()  # the declared size is not trusted
             try:
-                lines = sheet_lines(sheet.iter_rows(values_only=True), budget)
+                cells = sheet_rows(sheet.iter_rows(values_only=True), budget)
             except ExtractionFatal:
                 raise
             except Exception as exc:
@@ -121,10 +123,15 @@ def read_workbook(spec: ExtractSpec, workbook: Any, metadata: DocumentMeta) -> I
                     number, "", has_text_layer=False, error=f"Sheet {number}: {detail}"
                 )
                 continue
+            lines = ["\t".join(row) for row in cells]
             text = normalize_text(f"{sheet.title}\n\n" + "\n".join(lines)) if lines else ""
             total += len(text)
             check_chars(total, spec)
             headings = first_line_heading(text)  # the sheet's name
-            yield page_record(number, text, has_text_layer=bool(text), headings=headings)
+            rows = clean_rows(cells)
+            table = page_tables([rows]) if is_table(rows) else []
+            yield page_record(
+                number, text, has_text_layer=bool(text), headings=headings, tables=table
+            )
     finally:
         workbook.close()

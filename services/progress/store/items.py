@@ -24,15 +24,17 @@ from shared.events import AnalyzedChunk, ChunksAnalyzed, PageExtracted, PageOcre
 
 _PAGES_EXTRACTED = """
 INSERT INTO job_pages AS p (job_id, page, extracted_at, has_text_layer, text, text_chunks,
-                            ocr_pending, error, headings)
-SELECT s.job_id, s.page, s.at, s.htl, s.text, s.chunks, s.pending, s.error, s.headings::jsonb
+                            ocr_pending, error, headings, tables)
+SELECT s.job_id, s.page, s.at, s.htl, s.text, s.chunks, s.pending, s.error, s.headings::jsonb,
+       s.tables::jsonb
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::bool[], $5::text[], $6::int[],
-            $7::bool[], $8::text[], $9::text[])
-     AS s(job_id, page, at, htl, text, chunks, pending, error, headings)
+            $7::bool[], $8::text[], $9::text[], $10::text[])
+     AS s(job_id, page, at, htl, text, chunks, pending, error, headings, tables)
 ON CONFLICT (job_id, page) DO UPDATE SET
     extracted_at = EXCLUDED.extracted_at, has_text_layer = EXCLUDED.has_text_layer,
     text = EXCLUDED.text, text_chunks = EXCLUDED.text_chunks,
-    ocr_pending = EXCLUDED.ocr_pending, error = EXCLUDED.error, headings = EXCLUDED.headings
+    ocr_pending = EXCLUDED.ocr_pending, error = EXCLUDED.error, headings = EXCLUDED.headings,
+    tables = EXCLUDED.tables
 WHERE p.extracted_at IS NULL
 RETURNING p.job_id, p.page, p.ocred_at IS NOT NULL AS ocred, p.ocr_error IS NOT NULL AS ocr_failed
 """
@@ -75,6 +77,18 @@ def headings_json(event: PageExtracted) -> str | None:
     return json.dumps(headings, ensure_ascii=False)
 
 
+def tables_json(event: PageExtracted) -> str | None:
+    """The page's tables as JSON text (NUL characters removed), or None when it has none;
+    `first_row` and `truncated` only where they say something."""
+    if not event.tables:
+        return None
+    tables = [
+        {"index": t.index, **t.model_dump(exclude_defaults=True, exclude={"index"})}
+        for t in event.tables
+    ]
+    return json.dumps(clean(tables), ensure_ascii=False)
+
+
 async def write_pages_extracted(
     conn: asyncpg.Connection, events: list[PageExtracted], deltas: Deltas
 ) -> None:
@@ -93,6 +107,7 @@ async def write_pages_extracted(
         [e.ocr_pending for e in evs],
         [clean(e.error) for e in evs],
         [headings_json(e) for e in evs],
+        [tables_json(e) for e in evs],
     )
     for row in rows:  # only the pages written first here
         ev = by_key[(row["job_id"], row["page"])]
@@ -201,7 +216,7 @@ async def item_totals(
 # The result's text, pages, chunks and failed_pages, assembled in the database from the rows:
 # a long document's result is tens of MB that this process never holds. A page shows its text
 # layer if it has one (its OCR text alongside), else its OCR text, with its OCR confidence
-# (0-100, one decimal) and its headings when it has them; "source" sorts text-layer
+# (0-100, one decimal), its headings and its tables when it has them; "source" sorts text-layer
 # before ocr ("text-layer" > "ocr", hence DESC).
 _INSERT_RESULT = """
 WITH p AS (
@@ -212,10 +227,11 @@ WITH p AS (
            ocred_at IS NOT NULL OR coalesce(ocr_pending, false) AS ocr_side,
            nullif(concat_ws('; ', nullif(error, ''), nullif(ocr_error, '')), '') AS err,
            ocr_confidence,
-           nullif(headings, '[]'::jsonb) AS headings
+           nullif(headings, '[]'::jsonb) AS headings,
+           nullif(tables, '[]'::jsonb) AS tables
     FROM job_pages WHERE job_id = $1
 ), e AS (
-    SELECT page, err, ocr_confidence, headings,
+    SELECT page, err, ocr_confidence, headings, tables,
            CASE WHEN has_layer OR NOT ocr_side THEN text ELSE ocr_text END AS main_text,
            CASE WHEN has_layer OR NOT ocr_side THEN 'text-layer' ELSE 'ocr' END AS source,
            CASE WHEN has_layer AND ocr_text <> '' THEN ocr_text END AS extra_ocr
@@ -238,6 +254,8 @@ SELECT $1, $2::jsonb || jsonb_build_object(
                END
             || CASE WHEN headings IS NULL THEN '{}'::jsonb
                     ELSE jsonb_build_object('headings', headings) END
+            || CASE WHEN tables IS NULL THEN '{}'::jsonb
+                    ELSE jsonb_build_object('tables', tables) END
             ORDER BY page)
         FROM e), '[]'::jsonb),
     'failed_pages', coalesce((
