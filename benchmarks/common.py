@@ -30,6 +30,8 @@ from shared.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
 TENANT = "bench"
+# Two more tenants, for the fair-share benchmark (benchmarks/fair_share.py): key -> tenant.
+FAIR_KEYS = {"bench-fair-a": "bench-a", "bench-fair-b": "bench-b"}
 
 
 class CorpusMissing(RuntimeError):
@@ -159,13 +161,14 @@ class BenchStack:
         ocr: str = "never",
         priority: int = 0,
         force: bool = True,
+        key: str = API_KEY,
     ) -> tuple[str, float]:
         """Upload; returns the job id and the monotonic time the upload was accepted.
         `force`: process it even when the same document was processed before (benchmarks
-        measure processing, not the reuse of a duplicate's result)."""
+        measure processing, not the reuse of a duplicate's result). `key`: the tenant's."""
         response = await client.post(
             f"{self.api}/v1/jobs",
-            headers=self.headers,
+            headers={"Authorization": f"Bearer {key}"},
             files={"file": (name, data)},
             data={"ocr": ocr, "priority": str(priority), "force": str(force).lower()},
         )
@@ -252,7 +255,7 @@ async def bench_stack(
         amqp_url=os.environ.get("DOCPIPE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
         bus_prefix=f"docpipe_bench_{run_id}",
         blob_dir=blob_dir,
-        api_keys=f"{API_KEY}={TENANT}",
+        api_keys=",".join(f"{k}={t}" for k, t in {API_KEY: TENANT, **FAIR_KEYS}.items()),
         admin_keys="bench-admin",
         # The stack's ladder too: teardown deletes the retry queues these delays name.
         retry_delays_ms=[200, 500, 1000],

@@ -28,6 +28,7 @@ from benchmarks import (
     batch_follow,
     dedup,
     eta,
+    fair_share,
     latency,
     llm_analyze,
     memory,
@@ -65,6 +66,7 @@ BENCHMARKS = {
     "dedup": Benchmark(dedup.duplicate_of_long_pdf, ("pdf_text",)),
     "llm": Benchmark(llm_analyze.run),
     "eta": Benchmark(eta.run, ("pdf_text", "pdf_scanned")),
+    "fair_share": Benchmark(fair_share.run, ("pdf_text",)),
     # Last: its large documents would leave the services' heaps grown for the ones after it.
     "memory": Benchmark(memory.run),
 }
