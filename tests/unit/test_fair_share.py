@@ -3,6 +3,8 @@ once, and the weighted release order."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from services.ingest.errors import PriorityAboveCeiling
@@ -13,6 +15,10 @@ from services.ingest.fair_share import (
     releases_by_tenant,
     start_now,
 )
+from shared import topology
+from shared.bus import Delivery, MemoryBus
+from shared.bus.identity import PublisherPolicy
+from shared.events import DocumentUploaded
 from shared.settings import Settings
 
 LIMITS = TenantLimits(inflight_default=4, pending_default=100, ceiling_default=5)
@@ -143,3 +149,46 @@ def test_too_many_pending_jobs_is_429_with_retry_after_and_a_sentence() -> None:
         '{"detail":"This tenant already has 200 jobs queued or in progress, its limit; '
         'try again in 30 s, when some have finished."}'
     )
+
+
+# --- an upstream app's upload on the bus: its priority is capped at its tenant's ceiling ---
+
+
+def _policy_settings(**extra: object) -> Settings:
+    return Settings(
+        env="production",
+        amqp_tenants={"upstream-acme": "acme", "upstream-ops": "ops"},
+        tenant_priority_ceiling={"ops": 8},
+        retry_delays_ms=[10],
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_an_upstream_priority_is_capped_and_a_trusted_one_kept() -> None:
+    policy = PublisherPolicy.from_settings(_policy_settings())
+    assert policy.capped_priority("upstream-acme", "acme", 9) == 5
+    assert policy.capped_priority("upstream-acme", "acme", 3) == 3
+    assert policy.capped_priority("upstream-ops", "ops", 9) == 8
+    assert policy.capped_priority("docpipe-ingest", "acme", 9) == 9
+    assert policy.capped_priority(None, "acme", 9) == 5  # dev's unknown publishers too
+
+
+@pytest.mark.parametrize(("user", "handled_priority"), [("upstream-acme", 5), (None, 9)])
+async def test_the_handler_sees_the_capped_priority(
+    user: str | None, handled_priority: int
+) -> None:
+    # None: the in-memory bus's default user, ingest (trusted).
+    kwargs = {"user": user} if user else {}
+    bus = MemoryBus(_policy_settings(), "extractor", **kwargs)
+    handled: list[DocumentUploaded] = []
+
+    async def handle(event: DocumentUploaded, delivery: Delivery) -> None:
+        handled.append(event)
+
+    bus.subscribe(topology.EXTRACTOR, DocumentUploaded, handle, prefetch=1)
+    event = DocumentUploaded(
+        job_id=uuid.uuid4(), tenant="acme", document_uri="blob://sha256/" + "a" * 64, priority=9
+    )
+    await bus.publish(event)
+    assert [e.priority for e in handled] == [handled_priority]
+    assert handled[0].job_id == event.job_id
