@@ -228,23 +228,34 @@ async def test_the_in_flight_limit_holds_while_a_backlog_is_processed(
     assert [r.status_code for r in responses] == [202] * total
     job_ids = [r.json()["job_id"] for r in responses]
 
-    samples: list[tuple[int, int]] = []  # (jobs processing, jobs held) of the tenant
+    # Per sample: the tenant's jobs running (status processing), in flight (not ended, with
+    # its document.uploaded published: on its way to or in the workers), and held.
+    samples: list[tuple[int, int, int]] = []
 
     async def sample() -> bool:
         row = await db_pool.fetchrow(
-            "SELECT count(*) FILTER (WHERE status = 'processing') AS running, "
-            "count(*) FILTER (WHERE status IN ('queued', 'processing')) AS active "
-            "FROM jobs WHERE tenant = $1",
+            """
+            SELECT count(*) FILTER (WHERE j.status = 'processing') AS running,
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM outbox o
+                       WHERE o.payload->>'job_id' = j.job_id::text
+                         AND o.routing_key = 'document.uploaded'
+                         AND o.published_at IS NOT NULL)) AS in_flight,
+                   (SELECT count(*) FROM held_uploads h WHERE h.tenant = $1) AS held
+            FROM jobs j WHERE j.tenant = $1 AND j.status IN ('queued', 'processing')
+            """,
             tenant,
         )
         assert row is not None
-        samples.append((row["running"], len(await _held(db_pool, tenant))))
-        return row["active"] == 0
+        samples.append((row["running"], row["in_flight"], row["held"]))
+        return row["in_flight"] + row["held"] == 0
 
     await _wait_until(sample, timeout=180)
     statuses = [(await client.job(j, key)).json()["status"] for j in job_ids]
     assert statuses == ["completed"] * total
-    assert max(running for running, _ in samples) <= FULL_INFLIGHT
-    assert max(running for running, _ in samples) >= 1  # the samples did see work running
-    assert max(held for _, held in samples) >= 1  # ...and jobs waiting for a slot
+    running, in_flight, held = (max(column) for column in zip(*samples, strict=True))
+    assert running <= in_flight <= FULL_INFLIGHT, samples
+    assert running >= 1 and in_flight == FULL_INFLIGHT  # the samples saw the limit reached
+    assert held >= 1  # ...and jobs waiting for a slot
+    assert len(samples) >= 10
     assert await _held(db_pool, tenant) == set()
