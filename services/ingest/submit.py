@@ -113,7 +113,9 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
     settings = runtime.settings
     limits = TenantLimits.from_settings(settings)
     refuse_unreadable_body(request, settings.max_upload_bytes)
-    await check_room(runtime.pool, limits, tenant, settings.admission_retry_after_seconds)
+    if not await _names_a_job(runtime, tenant, request.idempotency_key):
+        # A reused Idempotency-Key gets its job back (or a 422) even when the tenant is full.
+        await check_room(runtime.pool, limits, tenant, settings.admission_retry_after_seconds)
     with runtime.upload_slots.hold(tenant):
         upload = await _receive(runtime, request)
         options = checked_ocr_lang(parse_options(upload.fields), settings, ("body",))
@@ -130,6 +132,12 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
         password_token = seal_password(runtime.settings, options.password)
         job = new_job(request, tenant, upload, options, fmt, analysis, password_token)
         return await _create_job(runtime, request, job, upload, options)
+
+
+async def _names_a_job(runtime: IngestRuntime, tenant: str, idempotency_key: str | None) -> bool:
+    if not idempotency_key:
+        return False
+    return await repo.find_by_idempotency_key(runtime.pool, tenant, idempotency_key) is not None
 
 
 def refuse_unreadable_body(request: UploadRequest, max_upload_bytes: int) -> None:

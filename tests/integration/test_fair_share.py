@@ -12,6 +12,7 @@ counts of another test's tenant mean nothing here):
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -49,8 +50,6 @@ def _overrides(settings: Settings, keys: dict[str, str], inflight: int) -> dict[
 
 
 def _json(value: dict[str, int]) -> str:
-    import json
-
     return json.dumps(value)
 
 
