@@ -108,9 +108,17 @@ async def test_jobs_beyond_the_limit_wait_queued_and_past_the_second_limit_429(
 ) -> None:
     client, keys = held_stack
     key, tenant = next(iter(keys.items()))
+    idempotency = {**client.headers(key), "Idempotency-Key": f"fair-{uuid.uuid4()}"}
+    by_url = {"url": "https://example.com/report.pdf"}
     job_ids = []
     for n in range(HELD_PENDING):
-        response = await _submit(client, key, n)
+        if n == 0:  # a URL job under an Idempotency-Key, sent again below
+            async with httpx.AsyncClient(timeout=30) as http:
+                response = await http.post(
+                    f"{client.api}/v1/jobs", headers=idempotency, json=by_url
+                )
+        else:
+            response = await _submit(client, key, n)
         assert response.status_code == 202, response.text
         assert response.json()["status"] == "queued"
         job_ids.append(response.json()["job_id"])
@@ -135,7 +143,10 @@ async def test_jobs_beyond_the_limit_wait_queued_and_past_the_second_limit_429(
             headers=client.headers(key),
             json={"urls": ["https://example.com/a.pdf"]},
         )
+        # A reused Idempotency-Key still gets its job back: nothing new is admitted.
+        replay = await http.post(f"{client.api}/v1/jobs", headers=idempotency, json=by_url)
     assert batch.status_code == 429 and batch.headers["retry-after"] == "7"
+    assert replay.status_code == 200 and replay.json()["job_id"] == job_ids[0]
 
     # Cancelling a queued (held) job: it ends cancelled and is never published.
     queued = job_ids[-1]
