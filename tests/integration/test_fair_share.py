@@ -103,29 +103,28 @@ async def _published(db: asyncpg.Pool, job_id: str) -> bool:
     return found
 
 
+async def _post(client: StackClient, path: str, headers: dict[str, str], body: Any) -> Any:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(f"{client.api}{path}", headers=headers, json=body)
+
+
 async def test_jobs_beyond_the_limit_wait_queued_and_past_the_second_limit_429(
     held_stack: tuple[StackClient, dict[str, str]], db_pool: asyncpg.Pool
 ) -> None:
     client, keys = held_stack
     key, tenant = next(iter(keys.items()))
+    # The first job: by URL under an Idempotency-Key, sent again once the tenant is full.
     idempotency = {**client.headers(key), "Idempotency-Key": f"fair-{uuid.uuid4()}"}
     by_url = {"url": "https://example.com/report.pdf"}
-    job_ids = []
-    for n in range(HELD_PENDING):
-        if n == 0:  # a URL job under an Idempotency-Key, sent again below
-            async with httpx.AsyncClient(timeout=30) as http:
-                response = await http.post(
-                    f"{client.api}/v1/jobs", headers=idempotency, json=by_url
-                )
-        else:
-            response = await _submit(client, key, n)
-        assert response.status_code == 202, response.text
-        assert response.json()["status"] == "queued"
-        job_ids.append(response.json()["job_id"])
+    responses = [await _post(client, "/v1/jobs", idempotency, by_url)]
+    responses += [await _submit(client, key, n) for n in range(1, HELD_PENDING)]
+    assert [r.status_code for r in responses] == [202] * HELD_PENDING
+    assert {r.json()["status"] for r in responses} == {"queued"}
+    job_ids = [r.json()["job_id"] for r in responses]
     # The first HELD_INFLIGHT are on the bus; the others wait, unpublished.
-    assert [await _published(db_pool, j) for j in job_ids] == [True] * HELD_INFLIGHT + [False] * (
-        HELD_PENDING - HELD_INFLIGHT
-    )
+    waiting = HELD_PENDING - HELD_INFLIGHT
+    published = [await _published(db_pool, j) for j in job_ids]
+    assert published == [True] * HELD_INFLIGHT + [False] * waiting
     assert await _held(db_pool, tenant) == {uuid.UUID(j) for j in job_ids[HELD_INFLIGHT:]}
     views = [(await client.job(j, key)).json() for j in job_ids]
     assert {v["status"] for v in views} == {"queued"}
@@ -137,23 +136,22 @@ async def test_jobs_beyond_the_limit_wait_queued_and_past_the_second_limit_429(
         "detail": f"This tenant already has {HELD_PENDING} jobs queued or in progress, its "
         "limit; try again in 7 s, when some have finished."
     }
-    async with httpx.AsyncClient(timeout=30) as http:
-        batch = await http.post(
-            f"{client.api}/v1/batches",
-            headers=client.headers(key),
-            json={"urls": ["https://example.com/a.pdf"]},
-        )
-        # A reused Idempotency-Key still gets its job back: nothing new is admitted.
-        replay = await http.post(f"{client.api}/v1/jobs", headers=idempotency, json=by_url)
+    batch = await _post(
+        client, "/v1/batches", client.headers(key), {"urls": ["https://example.com/a.pdf"]}
+    )
     assert batch.status_code == 429 and batch.headers["retry-after"] == "7"
+    # A reused Idempotency-Key still gets its job back: nothing new is admitted.
+    replay = await _post(client, "/v1/jobs", idempotency, by_url)
     assert replay.status_code == 200 and replay.json()["job_id"] == job_ids[0]
+    await _cancel_queued_then_free_a_slot(client, key, tenant, job_ids, db_pool)
 
+
+async def _cancel_queued_then_free_a_slot(
+    client: StackClient, key: str, tenant: str, job_ids: list[str], db_pool: asyncpg.Pool
+) -> None:
     # Cancelling a queued (held) job: it ends cancelled and is never published.
     queued = job_ids[-1]
-    async with httpx.AsyncClient(timeout=30) as http:
-        cancel = await http.post(
-            f"{client.api}/v1/jobs/{queued}/cancel", headers=client.headers(key)
-        )
+    cancel = await _post(client, f"/v1/jobs/{queued}/cancel", client.headers(key), None)
     assert cancel.status_code == 202, cancel.text
     final = await client.wait_ended(queued, key, timeout=30)
     assert final["status"] == "cancelled"
@@ -161,8 +159,7 @@ async def test_jobs_beyond_the_limit_wait_queued_and_past_the_second_limit_429(
     assert not await _published(db_pool, queued)
 
     # A job that ends frees its slot: the next held job (in submitted order) is published.
-    async with httpx.AsyncClient(timeout=30) as http:
-        await http.post(f"{client.api}/v1/jobs/{job_ids[0]}/cancel", headers=client.headers(key))
+    await _post(client, f"/v1/jobs/{job_ids[0]}/cancel", client.headers(key), None)
     await _wait_until(lambda: _published(db_pool, job_ids[HELD_INFLIGHT]))
     assert not await _published(db_pool, job_ids[HELD_INFLIGHT + 1])
     assert await _held(db_pool, tenant) == {uuid.UUID(job_ids[HELD_INFLIGHT + 1])}
@@ -258,7 +255,7 @@ async def test_the_in_flight_limit_holds_while_a_backlog_is_processed(
         )
         assert row is not None
         samples.append((row["running"], row["in_flight"], row["held"]))
-        return row["in_flight"] + row["held"] == 0
+        return bool(row["in_flight"] + row["held"] == 0)
 
     await _wait_until(sample, timeout=180)
     statuses = [(await client.job(j, key)).json()["status"] for j in job_ids]
