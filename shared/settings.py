@@ -329,7 +329,7 @@ class Settings(BaseSettings):
     # (DOCPIPE_TENANT_WEIGHTS='{"t1": 2}', default 1). A priority above the tenant's ceiling is
     # refused (422); an admin key may use up to 9. The loop rereads the counts every
     # admission_poll_seconds, and at once when a job ends (NOTIFY).
-    tenant_inflight_default: int = Field(default=16, ge=1)
+    tenant_inflight_default: int = Field(default=8, ge=1)
     tenant_inflight: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     tenant_pending_default: int = Field(default=10_000, ge=1)
     tenant_pending: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
