@@ -29,6 +29,7 @@ from benchmarks import (
     capacity,
     dedup,
     eta,
+    fair_share,
     latency,
     llm_analyze,
     memory,
@@ -70,6 +71,7 @@ BENCHMARKS = {
     "eta": Benchmark(eta.run, ("pdf_text", "pdf_scanned")),
     # Per-page costs for docs/capacity.md (scripts/gen_capacity.py), on counters of its own.
     "capacity": Benchmark(capacity.run, ("pdf_text", "pdf_scanned")),
+    "fair_share": Benchmark(fair_share.run, ("pdf_text",)),
     # Last: its large documents would leave the services' heaps grown for the ones after it.
     "memory": Benchmark(memory.run),
 }

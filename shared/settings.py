@@ -354,6 +354,28 @@ class Settings(BaseSettings):
     # replica learns from completed jobs (it rereads them at once after learning itself).
     stage_costs_reload_seconds: float = Field(default=15.0, gt=0)
 
+    # Fair shares between tenants (issue 13, item 6; services/ingest/admission.py, decision
+    # 1080). A tenant has at most tenant_inflight_default jobs in flight (published, not ended;
+    # per tenant: DOCPIPE_TENANT_INFLIGHT='{"t1": 50}'); later ones wait, queued, in PostgreSQL.
+    # Beyond tenant_pending_default jobs queued and in flight (DOCPIPE_TENANT_PENDING), a submit
+    # is answered 429 with Retry-After: admission_retry_after_seconds. admission_global_inflight
+    # (0: none) caps every tenant's together; held jobs are then released by weighted fair share
+    # (DOCPIPE_TENANT_WEIGHTS='{"t1": 2}', default 1). A priority above the tenant's ceiling is
+    # refused (422); an admin key may use up to 9. The loop rereads the counts every
+    # admission_poll_seconds, and at once when a job ends (NOTIFY).
+    tenant_inflight_default: int = Field(default=8, ge=1)
+    tenant_inflight: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    tenant_pending_default: int = Field(default=10_000, ge=1)
+    tenant_pending: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    tenant_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    admission_global_inflight: int = Field(default=0, ge=0)
+    admission_retry_after_seconds: int = Field(default=30, ge=1)
+    admission_poll_seconds: float = Field(default=1.0, gt=0)
+    priority_ceiling_default: int = Field(default=5, ge=0, le=9)
+    tenant_priority_ceiling: dict[str, Annotated[int, Field(ge=0, le=9)]] = Field(
+        default_factory=dict
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -85,6 +85,10 @@ def test_settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Sett
         # A key of the session's own, not the development key: the stacks get it through
         # stack_env, so a password is sealed and opened with what the settings configure.
         secret_keys=[SecretStr(Fernet.generate_key().decode())],
+        # Tests share one database, and many leave jobs unfinished (ingest alone, no
+        # extractor): with the default in-flight limit a tenant's later jobs would be held.
+        # The fair-share tests set their own limits on tenants of their own.
+        tenant_inflight_default=1_000_000,
     )
 
 

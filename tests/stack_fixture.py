@@ -46,6 +46,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "DOCPIPE_ENV": settings.env,
         "DOCPIPE_SECRET_KEYS": ",".join(k.get_secret_value() for k in settings.secret_keys),
         "DOCPIPE_RETRY_DELAYS_MS": "[200, 500, 1000]",
+        "DOCPIPE_TENANT_INFLIGHT_DEFAULT": str(settings.tenant_inflight_default),
         "DOCPIPE_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
         **stack_ports(),

@@ -7,9 +7,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.constants import REF_TEMPLATE
 
+from services.ingest.admission import run_admission
 from services.ingest.api.errors import install_error_handlers
 from services.ingest.api.routes import batches, deletion, jobs
 from services.ingest.batch_models import BatchRequest, BatchUploadForm
+from services.ingest.fair_share import TenantLimits
 from services.ingest.limits import UploadSlots
 from services.ingest.middleware import RequestIdMiddleware
 from services.ingest.models import UploadForm, UrlJobRequest
@@ -24,6 +26,9 @@ from shared.settings import Settings, get_settings
 def setup(ctx: ServiceContext) -> None:
     log_installed(ctx.settings)
     ctx.spawn(run_relay(ctx.pool, ctx.bus), name="outbox-relay")
+    limits = TenantLimits.from_settings(ctx.settings)
+    poll = ctx.settings.admission_poll_seconds
+    ctx.spawn(run_admission(ctx.pool, ctx.bus, limits, poll_seconds=poll), name="admission")
 
 
 def upload_form_schemas() -> dict[str, Any]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from services.ingest.admission import admit, forget_held
+from services.ingest.fair_share import TenantLimits
 from shared.events import TERMINAL_STATUSES, DocumentUploaded, Event, JobCancelled
 
 BATCH_COLUMNS = (
@@ -66,10 +68,15 @@ async def enqueue_many(
 
 
 async def create_batch(
-    conn: asyncpg.Connection, batch: NewBatch, jobs: Sequence[BatchJob], headers: Any
+    conn: asyncpg.Connection,
+    batch: NewBatch,
+    jobs: Sequence[BatchJob],
+    headers: Any,
+    limits: TenantLimits,
 ) -> list[int]:
     """The batch row, its jobs (created_at a microsecond apart, so lists keep the submitted
-    order), the blob owners and one DocumentUploaded outbox row per job, in one transaction.
+    order), the blob owners and one DocumentUploaded outbox row per job, in one transaction;
+    the jobs beyond the tenant's in-flight limit are held (services/ingest/admission.py).
     Returns the outbox ids."""
     events = [j.event for j in jobs]
     async with conn.transaction():
@@ -113,7 +120,9 @@ async def create_batch(
             [e.document_uri for e in events if e.document_uri.startswith("blob://")],
             batch.tenant,
         )
-        return await enqueue_many(conn, events, [e.priority for e in events], headers)
+        outbox_ids = await enqueue_many(conn, events, [e.priority for e in events], headers)
+        await admit(conn, limits, batch.tenant, outbox_ids)
+        return outbox_ids
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,7 @@ async def request_batch_cancel(
             batch_id,
             [s.value for s in TERMINAL_STATUSES],
         )
+        await forget_held(conn, [r["job_id"] for r in job_ids])
         events = [JobCancelled(job_id=r["job_id"], reason=BATCH_CANCEL_REASON) for r in job_ids]
         ids = await enqueue_many(conn, events, [CANCEL_PRIORITY] * len(events), headers)
     return BatchCancelOutcome(found=True, cancelled_jobs=len(events), outbox_ids=tuple(ids))

@@ -13,6 +13,7 @@ import structlog
 from pydantic import ValidationError
 
 from services.ingest import batch_store as store
+from services.ingest.admission import check_priority, check_room
 from services.ingest.batch_models import BatchRequest
 from services.ingest.batch_upload import receive_batch_form
 from services.ingest.errors import (
@@ -26,6 +27,7 @@ from services.ingest.errors import (
     UnsupportedFormat,
     UploadRejected,
 )
+from services.ingest.fair_share import TenantLimits
 from services.ingest.filenames import sanitize_filename
 from services.ingest.models import JobOptions
 from services.ingest.multipart import MultipartError, boundary_of
@@ -73,7 +75,16 @@ async def submit_batch_json(
     if tenant is None:
         raise NoTenant()
     check_urls(body.urls, runtime.settings, ("body", "urls"))
+    await _check_room(runtime, tenant)
     return await _create(runtime, tenant, body, [], correlation_id)
+
+
+async def _check_room(runtime: IngestRuntime, tenant: str) -> None:
+    """A batch is refused (429) only when the tenant is already at its limit of jobs queued
+    and in flight; one that is not is taken whole, even past that limit (decision 1080)."""
+    settings = runtime.settings
+    limits = TenantLimits.from_settings(settings)
+    await check_room(runtime.pool, limits, tenant, settings.admission_retry_after_seconds)
 
 
 async def submit_batch_form(runtime: IngestRuntime, request: UploadRequest) -> SubmittedBatch:
@@ -85,6 +96,7 @@ async def submit_batch_form(runtime: IngestRuntime, request: UploadRequest) -> S
     settings = runtime.settings
     refuse_unreadable_body(request, settings.max_upload_bytes * settings.batch_max_files)
     assert request.content_type is not None  # refuse_unreadable_body checked it
+    await _check_room(runtime, request.tenant)
     with runtime.upload_slots.hold(request.tenant):
         try:
             form = await receive_batch_form(
@@ -206,13 +218,15 @@ async def _create(
         raise EmptyBatch()
     batch_id = uuid.uuid4()
     options = checked_ocr_lang(body.options, runtime.settings, ("body", "options"))
+    limits = TenantLimits.from_settings(runtime.settings)
+    check_priority(limits, tenant, options.priority, ("body", "options", "priority"))
     password_token = seal_password(runtime.settings, options.password)
     jobs = _jobs_of(tenant, batch_id, options, files, body.urls, password_token)
     shown_options = options.model_dump(mode="json", exclude={"password"})
     batch = store.NewBatch(batch_id, tenant, body.name, body.labels, shown_options)
     async with runtime.pool.acquire() as conn:
         outbox_ids = await store.create_batch(
-            conn, batch, jobs, {"x-correlation-id": correlation_id}
+            conn, batch, jobs, {"x-correlation-id": correlation_id}, limits
         )
     # All at once, as a single upload's event: published a hundred at a time, a batch's jobs
     # start sooner than the relay (one publish after another) would start them.

@@ -32,7 +32,9 @@ import asyncpg
 from pydantic import BaseModel
 
 from services.ingest import repository as repo
+from services.ingest.admission import admit
 from services.ingest.errors import UploadRejected
+from services.ingest.fair_share import TenantLimits
 from services.ingest.outbox import enqueue
 from shared.blobstore import Blobs
 from shared.events import JobDeduplicated
@@ -101,11 +103,12 @@ async def create_job_or_reuse(
     *,
     force: bool,
     blobs: Blobs,
+    limits: TenantLimits,
 ) -> Created:
     """Record the job in one transaction: as a duplicate of a matching job (with its
     job.deduplicated event), or, with `force` or without a match, as a new job to process
-    (with its document.uploaded). Raises asyncpg.UniqueViolationError when the idempotency key
-    is taken."""
+    (with its document.uploaded, held if the tenant is at its in-flight limit). Raises
+    asyncpg.UniqueViolationError when the idempotency key is taken."""
     ev = job.event
     async with conn.transaction():
         # A blob is never deleted while a job naming it is being created (shared.purge).
@@ -120,6 +123,7 @@ async def create_job_or_reuse(
         await record_blob_owner(conn, ev.tenant, ev.document_uri)
         if source is None:
             outbox_id = await enqueue(conn, ev, priority=ev.priority, headers=headers)
+            await admit(conn, limits, ev.tenant, [outbox_id] if outbox_id is not None else [])
         else:
             reuse = JobDeduplicated(job_id=ev.job_id, source_job_id=source)
             outbox_id = await enqueue(conn, reuse, priority=ev.priority, headers=headers)

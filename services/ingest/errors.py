@@ -164,3 +164,25 @@ class BodyTooLarge(UploadTooLarge):
 class OcrLanguageNotInstalled(InvalidRequest):
     def __init__(self, loc: tuple[str, ...], sentence: str) -> None:
         super().__init__([_validation_error("ocr_lang", loc, sentence)])
+
+
+# Fair shares between tenants (services/ingest/admission.py, decision 1080).
+class TooManyPendingJobs(IngestError):
+    """The tenant has its limit of jobs queued and in flight (429, with Retry-After)."""
+
+    def __init__(self, limit: int, retry_after_seconds: int) -> None:
+        super().__init__(
+            f"This tenant already has {limit} jobs queued or in progress, its limit; "
+            f"try again in {retry_after_seconds} s, when some have finished."
+        )
+        self.limit = limit
+        self.retry_after_seconds = retry_after_seconds
+
+
+class PriorityAboveCeiling(InvalidRequest):
+    def __init__(self, loc: tuple[str, ...], priority: int, ceiling: int) -> None:
+        msg = (
+            f"Priority {priority} is above this tenant's ceiling of {ceiling}; "
+            f"use a priority from 0 to {ceiling}."
+        )
+        super().__init__([_validation_error("priority_above_ceiling", loc, msg)])

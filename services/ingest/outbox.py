@@ -88,6 +88,8 @@ FAST_PATH_FAILED = "fast-path publish failed; the outbox relay will retry"
 
 # The rows the relay may publish: its own bus's, and those no bus claims (migration 018).
 _THIS_BUS = "(bus_prefix IS NULL OR bus_prefix = current_setting('docpipe.bus_prefix', true))"
+# ...and not held by admission control (services/ingest/admission.py, migration 020).
+_NOT_HELD = "NOT EXISTS (SELECT 1 FROM held_uploads h WHERE h.outbox_id = outbox.id)"
 
 
 async def publish_now(pool: asyncpg.Pool, bus: Bus, outbox_id: int) -> bool:
@@ -99,7 +101,8 @@ async def publish_now(pool: asyncpg.Pool, bus: Bus, outbox_id: int) -> bool:
 async def publish_many(pool: asyncpg.Pool, bus: Bus, outbox_ids: list[int]) -> int:
     """publish_now for many rows (a batch's): up to RELAY_BATCH rows per transaction, their
     publishes awaited together. Returns how many it published; a failure leaves the rest to
-    the relay."""
+    the relay. Held rows are skipped (admission releases them later), and so are another
+    bus's (a release pass may release them: that bus's relay publishes them)."""
     published = 0
     for start in range(0, len(outbox_ids), RELAY_BATCH):
         ids = outbox_ids[start : start + RELAY_BATCH]
@@ -107,7 +110,8 @@ async def publish_many(pool: asyncpg.Pool, bus: Bus, outbox_ids: list[int]) -> i
             async with pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(
                     f"SELECT {_COLUMNS} FROM outbox WHERE id = ANY($1::bigint[]) "
-                    "AND published_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED",
+                    f"AND published_at IS NULL AND {_THIS_BUS} AND {_NOT_HELD} "
+                    "ORDER BY id FOR UPDATE SKIP LOCKED",
                     ids,
                 )
                 results = await asyncio.gather(
@@ -137,7 +141,7 @@ async def relay_once(pool: asyncpg.Pool, bus: Bus, *, batch: int = RELAY_BATCH) 
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
             f"SELECT {_COLUMNS} FROM outbox WHERE published_at IS NULL AND {_THIS_BUS} "
-            "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            f"AND {_NOT_HELD} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
             batch,
         )
         for row in rows:

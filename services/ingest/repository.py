@@ -11,6 +11,8 @@ from typing import Any
 
 import asyncpg
 
+from services.ingest.admission import admit, forget_held
+from services.ingest.fair_share import TenantLimits
 from services.ingest.outbox import enqueue
 from shared.events import DocumentUploaded, JobCancelled, JobStatus
 from shared.jobs import record_blob_owner
@@ -44,15 +46,20 @@ async def find_by_idempotency_key(
     )
 
 
-async def create_job(conn: asyncpg.Connection, job: NewJob, headers: dict[str, Any]) -> int | None:
-    """Insert the job row and its DocumentUploaded outbox row in one transaction; returns the
-    outbox id. Raises asyncpg.UniqueViolationError when the idempotency key is taken."""
+async def create_job(
+    conn: asyncpg.Connection, job: NewJob, headers: dict[str, Any], limits: TenantLimits
+) -> int | None:
+    """Insert the job row and its DocumentUploaded outbox row (held if the tenant is at its
+    in-flight limit) in one transaction; returns the outbox id. Raises
+    asyncpg.UniqueViolationError when the idempotency key is taken."""
     ev = job.event
     async with conn.transaction():
         await insert_job(conn, job)
         if ev.document_uri.startswith("blob://"):
             await record_blob_owner(conn, ev.tenant, ev.document_uri)
-        return await enqueue(conn, ev, priority=ev.priority, headers=headers)
+        outbox_id = await enqueue(conn, ev, priority=ev.priority, headers=headers)
+        await admit(conn, limits, ev.tenant, [outbox_id] if outbox_id is not None else [])
+        return outbox_id
 
 
 async def insert_job(
@@ -209,6 +216,7 @@ async def request_cancel(
                 already_requested=row["cancel_requested_at"] is not None,
             )
         await conn.execute("UPDATE jobs SET cancel_requested_at = now() WHERE job_id = $1", job_id)
+        await forget_held(conn, [job_id])
         outbox_id = await enqueue(
             conn,
             JobCancelled(job_id=job_id, reason=CANCEL_REASON),

@@ -14,6 +14,7 @@ import structlog
 from pydantic import ValidationError
 
 from services.ingest import repository as repo
+from services.ingest.admission import check_priority, check_room
 from services.ingest.analysis import FIELD, parse_analysis
 from services.ingest.callbacks import check_callback_url
 from services.ingest.dedup import create_job_or_reuse, dedup_key
@@ -27,6 +28,7 @@ from services.ingest.errors import (
     UploadRejected,
     UploadTooLarge,
 )
+from services.ingest.fair_share import TenantLimits
 from services.ingest.filenames import sanitize_filename
 from services.ingest.models import JobOptions, UploadOptions
 from services.ingest.multipart import MultipartError, boundary_of
@@ -108,10 +110,16 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
     if request.tenant is None:
         raise NoTenant()
     tenant = request.tenant
-    refuse_unreadable_body(request, runtime.settings.max_upload_bytes)
+    settings = runtime.settings
+    limits = TenantLimits.from_settings(settings)
+    refuse_unreadable_body(request, settings.max_upload_bytes)
+    if not await _names_a_job(runtime, tenant, request.idempotency_key):
+        # A reused Idempotency-Key gets its job back (or a 422) even when the tenant is full.
+        await check_room(runtime.pool, limits, tenant, settings.admission_retry_after_seconds)
     with runtime.upload_slots.hold(tenant):
         upload = await _receive(runtime, request)
-        options = checked_ocr_lang(parse_options(upload.fields), runtime.settings, ("body",))
+        options = checked_ocr_lang(parse_options(upload.fields), settings, ("body",))
+        check_priority(limits, tenant, options.priority, ("body", "priority"))
         await check_callback_url(options.callback_url, runtime.settings)
         analysis = parse_analysis(upload.fields.get(FIELD), runtime.settings.analysis_profiles)
         if request.idempotency_key:
@@ -124,6 +132,12 @@ async def submit(runtime: IngestRuntime, request: UploadRequest) -> SubmittedJob
         password_token = seal_password(runtime.settings, options.password)
         job = new_job(request, tenant, upload, options, fmt, analysis, password_token)
         return await _create_job(runtime, request, job, upload, options)
+
+
+async def _names_a_job(runtime: IngestRuntime, tenant: str, idempotency_key: str | None) -> bool:
+    if not idempotency_key:
+        return False
+    return await repo.find_by_idempotency_key(runtime.pool, tenant, idempotency_key) is not None
 
 
 def refuse_unreadable_body(request: UploadRequest, max_upload_bytes: int) -> None:
@@ -243,6 +257,7 @@ async def _create_job(
                 {"x-correlation-id": request.correlation_id},
                 force=options.force,
                 blobs=runtime.blobs,
+                limits=TenantLimits.from_settings(runtime.settings),
             )
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same Idempotency-Key won the race.

@@ -11,7 +11,9 @@ import asyncpg
 import structlog
 
 from services.ingest import repository as repo
+from services.ingest.admission import check_priority, check_room
 from services.ingest.errors import InvalidDocumentUrl, NoTenant
+from services.ingest.fair_share import TenantLimits
 from services.ingest.models import UrlJobRequest
 from services.ingest.ocr_lang import checked_ocr_lang
 from services.ingest.outbox import publish_now
@@ -38,10 +40,13 @@ async def submit_url(
     if problem is not None:
         raise InvalidDocumentUrl(("body", "url"), problem)
     body = checked_ocr_lang(body, settings, ("body",))
+    limits = TenantLimits.from_settings(settings)
+    check_priority(limits, tenant, body.priority, ("body", "priority"))
     if idempotency_key:
         existing = await _existing(runtime, tenant, idempotency_key, body)
         if existing is not None:
             return existing
+    await check_room(runtime.pool, limits, tenant, settings.admission_retry_after_seconds)
     event = DocumentUploaded(
         job_id=uuid.uuid4(),
         tenant=tenant,
@@ -56,7 +61,9 @@ async def submit_url(
     job = repo.NewJob(event, None, None, idempotency_key, body.labels)
     try:
         async with runtime.pool.acquire() as conn:
-            outbox_id = await repo.create_job(conn, job, {"x-correlation-id": correlation_id})
+            outbox_id = await repo.create_job(
+                conn, job, {"x-correlation-id": correlation_id}, limits
+            )
     except asyncpg.UniqueViolationError:
         existing = await _existing(runtime, tenant, idempotency_key or "", body)
         if existing is None:

@@ -15,7 +15,7 @@ believed only from a trusted user (docs/decisions/0970).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from yarl import URL
@@ -67,6 +67,9 @@ class PublisherPolicy:
     # Development only: a message without user_id, or from a user neither trusted nor mapped,
     # is accepted (a development broker may have only guest; the dev keys are public anyway).
     accept_unknown: bool = False
+    # The priority an upstream upload may carry, per tenant (decision 1080); above it, capped.
+    priority_ceiling_default: int = 9
+    priority_ceilings: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PublisherPolicy:
@@ -74,7 +77,18 @@ class PublisherPolicy:
             dict(settings.amqp_tenants),
             frozenset(settings.amqp_trusted_users),
             accept_unknown=settings.is_dev,
+            priority_ceiling_default=settings.priority_ceiling_default,
+            priority_ceilings=dict(settings.tenant_priority_ceiling),
         )
+
+    def capped_priority(self, publisher: str | None, tenant: str, priority: int) -> int:
+        """The priority an upload keeps: a trusted service's as it is (ingest refused a
+        priority above the ceiling at submit, 422), an upstream app's at most its tenant's
+        ceiling. Capped, not refused: the bus has no answer to send a refusal back on, and the
+        document is the tenant's own work."""
+        if publisher in self.trusted_users:
+            return priority
+        return min(priority, self.priority_ceilings.get(tenant, self.priority_ceiling_default))
 
     def publisher_of(self, message: InboundMessage) -> str | None:
         """The user that first published the message: its user_id, or, from a trusted user

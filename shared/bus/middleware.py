@@ -383,6 +383,10 @@ class CheckPublisher:
                 else:
                     log.warning("bus message refused", publisher=publisher, reason=reason)
                 raise RefusedPublisher(f"refused: {reason}")
+            capped = self.policy.capped_priority(publisher, event.tenant, event.priority)
+            if capped != event.priority:
+                log.info("upload priority capped", publisher=publisher, asked=event.priority)
+                ctx.event = event.model_copy(update={"priority": capped})
         await call_next(ctx)
 
 

@@ -186,7 +186,7 @@ async def test_submit_pdf_stores_job_and_publishes_event(
             client,
             pdf,
             "../../secret/Q1\u202e report.pdf",
-            data={"priority": "7", "ocr": "never", "password": "s3cret"},
+            data={"priority": "5", "ocr": "never", "password": "s3cret"},
             headers={"X-Request-ID": "req-ingest-1"},
             content_type="text/plain",  # ignored: the bytes decide
         )
@@ -211,7 +211,7 @@ async def test_submit_pdf_stores_job_and_publishes_event(
 
     [message] = tap.with_id(message_id)
     assert message.routing_key == "document.uploaded"
-    assert message.priority == 7
+    assert message.priority == 5
     assert message.headers["x-correlation-id"] == "req-ingest-1"
     event = DocumentUploaded.model_validate_json(message.body)
     assert event.job_id == job_id
@@ -230,7 +230,7 @@ async def test_submit_pdf_stores_job_and_publishes_event(
     assert job["format"] == "pdf"
     assert job["content_type"] == "application/pdf"
     assert job["ocr_mode"] == "never"
-    assert job["priority"] == 7
+    assert job["priority"] == 5
     assert job["sha256"] == hashlib.sha256(pdf).hexdigest()
     assert job["document_uri"] == event.document_uri
     outbox = await db_pool.fetchrow("SELECT * FROM outbox WHERE message_id = $1", message_id)
@@ -243,7 +243,7 @@ async def test_submit_pdf_stores_job_and_publishes_event(
     view = r.json()
     assert view["status"] == "queued"
     assert view["ocr"] == "never"
-    assert view["priority"] == 7
+    assert view["priority"] == 5
     assert view["filename"] == "Q1 report.pdf"
     assert view["finished_at"] is None and view["error"] is None
 

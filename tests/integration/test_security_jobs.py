@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from services.ingest.fair_share import TenantLimits
 from services.ingest.repository import NewJob, create_job
 from shared.errors import JobGone
 from shared.events import DocumentUploaded
@@ -19,6 +20,7 @@ from shared.jobs import (
     owns_blob,
     record_blob_owner,
 )
+from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -108,6 +110,7 @@ async def test_an_upload_through_ingest_records_its_owner(db_pool: asyncpg.Pool)
     uri = "blob://sha256/" + uuid.uuid4().hex * 2
     event = DocumentUploaded(job_id=uuid.uuid4(), tenant="acme", document_uri=uri)
     async with db_pool.acquire() as conn:
-        await create_job(conn, NewJob(event, uri[-64:], "pdf", None), {})
+        limits = TenantLimits.from_settings(Settings())
+        await create_job(conn, NewJob(event, uri[-64:], "pdf", None), {}, limits)
     assert await owns_blob(db_pool, "acme", uri)
     assert not await owns_blob(db_pool, "other", uri)

@@ -15,6 +15,7 @@ from services.ingest.errors import (
     JobNotFound,
     NoTenant,
     TooManyInBatch,
+    TooManyPendingJobs,
     TooManyUploads,
     UnsupportedFormat,
     UploadRejected,
@@ -35,6 +36,7 @@ STATUS_OF: dict[type[IngestError], int] = {
     UnsupportedFormat: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     InvalidRequest: status.HTTP_422_UNPROCESSABLE_CONTENT,
     TooManyUploads: status.HTTP_429_TOO_MANY_REQUESTS,
+    TooManyPendingJobs: status.HTTP_429_TOO_MANY_REQUESTS,
 }
 
 
@@ -45,7 +47,7 @@ def status_of(error: IngestError) -> int:
 
 def error_response(error: IngestError) -> JSONResponse:
     headers: dict[str, str] = {}
-    if isinstance(error, TooManyUploads):
+    if isinstance(error, TooManyUploads | TooManyPendingJobs):
         headers["Retry-After"] = str(error.retry_after_seconds)
     if isinstance(error, UploadTimedOut):
         # The rest of the body may still come: the connection cannot be reused.

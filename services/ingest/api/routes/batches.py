@@ -83,7 +83,16 @@ def _links(request: Request, settings: Settings, batch_id: uuid.UUID) -> BatchLi
         **UPLOAD_PROBLEMS,
         413: {"model": Problem, "description": "Too many files or URLs, or a file too large"},
         415: {"model": Problem, "description": "A file is in no format docpipe reads"},
-        429: {"model": Problem, "description": "Too many uploads of this tenant at once"},
+        429: {
+            "model": Problem,
+            "description": (
+                "Too many uploads of this tenant at once, or the tenant already has its limit "
+                "of jobs queued and in progress (a batch that starts under it is taken whole)"
+            ),
+            "headers": {
+                "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+            },
+        },
     },
 )
 async def submit_batch(
@@ -92,7 +101,9 @@ async def submit_batch(
     """Submit several documents as one batch: a JSON body of URLs, or a multipart form of
     `files` parts (plus, optionally, `urls`, `name`, `labels` and the job options). 202 with
     the batch id and every job id, in submitted order. The batch is taken whole or refused
-    whole: one bad URL (422) or unreadable file (415) refuses it."""
+    whole: one bad URL (422) or unreadable file (415) refuses it. Jobs beyond the tenant's
+    in-flight limit wait, queued, and start as its earlier jobs end; a priority above the
+    tenant's ceiling is refused (422)."""
     if is_json(request.headers.get("content-type")):
         body = await json_body(request, BatchRequest)
         batch = await submit_batch_json(runtime, principal.tenant, body, request_id)

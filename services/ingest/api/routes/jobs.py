@@ -83,7 +83,10 @@ def _links(request: Request, settings: Settings, job_id: uuid.UUID) -> JobLinks:
         415: {"model": Problem},
         429: {
             "model": Problem,
-            "description": "Too many uploads of this tenant at once",
+            "description": (
+                "Too many uploads of this tenant at once, or the tenant already has its limit "
+                "of jobs queued and in progress"
+            ),
             "headers": {
                 "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
             },
@@ -101,7 +104,10 @@ async def submit_job(
     """Upload a document (multipart form), or name one by URL (JSON body `{"url": ...}`: the
     extractor downloads it); it is processed asynchronously (202, then follow the links).
     An Idempotency-Key sent again with the same file (URL) and options answers 200 with that
-    job; with a different file or options, 422."""
+    job; with a different file or options, 422. A tenant has a limit of jobs in flight: later
+    jobs wait, `queued`, and start in fair turns with other tenants' as its jobs end; past a
+    second limit (queued and in flight) the answer is 429 with Retry-After. A priority above
+    the tenant's ceiling is 422."""
     if is_json(request.headers.get("content-type")):
         body = await json_body(request, UrlJobRequest)
         job = await submit_url(
