@@ -37,6 +37,8 @@ EXPECTED_TARGETS = {
     "eta_error_scanned_pdf",
     "eta_error_text_pdf",
     "eta_error_batch",
+    "fair_share_b_one_page_p95_s",
+    "fair_share_a_throughput_ratio",
     *(
         f"memory_{service}_parent_peak_mb_large_txt"
         for service in ("ingest", "extractor", "analyzer", "progress", "ocr")
