@@ -92,6 +92,10 @@ ensure_user() {
 # job.cancelled broadcast queues <prefix>.broadcast.<service>.<hex>.
 own_queues() { echo "^$P\\.$1(\\.dlq|\\.retry\\.[0-9]+)?\$"; }
 broadcast() { echo "^$P\\.broadcast\\.$1\\.[0-9a-f]+\$"; }
+# Live progress between progress replicas: the fanout exchange <prefix>.progress.live and each
+# replica's own queue <prefix>.progress.live.<hex> (exclusive, auto-delete), bound to it.
+LIVE="^$P\\.progress\\.live\$"
+LIVE_QUEUES="^$P\\.progress\\.live\\.[0-9a-f]+\$"
 EVENTS="^$P\$"           # the topic exchange: publish events, bind the broadcast queue
 DEAD="^$P\\.dlx\$"       # the dead-letter exchange
 DEFAULT='^amq\.default$' # retries and replays go straight into a queue
@@ -104,10 +108,11 @@ for service in $SERVICES; do
       configure="$(broadcast ingest)"
       write="$EVENTS|$(broadcast ingest)"
       read="$EVENTS|$(broadcast ingest)" ;;
-    progress)  # its own queue, every group's dead letters (recorded, replayed)
-      configure="$(own_queues progress)|$(broadcast progress)"
-      write="$EVENTS|$DEAD|$DEFAULT|$(broadcast progress)"
-      read="$EVENTS|^$P\\.progress\$|^$P\\.[^.]+\\.dlq\$|$(broadcast progress)" ;;
+    progress)  # its own queue, every group's dead letters (recorded, replayed), and live
+      # progress: publish to the live exchange, bind (write) and read its own live queue
+      configure="$(own_queues progress)|$(broadcast progress)|$LIVE_QUEUES"
+      write="$EVENTS|$DEAD|$DEFAULT|$(broadcast progress)|$LIVE|$LIVE_QUEUES"
+      read="$EVENTS|^$P\\.progress\$|^$P\\.[^.]+\\.dlq\$|$(broadcast progress)|$LIVE|$LIVE_QUEUES" ;;
     *)  # extractor, ocr, analyzer: their own queue, retries and dead letters
       configure="$(own_queues "$service")|$(broadcast "$service")"
       write="$EVENTS|$DEAD|$DEFAULT|$(broadcast "$service")"

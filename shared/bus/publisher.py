@@ -219,6 +219,10 @@ async def declare_topology(channel: AbstractChannel, topo: Topology) -> None:
         topo.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
     )
     dlx = await channel.declare_exchange(topo.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True)
+    # Live progress between progress replicas: transient updates, no queue of its own here.
+    await channel.declare_exchange(
+        topo.live_exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
+    )
     for group in GROUPS:
         work = topo.work_queue(group)
         queue = await channel.declare_queue(work.name, durable=True, arguments=work.arguments)
