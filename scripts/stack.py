@@ -4,9 +4,9 @@ dies, stop them all cleanly.
 `python -m scripts.stack` is what `make up` runs (Ctrl-C stops everything); `--replicas 2`
 (or DOCPIPE_STACK_REPLICAS=2) runs a second set of the five services on ports of their own,
 on the same database and bus: replicas, as a deployment scales them (Stack.replica). The test
-suite and the demo use the Stack class directly, with their own environment and log files. A stack is a
-development stack: DOCPIPE_ENV is dev (the development keys) unless the environment says
-otherwise, and without DOCPIPE_DATABASE_URL it uses the development roles of
+suite and the demo use the Stack class directly, with their own environment and log files. A
+stack is a development stack: DOCPIPE_ENV is dev (the development keys) unless the environment
+says otherwise, and without DOCPIPE_DATABASE_URL it uses the development roles of
 scripts/postgres_roles.sh.
 
 PostgreSQL (docs/decisions/0980): the stack runs the migrate step itself, as
