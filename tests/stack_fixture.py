@@ -147,7 +147,8 @@ async def replicated_stacks(
     try:
         await first.start()  # migrates and declares; then the replicas
         await second.start()
-        await asyncio.gather(first.wait_ready(120), second.wait_ready(120))
+        # Ten processes starting at once on a shared 2-core machine: a generous bound.
+        await asyncio.gather(first.wait_ready(300), second.wait_ready(300))
         yield (
             StackClient(first, key=key, other_key=other, admin_key=admin),
             StackClient(second, key=key, other_key=other, admin_key=admin),

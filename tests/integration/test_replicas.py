@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -128,11 +129,10 @@ async def test_what_one_replica_commits_reaches_the_others_clients_once_in_order
 
 # --- two sets of every service -----------------------------------------------------------------
 
-# One document at a time per extractor, so the first one's backlog lasts until the second one
-# has started; its prefetch is then 1 + 2 spare.
+# One document at a time per extractor: its prefetch is then 1 + 2 spare.
 REPLICA_ENV = {"DOCPIPE_EXTRACTOR_CONCURRENCY": "1"}
-DOCUMENTS = 16
-PAGES = 25
+DOCUMENTS = 10
+PAGES = 10
 
 
 @pytest.fixture(scope="module")
@@ -153,31 +153,42 @@ async def replicas(
 async def test_an_extractor_replica_started_beside_a_busy_one_takes_its_share(
     replicas: tuple[StackClient, StackClient], tmp_path: Path
 ) -> None:
+    """The first extractor is as busy as can be (paused, holding what it took) while the
+    second starts, however long that start takes on a loaded machine: the second finds the
+    backlog on the queue, not in the first one's hands."""
     first, second = replicas
     paths = [dense_pdf(tmp_path / f"d{n}.pdf", PAGES, f"doc{n}") for n in range(DOCUMENTS)]
-    jobs = [await first.submit_ok(path, ocr="never") for path in paths]
-    async with asyncio.timeout(60):  # the first extractor is busy before the second starts
-        while (
-            await service_metric(first, "extractor", "docpipe_messages_total", outcome="received")
-            < 1
-        ):
-            await asyncio.sleep(0.2)
+    jobs = [await first.submit_ok(paths[0], ocr="never")]
+    async with asyncio.timeout(120):
+        while await received(first) < 1:
+            await asyncio.sleep(0.1)
     late = second.stack.replica(("extractor",), log_dir=None)
-    await late.start()
+    first.stack.signal("extractor", signal.SIGSTOP)
     try:
-        await late.wait_ready(120)
+        # The backlog arrives while the first is busy: it may take its prefetch of it.
+        jobs += [await first.submit_ok(path, ocr="never") for path in paths[1:]]
+        await late.start()
+        await late.wait_ready(300)
         late_client = StackClient(late, first.key, first.other_key, first.admin_key)
+        async with asyncio.timeout(120):  # the backlog is still on the queue for it to take
+            while await received(late_client) < 1:
+                await asyncio.sleep(0.1)
+        first.stack.signal("extractor", signal.SIGCONT)
         for job in jobs:
             assert (await first.wait(job, timeout=300))["status"] == "completed"
-        took = [
-            await service_metric(c, "extractor", "docpipe_messages_total", outcome="acked")
-            for c in (first, late_client)
-        ]
+        took = [await received(c, "acked") for c in (first, late_client)]
     finally:
+        first.stack.signal("extractor", signal.SIGCONT)
         await late.stop()
-    # Both processed documents: the first did not hold the backlog (it held at most 3).
-    assert took[1] >= 2, f"the second extractor took {took[1]} of {DOCUMENTS} documents"
-    assert took[0] >= 2 and sum(took) >= DOCUMENTS, took
+    # Both processed documents, and every document was processed.
+    assert took[0] >= 1 and took[1] >= 1 and sum(took) >= DOCUMENTS, took
+
+
+async def received(client: StackClient, outcome: str = "received") -> float:
+    """How many documents the client's stack's extractor received (or acked)."""
+    return await service_metric(
+        client, "extractor", "docpipe_messages_total", queue="extractor", outcome=outcome
+    )
 
 
 async def test_clients_of_both_progress_replicas_see_every_update_in_order(
