@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,7 @@ from services.progress.replica_feed import (
     deliver,
     encode_envelope,
 )
-from shared.topology import Topology
+from shared.topology import EXTRACTOR, Topology
 
 
 def _update(job_id: uuid.UUID, seq: int) -> dict:
@@ -102,3 +104,29 @@ def test_nothing_is_queued_while_the_feed_is_not_connected():
         assert len(feed._outgoing) == 0
 
     asyncio.run(scenario())
+
+
+def _progress_permissions() -> dict[str, str]:
+    """docpipe-progress's permissions as the compose broker loads them (the file is made by
+    scripts/rabbitmq_users.sh --definitions)."""
+    definitions = Path(__file__).resolve().parents[2] / "deploy/rabbitmq/definitions.json"
+    for entry in json.loads(definitions.read_text())["permissions"]:
+        if entry["user"] == "docpipe-progress":
+            return {k: entry[k] for k in ("configure", "write", "read")}
+    raise AssertionError("no permissions for docpipe-progress")
+
+
+def test_the_progress_user_may_use_the_live_exchange_and_its_own_queues_only():
+    perms = _progress_permissions()
+    topo = Topology("docpipe", (200,))
+    queue = topo.live_queue_name(ReplicaFeed("amqp://x/", topo, Hub(), BatchHub()).replica_id)
+
+    def may(kind: str, name: str) -> bool:
+        return re.search(perms[kind], name) is not None
+
+    # Declare its queue; bind it (write on the queue, read on the exchange); publish; consume.
+    assert may("configure", queue) and may("write", queue) and may("read", queue)
+    assert may("write", topo.live_exchange_name) and may("read", topo.live_exchange_name)
+    # Not declare (or delete) the exchange: the topology's deployment step does.
+    assert not may("configure", topo.live_exchange_name)
+    assert not may("configure", topo.queue_name(EXTRACTOR))
