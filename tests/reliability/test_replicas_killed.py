@@ -19,7 +19,7 @@ import aio_pika
 import asyncpg
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import WebSocketException
 
 from scripts.stack import SERVICES
 from shared.events import TERMINAL_STATUSES
@@ -52,7 +52,7 @@ async def follow(clients: list[StackClient], job_id: str, timeout: float = 300.0
                         seqs.append(message["seq"])
                         if message["final"]:
                             return seqs
-            except (ConnectionClosed, OSError):
+            except (WebSocketException, OSError, EOFError):
                 pass  # its replica was killed: go on from the last seq on the next one
     return seqs
 
