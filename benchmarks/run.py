@@ -34,6 +34,7 @@ from benchmarks import (
     llm_analyze,
     memory,
     ocr_throughput,
+    replicas,
     synthetic,
     text_throughput,
 )
@@ -61,6 +62,9 @@ BENCHMARKS = {
     "ocr": Benchmark(ocr_throughput.run, ("pdf_scanned",)),
     "push": Benchmark(lambda bs, work, smoke: synthetic.push_latency(bs, smoke)),
     "bus": Benchmark(lambda bs, work, smoke: synthetic.bus_efficiency(bs, smoke)),
+    # Replicas (issue 13): a second progress replica, then extractor replicas, beside the stack.
+    "push_replicas": Benchmark(replicas.push_two_replicas),
+    "extractor_replicas": Benchmark(replicas.extractor_replicas, ("pdf_text",)),
     "first_progress": Benchmark(
         lambda bs, work, smoke: latency.first_progress(bs, smoke), ("pdf_text",)
     ),

@@ -103,6 +103,10 @@ broadcast() { echo "^$P\\.broadcast\\.$1\\.[0-9a-f]+\$"; }
 # The topic exchanges (<prefix>, and <prefix>.urgent on quorum queues): publish events, bind
 # the broadcast queue.
 EVENTS="^$P(\\.urgent)?\$"
+# Live progress between progress replicas: the fanout exchange <prefix>.progress.live and each
+# replica's own queue <prefix>.progress.live.<hex> (exclusive, auto-delete), bound to it.
+LIVE="^$P\\.progress\\.live\$"
+LIVE_QUEUES="^$P\\.progress\\.live\\.[0-9a-f]+\$"
 DEAD="^$P\\.dlx\$"       # the dead-letter exchange
 DEFAULT='^amq\.default$' # retries and replays go straight into a queue
 
@@ -114,10 +118,11 @@ for service in $SERVICES; do
       configure="$(broadcast ingest)"
       write="$EVENTS|$(broadcast ingest)"
       read="$EVENTS|$(broadcast ingest)" ;;
-    progress)  # its own queue, every group's dead letters (recorded, replayed)
-      configure="$(own_queues progress)|$(broadcast progress)"
-      write="$EVENTS|$DEAD|$DEFAULT|$(broadcast progress)"
-      read="$EVENTS|^$P\\.progress\$|^$P\\.[^.]+\\.dlq\$|$(broadcast progress)" ;;
+    progress)  # its own queue, every group's dead letters (recorded, replayed), and live
+      # progress: publish to the live exchange, bind (write) and read its own live queue
+      configure="$(own_queues progress)|$(broadcast progress)|$LIVE_QUEUES"
+      write="$EVENTS|$DEAD|$DEFAULT|$(broadcast progress)|$LIVE|$LIVE_QUEUES"
+      read="$EVENTS|^$P\\.progress\$|^$P\\.[^.]+\\.dlq\$|$(broadcast progress)|$LIVE|$LIVE_QUEUES" ;;
     *)  # extractor, ocr, analyzer: their own queue, retries and dead letters
       configure="$(own_queues "$service")|$(broadcast "$service")"
       write="$EVENTS|$DEAD|$DEFAULT|$(broadcast "$service")"

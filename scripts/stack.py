@@ -1,10 +1,12 @@
 """Run the five services (and the local model server) as separate processes, restart any that
 dies, stop them all cleanly.
 
-`python -m scripts.stack` is what `make up` runs (Ctrl-C stops everything). The test suite and
-the demo use the Stack class directly, with their own environment and log files. A stack is a
-development stack: DOCPIPE_ENV is dev (the development keys) unless the environment says
-otherwise, and without DOCPIPE_DATABASE_URL it uses the development roles of
+`python -m scripts.stack` is what `make up` runs (Ctrl-C stops everything); `--replicas 2`
+(or DOCPIPE_STACK_REPLICAS=2) runs a second set of the five services on ports of their own,
+on the same database and bus: replicas, as a deployment scales them (Stack.replica). The test
+suite and the demo use the Stack class directly, with their own environment and log files. A
+stack is a development stack: DOCPIPE_ENV is dev (the development keys) unless the environment
+says otherwise, and without DOCPIPE_DATABASE_URL it uses the development roles of
 scripts/postgres_roles.sh.
 
 PostgreSQL (docs/decisions/0980): the stack runs the migrate step itself, as
@@ -19,6 +21,7 @@ service on DOCPIPE_AMQP_URL (a broker without those users).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -326,31 +329,64 @@ class Stack:
     def deaths(self) -> dict[str, list[int]]:
         return {name: svc.exits for name, svc in self.services.items() if svc.exits}
 
+    def replica(
+        self,
+        services: tuple[str, ...] | None = None,
+        *,
+        log_dir: Path | None = None,
+        restart: bool | None = None,
+    ) -> Stack:
+        """Another set of this stack's services (all but the model server, unless named) on
+        the same database, bus prefix and blob folder, on ports of its own: replicas, as a
+        deployment scales them. Start it after this stack, which migrated and declared the
+        topology; its analyzer uses this stack's model server."""
+        # Without the owner's URL: the replica migrates nothing (this stack did).
+        env = {**self.env, **stack_ports()}
+        names = services or tuple(name for name in self.services if name != MODEL_SERVER)
+        return Stack(
+            env,
+            services=names,
+            log_dir=log_dir,
+            restart=self.restart if restart is None else restart,
+        )
 
-async def _main() -> None:
+
+async def _main(replicas: int) -> None:
     stack = Stack()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stack.start()
+    stacks = [stack]
+    for _ in range(replicas - 1):  # after the first: it migrated and declared the topology
+        stacks.append(stack.replica())
+        await stacks[-1].start()
     try:
-        await stack.wait_ready(120)
-        model = (
-            f", model server {stack.url(MODEL_SERVER)}" if MODEL_SERVER in stack.services else ""
-        )
-        print(
-            f"[stack] all services ready: API {stack.url('ingest')}, progress and admin "
-            f"{stack.url('progress')}{model} — Ctrl-C stops them",
-            file=sys.stderr,
-            flush=True,
-        )
+        for running in stacks:
+            await running.wait_ready(120)
+            model = MODEL_SERVER in running.services
+            print(
+                f"[stack] all services ready: API {running.url('ingest')}, progress and admin "
+                f"{running.url('progress')}"
+                f"{f', model server {running.url(MODEL_SERVER)}' if model else ''}"
+                " — Ctrl-C stops them",
+                file=sys.stderr,
+                flush=True,
+            )
     except TimeoutError as exc:
         print(f"[stack] {exc}; still trying (Ctrl-C to stop)", file=sys.stderr)
     await stop.wait()
     print("[stack] stopping…", file=sys.stderr, flush=True)
-    await stack.stop()
+    await asyncio.gather(*(running.stop() for running in stacks))
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    parser = argparse.ArgumentParser(description="Run docpipe's services as local processes.")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=int(os.environ.get("DOCPIPE_STACK_REPLICAS", "1")),
+        help="sets of the five services, each on ports of its own (default 1)",
+    )
+    asyncio.run(_main(max(1, parser.parse_args().replicas)))

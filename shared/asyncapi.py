@@ -101,6 +101,8 @@ def build_spec() -> dict[str, Any]:
                     "auto-deleted queue); never retried or dead-lettered."
                 ),
             )(_stub(broadcast.event_type))
+        if entry.service == "progress":
+            _document_live_progress(broker, topo)
         for dead in entry.bus.dead_letter_subscriptions:
             broker.subscriber(
                 RabbitQueue(topo.dlq_name(dead.group), routing_key=dead.group.name),
@@ -150,6 +152,25 @@ def _document_group(
 def _args(arguments: dict[str, Any]) -> Any:
     """Queue arguments as FastStream's declaration takes them (its TypedDict)."""
     return arguments
+
+
+def _document_live_progress(broker: RabbitBroker, topo: Any) -> None:
+    """The progress replicas' live exchange (services/progress/replica_feed.py)."""
+    live = RabbitExchange(topo.live_exchange_name, type=ExchangeType.FANOUT, durable=True)
+    broker.subscriber(
+        RabbitQueue(
+            f"{topo.live_exchange_name}.<id>", durable=False, exclusive=True, auto_delete=True
+        ),
+        live,
+        title="progress:live",
+        description=(
+            "Every `progress` replica publishes each commit's updates here and reads the others' "
+            "from its own exclusive, auto-deleted queue (TTL 10 s, transient, no acks): "
+            '`{"v": 1, "origin": replica id, "updates": [[ProgressSnapshot, event epoch '
+            'seconds or null], ...], "batch": [batch stream message, ...]}`. Best effort: what '
+            "is lost is read from job_updates and batch_updates by seq."
+        ),
+    )(_stub(dict[str, Any]))
 
 
 def _stub(body_type: Any) -> Callable[..., Coroutine[Any, Any, None]]:

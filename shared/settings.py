@@ -109,10 +109,12 @@ class Settings(BaseSettings):
     # Consumers: prefetch bounds how many messages one process works on at once.
     prefetch: int = 16
     extractor_concurrency: int = 2
-    # Documents the extractor takes off its queue at once; they wait in a local scheduler
-    # that runs extractor_concurrency of them, highest priority then smallest file first
-    # (a wait of extractor_aging_seconds halves how much a file's size counts).
-    extractor_prefetch: int = 64
+    # Documents the extractor holds beyond the extractor_concurrency it runs: they wait in a
+    # local scheduler, highest priority then smallest file first (a wait of
+    # extractor_aging_seconds halves how much a file's size counts). Kept small so replicas
+    # share the queue: what one holds, another starting up cannot take (decision 1070). The
+    # queue itself is ordered by priority in RabbitMQ.
+    extractor_prefetch_spare: int = Field(default=2, ge=0)
     extractor_aging_seconds: float = 10.0
     # Pre-started extraction children waiting for a document (imports paid in advance).
     extract_warm_children: int = 1

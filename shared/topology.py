@@ -6,6 +6,8 @@ group, each with its dead-letter queue and a ladder of delay queues for retries.
     <prefix>.<group>          work queue, dead-letters to <prefix>.dlx with key <group>
     <prefix>.<group>.dlq      dead-letter queue of that group
     <prefix>.<group>.retry.N  delay queue: TTL N ms, then dead-letters back into the work queue
+    <prefix>.progress.live    fanout exchange: every update a progress replica commits
+    <prefix>.progress.live.<id>  one per progress replica (exclusive, auto-delete), bound to it
 
 Retries go to the delay queue through the default exchange, so only the group that failed
 sees the message again (republishing on the topic exchange would re-deliver to every group).
@@ -40,6 +42,9 @@ MAX_PRIORITY = 9
 DELIVERY_LIMIT = 20
 BULK = "bulk"
 URGENT = "urgent"
+# A progress replica's queue of live updates from the others (see Topology.live_queue).
+LIVE_MESSAGE_TTL_MS = 10_000
+LIVE_QUEUE_MAX_LENGTH = 10_000
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,31 @@ class Topology:
                     "x-dead-letter-routing-key": self.queue_name(group, lane),
                 }
             ),
+        )
+
+    # --- live progress across replicas (services/progress/replica_feed.py) ----------
+    @property
+    def live_exchange_name(self) -> str:
+        """The fanout exchange every progress replica publishes its committed updates to."""
+        return f"{self.prefix}.progress.live"
+
+    def live_queue_name(self, replica_id: str) -> str:
+        """A progress replica's own queue on the live exchange (exclusive, auto-delete: it
+        goes with the replica's connection, so it never needs cleaning up)."""
+        return f"{self.live_exchange_name}.{replica_id}"
+
+    def live_queue(self, replica_id: str) -> QueueSpec:
+        """A replica's queue of the others' updates: transient, and short-lived by design: an
+        update older than a few seconds is read from job_updates instead, and a replica that
+        stops reading (paused, stuck) cannot pile them up in the broker."""
+        return QueueSpec(
+            self.live_queue_name(replica_id),
+            durable=False,
+            arguments={
+                "x-message-ttl": LIVE_MESSAGE_TTL_MS,
+                "x-max-length": LIVE_QUEUE_MAX_LENGTH,
+                "x-overflow": "drop-head",
+            },
         )
 
     def all_queue_names(self) -> list[str]:

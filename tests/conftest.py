@@ -191,7 +191,7 @@ async def delete_bus(settings: Settings) -> None:
                 await channel.queue_delete(name)
             except Exception:  # already gone; that closes the channel
                 channel = await conn.channel()
-        for name in (topo.exchange_name, topo.dlx_name):
+        for name in (topo.exchange_name, topo.dlx_name, topo.live_exchange_name):
             try:
                 await channel.exchange_delete(name)
             except Exception:

@@ -121,3 +121,40 @@ async def refused_start(service: str, env: dict[str, Any]) -> str:
             await proc.wait()
     assert proc.returncode not in (None, 0)
     return out.decode(errors="replace")
+
+
+@asynccontextmanager
+async def replicated_stacks(
+    base: Settings,
+    suffix: str,
+    overrides: dict[str, str] | None = None,
+    *,
+    replica_services: tuple[str, ...] | None = None,
+    replica_restart: bool = True,
+) -> AsyncIterator[tuple[StackClient, StackClient]]:
+    """Two sets of the five services (no model server) as processes, on one bus prefix of
+    their own and the session's database: replicas, as a deployment scales them. The second
+    set runs `replica_services` (default: all five); `replica_restart=False` leaves a killed
+    replica dead. The bus is deleted at the end."""
+    from scripts.stack import SERVICES
+    from tests.conftest import delete_bus
+
+    settings = base.model_copy(update={"bus_prefix": f"{base.bus_prefix}_{suffix}"})
+    log_dir = ARTIFACTS / "logs" / settings.bus_prefix
+    first = Stack({**stack_env(settings), **(overrides or {})}, services=SERVICES, log_dir=log_dir)
+    second = first.replica(replica_services, log_dir=log_dir / "replica", restart=replica_restart)
+    key, other = list(settings.tenants_by_key)[:2]
+    admin = sorted(settings.admin_key_set)[0]
+    try:
+        await first.start()  # migrates and declares; then the replicas
+        await second.start()
+        # Ten processes starting at once on a shared 2-core machine: a generous bound.
+        await asyncio.gather(first.wait_ready(300), second.wait_ready(300))
+        yield (
+            StackClient(first, key=key, other_key=other, admin_key=admin),
+            StackClient(second, key=key, other_key=other, admin_key=admin),
+        )
+    finally:
+        await asyncio.gather(first.stop(), second.stop())
+        await delete_bus(settings)
+        print(f"stack logs: {log_dir}")

@@ -24,7 +24,7 @@ from shared.settings import Settings
 
 def build_runtime(settings: Settings) -> ExtractorRuntime:
     """The scheduler and the warm children the handler uses for the life of the service."""
-    # At most extractor_concurrency documents are extracted at once; the prefetch lets many
+    # At most extractor_concurrency documents are extracted at once; the prefetch lets a few
     # more wait in the local scheduler, which picks small and high-priority ones first.
     scheduler = Scheduler(
         settings.extractor_concurrency, aging_seconds=settings.extractor_aging_seconds
@@ -44,6 +44,13 @@ def build_runtime(settings: Settings) -> ExtractorRuntime:
     return ExtractorRuntime(scheduler=scheduler, warm_children=warm)
 
 
+def extractor_prefetch(settings: Settings) -> int:
+    """The documents one extractor holds: those it runs and a few spare ones, so a slot that
+    frees starts the next at once (no round trip to the broker) and the scheduler still has a
+    choice, while the rest stay on the queue for any replica to take."""
+    return settings.extractor_concurrency + settings.extractor_prefetch_spare
+
+
 async def setup(ctx: ServiceContext) -> None:
     settings = ctx.settings
     runtime = build_runtime(settings)
@@ -56,7 +63,7 @@ async def setup(ctx: ServiceContext) -> None:
         topology.EXTRACTOR,
         DocumentUploaded,
         make_handler(ctx, runtime),
-        prefetch=max(settings.extractor_prefetch, settings.extractor_concurrency),
+        prefetch=extractor_prefetch(settings),
         publishes=(
             ExtractionAccepted,
             ExtractionStarted,

@@ -1,8 +1,10 @@
 """A local scheduler for extraction children: at most `slots` run at once, and when a slot
 frees the waiting document with the highest priority, then the smallest file, goes next.
 
-The extractor takes many documents off its queue at once (a high prefetch) and lets this pick
-among them, so a small document queued behind large ones gets its first progress quickly.
+The extractor holds a few documents beyond those it runs (its prefetch: concurrency plus
+extractor_prefetch_spare) and lets this pick among them; the queue itself is ordered by
+priority in RabbitMQ. The prefetch stays small so that extractor replicas share the queue: a
+replica starting beside a busy one finds the backlog still on the queue (decision 1070).
 Waiting ages a document (its size counts for less the longer it waits), so a large one is not
 starved by a steady stream of small ones. There is no ordering guarantee across jobs to keep.
 """

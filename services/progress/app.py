@@ -26,11 +26,12 @@ from services.progress.deps import ProgressRuntime
 from services.progress.hub import Hub
 from services.progress.lifecycle import sweep_stalls
 from services.progress.models import Outcome
+from services.progress.replica_feed import ReplicaFeed
 from services.progress.retention import retention_loop
 from services.progress.webhooks import routes as webhook_routes
 from shared import topology
 from shared.auth import requiring_keys
-from shared.bus import Delivery
+from shared.bus import Bus, Delivery
 from shared.events import ALL_EVENTS, Event, JobCompleted
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
@@ -41,7 +42,8 @@ Handler = Callable[[Event, Delivery], Awaitable[None]]
 
 
 def push(runtime: ProgressRuntime, outcome: Outcome, occurred_at: datetime | None = None) -> None:
-    """After commit: push the updates to local WebSocket clients (never waits).
+    """After commit: push the updates to local WebSocket clients, and through the replica
+    feed (when there is one) to the other progress replicas' clients (never waits).
     `occurred_at`: when the event behind the updates occurred (for the push-lag metric)."""
     for update in outcome.updates:
         runtime.hub.publish(uuid.UUID(update["job_id"]), update, occurred_at)
@@ -127,6 +129,9 @@ def setup(ctx: ServiceContext, runtime: ProgressRuntime | None = None) -> None:
     ctx.spawn(broker_stats_loop(ctx.settings.amqp_url, ctx.bus.topology), "broker-stats")
     ctx.spawn(webhooks.run(ctx.pool, ctx.settings), "webhooks")
     ctx.spawn(learning.reload_loop(ctx.pool, ctx.settings.stage_costs_reload_seconds), "costs")
+    if isinstance(ctx.bus, Bus):  # on RabbitMQ: live progress from every replica
+        feed = ReplicaFeed(ctx.settings.amqp_url, ctx.bus.topology, runtime.hub, runtime.batch_hub)
+        ctx.spawn(feed.run(), "replica-feed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

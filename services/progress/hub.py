@@ -3,6 +3,12 @@ page, fleet-wide: subscribe_all() sees every job's updates).
 
 Publishing never waits: each subscriber has a bounded queue, and one that is full is dropped
 (marked overflowed) so a slow client cannot hold up the others; it reconnects with ?after=.
+
+Across progress replicas: `publish` is for what this replica committed; it reaches the local
+clients at once and is handed to `share` (the replica feed, replica_feed.py, sends it to the
+other replicas). `receive` is for what another replica committed: local clients only. Each job
+stream orders by seq itself (seq_stream.py: duplicates dropped, gaps read from job_updates);
+the fleet stream gets a job's update only if its seq is newer than the last one it got.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -25,6 +32,13 @@ DEFAULT_QUEUE_SIZE = 256
 EVENT_TIMES_KEPT = 10_000
 # A fleet-wide subscriber sees every job's updates, so it gets more room before it is dropped.
 FLEET_QUEUE_SIZE = 4096
+# How many jobs' latest seq the fleet stream remembers (to drop stale and repeated updates).
+FLEET_SEQS_KEPT = 10_000
+
+# What a replica does with an update it committed, besides its own clients: (update, when its
+# event occurred as epoch seconds, if known).
+ShareUpdate = Callable[[Snapshot, float | None], None]
+ShareBatchMessage = Callable[[StreamMessage], None]
 
 
 class _Subscriber(Generic[Message]):
@@ -79,6 +93,8 @@ class Hub:
         self._event_times: OrderedDict[tuple[uuid.UUID, int], float] = OrderedDict()
         # The JSON text of recently published updates: serialised once, sent to every client.
         self._texts: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._fleet_seqs: OrderedDict[uuid.UUID, int] = OrderedDict()
+        self.share: ShareUpdate | None = None  # set by the replica feed
 
     def subscribe(self, job_id: uuid.UUID) -> Subscription:
         sub = Subscription(self, job_id, self.queue_size)
@@ -105,16 +121,40 @@ class Hub:
     def publish(
         self, job_id: uuid.UUID, update: Snapshot, occurred_at: datetime | None = None
     ) -> None:
+        """An update this replica committed: to its clients, and shared with the others."""
+        at = None if occurred_at is None else occurred_at.timestamp()
+        self.receive(job_id, update, at)
+        if self.share is not None:
+            self.share(update, at)
+
+    def receive(
+        self, job_id: uuid.UUID, update: Snapshot, occurred_at: float | None = None
+    ) -> None:
+        """An update for this replica's clients only (another replica committed it).
+        `occurred_at`: when the event behind it occurred, epoch seconds (push-lag metric)."""
         if occurred_at is not None and job_id in self._subs:
-            self._event_times[(job_id, update["seq"])] = occurred_at.timestamp()
+            self._event_times[(job_id, update["seq"])] = occurred_at
             if len(self._event_times) > EVENT_TIMES_KEPT:
                 self._event_times.popitem(last=False)
         for sub in list(self._subs.get(job_id, ())):
             if not sub.offer(update):
                 self.unsubscribe(sub)
-        for sub in list(self._fleet):
-            if not sub.offer(update):
-                self.unsubscribe(sub)
+        if self._fleet and self._newer_for_fleet(job_id, update["seq"]):
+            for sub in list(self._fleet):
+                if not sub.offer(update):
+                    self.unsubscribe(sub)
+
+    def _newer_for_fleet(self, job_id: uuid.UUID, seq: int) -> bool:
+        """Whether the fleet stream has not had this seq or a later one of the job: updates of
+        one job committed by two replicas may arrive out of order (or, after a reconnect, twice)."""
+        last = self._fleet_seqs.get(job_id)
+        if last is not None and seq <= last:
+            return False
+        self._fleet_seqs[job_id] = seq
+        self._fleet_seqs.move_to_end(job_id)
+        if len(self._fleet_seqs) > FLEET_SEQS_KEPT:
+            self._fleet_seqs.popitem(last=False)
+        return True
 
     def encode(self, update: Snapshot) -> str:
         """The update as a JSON text frame; serialised once however many clients get it."""
@@ -158,6 +198,7 @@ class BatchHub:
     def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self.queue_size = queue_size
         self._subs: dict[uuid.UUID, set[BatchSubscription]] = defaultdict(set)
+        self.share: ShareBatchMessage | None = None  # set by the replica feed
 
     def subscribe(self, batch_id: uuid.UUID) -> BatchSubscription:
         sub = BatchSubscription(self, batch_id, self.queue_size)
@@ -173,6 +214,13 @@ class BatchHub:
             del self._subs[sub.batch_id]
 
     def publish(self, message: StreamMessage) -> None:
+        """A message this replica committed: to its clients, and shared with the others."""
+        self.receive(message)
+        if self.share is not None:
+            self.share(message)
+
+    def receive(self, message: StreamMessage) -> None:
+        """A message for this replica's clients only (another replica committed it)."""
         if not self._subs:
             return
         subs = self._subs.get(uuid.UUID(message["batch_id"]))

@@ -250,6 +250,10 @@ async def declare_topology(channel: AbstractChannel, topo: Topology) -> None:
     for name in topo.event_exchanges:
         await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
     await channel.declare_exchange(topo.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True)
+    # Live progress between progress replicas: transient updates, no queue of its own here.
+    await channel.declare_exchange(
+        topo.live_exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
+    )
     for group in GROUPS:
         specs = [topo.dead_letter_queue(group)]
         for lane in topo.lanes(group):

@@ -1,0 +1,217 @@
+"""Live progress across progress replicas.
+
+Every replica publishes what it commits (job snapshots, batch stream messages) to the fanout
+exchange `<prefix>.progress.live`, and reads what the others commit from an exclusive,
+auto-deleted queue of its own bound to it, into its hub (`Hub.receive`). So a WebSocket client
+gets every update of its job whichever replica applied it, about one broker hop later than
+the replica that applied it.
+
+Its own updates are short-circuited: the hub hands them to its own clients at once, and they
+come back from the exchange only to be dropped by their origin (a fanout queue gets every
+message, and RabbitMQ has no no-local consume). The updates of one commit travel as one
+message, sent on the next turn of the event loop after the commit's updates were pushed.
+
+Best effort, by design: messages are transient, unconfirmed, consumed without acks, and a
+replica's queue keeps them a few seconds at most. Anything lost on the way (a broker restart,
+a replica that is paused) is still in job_updates and batch_updates: a job stream whose next
+seq is missing reads the gap from there at once (seq_stream.py), and without any live message
+it looks there every POLL_SECONDS anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import cast
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from prometheus_client import Counter
+
+from services.progress.arithmetic import Snapshot
+from services.progress.batches import StreamMessage
+from services.progress.hub import BatchHub, Hub
+from shared.bus.identity import amqp_user_of
+from shared.bus.publisher import RECONNECT_SECONDS
+from shared.topology import Topology
+
+log = structlog.get_logger(__name__)
+
+FORMAT_VERSION = 1
+# Commits waiting to be sent while the broker is slow or away: past this, the oldest go (the
+# other replicas' clients read them from the database instead).
+OUTGOING_KEPT = 2048
+# How long a replica waits before connecting again after the feed failed.
+RETRY_SECONDS = 5.0
+
+REPLICA_MESSAGES = Counter(
+    "docpipe_progress_replica_messages",
+    "Live-progress messages between progress replicas: sent, received from another replica, "
+    "dropped before sending (broker away or too slow)",
+    ["outcome"],
+)
+
+
+@dataclass
+class Envelope:
+    """One commit's updates, as they travel between replicas."""
+
+    origin: str
+    # (snapshot, when the event behind it occurred in epoch seconds, if known)
+    updates: list[tuple[Snapshot, float | None]] = field(default_factory=list)
+    batch_messages: list[StreamMessage] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.updates or self.batch_messages)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    return json.dumps(
+        {
+            "v": FORMAT_VERSION,
+            "origin": envelope.origin,
+            "updates": [[update, at] for update, at in envelope.updates],
+            "batch": envelope.batch_messages,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_envelope(body: bytes) -> Envelope:
+    """The envelope in `body`; ValueError for anything else (another version included)."""
+    try:
+        raw = json.loads(body)
+        if raw["v"] != FORMAT_VERSION:
+            raise ValueError(f"live-progress format {raw['v']!r}, not {FORMAT_VERSION}")
+        updates = [
+            (cast(Snapshot, u), None if at is None else float(at)) for u, at in raw["updates"]
+        ]
+        return Envelope(str(raw["origin"]), updates, cast(list[StreamMessage], raw["batch"]))
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a live-progress message: {exc!r}") from exc
+
+
+def deliver(envelope: Envelope, hub: Hub, batch_hub: BatchHub) -> None:
+    """Another replica's commit, to this replica's clients."""
+    for update, at in envelope.updates:
+        hub.receive(uuid.UUID(update["job_id"]), update, at)
+    for message in envelope.batch_messages:
+        batch_hub.receive(message)
+
+
+class ReplicaFeed:
+    """Connects a replica's hubs to the live exchange: what they publish is sent, what the
+    other replicas sent is received into them. `run()` keeps it connected."""
+
+    def __init__(self, amqp_url: str, topology: Topology, hub: Hub, batch_hub: BatchHub) -> None:
+        self.amqp_url = amqp_url
+        self.topology = topology
+        self.hub = hub
+        self.batch_hub = batch_hub
+        self.replica_id = uuid.uuid4().hex[:12]
+        self.connected = asyncio.Event()
+        self._pending = Envelope(self.replica_id)
+        self._flush_scheduled = False
+        self._outgoing: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        hub.share = self.share_update
+        batch_hub.share = self.share_batch_message
+
+    # --- sending: the hubs call these after a commit (never waits) ------------------
+    def share_update(self, update: Snapshot, occurred_at: float | None) -> None:
+        self._pending.updates.append((update, occurred_at))
+        self._schedule_flush()
+
+    def share_batch_message(self, message: StreamMessage) -> None:
+        self._pending.batch_messages.append(message)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        # What one commit pushes (a window of many jobs) is pushed in one turn of the loop:
+        # it leaves as one message.
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        envelope, self._pending = self._pending, Envelope(self.replica_id)
+        if not envelope:
+            return
+        if not self.connected.is_set():
+            REPLICA_MESSAGES.labels("dropped").inc()
+            return
+        if len(self._outgoing) >= OUTGOING_KEPT:
+            self._outgoing.popleft()
+            REPLICA_MESSAGES.labels("dropped").inc()
+        self._outgoing.append(encode_envelope(envelope))
+        self._wake.set()
+
+    # --- receiving ---------------------------------------------------------------------
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = decode_envelope(message.body)
+        except ValueError as exc:
+            log.warning("live-progress message dropped", error=str(exc)[:300])
+            return
+        if envelope.origin == self.replica_id:
+            return  # this replica's own commit: its clients had it at once
+        REPLICA_MESSAGES.labels("received").inc()
+        deliver(envelope, self.hub, self.batch_hub)
+
+    # --- the connection ----------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, then send and receive; after any failure, connect again."""
+        while True:
+            connection: AbstractRobustConnection | None = None
+            try:
+                connection = await aio_pika.connect_robust(
+                    self.amqp_url, reconnect_interval=RECONNECT_SECONDS
+                )
+                await self._serve(connection)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the feed is an optimisation: progress runs on
+                log.warning(
+                    "live progress between replicas unavailable; other replicas' updates "
+                    "reach this one's clients from the database",
+                    error=repr(exc)[:300],
+                    retry_seconds=RETRY_SECONDS,
+                )
+            finally:
+                self.connected.clear()
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _serve(self, connection: AbstractRobustConnection) -> None:
+        topo = self.topology
+        channel = await connection.channel()
+        # Not declared: the topology's deployment step declares it (the service user may not).
+        exchange = await channel.get_exchange(topo.live_exchange_name, ensure=False)
+        spec = topo.live_queue(self.replica_id)
+        queue = await channel.declare_queue(
+            spec.name, durable=False, exclusive=True, auto_delete=True, arguments=spec.arguments
+        )
+        await queue.bind(exchange)
+        await queue.consume(self.on_message, no_ack=True)
+        self.connected.set()
+        log.info("live progress between replicas on", queue=spec.name)
+        user = amqp_user_of(self.amqp_url)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outgoing:
+                body = self._outgoing[0]
+                await exchange.publish(
+                    aio_pika.Message(body, content_type="application/json", user_id=user),
+                    routing_key="",
+                )
+                self._outgoing.popleft()
+                REPLICA_MESSAGES.labels("sent").inc()
