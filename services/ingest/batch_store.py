@@ -93,9 +93,9 @@ async def create_batch(
             """
             INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
                               content_type, format, ocr_mode, priority, labels, batch_id,
-                              created_at, ocr_lang)
+                              created_at, ocr_lang, docx_comments)
             SELECT j, $2, f, u, s, sz, ct, fmt, $9, $10, $11, $12,
-                   now() + ord * interval '1 microsecond', $13
+                   now() + ord * interval '1 microsecond', $13, $14
             FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                         $7::text[], $8::text[])
                  WITH ORDINALITY AS t(j, f, u, s, sz, ct, fmt, ord)
@@ -113,6 +113,7 @@ async def create_batch(
             batch.labels,
             batch.batch_id,
             events[0].ocr_lang,
+            events[0].docx_comments,
         )
         await conn.execute(
             "INSERT INTO blob_owners (blob_uri, tenant) SELECT DISTINCT u, $2 "

@@ -20,7 +20,7 @@ from shared.jobs import record_blob_owner
 JOB_COLUMNS = (
     "job_id, tenant, status, stage, percent, error, filename, format, ocr_mode, priority, "
     "size_bytes, sha256, pages_total, stalled, partial, created_at, updated_at, finished_at, "
-    "cancel_requested_at, labels, batch_id, deduplicated_from, tokens, cost_usd, ocr_lang"
+    "cancel_requested_at, labels, batch_id, deduplicated_from, tokens, cost_usd, ocr_lang, docx_comments"
 )
 CANCEL_REASON = "Cancelled by the client."
 
@@ -72,9 +72,9 @@ async def insert_job(
         INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
                           content_type, format, ocr_mode, priority, idempotency_key,
                           dedup_key, keep_images, deduplicated_from, labels, callback_url,
-                          analysis, ocr_lang)
+                          analysis, ocr_lang, docx_comments)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17::jsonb, $18)
+                $17::jsonb, $18, $19)
         """,
         ev.job_id,
         ev.tenant,
@@ -94,6 +94,7 @@ async def insert_job(
         job.callback_url,
         json.dumps(ev.analysis.stored()) if ev.analysis is not None else None,
         ev.ocr_lang,
+        ev.docx_comments,
     )
 
 

@@ -98,6 +98,7 @@ class SubmittedJob:
             existing[column] == document
             and existing["ocr_mode"] == options.ocr.value
             and existing["ocr_lang"] == options.ocr_lang
+            and existing["docx_comments"] == options.docx_comments
             and existing["priority"] == options.priority
         )
         if not same:
