@@ -20,7 +20,8 @@ from shared.jobs import record_blob_owner
 JOB_COLUMNS = (
     "job_id, tenant, status, stage, percent, error, filename, format, ocr_mode, priority, "
     "size_bytes, sha256, pages_total, stalled, partial, created_at, updated_at, finished_at, "
-    "cancel_requested_at, labels, batch_id, deduplicated_from, tokens, cost_usd, ocr_lang, docx_comments"
+    "cancel_requested_at, labels, batch_id, deduplicated_from, tokens, cost_usd, ocr_lang, "
+    "docx_comments"
 )
 CANCEL_REASON = "Cancelled by the client."
 
