@@ -9,15 +9,22 @@
 # first stage runs unchanged in the second.
 ARG BASE=python:3.11-slim-bookworm
 
+# ---- requirements: the runtime dependencies named in pyproject.toml, as a file ---------------
+# Its own stage: the build stage copies only the resulting list, so a change to pyproject.toml
+# that leaves the dependencies alone (a test marker, a dev tool) keeps the dependency layer.
+FROM ${BASE} AS requirements
+COPY pyproject.toml /src/pyproject.toml
+RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" >/src/requirements.txt
+
 # ---- build: the virtualenv with docpipe and its dependencies (every one ships a wheel) ------
 FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/docpipe
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change, not
-# when the code does (what keeps a CI rebuild short).
+# Dependencies first: this layer is rebuilt only when they change, not when the code does
+# (what keeps a CI rebuild short).
+COPY --from=requirements /src/requirements.txt /src/requirements.txt
+RUN /opt/docpipe/bin/pip install -q -r /src/requirements.txt
 COPY pyproject.toml /src/pyproject.toml
-RUN /opt/docpipe/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" >/src/requirements.txt \
- && /opt/docpipe/bin/pip install -q -r /src/requirements.txt
 COPY shared /src/shared
 COPY services /src/services
 COPY scripts /src/scripts

@@ -33,7 +33,7 @@ MIRROR=${DEBIAN_MIRROR:-$(host_mirror)}
 [ -n "$MIRROR" ] || { echo "build_base_image: set DEBIAN_MIRROR (no Debian mirror in apt sources)" >&2; exit 1; }
 
 ROOT=$(mktemp -d)
-trap 'rm -rf "$ROOT"' EXIT
+trap 'rm -rf "$ROOT" "$ROOT.log"' EXIT
 echo "build_base_image: debootstrap $SUITE from $MIRROR"
 # minbase: dpkg, apt and essentials only. Python comes after, from apt inside the new root:
 # debootstrap's own resolver misses some dependencies (python3.11-venv's distutils).
@@ -44,8 +44,12 @@ if ! debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$ROOT" "$
 fi
 rm -f "$ROOT.log"
 # python3.11-venv brings ensurepip, which `python3 -m venv` (the Dockerfile) needs.
-chroot "$ROOT" apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv \
-  >/dev/null
+if ! DEBIAN_FRONTEND=noninteractive chroot "$ROOT" apt-get install -y -qq \
+    --no-install-recommends python3.11 python3.11-venv >"$ROOT.log" 2>&1; then
+  tail -20 "$ROOT.log" >&2
+  exit 1
+fi
+rm -f "$ROOT.log"
 # The base trusts the certificate authorities this host trusts: a host behind a TLS-inspecting
 # proxy reaches the package index only through the proxy's CA (pip reads PIP_CERT).
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
