@@ -29,8 +29,9 @@ COPY shared /src/shared
 COPY services /src/services
 COPY scripts /src/scripts
 COPY docpipe_cli /src/docpipe_cli
-# pip compiles what it installs, so no process writes bytecode at run time (read-only root).
-RUN /opt/docpipe/bin/pip install -q --no-deps /src
+# pip compiles what it installs, so no process writes bytecode at run time (read-only root);
+# the venv's own setuptools builds it (no build isolation: nothing fetched per code change).
+RUN /opt/docpipe/bin/pip install -q --no-deps --no-build-isolation /src
 
 # ---- runtime: the virtualenv, tesseract's language data, an unprivileged user ---------------
 FROM ${BASE} AS runtime
