@@ -23,14 +23,15 @@ RUN python3 -m venv /opt/docpipe
 # Dependencies first: this layer is rebuilt only when they change, not when the code does
 # (what keeps a CI rebuild short).
 COPY --from=requirements /src/requirements.txt /src/requirements.txt
-RUN /opt/docpipe/bin/pip install -q -r /src/requirements.txt
+# setuptools (pyproject's build-system.requires) and wheel: what builds docpipe itself below.
+RUN /opt/docpipe/bin/pip install -q 'setuptools>=68' wheel -r /src/requirements.txt
 COPY pyproject.toml /src/pyproject.toml
 COPY shared /src/shared
 COPY services /src/services
 COPY scripts /src/scripts
 COPY docpipe_cli /src/docpipe_cli
 # pip compiles what it installs, so no process writes bytecode at run time (read-only root);
-# the venv's own setuptools builds it (no build isolation: nothing fetched per code change).
+# the venv's setuptools builds it (no build isolation: nothing fetched per code change).
 RUN /opt/docpipe/bin/pip install -q --no-deps --no-build-isolation /src
 
 # ---- runtime: the virtualenv, tesseract's language data, an unprivileged user ---------------
