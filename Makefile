@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install services up demo test test-fast test-reliability bench fuzz lint docs clean
+.PHONY: install services up demo test test-fast test-reliability bench fuzz lint docs image clean
 
 install: $(STAMP)
 
@@ -26,7 +26,7 @@ demo: install services
 	$(PY) -m scripts.demo
 
 # The whole suite: unit, integration (real RabbitMQ + PostgreSQL), corpus, browser and reliability.
-test: install services
+test: install services image
 	-$(PY) -m scripts.clean_test_state
 	$(PY) -m pytest -p no:cacheprovider
 
@@ -67,6 +67,19 @@ lint: install
 # Regenerate docs/openapi-ingest.json, docs/openapi-progress.json and docs/asyncapi.json from code.
 docs: install
 	$(PY) -m scripts.gen_docs
+
+# The one image of every service (Dockerfile, runtime stage), on the local debootstrap base
+# (scripts/build_base_image.sh; no registry here): DOCPIPE_BASE=python:3.11-slim-bookworm where
+# one is reachable. Both are cached in the Docker daemon: an unchanged tree rebuilds in seconds,
+# a code change only the last layers. tests/deploy/test_image.py runs it.
+DOCPIPE_BASE  ?= docpipe-base:bookworm
+DOCPIPE_IMAGE ?= docpipe:latest
+image:
+	bash scripts/ensure_docker.sh
+	case "$(DOCPIPE_BASE)" in docpipe-base:*) \
+		DOCPIPE_BASE_IMAGE=$(DOCPIPE_BASE) bash scripts/build_base_image.sh;; esac
+	docker build -q --target runtime --build-arg BASE=$(DOCPIPE_BASE) -t $(DOCPIPE_IMAGE) . >/dev/null
+	@echo "image: $(DOCPIPE_IMAGE) on $(DOCPIPE_BASE)"
 
 clean:
 	rm -rf var test-artifacts .pytest_cache

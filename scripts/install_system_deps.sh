@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the pipeline and its tests need: tesseract (OCR) with the language data of
 # the common European languages and orientation detection (osd), chromium (browser tests),
-# prometheus (promtool for alert-rule tests). Installs only what is missing.
+# prometheus (promtool for alert-rule tests), and for the image and its deployment files
+# (tests/deploy, make image): Docker's daemon, debootstrap (the local base image) and
+# docker-compose (validates deploy/compose.yaml). Installs only what is missing.
 set -euo pipefail
 need=()
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
@@ -12,6 +14,9 @@ for lang in eng deu fra spa ita por nld osd; do
 done
 command -v chromium >/dev/null || need+=(chromium)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "install_system_deps: please run: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
