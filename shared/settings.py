@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     # did not improve small-job latency, which the scheduler and priorities already keep low.
     extract_nice_above_pages: int = 0
     small_job_priority: int = 5
+    # An upload of at most this many bytes is published (and released from admission) with at
+    # least small_job_priority. With a small prefetch per extractor replica (decision 1070)
+    # and a tenant's jobs beyond its in-flight limit held (1080), the queue's priority is what
+    # lets a one-page document overtake its own tenant's backlog (0: off).
+    small_upload_bytes: int = 1_048_576
     # Progress: events of every job arriving within this window (or until progress_batch_max
     # of them) are applied in one set-based transaction, with one coalesced update per job
     # (see services/progress/batcher.py; 0: apply whatever is pending at once).

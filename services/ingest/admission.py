@@ -120,20 +120,29 @@ async def forget_held(conn: asyncpg.Connection, job_ids: Sequence[Any]) -> None:
     )
 
 
+# Only the held jobs of this process's bus (their outbox row's bus_prefix, as the relay reads
+# it): stacks that share one database on different buses (the tests; a deployment with two
+# buses) each release their own, at their own limits.
+_THIS_BUS = "(o.bus_prefix IS NULL OR o.bus_prefix = current_setting('docpipe.bus_prefix', true))"
+
 _LOADS = f"""
-WITH held AS (SELECT tenant, count(*) AS held FROM held_uploads GROUP BY tenant)
+WITH held AS (
+    SELECT h.tenant, count(*) AS held FROM held_uploads h JOIN outbox o ON o.id = h.outbox_id
+    WHERE {_THIS_BUS} GROUP BY h.tenant
+)
 SELECT held.tenant, held.held,
        (SELECT count(*) FROM jobs j WHERE j.tenant = held.tenant AND {_IN_FLIGHT}) AS in_flight
 FROM held
 """
 
-_RELEASE = """
+_RELEASE = f"""
 DELETE FROM held_uploads h USING (
     SELECT next.outbox_id
     FROM unnest($1::text[], $2::int[]) AS t(tenant, n)
     CROSS JOIN LATERAL (
-        SELECT outbox_id FROM held_uploads
-        WHERE tenant = t.tenant ORDER BY priority DESC, held_at, outbox_id LIMIT t.n
+        SELECT w.outbox_id FROM held_uploads w JOIN outbox o ON o.id = w.outbox_id
+        WHERE w.tenant = t.tenant AND {_THIS_BUS}
+        ORDER BY w.priority DESC, w.held_at, w.outbox_id LIMIT t.n
     ) AS next
 ) AS pick
 WHERE h.outbox_id = pick.outbox_id

@@ -122,7 +122,8 @@ async def create_job_or_reuse(
         await repo.insert_job(conn, job, deduplicated_from=source)
         await record_blob_owner(conn, ev.tenant, ev.document_uri)
         if source is None:
-            outbox_id = await enqueue(conn, ev, priority=ev.priority, headers=headers)
+            priority = limits.bus_priority(ev.priority, ev.size_bytes)
+            outbox_id = await enqueue(conn, ev, priority=priority, headers=headers)
             await admit(conn, limits, ev.tenant, [outbox_id] if outbox_id is not None else [])
         else:
             reuse = JobDeduplicated(job_id=ev.job_id, source_job_id=source)

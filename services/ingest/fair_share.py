@@ -30,6 +30,8 @@ class TenantLimits:
     weights: Mapping[str, float] = field(default_factory=dict)
     ceilings: Mapping[str, int] = field(default_factory=dict)
     global_inflight: int = 0  # 0: no limit over all tenants together
+    small_upload_bytes: int = 0  # 0: uploads keep the priority they asked for
+    small_upload_priority: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TenantLimits:
@@ -42,7 +44,16 @@ class TenantLimits:
             weights=dict(settings.tenant_weights),
             ceilings=dict(settings.tenant_priority_ceiling),
             global_inflight=settings.admission_global_inflight,
+            small_upload_bytes=settings.small_upload_bytes,
+            small_upload_priority=settings.small_job_priority,
         )
+
+    def bus_priority(self, priority: int, size_bytes: int | None) -> int:
+        """The priority an upload is published and released with: a small document's is at
+        least the small-job priority, so it overtakes a backlog (the job keeps the one asked)."""
+        if size_bytes is not None and 0 < size_bytes <= self.small_upload_bytes:
+            return max(priority, self.small_upload_priority)
+        return priority
 
     def inflight_of(self, tenant: str) -> int:
         return self.inflight.get(tenant, self.inflight_default)

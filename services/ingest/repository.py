@@ -58,7 +58,8 @@ async def create_job(
         await insert_job(conn, job)
         if ev.document_uri.startswith("blob://"):
             await record_blob_owner(conn, ev.tenant, ev.document_uri)
-        outbox_id = await enqueue(conn, ev, priority=ev.priority, headers=headers)
+        priority = limits.bus_priority(ev.priority, ev.size_bytes)
+        outbox_id = await enqueue(conn, ev, priority=priority, headers=headers)
         await admit(conn, limits, ev.tenant, [outbox_id] if outbox_id is not None else [])
         return outbox_id
 

@@ -192,3 +192,15 @@ async def test_the_handler_sees_the_capped_priority(
     await bus.publish(event)
     assert [e.priority for e in handled] == [handled_priority]
     assert handled[0].job_id == event.job_id
+
+
+def test_a_small_upload_is_published_with_at_least_the_small_job_priority() -> None:
+    limits = TenantLimits.from_settings(
+        Settings(small_upload_bytes=1000, small_job_priority=5, _env_file=None)
+    )
+    assert limits.bus_priority(0, 999) == 5  # small: overtakes its tenant's backlog
+    assert limits.bus_priority(7, 999) == 7  # a higher priority asked for is kept
+    assert limits.bus_priority(0, 1001) == 0  # large: as asked
+    assert limits.bus_priority(0, None) == 0  # size unknown (a URL job): as asked
+    off = TenantLimits.from_settings(Settings(small_upload_bytes=0, _env_file=None))
+    assert off.bus_priority(0, 10) == 0
