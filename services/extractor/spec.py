@@ -138,6 +138,8 @@ class ExtractSpec:
     # and the downstream services keep moving while it is extracted; 0 disables.
     nice_above_pages: int = 0
     flowing_page_chars: int = FLOWING_PAGE_CHARS_DEFAULT
+    # A PDF's ruled tables are found and sent as rows of cells (DOCPIPE_PDF_TABLES).
+    pdf_tables: bool = True
     # A DOCX's comments are read (after the text of the page they are on) only when asked for.
     docx_comments: bool = False
 

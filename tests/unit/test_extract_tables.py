@@ -112,6 +112,16 @@ def test_ruled_pdf_table_and_a_page_without_one(tmp_path: Path) -> None:
     assert "Skagerrak Trader" in pages[0]["text"]
 
 
+def test_pdf_tables_can_be_turned_off(tmp_path: Path) -> None:
+    path = tables.ruled_table_pdf(tmp_path / "berths.pdf")
+    spec = ExtractSpec(
+        path=str(path), format="pdf", blob_dir=str(tmp_path / "blobs"), pdf_tables=False
+    )
+    pages = [dict(r) for r in extract(spec) if r["type"] == "page"]
+    assert page_tables(pages) == [[], []]
+    assert "Skagerrak Trader" in pages[0]["text"]  # the text is read all the same
+
+
 def test_pdf_pages_of_plain_text_never_reach_the_table_finder(tmp_path: Path) -> None:
     path = text_pdf(tmp_path / "plain.pdf", ["A page of text.\nAnother line.", "Page two."])
     finder = PdfTableFinder(str(path), None)

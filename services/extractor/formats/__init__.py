@@ -73,7 +73,7 @@ def extract(spec: ExtractSpec) -> Iterator[Record]:
         records: Iterator[Record] = read(spec, BlobStore(spec.blob_dir))
     else:
         records = read(spec)
-    if spec.format == "pdf":  # tables as data, beside the text the PDF reader reads
+    if spec.format == "pdf" and spec.pdf_tables:  # tables as data, beside the PDF's text
         from services.extractor.formats.pdf_tables import with_tables
 
         records = with_tables(spec, records)
