@@ -154,6 +154,10 @@ class ReplicaFeed:
 
     # --- receiving ---------------------------------------------------------------------
     async def on_message(self, message: AbstractIncomingMessage) -> None:
+        if message.app_id == self.replica_id:
+            # This replica's own commit, back from the fanout: its clients had it at once.
+            # Told by the property, so the body (every snapshot of the commit) is not parsed.
+            return
         try:
             envelope = decode_envelope(message.body)
         except ValueError as exc:
@@ -210,7 +214,9 @@ class ReplicaFeed:
             while self._outgoing:
                 body = self._outgoing[0]
                 await exchange.publish(
-                    aio_pika.Message(body, content_type="application/json", user_id=user),
+                    aio_pika.Message(
+                        body, content_type="application/json", user_id=user, app_id=self.replica_id
+                    ),
                     routing_key="",
                 )
                 self._outgoing.popleft()

@@ -86,9 +86,14 @@ def test_one_commit_leaves_as_one_message_and_own_messages_are_dropped():
 
         class Raw:
             body = feed._outgoing[0]
+            app_id = feed.replica_id  # as _serve publishes it
+
+        class Unlabelled(Raw):
+            app_id = None  # told by the origin in the body instead
 
         assert [(await sub.get(0.1))["seq"] for _ in range(2)] == [1, 2]
         await feed.on_message(Raw())  # type: ignore[arg-type]  # its own commit, back
+        await feed.on_message(Unlabelled())  # type: ignore[arg-type]
         assert await sub.get(0.01) is None
 
     asyncio.run(scenario())
