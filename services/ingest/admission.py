@@ -98,8 +98,9 @@ async def admit(
         return 0
     await conn.execute(
         """
-        INSERT INTO held_uploads (outbox_id, job_id, tenant, priority)
-        SELECT o.id, (o.payload->>'job_id')::uuid, $2, o.priority
+        INSERT INTO held_uploads (outbox_id, job_id, tenant, priority, size_bytes)
+        SELECT o.id, (o.payload->>'job_id')::uuid, $2, o.priority,
+               (o.payload->>'size_bytes')::bigint
         FROM outbox o WHERE o.id = ANY($1::bigint[])
         ORDER BY o.id OFFSET $3
         """,
@@ -135,6 +136,11 @@ SELECT held.tenant, held.held,
 FROM held
 """
 
+# Within a tenant's turn: the highest priority, then the smallest document, its size counting
+# for less the longer it has waited (as the extractor's scheduler does, services/extractor/
+# scheduler.py), so a large document is not starved by a stream of small ones.
+AGING_SECONDS = 60
+
 _RELEASE = f"""
 DELETE FROM held_uploads h USING (
     SELECT next.outbox_id
@@ -142,7 +148,11 @@ DELETE FROM held_uploads h USING (
     CROSS JOIN LATERAL (
         SELECT w.outbox_id FROM held_uploads w JOIN outbox o ON o.id = w.outbox_id
         WHERE w.tenant = t.tenant AND {_THIS_BUS}
-        ORDER BY w.priority DESC, w.held_at, w.outbox_id LIMIT t.n
+        ORDER BY w.priority DESC,
+                 coalesce(w.size_bytes, 0)
+                     / (1 + extract(epoch FROM clock_timestamp() - w.held_at) / {AGING_SECONDS}),
+                 w.held_at, w.outbox_id
+        LIMIT t.n
     ) AS next
 ) AS pick
 WHERE h.outbox_id = pick.outbox_id

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.settings import Settings
+from shared.topology import MAX_PRIORITY
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,13 @@ class TenantLimits:
     def bus_priority(self, priority: int, size_bytes: int | None) -> int:
         """The priority an upload is published and released with: a small document's is at
         least the small-job priority, so it overtakes a backlog (the job keeps the one asked)."""
-        if size_bytes is not None and 0 < size_bytes <= self.small_upload_bytes:
+        if size_bytes is None or size_bytes <= 0:
+            return priority
+        # A few pages (a sixteenth of the threshold) go one above: a one-page letter should
+        # overtake a report of a few hundred kilobytes too.
+        if size_bytes <= self.small_upload_bytes // 16:
+            return max(priority, min(self.small_upload_priority + 1, MAX_PRIORITY))
+        if size_bytes <= self.small_upload_bytes:
             return max(priority, self.small_upload_priority)
         return priority
 

@@ -199,6 +199,7 @@ def test_a_small_upload_is_published_with_at_least_the_small_job_priority() -> N
         Settings(small_upload_bytes=1000, small_job_priority=5, _env_file=None)
     )
     assert limits.bus_priority(0, 999) == 5  # small: overtakes its tenant's backlog
+    assert limits.bus_priority(0, 62) == 6  # a few pages: overtakes the small ones too
     assert limits.bus_priority(7, 999) == 7  # a higher priority asked for is kept
     assert limits.bus_priority(0, 1001) == 0  # large: as asked
     assert limits.bus_priority(0, None) == 0  # size unknown (a URL job): as asked
