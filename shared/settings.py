@@ -182,10 +182,11 @@ class Settings(BaseSettings):
     # A page is what one bus message carries, so this bounds the services' memory per message
     # (docs/decisions/0990, 1020); smaller pages report progress more often.
     flowing_page_chars: int = Field(default=50_000, ge=1_000, le=1_000_000)
-    # PDF tables as data (pdfplumber on the pages whose ruling lines look like a grid). It is
-    # the costliest part of reading a text PDF with tables: benchmarks/pdf_tables.py and the
-    # text benchmark measure it (docs/decisions/1040).
-    pdf_tables: bool = True
+    # PDF tables as data (pdfplumber on the pages whose ruling lines look like a grid). Off by
+    # default: on the corpus text PDFs it took the pipeline from 0.24 to 0.69 x the bare pypdf
+    # loop (benchmarks/pdf_tables.py, the text benchmark; docs/decisions/1040). Other formats'
+    # tables cost next to nothing and are always read.
+    pdf_tables: bool = False
 
     # Reliability
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 10000, 60000])

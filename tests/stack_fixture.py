@@ -38,6 +38,9 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "DOCPIPE_DATABASE_URL": runtime_database_url(settings),
         "DOCPIPE_MIGRATE_DATABASE_URL": settings.database_url,
         "DOCPIPE_AMQP_URL": settings.amqp_url,
+        # PDF tables are off by default (their cost, docs/decisions/1040); the suite's stacks
+        # turn them on so the end-to-end tests cover them.
+        "DOCPIPE_PDF_TABLES": "true",
         "DOCPIPE_BUS_PREFIX": settings.bus_prefix,
         "DOCPIPE_BLOB_DIR": str(settings.blob_dir),
         "DOCPIPE_FILE_ROOTS": ",".join(str(root) for root in settings.file_roots),
