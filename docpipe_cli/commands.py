@@ -168,12 +168,9 @@ def submit(
     if not paths:
         raise fail("There are no documents to submit.")
     form = {"ocr": ocr.value, "priority": str(priority)}
-    if ocr_lang is not None:
-        form["ocr_lang"] = ocr_lang
-    if password is not None:
-        form["password"] = password
-    if docx_comments:
-        form["docx_comments"] = "true"
+    given = {"ocr_lang": ocr_lang, "password": password}
+    form.update({key: value for key, value in given.items() if value is not None})
+    form.update({"docx_comments": "true"} if docx_comments else {})
     labels = parse_labels(label or [])
     if labels:
         form["labels"] = json.dumps(labels)
