@@ -89,13 +89,18 @@ async def wait_ready(stack: Stack, timeout: float = 120) -> None:
 async def image_stack(
     test_settings: Settings, db_pool: asyncpg.Pool, rabbit_available: None, tmp_path: Path
 ) -> AsyncIterator[StackClient]:
+    from tests.conftest import delete_bus  # tests.conftest imports the stack fixtures
+
     require_image()
+    # A bus of its own: on the session's bus, the session stack's extractor (a host process
+    # with another blob folder) took the containers' upload and failed the job.
+    settings = test_settings.model_copy(update={"bus_prefix": f"{test_settings.bus_prefix}_image"})
     blobs = tmp_path / "blobs"
     blobs.mkdir()
     os.chown(blobs, IMAGE_UID, IMAGE_UID)  # the containers' user writes the blobs
-    env = container_env(test_settings)
-    tag = test_settings.bus_prefix.replace("_", "-")
-    setup = {**env, "DOCPIPE_MIGRATE_DATABASE_URL": test_settings.database_url}
+    env = container_env(settings)
+    tag = settings.bus_prefix.replace("_", "-")
+    setup = {**env, "DOCPIPE_MIGRATE_DATABASE_URL": settings.database_url}
     setup_file = write_env_file(tmp_path / "setup.env", setup)
     assert "migrations applied" in run_once(
         f"{tag}-migrate", setup_file, "python", "-m", "shared.migrate"
@@ -117,16 +122,17 @@ async def image_stack(
     stack = Stack(env, services=())
     try:
         await wait_ready(stack)
-        key, other = list(test_settings.tenants_by_key)[:2]
+        key, other = list(settings.tenants_by_key)[:2]
         yield StackClient(stack, key=key, other_key=other, admin_key="admin-key")
     finally:
-        logs = ARTIFACTS / "logs" / f"{test_settings.bus_prefix}_image"
+        logs = ARTIFACTS / "logs" / settings.bus_prefix
         logs.mkdir(parents=True, exist_ok=True)
         for name in names:
             out = docker("logs", name, check=False)
             (logs / f"{name}.log").write_text(out.stdout + out.stderr)
             docker("rm", "-f", name, check=False)
         print(f"container logs: {logs}")
+        await delete_bus(settings)
 
 
 async def test_one_container_per_service_processes_a_document(
