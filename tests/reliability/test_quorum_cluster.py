@@ -45,7 +45,9 @@ DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 RABBIT_BIN = Path(os.environ.get("DOCPIPE_TEST_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 BOOT_SECONDS = 90.0
 JOBS = 16
-URGENT_EVERY = 4  # every fourth job at priority 9: the urgent lanes carry load too
+# Every fourth job at priority 5 (the small-job priority: the urgent lane; a tenant's ceiling
+# is 5 by default): the urgent lanes carry load too.
+URGENT_EVERY = 4
 
 
 def free_port() -> int:
@@ -215,7 +217,7 @@ def documents(tmp: Path) -> list[tuple[Path, list[str], int]]:
             f"Quorum job {i} page {n} carries order {7000 + 10 * i + n}."
             for n in range(1, 4 + i % 4)
         ]
-        priority = 9 if i % URGENT_EVERY == 0 else 0
+        priority = 5 if i % URGENT_EVERY == 0 else 0
         out.append((pdf_with_pages(tmp / f"quorum{i:02d}.pdf", pages), pages, priority))
     return out
 
