@@ -337,7 +337,7 @@ def test_a_replayed_key_needs_the_same_bytes_and_options() -> None:
     existing: dict[str, Any] = {
         "job_id": uuid.UUID(int=7), "status": "processing", "filename": "a.pdf",
         "format": "pdf", "size_bytes": 3, "sha256": digest, "ocr_mode": "auto", "priority": 0,
-        "ocr_lang": None,
+        "ocr_lang": None, "docx_comments": False,
     }  # fmt: skip
     upload = ReceivedUpload(f"blob://sha256/{digest}", 3, "renamed.pdf", None)
     job = replay(existing, upload, UploadOptions())
@@ -348,6 +348,8 @@ def test_a_replayed_key_needs_the_same_bytes_and_options() -> None:
         replay(existing, upload, UploadOptions(ocr="never"))
     with pytest.raises(IdempotencyConflict):
         replay(existing, upload, UploadOptions(ocr_lang="deu"))
+    with pytest.raises(IdempotencyConflict):
+        replay(existing, upload, UploadOptions(docx_comments=True))
     other = hashlib.sha256(b"other").hexdigest()
     with pytest.raises(IdempotencyConflict):
         different = ReceivedUpload(f"blob://sha256/{other}", 5, "a.pdf", None)
