@@ -1,0 +1,1 @@
+"""Tests of the deployment: the image, compose and the Kubernetes manifests."""
