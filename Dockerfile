@@ -44,10 +44,16 @@ RUN apt-get update -qq \
       tesseract-ocr-ita tesseract-ocr-por tesseract-ocr-nld tesseract-ocr-osd >/dev/null \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/*
 # uid/gid 10001: no clash with a host user; Kubernetes' runAsNonRoot checks the number.
+# uid/gid 10002: the user the extraction and OCR children may run as (DOCPIPE_SANDBOX_USER;
+# docs/deploy.md); it owns nothing in the image.
 RUN groupadd --system --gid 10001 docpipe \
  && useradd --system --uid 10001 --gid docpipe --home-dir /var/lib/docpipe --create-home \
       --shell /usr/sbin/nologin docpipe \
- && mkdir -p /var/lib/docpipe/blobs && chown docpipe:docpipe /var/lib/docpipe/blobs
+ && groupadd --system --gid 10002 docpipe-sandbox \
+ && useradd --system --uid 10002 --gid docpipe-sandbox --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin docpipe-sandbox \
+ && mkdir -p /var/lib/docpipe/blobs && chown docpipe:docpipe /var/lib/docpipe/blobs \
+ && chmod 0700 /var/lib/docpipe/blobs
 COPY --from=build /opt/docpipe /opt/docpipe
 ENV PATH=/opt/docpipe/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -130,7 +130,21 @@ class BlobStore:
         final = self.path_for(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)  # atomic: readers never see a partial blob
+        self._keep_owner(final)
         return self.uri_for(digest)
+
+    def _keep_owner(self, final: Path) -> None:
+        """What root writes into a store another user owns goes to that user. Root writes
+        here when the extractor or OCR runs as root to start its children as the sandbox user
+        (DOCPIPE_SANDBOX_USER); the other services, as the store's user, must still be able
+        to write beside it."""
+        if os.geteuid() != 0:
+            return
+        owner = self.root.stat()
+        if owner.st_uid == 0:
+            return
+        for path in (final.parent.parent, final.parent, final):
+            os.chown(path, owner.st_uid, owner.st_gid)
 
     def push(self, uri: str) -> None:
         """The children write into this very folder: nothing to do."""
@@ -157,6 +171,7 @@ class BlobStore:
             final = self.path_for(digest)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+            self._keep_owner(final)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -207,6 +207,13 @@ class Settings(BaseSettings):
     sandbox_open_files: int = 256
     sandbox_processes: int = 256
     sandbox_isolate_network: bool = True
+    # The user the extraction and OCR children run as ("" = the service's own). Needs root or
+    # the capabilities CHOWN, DAC_OVERRIDE, KILL, SETGID and SETUID; a service that lacks them
+    # refuses to start. Each job's input is then copied into a folder of that user's
+    # (sandbox_handoff_dir, default: a docpipe-handoff folder in the system's temporary folder),
+    # and what the child writes is taken back after a check of its content address.
+    sandbox_user: str = ""
+    sandbox_handoff_dir: Path | None = None
 
     # Security (issue 10): what a bus message may make the extractor read.
     # file:// documents are read only below these folders ("/a,/b"); none: file:// is refused.

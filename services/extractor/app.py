@@ -17,6 +17,7 @@ from shared.events import (
 )
 from shared.jobs import refusal_recorder
 from shared.sandbox import ChildLimits, WarmPool
+from shared.sandbox.startup import require_sandbox_user
 from shared.secret_box import requiring_secret_keys
 from shared.service import ServiceContext, create_service_app
 from shared.settings import Settings
@@ -53,6 +54,8 @@ def extractor_prefetch(settings: Settings) -> int:
 
 async def setup(ctx: ServiceContext) -> None:
     settings = ctx.settings
+    # Asked to run its children as a user of their own, and unable to: refuse to start.
+    await require_sandbox_user(settings.sandbox_user)
     runtime = build_runtime(settings)
     if runtime.warm_children is not None:
         ctx.spawn(runtime.warm_children.keep_warm(), "extractor-warm-children")

@@ -38,6 +38,7 @@ from shared.events import (
 )
 from shared.jobs import blob_owner_check, ensure_job, require_active
 from shared.sandbox import ChildLimits, SandboxOutcome, SandboxResult, WarmPool, run_sandboxed
+from shared.sandbox.handoff import ChildOutputRefused, Handoff, job_handoff, take_blob
 from shared.secret_box import UnreadableSecret, secret_box
 from shared.service import ServiceContext
 from shared.settings import Settings
@@ -190,6 +191,9 @@ class ExtractionRun:
     settings: Settings
     spec: ExtractSpec | None = None
     blobs: Blobs | None = None  # where the child's page images go (None: they stay local)
+    # The job's folder of the sandbox user's, when the children run as that user: the child's
+    # page images are taken back from it, checked, instead of pushed from the store's folder.
+    handoff: Handoff | None = None
     fetched_uri: str | None = None
     pages_total: int | None = None
     pages_done: int = 0
@@ -327,14 +331,21 @@ class ExtractionRun:
             return
         if record["images"] and self.blobs is not None:
             # In the store before any ImagesExtracted names them (OCR may run elsewhere).
-            await asyncio.to_thread(push_images, self.blobs, record)
+            try:
+                await asyncio.to_thread(store_images, self.blobs, record, self.handoff)
+            except ChildOutputRefused as exc:
+                self.fatal = str(exc)
+                return
         await self._add_page(page_events(self.event, record, self.settings))
         self.pages_done += 1
 
 
-def push_images(blobs: Blobs, record: PageRecord) -> None:
+def store_images(blobs: Blobs, record: PageRecord, handoff: Handoff | None) -> None:
     for image in record["images"]:
-        blobs.push(image["uri"])
+        if handoff is None:
+            blobs.push(image["uri"])
+        else:
+            take_blob(blobs, handoff.out_dir, image["uri"])
 
 
 async def run_child(
@@ -417,9 +428,29 @@ async def extract_document(
     warm: WarmPool | None = None,
 ) -> None:
     settings = ctx.settings
-    run = ExtractionRun(
-        event, ctx.bus, settings, spec=spec, fetched_uri=fetched_uri, warm=warm, blobs=ctx.blobs
-    )
+    run_as = ChildLimits.from_settings(settings).run_as
+    async with job_handoff(settings.sandbox_handoff_dir, run_as) as handoff:
+        if handoff is not None:  # the child cannot read the store: it gets a copy
+            given = await asyncio.to_thread(handoff.give, spec.path)
+            spec = replace(spec, path=str(given), blob_dir=str(handoff.out_dir))
+        run = ExtractionRun(
+            event,
+            ctx.bus,
+            settings,
+            spec=spec,
+            fetched_uri=fetched_uri,
+            warm=warm,
+            blobs=ctx.blobs,
+            handoff=handoff,
+        )
+        await run_to_end(event, settings, spec, run)
+    log.info("document extracted", format=spec.format, pages=run.pages_done)
+
+
+async def run_to_end(
+    event: DocumentUploaded, settings: Settings, spec: ExtractSpec, run: ExtractionRun
+) -> None:
+    """Run the document's child (and a split PDF's second), then judge how it all ended."""
     try:
         result = await run_child(event, settings, spec, run)
         second = await run.second_child if run.second_child is not None else None
@@ -438,7 +469,6 @@ async def extract_document(
         raise PermanentError(
             f"Extraction stopped after {run.pages_done} of {run.pages_total or '?'} pages."
         )
-    log.info("document extracted", format=spec.format, pages=run.pages_done)
 
 
 def make_handler(ctx: ServiceContext, runtime: ExtractorRuntime) -> Handler:

@@ -9,6 +9,7 @@ docs/decisions/0402-ocr-in-process.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
@@ -24,6 +25,7 @@ from services.ocr.engine import DEFAULT_PSM
 from services.ocr.records import FAILED, OcrRecord, RefusalKind
 from shared.ocr_languages import valid_ocr_lang
 from shared.sandbox import ChildLimits, SandboxOutcome, WarmPool, run_sandboxed
+from shared.sandbox.handoff import job_handoff
 from shared.settings import Settings
 
 ENGINE_ARGV = (sys.executable, "-m", "services.ocr.engine")
@@ -150,6 +152,23 @@ async def ocr_image(
         raise ValueError(f"not a tesseract language code: {lang!r}")
     if not looks_like_image(path):
         return OcrResult(text="", seconds=0.0, failure="The image is not in a format OCR can read.")
+    async with job_handoff(settings.sandbox_handoff_dir, engine.child_limits.run_as) as handoff:
+        if handoff is not None:  # the child cannot read the store: it gets a copy
+            path = await asyncio.to_thread(handoff.give, path)
+        return await _recognise(
+            path, lang=lang, settings=settings, job_id=job_id, engine=engine, psm=psm
+        )
+
+
+async def _recognise(
+    path: Path | str,
+    *,
+    lang: str,
+    settings: Settings,
+    job_id: uuid.UUID | None,
+    engine: WarmPool,
+    psm: int,
+) -> OcrResult:
     lines: list[bytes] = []
 
     async def collect(line: bytes) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 
+from shared.sandbox.identity import child_environment
 from shared.sandbox.process import Child, ChildLimits, kill, limits, start_child
 from shared.sandbox.protocol import CPU_ENV, REUSE_ENV
 
@@ -82,7 +83,7 @@ class WarmPool:
 
     async def _spawn(self) -> Child:
         cpu_hard = None
-        env = {**os.environ, **self.env, CPU_ENV: str(self.cpu_seconds)}
+        env = child_environment(os.environ, {**self.env, CPU_ENV: str(self.cpu_seconds)})
         if self.reuses:
             # The hard limit must cover every job the child may serve: it cannot be raised
             # again. The soft limit (re-armed per job) is what stops a job that overruns.
@@ -92,7 +93,12 @@ class WarmPool:
             self.cpu_seconds + self.startup_cpu_seconds, self.memory_mb, cpu_hard, self.child_limits
         )
         return await start_child(
-            self.argv, preexec=preexec, env=env, stdin=True, serves_jobs=self.reuses
+            self.argv,
+            preexec=preexec,
+            env=env,
+            stdin=True,
+            serves_jobs=self.reuses,
+            run_as=self.child_limits.run_as,
         )
 
     async def _refill(self) -> None:

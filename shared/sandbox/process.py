@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shared.sandbox.identity import SandboxUser, resolve_sandbox_user
 from shared.sandbox.protocol import STDERR_END_OF_JOB
 
 if TYPE_CHECKING:
@@ -43,6 +44,10 @@ class ChildLimits:
     # A network namespace of its own (no interface but a down loopback), where the kernel
     # allows it (root or CAP_SYS_ADMIN); elsewhere the child keeps the service's network.
     isolate_network: bool = True
+    # The user the child runs as (DOCPIPE_SANDBOX_USER; None: the service's own). It is
+    # switched to last, after the steps that need privileges, and for good: real, effective
+    # and saved ids, no supplementary groups, and no way back through set-id programs.
+    run_as: SandboxUser | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChildLimits:
@@ -51,20 +56,38 @@ class ChildLimits:
             open_files=settings.sandbox_open_files,
             processes=settings.sandbox_processes,
             isolate_network=settings.sandbox_isolate_network,
+            run_as=resolve_sandbox_user(settings.sandbox_user),
         )
 
 
 _CLONE_NEWNET = 0x40000000
+_PR_SET_NO_NEW_PRIVS = 38
 
 
 @functools.cache
-def _unshare() -> Callable[[int], int] | None:
-    """libc's unshare(2), loaded in the parent: the child calls it between fork and exec."""
+def _libc() -> ctypes.CDLL | None:
+    """libc, loaded in the parent: the child calls into it between fork and exec."""
     try:
-        function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).unshare
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
         return None
+
+
+def _unshare() -> Callable[[int], int] | None:
+    libc = _libc()
+    function: Callable[[int], int] | None = getattr(libc, "unshare", None)
     return function
+
+
+def _become(user: SandboxUser) -> None:
+    """In the child before exec: be `user` for good (the privileged steps are done)."""
+    os.setgroups([])
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    libc = _libc()
+    if libc is not None:  # set-id programs can no longer raise its privileges
+        libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    os.umask(0o077)
 
 
 def limits(
@@ -89,6 +112,8 @@ def limits(
         _lower(resource.RLIMIT_FSIZE, extra.file_mb * 1024 * 1024)
         _lower(resource.RLIMIT_NOFILE, extra.open_files)
         _lower(resource.RLIMIT_NPROC, extra.processes)
+        if extra.run_as is not None:
+            _become(extra.run_as)
 
     return apply
 
@@ -117,10 +142,16 @@ async def start_child(
     env: dict[str, str],
     stdin: bool,
     serves_jobs: bool,
+    run_as: SandboxUser | None = None,
 ) -> Child:
-    """Start a sandboxed process with a temporary folder of its own (TMPDIR), emptied after
-    each of its jobs and removed with it."""
+    """Start a sandboxed process with a temporary folder of its own (TMPDIR, also its HOME
+    when it runs as the sandbox user), emptied after each of its jobs and removed with it.
+    `env`: the child's whole environment (identity.child_environment)."""
     tmpdir = tempfile.mkdtemp(prefix="docpipe-child-")
+    env = {**env, "TMPDIR": tmpdir}
+    if run_as is not None:
+        os.chown(tmpdir, run_as.uid, run_as.gid)
+        env["HOME"] = tmpdir  # nothing the child starts writes into the service's home
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -128,7 +159,7 @@ async def start_child(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=preexec,
-            env={**env, "TMPDIR": tmpdir},
+            env=env,
             limit=STREAM_LIMIT,
         )
     except BaseException:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.sandbox.identity import child_environment
 from shared.sandbox.pool import WarmPool
 from shared.sandbox.process import Child, ChildLimits, kill, limits, start_child
 from shared.sandbox.protocol import CPU_ENV, END_OF_JOB, END_OF_LAST_JOB
@@ -277,9 +278,10 @@ async def _start(job: _Job) -> Child:
     return await start_child(
         job.argv,
         preexec=limits(job.cpu_seconds, job.memory_mb, extra=job.child_limits),
-        env={**os.environ, **(job.env or {}), CPU_ENV: str(job.cpu_seconds)},
+        env=child_environment(os.environ, {**(job.env or {}), CPU_ENV: str(job.cpu_seconds)}),
         stdin=job.stdin is not None,
         serves_jobs=False,
+        run_as=job.child_limits.run_as if job.child_limits is not None else None,
     )
 
 

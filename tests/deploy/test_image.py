@@ -31,6 +31,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.deploy]
 
 IMAGE = os.environ.get("DOCPIPE_IMAGE", "docpipe:latest")
 IMAGE_UID = 10001  # the Dockerfile's docpipe user
+SANDBOX_UID = 10002  # the Dockerfile's docpipe-sandbox user
+# The services that start sandboxed children, and the capabilities they run with to start
+# them as the sandbox user (shared.sandbox.identity.REQUIRED_CAPABILITIES).
+SANDBOXED = ("extractor", "ocr")
+SANDBOX_CAPABILITIES = [
+    arg
+    for cap in ("CHOWN", "DAC_OVERRIDE", "KILL", "SETGID", "SETUID")
+    for arg in ("--cap-add", cap)
+]
 BLOBS_IN_CONTAINER = "/var/lib/docpipe/blobs"
 
 
@@ -111,9 +120,15 @@ async def image_stack(
     names = []
     for service, url in service_amqp_urls(env).items():
         own = {**env, "DOCPIPE_AMQP_URL": url, "DOCPIPE_DECLARE_TOPOLOGY": "false"}
+        user = ["--user", str(IMAGE_UID)]
+        if service in SANDBOXED:
+            # As deploy/ documents it: root with only the capabilities that start children
+            # as the sandbox user, and the children as that user.
+            own["DOCPIPE_SANDBOX_USER"] = str(SANDBOX_UID)
+            user = ["--user", "0", "--cap-drop", "ALL", *SANDBOX_CAPABILITIES]
         name = f"{tag}-{service}"
         docker(
-            "run", "-d", "--network", "host", "--read-only", "--tmpfs", "/tmp",
+            "run", "-d", "--network", "host", "--read-only", "--tmpfs", "/tmp", *user,
             "--env-file", str(write_env_file(tmp_path / f"{service}.env", own)),
             "-v", f"{blobs}:{BLOBS_IN_CONTAINER}", "--name", name,
             IMAGE, "python", "-m", f"services.{service}",
@@ -138,11 +153,13 @@ async def image_stack(
 async def test_one_container_per_service_processes_a_document(
     image_stack: StackClient, tmp_path: Path
 ) -> None:
-    # The containers run as the image's user, not root.
+    # The containers run as the image's user, not root; the two that start sandboxed children
+    # run as root with five capabilities, and their children as the sandbox user.
     for service in SERVICES:
-        name = f"{image_stack.stack.env['DOCPIPE_BUS_PREFIX'].replace('_', '-')}-{service}"
+        name = container_name(image_stack, service)
         user = docker("exec", name, "id", "-u").stdout.strip()
-        assert user == str(IMAGE_UID), f"{service} runs as uid {user}"
+        wanted = 0 if service in SANDBOXED else IMAGE_UID
+        assert user == str(wanted), f"{service} runs as uid {user}"
     pdf = pdf_with_pages(
         tmp_path / "two-pages.pdf",
         [
@@ -159,3 +176,36 @@ async def test_one_container_per_service_processes_a_document(
     # The scanned page was read by tesseract inside the OCR container.
     assert "QUOKKA" in result["text"].upper()
     assert result["chunks"], "the analyzer container chunked the text"
+    for service, child in (
+        ("extractor", "services.extractor.child"),
+        ("ocr", "services.ocr.engine"),
+    ):
+        users = child_users(container_name(image_stack, service), child)
+        assert users and users == {SANDBOX_UID}, f"{service}'s children run as {users}"
+
+
+def container_name(stack: StackClient, service: str) -> str:
+    return f"{stack.stack.env['DOCPIPE_BUS_PREFIX'].replace('_', '-')}-{service}"
+
+
+def child_users(container: str, module: str) -> set[int]:
+    """The uids of a container's processes that run `module` (its warm sandboxed children)."""
+    table = docker("top", container, "-eo", "uid,args").stdout.splitlines()[1:]
+    return {int(row.split()[0]) for row in table if module in row}
+
+
+async def test_a_service_that_cannot_switch_users_refuses_to_start(
+    test_settings: Settings, rabbit_available: None, tmp_path: Path
+) -> None:
+    """Asked for a sandbox user without the capabilities to start children as that user,
+    the OCR service exits with the sentence instead of running them as itself."""
+    require_image()
+    env = {**container_env(test_settings), "DOCPIPE_SANDBOX_USER": str(SANDBOX_UID)}
+    done = docker(
+        "run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp",
+        "--user", str(IMAGE_UID), "--env-file", str(write_env_file(tmp_path / "ocr.env", env)),
+        IMAGE, "python", "-m", "services.ocr", check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "cannot start processes as another user" in done.stdout + done.stderr
+    assert "SETUID" in done.stdout + done.stderr

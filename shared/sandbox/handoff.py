@@ -1,0 +1,129 @@
+"""Files in and out of a child that runs as the sandbox user (shared.sandbox.identity).
+
+Such a child cannot read the blob store (the service's, mode 0600 and 0700), which is the
+point: a parser exploit in one job must not reach another tenant's documents. So each job
+gets a folder of the sandbox user's, under a root the service owns with mode 0711 (it can be
+crossed, not listed, and each folder's name is random):
+- in: a copy of the job's input (`give`), readable by the child only;
+- out: a blob-store layout (`out_dir`) the child writes its blobs to (page images).
+
+What the child wrote is untrusted like the document itself. `take_blob` reads it without
+following links (a child could plant one towards another tenant's blob) and stores it under
+the address its content hashes to; a blob whose content does not match the name the child
+gave it is refused. The folder is removed when the job ends, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from shared.blobstore import Blobs, BlobStore, digest_of
+from shared.sandbox.identity import SandboxUser
+
+HANDOFF_FOLDER = "docpipe-handoff"
+
+
+class ChildOutputRefused(RuntimeError):
+    """What a child wrote is not what it says it is: the job fails with this sentence."""
+
+
+def handoff_root(configured: Path | None) -> Path:
+    """The folder the per-job folders live in: owned by the service, crossed not listed."""
+    root = configured or Path(tempfile.gettempdir()) / HANDOFF_FOLDER
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o711)
+    return root
+
+
+class Handoff:
+    """One job's folder of the sandbox user's."""
+
+    def __init__(self, folder: Path, user: SandboxUser) -> None:
+        self.folder = folder
+        self.user = user
+        self.out_dir = folder / "out"
+
+    @classmethod
+    def create(cls, root: Path, user: SandboxUser) -> Handoff:
+        folder = Path(tempfile.mkdtemp(prefix="job-", dir=root))
+        handoff = cls(folder, user)
+        handoff.out_dir.mkdir(mode=0o700)
+        for path in (folder, handoff.out_dir):
+            os.chown(path, user.uid, user.gid)
+        return handoff
+
+    def give(self, source: Path | str) -> Path:
+        """A copy of `source` that only the child may read (the suffix kept: a converter
+        may choose its import filter by it)."""
+        target = self.folder / f"input{Path(source).suffix}"
+        shutil.copyfile(source, target)
+        os.chown(target, self.user.uid, self.user.gid)
+        os.chmod(target, 0o400)
+        return target
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def job_handoff(root: Path | None, user: SandboxUser | None) -> AsyncIterator[Handoff | None]:
+    """A job's handoff folder for the block (None: the children run as the service's user and
+    read the store directly)."""
+    if user is None:
+        yield None
+        return
+    handoff = await asyncio.to_thread(lambda: Handoff.create(handoff_root(root), user))
+    try:
+        yield handoff
+    finally:
+        await asyncio.to_thread(handoff.remove)
+
+
+@contextlib.contextmanager
+def _open_beneath(root: Path, relative: Path) -> Iterator[int]:
+    """A descriptor of the regular file root/relative, opened one component at a time without
+    following a link at any of them (the child owns everything below root)."""
+    parts = relative.parts
+    fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)]
+    try:
+        for part in parts[:-1]:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+            fds.append(os.open(part, flags, dir_fd=fds[-1]))
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fds[-1])
+        fds.append(fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{relative} is not a regular file")
+        yield fd
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def take_blob(blobs: Blobs, out_dir: Path, uri: str) -> None:
+    """Store the blob the child wrote into out_dir under `uri`, once its content is checked
+    to hash to that address; ChildOutputRefused otherwise."""
+    layout = BlobStore(out_dir)
+    wanted = layout.path_for(digest_of(uri)).relative_to(layout.root)
+
+    def chunks(fd: int) -> Iterator[bytes]:
+        while block := os.read(fd, 1 << 20):
+            yield block
+
+    try:
+        with _open_beneath(layout.root, wanted) as fd:
+            stored = blobs.put_chunks(chunks(fd))
+    except OSError as exc:
+        raise ChildOutputRefused(
+            "The extraction wrote an image that could not be taken back from its sandbox."
+        ) from exc
+    if stored != uri:
+        raise ChildOutputRefused(
+            "The extraction wrote an image whose content does not match its name."
+        )
