@@ -64,8 +64,8 @@ class Handoff:
         may choose its import filter by it)."""
         target = self.folder / f"input{Path(source).suffix}"
         shutil.copyfile(source, target)
+        os.chmod(target, 0o400)  # first: once it is the child's, changing it needs CAP_FOWNER
         os.chown(target, self.user.uid, self.user.gid)
-        os.chmod(target, 0o400)
         return target
 
     def remove(self) -> None:

@@ -190,8 +190,8 @@ def container_name(stack: StackClient, service: str) -> str:
 
 def child_users(container: str, module: str) -> set[int]:
     """The uids of a container's processes that run `module` (its warm sandboxed children)."""
-    table = docker("top", container, "-eo", "uid,args").stdout.splitlines()[1:]
-    return {int(row.split()[0]) for row in table if module in row}
+    table = docker("top", container, "-eo", "pid,uid,args").stdout.splitlines()[1:]
+    return {int(row.split()[1]) for row in table if module in row}
 
 
 async def test_a_service_that_cannot_switch_users_refuses_to_start(

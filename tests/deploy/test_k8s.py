@@ -20,24 +20,34 @@ import yaml
 
 from scripts.stack import DEFAULT_PORTS, SERVICES
 from shared import topology
+from shared.sandbox.identity import REQUIRED_CAPABILITIES
 from tests.conftest import unavailable
 
 pytestmark = pytest.mark.deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
+SANDBOX_USER_OVERLAY = ROOT / "deploy" / "k8s-overlays" / "sandbox-user"
 KUBERNETES_VERSION = "1.30.0"  # the oldest release the manifests target (KEDA 2.16 supports it)
 SCALED = {"extractor": topology.EXTRACTOR, "ocr": topology.OCR, "analyzer": topology.ANALYZER}
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict[str, Any]]:
+def render(folder: Path) -> list[dict[str, Any]]:
     if shutil.which("kubectl") is None:
         unavailable("kubectl not installed (apt-get install kubectl)")
     out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True, timeout=60
+        ["kubectl", "kustomize", str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    return render(K8S)
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -133,3 +143,29 @@ def test_the_setup_job_migrates_then_declares_the_topology(rendered: list[dict[s
     assert [c["command"] for c in pod["containers"]] == [
         ["python", "-m", "scripts.declare_topology"]
     ]
+
+
+def test_the_sandbox_user_overlay_gives_only_the_children_starters_their_capabilities(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """deploy/k8s-overlays/sandbox-user: the extractor and OCR run as root with exactly the
+    capabilities the code checks for, their children as the image's sandbox user; the rest is
+    the base, unchanged."""
+    overlay = render(SANDBOX_USER_OVERLAY)
+    for doc in overlay:
+        validate(doc)
+    base = by_kind(rendered, "Deployment")
+    for name, deployment in by_kind(overlay, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        if name not in ("docpipe-extractor", "docpipe-ocr"):
+            assert deployment == base[name]
+            continue
+        assert pod["securityContext"]["runAsUser"] == 0
+        assert pod["securityContext"]["runAsNonRoot"] is False
+        capabilities = container["securityContext"]["capabilities"]
+        assert capabilities["drop"] == ["ALL"]
+        assert sorted(capabilities["add"]) == sorted(REQUIRED_CAPABILITIES.values())
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert env["DOCPIPE_SANDBOX_USER"] == "10002"  # the Dockerfile's docpipe-sandbox
