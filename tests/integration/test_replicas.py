@@ -102,6 +102,7 @@ async def test_what_one_replica_commits_reaches_the_others_clients_once_in_order
         async with asyncio.timeout(30):
             for feed in feeds:
                 await feed.connected.wait()
+                await feed.peered.wait()  # each has heard the other: both share
         (hub_a, batch_a), (hub_b, batch_b) = hubs
         job, batch = uuid.uuid4(), uuid.uuid4()
         on_a, on_b = hub_a.subscribe(job), hub_b.subscribe(job)

@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from services.progress import replica_feed
 from services.progress.hub import BatchHub, Hub
 from services.progress.replica_feed import (
+    HELLO,
+    HELLO_BACK,
+    PEER_SILENT_SECONDS,
+    UPDATES,
     Envelope,
     ReplicaFeed,
     decode_envelope,
@@ -72,6 +77,7 @@ def test_one_commit_leaves_as_one_message_and_own_messages_are_dropped():
         hub, batch_hub = Hub(), BatchHub()
         feed = ReplicaFeed("amqp://unused/", Topology("t", (200,)), hub, batch_hub)
         feed.connected.set()  # as if on the broker: what is shared is queued for sending
+        feed.heard("another-replica")  # and not alone there
         job, batch = uuid.uuid4(), uuid.uuid4()
         sub = hub.subscribe(job)
         hub.publish(job, _update(job, 1))
@@ -79,14 +85,17 @@ def test_one_commit_leaves_as_one_message_and_own_messages_are_dropped():
         batch_hub.publish(_batch_message(batch, 1))
         await asyncio.sleep(0)  # the flush runs on the next turn of the loop
         assert len(feed._outgoing) == 1
-        sent = decode_envelope(feed._outgoing[0])
+        kind, body = feed._outgoing[0]
+        assert kind == UPDATES
+        sent = decode_envelope(body)
         assert sent.origin == feed.replica_id
         assert [u["seq"] for u, _ in sent.updates] == [1, 2]
         assert [m["seq"] for m in sent.batch_messages] == [1]
 
         class Raw:
-            body = feed._outgoing[0]
+            body = feed._outgoing[0][1]
             app_id = feed.replica_id  # as _serve publishes it
+            type = UPDATES
 
         class Unlabelled(Raw):
             app_id = None  # told by the origin in the body instead
@@ -107,6 +116,46 @@ def test_nothing_is_queued_while_the_feed_is_not_connected():
         hub.publish(job, _update(job, 1))
         await asyncio.sleep(0)
         assert len(feed._outgoing) == 0
+
+    asyncio.run(scenario())
+
+
+class Message:
+    """What on_message reads of an incoming AMQP message."""
+
+    def __init__(self, app_id: str | None, kind: str, body: bytes = b"") -> None:
+        self.app_id, self.type, self.body = app_id, kind, body
+
+
+def test_a_replica_alone_shares_nothing_until_another_says_hello(monkeypatch):
+    async def scenario() -> None:
+        clock = [1000.0]
+        monkeypatch.setattr(replica_feed.time, "monotonic", lambda: clock[0])
+        hub = Hub()
+        feed = ReplicaFeed("amqp://unused/", Topology("t", (200,)), hub, BatchHub())
+        feed.connected.set()
+        job = uuid.uuid4()
+        hub.publish(job, _update(job, 1))
+        await asyncio.sleep(0)
+        assert list(feed._outgoing) == []  # alone: nothing encoded, nothing sent
+        # Another replica connects and says hello: this one answers at once, and shares.
+        await feed.on_message(Message("b", HELLO))  # type: ignore[arg-type]
+        assert list(feed._outgoing) == [(HELLO_BACK, b"")] and feed.peered.is_set()
+        hub.publish(job, _update(job, 2))
+        await asyncio.sleep(0)
+        assert [kind for kind, _ in feed._outgoing] == [HELLO_BACK, UPDATES]
+        # Its periodic hellos are not answered again (it is known), nor are answers.
+        await feed.on_message(Message("b", HELLO))  # type: ignore[arg-type]
+        await feed.on_message(Message("c", HELLO_BACK))  # type: ignore[arg-type]
+        assert len(feed._outgoing) == 2
+        # Silent for longer than PEER_SILENT_SECONDS: gone, and sharing stops.
+        clock[0] += PEER_SILENT_SECONDS + 1
+        hub.publish(job, _update(job, 3))
+        await asyncio.sleep(0)
+        assert len(feed._outgoing) == 2
+        # Back after the silence: a new hello is answered again.
+        await feed.on_message(Message("b", HELLO))  # type: ignore[arg-type]
+        assert feed._outgoing[-1] == (HELLO_BACK, b"")
 
     asyncio.run(scenario())
 
