@@ -14,8 +14,8 @@ message, sent on the next turn of the event loop after the commit's updates were
 A replica alone shares nothing: the replicas say hello on the exchange when they connect and
 every PRESENCE_SECONDS, a replica answers a hello from one it had not heard, and a replica
 encodes and sends its commits only while it has heard another within PEER_SILENT_SECONDS.
-(Sending every commit to a fanout that only echoes it back cost a lone replica a fifth of its
-event rate under load; decision 1070.) Updates committed before a new replica's hello arrives
+(A fanout that only echoes a lone replica's commits back to it is work for nothing, on the
+replica and on the broker; decision 1070 has what it measured.) Updates committed before a new replica's hello arrives
 reach that replica's clients from job_updates, as below.
 
 Best effort, by design: messages are transient, unconfirmed, consumed without acks, and a
