@@ -160,6 +160,10 @@ def submit(
     docx_comments: Annotated[
         bool, typer.Option("--docx-comments", help="Read Word documents' comments too.")
     ] = False,
+    pdf_tables: Annotated[
+        bool | None,
+        typer.Option(help="Find PDFs' ruled tables (default: the deployment's setting)."),
+    ] = None,
 ) -> None:
     """Upload documents; print their job ids (and follow them with --follow). With --batch,
     they are one batch, followed with one overall bar."""
@@ -168,7 +172,8 @@ def submit(
     if not paths:
         raise fail("There are no documents to submit.")
     form = {"ocr": ocr.value, "priority": str(priority)}
-    given = {"ocr_lang": ocr_lang, "password": password}
+    tables = None if pdf_tables is None else str(pdf_tables).lower()
+    given = {"ocr_lang": ocr_lang, "password": password, "pdf_tables": tables}
     form.update({key: value for key, value in given.items() if value is not None})
     form.update({"docx_comments": "true"} if docx_comments else {})
     labels = parse_labels(label or [])

@@ -120,6 +120,11 @@ class DocumentUploaded(Event):
         default=False,
         description="Read a Word document's comments too (each after the text of its page).",
     )
+    pdf_tables: bool | None = Field(
+        default=None,
+        description="Find a PDF's ruled tables and send them as rows of cells (None: the "
+        "deployment's DOCPIPE_PDF_TABLES).",
+    )
 
 
 class ExtractionAccepted(Event):

@@ -101,7 +101,7 @@ def build_spec(
         split_pages=settings.extract_split_pages,
         nice_above_pages=settings.extract_nice_above_pages,
         flowing_page_chars=settings.flowing_page_chars,
-        pdf_tables=settings.pdf_tables,
+        pdf_tables=settings.pdf_tables if event.pdf_tables is None else event.pdf_tables,
         docx_comments=event.docx_comments,
     )
 

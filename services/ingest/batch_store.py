@@ -93,9 +93,9 @@ async def create_batch(
             """
             INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
                               content_type, format, ocr_mode, priority, labels, batch_id,
-                              created_at, ocr_lang, docx_comments)
+                              created_at, ocr_lang, docx_comments, pdf_tables)
             SELECT j, $2, f, u, s, sz, ct, fmt, $9, $10, $11, $12,
-                   now() + ord * interval '1 microsecond', $13, $14
+                   now() + ord * interval '1 microsecond', $13, $14, $15
             FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                         $7::text[], $8::text[])
                  WITH ORDINALITY AS t(j, f, u, s, sz, ct, fmt, ord)
@@ -114,6 +114,7 @@ async def create_batch(
             batch.batch_id,
             events[0].ocr_lang,
             events[0].docx_comments,
+            events[0].pdf_tables,
         )
         await conn.execute(
             "INSERT INTO blob_owners (blob_uri, tenant) SELECT DISTINCT u, $2 "

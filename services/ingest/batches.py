@@ -181,6 +181,7 @@ def _jobs_of(
             ocr=options.ocr,
             ocr_lang=options.ocr_lang,
             docx_comments=options.docx_comments,
+            pdf_tables=options.pdf_tables,
             password_token=password_token,
             priority=options.priority,
             size_bytes=size,

@@ -61,6 +61,8 @@ def dedup_key(
         fields.pop("ocr_lang", None)
     if not fields.get("docx_comments"):  # comments left out: keys as before docx_comments
         fields.pop("docx_comments", None)
+    if fields.get("pdf_tables") is None:  # the deployment's choice: keys as before pdf_tables
+        fields.pop("pdf_tables", None)
     if analysis is not None:
         fields["analysis"] = analysis
     canonical = json.dumps({"sha256": sha256, "options": fields}, sort_keys=True)

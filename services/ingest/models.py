@@ -32,6 +32,13 @@ class JobOptions(BaseModel):
         description="Read a Word document's comments too, each after the text of the page it "
         "is on, as 'Comment (author): text'. Other formats ignore it.",
     )
+    pdf_tables: bool | None = Field(
+        default=None,
+        description="Find a PDF's ruled tables and put them in the result as rows of cells "
+        "(pages[].tables). Absent: the deployment's setting (DOCPIPE_PDF_TABLES, off unless "
+        "set: the table finder costs about as much again as reading a text PDF's pages). "
+        "Other formats' tables are always kept.",
+    )
     password: str | None = Field(
         default=None,
         max_length=PASSWORD_MAX,

@@ -21,7 +21,7 @@ JOB_COLUMNS = (
     "job_id, tenant, status, stage, percent, error, filename, format, ocr_mode, priority, "
     "size_bytes, sha256, pages_total, stalled, partial, created_at, updated_at, finished_at, "
     "cancel_requested_at, labels, batch_id, deduplicated_from, tokens, cost_usd, ocr_lang, "
-    "docx_comments"
+    "docx_comments, pdf_tables"
 )
 CANCEL_REASON = "Cancelled by the client."
 
@@ -74,9 +74,9 @@ async def insert_job(
         INSERT INTO jobs (job_id, tenant, filename, document_uri, sha256, size_bytes,
                           content_type, format, ocr_mode, priority, idempotency_key,
                           dedup_key, keep_images, deduplicated_from, labels, callback_url,
-                          analysis, ocr_lang, docx_comments)
+                          analysis, ocr_lang, docx_comments, pdf_tables)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17::jsonb, $18, $19)
+                $17::jsonb, $18, $19, $20)
         """,
         ev.job_id,
         ev.tenant,
@@ -97,6 +97,7 @@ async def insert_job(
         json.dumps(ev.analysis.stored()) if ev.analysis is not None else None,
         ev.ocr_lang,
         ev.docx_comments,
+        ev.pdf_tables,
     )
 
 

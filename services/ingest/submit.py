@@ -99,6 +99,7 @@ class SubmittedJob:
             and existing["ocr_mode"] == options.ocr.value
             and existing["ocr_lang"] == options.ocr_lang
             and existing["docx_comments"] == options.docx_comments
+            and existing["pdf_tables"] == options.pdf_tables
             and existing["priority"] == options.priority
         )
         if not same:
@@ -222,6 +223,7 @@ def new_job(
         ocr=options.ocr,
         ocr_lang=options.ocr_lang,
         docx_comments=options.docx_comments,
+        pdf_tables=options.pdf_tables,
         password_token=password_token,
         priority=options.priority,
         size_bytes=upload.size_bytes,

@@ -55,6 +55,7 @@ async def submit_url(
         ocr=body.ocr,
         ocr_lang=body.ocr_lang,
         docx_comments=body.docx_comments,
+        pdf_tables=body.pdf_tables,
         password_token=seal_password(settings, body.password),
         priority=body.priority,
     )

@@ -15,8 +15,8 @@ A replica alone shares nothing: the replicas say hello on the exchange when they
 every PRESENCE_SECONDS, a replica answers a hello from one it had not heard, and a replica
 encodes and sends its commits only while it has heard another within PEER_SILENT_SECONDS.
 (A fanout that only echoes a lone replica's commits back to it is work for nothing, on the
-replica and on the broker; decision 1070 has what it measured.) Updates committed before a new replica's hello arrives
-reach that replica's clients from job_updates, as below.
+replica and on the broker; decision 1070 has what it measured.) Updates committed before a new
+replica's hello arrives reach that replica's clients from job_updates, as below.
 
 Best effort, by design: messages are transient, unconfirmed, consumed without acks, and a
 replica's queue keeps them a few seconds at most. Anything lost on the way (a broker restart,

@@ -285,6 +285,7 @@ async def test_idempotency_key_reused_for_another_upload_is_422(
         (b"the first document", {"priority": "5"}),  # the same file with other options
         (b"the first document", {"ocr": "always"}),
         (b"the first document", {"docx_comments": "true"}),
+        (b"the first document", {"pdf_tables": "false"}),
     ):
         r = await submit(client, content, "a.txt", data=data, headers={"Idempotency-Key": key})
         assert r.status_code == 422, (data, r.text)

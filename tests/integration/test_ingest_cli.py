@@ -165,3 +165,20 @@ async def test_submit_with_docx_comments(
             match.group(1),
         )
     assert asked == {"plain": False, "commented": True}
+
+
+async def test_submit_with_or_without_pdf_tables(
+    api_url: str, tmp_path: Path, db_pool: asyncpg.Pool
+) -> None:
+    doc = tmp_path / "berths.txt"
+    doc.write_text(f"Berths {uuid.uuid4()}.\n")
+    stored: dict[str, bool | None] = {}
+    for flags, name in (([], "default"), (["--pdf-tables"], "on"), (["--no-pdf-tables"], "off")):
+        submitted = await docpipe(api_url, "submit", str(doc), *flags)
+        assert submitted.exit_code == 0, submitted.output
+        match = re.search(r"^([0-9a-f-]{36})  berths\.txt$", submitted.output, re.MULTILINE)
+        assert match, submitted.output
+        stored[name] = await db_pool.fetchval(
+            "SELECT pdf_tables FROM jobs WHERE job_id = $1", uuid.UUID(match.group(1))
+        )
+    assert stored == {"default": None, "on": True, "off": False}

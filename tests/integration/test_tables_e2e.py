@@ -5,8 +5,10 @@ renders them as Markdown tables."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -66,3 +68,24 @@ async def test_tables_in_the_result_and_its_markdown(stack: StackClient, tmp_pat
     csv_md = await markdown(stack, jobs[3])
     page_two = csv_md.split("<!-- page 2 -->", 1)[1].split("<!-- page 3 -->", 1)[0]
     assert page_two.lstrip().startswith("| ship | port | cargo |\n|---|---|---|\n| Vessel ")
+
+
+async def test_a_job_may_leave_pdf_tables_out(
+    stack: StackClient, tmp_path: Path, db_pool: asyncpg.Pool
+) -> None:
+    """The suite's stacks find PDF tables (DOCPIPE_PDF_TABLES=true); a job that says
+    pdf_tables=false gets the table's text as lines and no `tables`, and its row keeps the
+    choice (an Idempotency-Key replayed with another value is refused: test_ingest_api)."""
+    pdf = tables.ruled_table_pdf(tmp_path / "berths.pdf").read_bytes()
+    job = await stack.post_job(
+        pdf, name="berths.pdf", ocr="never", pdf_tables="false", force="true"
+    )
+    final = await stack.wait(job["job_id"], timeout=120)
+    assert final["status"] == "completed", final
+    result = (await stack.result(job["job_id"])).json()
+    assert "tables" not in result["pages"][0]
+    assert "Aurora Borealis" in result["pages"][0]["text"]
+    stored = await db_pool.fetchval(
+        "SELECT pdf_tables FROM jobs WHERE job_id = $1", uuid.UUID(job["job_id"])
+    )
+    assert stored is False

@@ -337,7 +337,7 @@ def test_a_replayed_key_needs_the_same_bytes_and_options() -> None:
     existing: dict[str, Any] = {
         "job_id": uuid.UUID(int=7), "status": "processing", "filename": "a.pdf",
         "format": "pdf", "size_bytes": 3, "sha256": digest, "ocr_mode": "auto", "priority": 0,
-        "ocr_lang": None, "docx_comments": False,
+        "ocr_lang": None, "docx_comments": False, "pdf_tables": None,
     }  # fmt: skip
     upload = ReceivedUpload(f"blob://sha256/{digest}", 3, "renamed.pdf", None)
     job = replay(existing, upload, UploadOptions())
