@@ -137,14 +137,19 @@ class BlobStore:
         """What root writes into a store another user owns goes to that user. Root writes
         here when the extractor or OCR runs as root to start its children as the sandbox user
         (DOCPIPE_SANDBOX_USER); the other services, as the store's user, must still be able
-        to write beside it."""
+        to write beside it. A store root owned by root but given to a group (a volume with
+        Kubernetes' fsGroup) gets the group: its folders group-writable, the blob readable."""
         if os.geteuid() != 0:
             return
         owner = self.root.stat()
-        if owner.st_uid == 0:
-            return
-        for path in (final.parent.parent, final.parent, final):
-            os.chown(path, owner.st_uid, owner.st_gid)
+        folders = (final.parent.parent, final.parent)
+        if owner.st_uid != 0:
+            for path in (*folders, final):
+                os.chown(path, owner.st_uid, owner.st_gid)
+        elif owner.st_gid != 0:
+            for path, mode in ((folders[0], 0o2775), (folders[1], 0o2775), (final, 0o640)):
+                os.chown(path, -1, owner.st_gid)
+                os.chmod(path, mode)
 
     def push(self, uri: str) -> None:
         """The children write into this very folder: nothing to do."""

@@ -247,3 +247,26 @@ def test_a_link_the_child_planted_is_not_followed(tmp_path: Path) -> None:
     planted.parent.symlink_to(store.path_for(digest).parent)
     with pytest.raises(ChildOutputRefused, match="could not be taken back"):
         take_blob(store, out, victim)
+
+
+def test_what_root_writes_into_a_store_stays_usable_by_the_stores_users(
+    sandbox_user: SandboxUser, tmp_path: Path
+) -> None:
+    """The extractor and OCR run as root where their children run as the sandbox user; the
+    other services write the same folder store as its owner, or as its group (fsGroup)."""
+    owned = tmp_path / "owned"
+    owned.mkdir()
+    os.chown(owned, NOBODY.pw_uid, NOBODY.pw_gid)
+    uri = BlobStore(owned).put_bytes(b"a page image")
+    path = BlobStore(owned).local_path(uri)
+    for each in (path, path.parent, path.parent.parent):
+        assert (each.stat().st_uid, each.stat().st_gid) == (NOBODY.pw_uid, NOBODY.pw_gid)
+    grouped = tmp_path / "grouped"  # root's, given to a group, as a volume with an fsGroup
+    grouped.mkdir()
+    os.chown(grouped, 0, NOBODY.pw_gid)
+    uri = BlobStore(grouped).put_bytes(b"another page image")
+    path = BlobStore(grouped).local_path(uri)
+    assert (path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) == (NOBODY.pw_gid, 0o640)
+    for folder in (path.parent, path.parent.parent):
+        assert folder.stat().st_gid == NOBODY.pw_gid
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o2775
