@@ -55,7 +55,7 @@ def extractor_prefetch(settings: Settings) -> int:
 async def setup(ctx: ServiceContext) -> None:
     settings = ctx.settings
     # Asked to run its children as a user of their own, and unable to: refuse to start.
-    await require_sandbox_user(settings.sandbox_user)
+    await require_sandbox_user(settings.sandbox_user, settings.sandbox_handoff_dir)
     runtime = build_runtime(settings)
     if runtime.warm_children is not None:
         ctx.spawn(runtime.warm_children.keep_warm(), "extractor-warm-children")

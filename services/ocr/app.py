@@ -15,7 +15,7 @@ from shared.settings import Settings
 
 async def setup(ctx: ServiceContext) -> None:
     # Asked to run its children as a user of their own, and unable to: refuse to start.
-    await require_sandbox_user(ctx.settings.sandbox_user)
+    await require_sandbox_user(ctx.settings.sandbox_user, ctx.settings.sandbox_handoff_dir)
     # One message more than there are tesseract slots: when a slot frees, its next image is
     # already here instead of a confirm-ack-deliver round trip away (the semaphore in
     # make_handler keeps the number of tesseracts at ocr_concurrency).

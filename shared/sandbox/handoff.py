@@ -31,14 +31,24 @@ HANDOFF_FOLDER = "docpipe-handoff"
 
 
 class ChildOutputRefused(RuntimeError):
-    """What a child wrote is not what it says it is: the job fails with this sentence."""
+    """What a child wrote is not what it says it is, or its folders are not safe to hand
+    over: the job fails with this sentence."""
 
 
 def handoff_root(configured: Path | None) -> Path:
-    """The folder the per-job folders live in: owned by the service, crossed not listed."""
+    """The folder the per-job folders live in: owned by the service, crossed not listed.
+    One that is already there must be the service's own folder, not a link: in a shared
+    temporary folder, anyone could have made it first (and would then see every job)."""
     root = configured or Path(tempfile.gettempdir()) / HANDOFF_FOLDER
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o711)
+    root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise ChildOutputRefused(
+            f"The sandbox's handoff folder {root} is not a folder of this service's user; "
+            "remove it or set DOCPIPE_SANDBOX_HANDOFF_DIR."
+        )
+    if stat.S_IMODE(info.st_mode) != 0o711:
+        os.chmod(root, 0o711)
     return root
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
+from shared.sandbox.handoff import ChildOutputRefused, handoff_root
 from shared.sandbox.identity import SandboxUser, SandboxUserError, check_sandbox_user
 from shared.sandbox.process import ChildLimits
 from shared.sandbox.runner import run_sandboxed
@@ -16,12 +18,16 @@ from shared.sandbox.runner import run_sandboxed
 PROBE = (sys.executable, "-c", "import shared.sandbox.protocol")
 
 
-async def require_sandbox_user(spec: str) -> SandboxUser | None:
-    """The sandbox user the setting names (None: unset), once a child has really started as
-    that user; SandboxUserError with the sentence otherwise."""
+async def require_sandbox_user(spec: str, handoff_dir: Path | None = None) -> SandboxUser | None:
+    """The sandbox user the setting names (None: unset), once its handoff folder is safe and
+    a child has really started as that user; SandboxUserError with the sentence otherwise."""
     user = await asyncio.to_thread(check_sandbox_user, spec)
     if user is None:
         return None
+    try:
+        await asyncio.to_thread(handoff_root, handoff_dir)
+    except (ChildOutputRefused, OSError) as exc:
+        raise SandboxUserError(str(exc)) from exc
     problem = None
     try:
         result = await run_sandboxed(

@@ -20,7 +20,7 @@ import pytest
 
 from shared.blobstore import BlobStore
 from shared.sandbox import ChildLimits, SandboxOutcome, WarmPool, identity, run_sandboxed, startup
-from shared.sandbox.handoff import ChildOutputRefused, job_handoff, take_blob
+from shared.sandbox.handoff import ChildOutputRefused, handoff_root, job_handoff, take_blob
 from shared.sandbox.identity import (
     SandboxUser,
     SandboxUserError,
@@ -190,10 +190,16 @@ async def test_a_service_whose_python_the_sandbox_user_cannot_run_refuses_to_sta
     shutil.copy("/bin/true", interpreter)
     monkeypatch.setattr(startup, "PROBE", (str(interpreter),))
     with pytest.raises(SandboxUserError, match="could not run this service's Python"):
-        await startup.require_sandbox_user("nobody")
+        await startup.require_sandbox_user("nobody", tmp_path / "handoff")
     monkeypatch.setattr(startup, "PROBE", ("/bin/true",))
-    assert await startup.require_sandbox_user("nobody") == sandbox_user
+    assert await startup.require_sandbox_user("nobody", tmp_path / "handoff") == sandbox_user
     assert await startup.require_sandbox_user("") is None
+    # A handoff folder that is not the service's own stops the start too.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    os.chown(foreign, sandbox_user.uid, sandbox_user.gid)
+    with pytest.raises(SandboxUserError, match="not a folder of this service's user"):
+        await startup.require_sandbox_user("nobody", foreign)
 
 
 async def test_a_job_folder_is_the_childs_and_goes_with_the_job(
@@ -270,3 +276,19 @@ def test_what_root_writes_into_a_store_stays_usable_by_the_stores_users(
     for folder in (path.parent, path.parent.parent):
         assert folder.stat().st_gid == NOBODY.pw_gid
         assert stat.S_IMODE(folder.stat().st_mode) == 0o2775
+
+
+def test_a_handoff_folder_someone_else_made_first_is_not_used(
+    sandbox_user: SandboxUser, handoff_dir: Path, tmp_path: Path
+) -> None:
+    """In a shared temporary folder another user could make the folder first, or a link."""
+    handoff_dir.mkdir()
+    os.chown(handoff_dir, sandbox_user.uid, sandbox_user.gid)
+    with pytest.raises(ChildOutputRefused, match="not a folder of this service's user"):
+        handoff_root(handoff_dir)
+    handoff_dir.rmdir()
+    handoff_dir.symlink_to(tmp_path)
+    with pytest.raises(ChildOutputRefused, match="not a folder of this service's user"):
+        handoff_root(handoff_dir)
+    handoff_dir.unlink()
+    assert handoff_root(handoff_dir) == handoff_dir  # made here: used
