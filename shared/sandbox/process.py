@@ -150,9 +150,10 @@ async def start_child(
     tmpdir = tempfile.mkdtemp(prefix="docpipe-child-")
     env = {**env, "TMPDIR": tmpdir}
     if run_as is not None:
-        os.chown(tmpdir, run_as.uid, run_as.gid)
         env["HOME"] = tmpdir  # nothing the child starts writes into the service's home
     try:
+        if run_as is not None:
+            os.chown(tmpdir, run_as.uid, run_as.gid)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
