@@ -429,10 +429,9 @@ async def extract_document(
 ) -> None:
     settings = ctx.settings
     run_as = ChildLimits.from_settings(settings).run_as
-    async with job_handoff(settings.sandbox_handoff_dir, run_as) as handoff:
+    async with job_handoff(settings.sandbox_handoff_dir, run_as, spec.path) as handoff:
         if handoff is not None:  # the child cannot read the store: it gets a copy
-            given = await asyncio.to_thread(handoff.give, spec.path)
-            spec = replace(spec, path=str(given), blob_dir=str(handoff.out_dir))
+            spec = replace(spec, path=str(handoff.input), blob_dir=str(handoff.out_dir))
         run = ExtractionRun(
             event,
             ctx.bus,

@@ -9,7 +9,6 @@ docs/decisions/0402-ocr-in-process.md.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sys
@@ -152,9 +151,10 @@ async def ocr_image(
         raise ValueError(f"not a tesseract language code: {lang!r}")
     if not looks_like_image(path):
         return OcrResult(text="", seconds=0.0, failure="The image is not in a format OCR can read.")
-    async with job_handoff(settings.sandbox_handoff_dir, engine.child_limits.run_as) as handoff:
+    run_as = engine.child_limits.run_as
+    async with job_handoff(settings.sandbox_handoff_dir, run_as, path) as handoff:
         if handoff is not None:  # the child cannot read the store: it gets a copy
-            path = await asyncio.to_thread(handoff.give, path)
+            path = handoff.input
         return await _recognise(
             path, lang=lang, settings=settings, job_id=job_id, engine=engine, psm=psm
         )

@@ -53,43 +53,45 @@ def handoff_root(configured: Path | None) -> Path:
 
 
 class Handoff:
-    """One job's folder of the sandbox user's."""
+    """One job's folder of the sandbox user's: `input`, a copy of the job's file that only the
+    child may read (its suffix kept: a converter may choose its import filter by it), and
+    `out_dir`, where the child writes."""
 
-    def __init__(self, folder: Path, user: SandboxUser) -> None:
+    def __init__(self, folder: Path, source: Path | str) -> None:
         self.folder = folder
-        self.user = user
+        self.input = folder / f"input{Path(source).suffix}"
         self.out_dir = folder / "out"
 
     @classmethod
-    def create(cls, root: Path, user: SandboxUser) -> Handoff:
-        folder = Path(tempfile.mkdtemp(prefix="job-", dir=root))
-        handoff = cls(folder, user)
-        handoff.out_dir.mkdir(mode=0o700)
-        for path in (folder, handoff.out_dir):
-            os.chown(path, user.uid, user.gid)
+    def create(cls, root: Path, user: SandboxUser, source: Path | str) -> Handoff:
+        """Everything is written while the folder is still the service's, and given to the
+        user last: nothing the user could plant in it is written through."""
+        handoff = cls(Path(tempfile.mkdtemp(prefix="job-", dir=root)), source)
+        try:
+            shutil.copyfile(source, handoff.input)
+            os.chmod(handoff.input, 0o400)  # before: a file of the user's needs CAP_FOWNER
+            handoff.out_dir.mkdir(mode=0o700)
+            for path in (handoff.input, handoff.out_dir, handoff.folder):
+                os.chown(path, user.uid, user.gid)
+        except BaseException:
+            handoff.remove()
+            raise
         return handoff
-
-    def give(self, source: Path | str) -> Path:
-        """A copy of `source` that only the child may read (the suffix kept: a converter
-        may choose its import filter by it)."""
-        target = self.folder / f"input{Path(source).suffix}"
-        shutil.copyfile(source, target)
-        os.chmod(target, 0o400)  # first: once it is the child's, changing it needs CAP_FOWNER
-        os.chown(target, self.user.uid, self.user.gid)
-        return target
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
-async def job_handoff(root: Path | None, user: SandboxUser | None) -> AsyncIterator[Handoff | None]:
-    """A job's handoff folder for the block (None: the children run as the service's user and
-    read the store directly)."""
+async def job_handoff(
+    root: Path | None, user: SandboxUser | None, source: Path | str
+) -> AsyncIterator[Handoff | None]:
+    """A job's handoff folder, with a copy of `source`, for the block (None: the children run
+    as the service's user and read the store directly)."""
     if user is None:
         yield None
         return
-    handoff = await asyncio.to_thread(lambda: Handoff.create(handoff_root(root), user))
+    handoff = await asyncio.to_thread(lambda: Handoff.create(handoff_root(root), user, source))
     try:
         yield handoff
     finally:

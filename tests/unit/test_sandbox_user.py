@@ -205,9 +205,9 @@ async def test_a_service_whose_python_the_sandbox_user_cannot_run_refuses_to_sta
 async def test_a_job_folder_is_the_childs_and_goes_with_the_job(
     sandbox_user: SandboxUser, handoff_dir: Path, secret: Path
 ) -> None:
-    async with job_handoff(handoff_dir, sandbox_user) as handoff:
+    async with job_handoff(handoff_dir, sandbox_user, secret) as handoff:
         assert handoff is not None
-        given = handoff.give(secret)
+        given = handoff.input
         assert given.read_bytes() == b"confidential" and given.suffix == ""
         for path, mode in ((handoff.folder, 0o700), (handoff.out_dir, 0o700), (given, 0o400)):
             info = path.stat()
@@ -216,7 +216,7 @@ async def test_a_job_folder_is_the_childs_and_goes_with_the_job(
         assert stat.S_IMODE(handoff_dir.stat().st_mode) == 0o711
         folder = handoff.folder
     assert not folder.exists()
-    async with job_handoff(handoff_dir, None) as none:
+    async with job_handoff(handoff_dir, None, secret) as none:
         assert none is None  # no sandbox user: the children read the store directly
 
 
