@@ -5,6 +5,7 @@ the alert rules, Grafana with the dashboard; every long-running service has a he
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.conftest import unavailable
 pytestmark = pytest.mark.deploy
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose.yaml"
+SANDBOX_USER_OVERRIDE = COMPOSE.with_name("compose.sandbox-user.yaml")
 
 
 def compose_command() -> list[str]:
@@ -36,16 +38,21 @@ def compose_command() -> list[str]:
     raise AssertionError("unreachable")
 
 
-@pytest.fixture(scope="module")
-def config() -> dict[str, Any]:
-    """The file as compose resolves it (anchors merged, variables at their defaults)."""
+def resolve(*files: Path) -> dict[str, Any]:
+    """The files as compose resolves them (anchors merged, variables at their defaults)."""
+    names = [arg for file in files for arg in ("-f", str(file))]
     done = subprocess.run(
-        [*compose_command(), "-f", str(COMPOSE), "config"],
+        [*compose_command(), *names, "config"],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     resolved: dict[str, Any] = yaml.safe_load(done.stdout)
     return resolved
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return resolve(COMPOSE)
 
 
 def test_the_whole_stack_with_health_checks(config: dict[str, Any]) -> None:
@@ -95,3 +102,33 @@ def test_monitoring_is_provisioned(config: dict[str, Any]) -> None:
         t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
     }
     assert {f"{name}:{DEFAULT_PORTS[name]}" for name in SERVICES} <= targets
+
+
+def test_the_sandbox_user_override_changes_only_the_childrens_starters(
+    config: dict[str, Any],
+) -> None:
+    """compose.sandbox-user.yaml: the extractor and OCR as root with exactly the capabilities
+    the code checks for and DOCPIPE_SANDBOX_USER, the rest of their settings kept; the other
+    services as they were."""
+    from shared.sandbox.identity import REQUIRED_CAPABILITIES
+
+    def unordered(service: dict[str, Any]) -> dict[str, Any]:
+        # Merging two files reorders a service's lists (volumes, secrets): order is not meant.
+        return {
+            key: sorted(value, key=json.dumps) if isinstance(value, list) else value
+            for key, value in service.items()
+        }
+
+    overridden = resolve(COMPOSE, SANDBOX_USER_OVERRIDE)["services"]
+    assert set(overridden) == set(config["services"])
+    for name, service in overridden.items():
+        if name not in ("extractor", "ocr"):
+            assert unordered(service) == unordered(config["services"][name])
+            continue
+        assert str(service["user"]) == "0"
+        assert service["cap_drop"] == ["ALL"]
+        assert sorted(service["cap_add"]) == sorted(REQUIRED_CAPABILITIES.values())
+        environment = service["environment"]
+        assert str(environment["DOCPIPE_SANDBOX_USER"]) == "10002"
+        base = config["services"][name]["environment"]
+        assert {k: v for k, v in environment.items() if k != "DOCPIPE_SANDBOX_USER"} == base
