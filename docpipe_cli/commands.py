@@ -173,15 +173,31 @@ def submit(
         raise fail("There are no documents to submit.")
     form = {"ocr": ocr.value, "priority": str(priority)}
     tables = None if pdf_tables is None else str(pdf_tables).lower()
-    given = {"ocr_lang": ocr_lang, "password": password, "pdf_tables": tables}
-    form.update({key: value for key, value in given.items() if value is not None})
-    form.update({"docx_comments": "true"} if docx_comments else {})
     labels = parse_labels(label or [])
-    if labels:
-        form["labels"] = json.dumps(labels)
+    given = {
+        "ocr_lang": ocr_lang,
+        "password": password,
+        "pdf_tables": tables,
+        "docx_comments": "true" if docx_comments else None,
+        "labels": json.dumps(labels) if labels else None,
+    }
+    form.update({key: value for key, value in given.items() if value is not None})
     if batch:
         submit_batch(cfg, paths, form, name, follow)
         return
+    jobs, refused = upload_each(cfg, paths, form)
+    if follow and jobs:
+        finals = asyncio.run(follow_jobs(cfg.ws, cfg.key, jobs, console, api_url=cfg.api))
+        console.print(summary_table(jobs, finals))
+        if any(f.get("status") != JobStatus.COMPLETED for f in finals.values()):
+            raise typer.Exit(1)
+    if refused:
+        raise typer.Exit(1)
+
+
+def upload_each(cfg: Config, paths: list[Path], form: dict[str, str]) -> tuple[dict[str, str], int]:
+    """Upload each document as a job, printing its id (or why it was refused); returns the
+    jobs (id -> file name) and how many were refused."""
     jobs: dict[str, str] = {}
     refused = 0
     for path in paths:
@@ -193,13 +209,7 @@ def submit(
         else:
             refused += 1
             err_console.print(f"[red]refused[/red] {path.name}: {http_error_message(response)}")
-    if follow and jobs:
-        finals = asyncio.run(follow_jobs(cfg.ws, cfg.key, jobs, console, api_url=cfg.api))
-        console.print(summary_table(jobs, finals))
-        if any(f.get("status") != JobStatus.COMPLETED for f in finals.values()):
-            raise typer.Exit(1)
-    if refused:
-        raise typer.Exit(1)
+    return jobs, refused
 
 
 def submit_batch(

@@ -10,31 +10,21 @@ from pathlib import Path
 
 import structlog
 from prometheus_client import Counter
-from pydantic import ValidationError
 
 from services.extractor.fetch import document_file, resolve_document
-from services.extractor.records import parse_record
+from services.extractor.records import document_metadata, page_events, parse_record
 from services.extractor.scheduler import Scheduler
 from services.extractor.spec import ExtractSpec, MetaRecord, PageRecord
 from shared.blobstore import Blobs
-from shared.bounds import HEADINGS_PER_PAGE_MAX, TABLES_PER_PAGE_MAX
 from shared.bus import Bus, Delivery, Handler
-from shared.chunking import make_chunks
 from shared.errors import JobGone, PermanentError
 from shared.events import (
-    DocumentMetadata,
     DocumentUploaded,
     Event,
     ExtractionAccepted,
     ExtractionStarted,
-    Heading,
-    ImageRef,
-    ImagesExtracted,
     PageExtracted,
     PagesExtracted,
-    PageSource,
-    Table,
-    derive_id,
 )
 from shared.jobs import blob_owner_check, ensure_job, require_active
 from shared.sandbox import ChildLimits, SandboxOutcome, SandboxResult, WarmPool, run_sandboxed
@@ -104,59 +94,6 @@ def build_spec(
         pdf_tables=settings.pdf_tables if event.pdf_tables is None else event.pdf_tables,
         docx_comments=event.docx_comments,
     )
-
-
-def page_events(event: DocumentUploaded, record: PageRecord, settings: Settings) -> list[Event]:
-    """The events one page record becomes, in publishing order: images, then the page."""
-    page = record["page"]
-    text = record["text"]
-    chunks = make_chunks(event.job_id, page, PageSource.TEXT_LAYER, text, settings.chunk_max_chars)
-    out: list[Event] = []
-    images = [
-        ImageRef(
-            image_id=derive_id(event.job_id, "image", page, i),
-            uri=img["uri"],
-            width=img["width"],
-            height=img["height"],
-            kind=img["kind"],
-        )
-        for i, img in enumerate(record["images"])
-    ]
-    if images:
-        lang = event.ocr_lang or settings.ocr_lang  # the job's languages, else the deployment's
-        out.append(ImagesExtracted(job_id=event.job_id, page=page, images=images, lang=lang))
-    out.append(
-        PageExtracted(
-            job_id=event.job_id,
-            page=page,
-            text=text,
-            has_text_layer=record["has_text_layer"],
-            ocr_pending=bool(images),
-            chunks=chunks,
-            error=record["error"],
-            headings=[
-                Heading(level=h["level"], text=h["text"])
-                for h in record.get("headings", [])[:HEADINGS_PER_PAGE_MAX]
-            ],
-            tables=[
-                Table.model_validate(t) for t in record.get("tables", [])[:TABLES_PER_PAGE_MAX]
-            ],
-        )
-    )
-    return out
-
-
-def document_metadata(record: MetaRecord) -> DocumentMetadata | None:
-    """The meta record's metadata as the event carries it (values past their bound cut);
-    None when the document says nothing about itself."""
-    raw = record.get("metadata")
-    if not raw:
-        return None
-    try:
-        return DocumentMetadata.model_validate(raw)
-    except ValidationError:
-        log.warning("ignored malformed document metadata from the child")
-        return None
 
 
 # A batch holds at most this share of a document's pages, so progress moves in steps of 2%.

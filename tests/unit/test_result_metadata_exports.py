@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from services.extractor.service import document_metadata
+from services.extractor.records import document_metadata
 from services.extractor.spec import meta_record
 from services.ingest.exports import ExportFormat, render, to_markdown, to_text
 from services.progress.result import ItemTotals, result_head
