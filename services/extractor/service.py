@@ -28,7 +28,7 @@ from shared.events import (
 )
 from shared.jobs import blob_owner_check, ensure_job, require_active
 from shared.sandbox import ChildLimits, SandboxOutcome, SandboxResult, WarmPool, run_sandboxed
-from shared.sandbox.handoff import ChildOutputRefused, Handoff, job_handoff, take_blob
+from shared.sandbox.handoff import Handoff, HandoffRefused, job_handoff, take_blob
 from shared.secret_box import UnreadableSecret, secret_box
 from shared.service import ServiceContext
 from shared.settings import Settings
@@ -270,7 +270,7 @@ class ExtractionRun:
             # In the store before any ImagesExtracted names them (OCR may run elsewhere).
             try:
                 await asyncio.to_thread(store_images, self.blobs, record, self.handoff)
-            except ChildOutputRefused as exc:
+            except HandoffRefused as exc:
                 self.fatal = str(exc)
                 return
         await self._add_page(page_events(self.event, record, self.settings))

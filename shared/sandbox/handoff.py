@@ -30,9 +30,9 @@ from shared.sandbox.identity import SandboxUser
 HANDOFF_FOLDER = "docpipe-handoff"
 
 
-class ChildOutputRefused(RuntimeError):
-    """What a child wrote is not what it says it is, or its folders are not safe to hand
-    over: the job fails with this sentence."""
+class HandoffRefused(RuntimeError):
+    """A file will not cross between the service and a child: what the child wrote is not
+    what it says it is, or the folders are not safe to hand over. Carries the sentence."""
 
 
 def handoff_root(configured: Path | None) -> Path:
@@ -43,7 +43,7 @@ def handoff_root(configured: Path | None) -> Path:
     root.mkdir(mode=0o711, parents=True, exist_ok=True)
     info = os.lstat(root)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-        raise ChildOutputRefused(
+        raise HandoffRefused(
             f"The sandbox's handoff folder {root} is not a folder of this service's user; "
             "remove it or set DOCPIPE_SANDBOX_HANDOFF_DIR."
         )
@@ -120,7 +120,7 @@ def _open_beneath(root: Path, relative: Path) -> Iterator[int]:
 
 def take_blob(blobs: Blobs, out_dir: Path, uri: str) -> None:
     """Store the blob the child wrote into out_dir under `uri`, once its content is checked
-    to hash to that address; ChildOutputRefused otherwise."""
+    to hash to that address; HandoffRefused otherwise."""
     layout = BlobStore(out_dir)
     wanted = layout.path_for(digest_of(uri)).relative_to(layout.root)
 
@@ -132,10 +132,8 @@ def take_blob(blobs: Blobs, out_dir: Path, uri: str) -> None:
         with _open_beneath(layout.root, wanted) as fd:
             stored = blobs.put_chunks(chunks(fd))
     except OSError as exc:
-        raise ChildOutputRefused(
+        raise HandoffRefused(
             "The extraction wrote an image that could not be taken back from its sandbox."
         ) from exc
     if stored != uri:
-        raise ChildOutputRefused(
-            "The extraction wrote an image whose content does not match its name."
-        )
+        raise HandoffRefused("The extraction wrote an image whose content does not match its name.")

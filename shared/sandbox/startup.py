@@ -8,7 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from shared.sandbox.handoff import ChildOutputRefused, handoff_root
+from shared.sandbox.handoff import HandoffRefused, handoff_root
 from shared.sandbox.identity import SandboxUser, SandboxUserError, check_sandbox_user
 from shared.sandbox.process import ChildLimits
 from shared.sandbox.runner import run_sandboxed
@@ -26,7 +26,7 @@ async def require_sandbox_user(spec: str, handoff_dir: Path | None = None) -> Sa
         return None
     try:
         await asyncio.to_thread(handoff_root, handoff_dir)
-    except (ChildOutputRefused, OSError) as exc:
+    except (HandoffRefused, OSError) as exc:
         raise SandboxUserError(str(exc)) from exc
     problem = None
     try:

@@ -20,7 +20,7 @@ import pytest
 
 from shared.blobstore import BlobStore
 from shared.sandbox import ChildLimits, SandboxOutcome, WarmPool, identity, run_sandboxed, startup
-from shared.sandbox.handoff import ChildOutputRefused, handoff_root, job_handoff, take_blob
+from shared.sandbox.handoff import HandoffRefused, handoff_root, job_handoff, take_blob
 from shared.sandbox.identity import (
     SandboxUser,
     SandboxUserError,
@@ -232,7 +232,7 @@ def test_a_childs_blob_is_taken_back_only_when_its_content_matches(tmp_path: Pat
     path = child_store.path_for("ab" * 32)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"something else")
-    with pytest.raises(ChildOutputRefused, match="does not match its name"):
+    with pytest.raises(HandoffRefused, match="does not match its name"):
         take_blob(store, out, forged)
     assert not store.exists(forged)
 
@@ -246,12 +246,12 @@ def test_a_link_the_child_planted_is_not_followed(tmp_path: Path) -> None:
     planted = BlobStore(out).path_for(digest)
     planted.parent.mkdir(parents=True)
     planted.symlink_to(store.path_for(digest))
-    with pytest.raises(ChildOutputRefused, match="could not be taken back"):
+    with pytest.raises(HandoffRefused, match="could not be taken back"):
         take_blob(store, out, victim)
     planted.unlink()
     planted.parent.rmdir()
     planted.parent.symlink_to(store.path_for(digest).parent)
-    with pytest.raises(ChildOutputRefused, match="could not be taken back"):
+    with pytest.raises(HandoffRefused, match="could not be taken back"):
         take_blob(store, out, victim)
 
 
@@ -284,11 +284,11 @@ def test_a_handoff_folder_someone_else_made_first_is_not_used(
     """In a shared temporary folder another user could make the folder first, or a link."""
     handoff_dir.mkdir()
     os.chown(handoff_dir, sandbox_user.uid, sandbox_user.gid)
-    with pytest.raises(ChildOutputRefused, match="not a folder of this service's user"):
+    with pytest.raises(HandoffRefused, match="not a folder of this service's user"):
         handoff_root(handoff_dir)
     handoff_dir.rmdir()
     handoff_dir.symlink_to(tmp_path)
-    with pytest.raises(ChildOutputRefused, match="not a folder of this service's user"):
+    with pytest.raises(HandoffRefused, match="not a folder of this service's user"):
         handoff_root(handoff_dir)
     handoff_dir.unlink()
     assert handoff_root(handoff_dir) == handoff_dir  # made here: used
